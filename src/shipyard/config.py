@@ -1,0 +1,128 @@
+"""One typed ``Settings`` object, read from ``shipyard.toml`` then ``SHIPYARD_*`` variables.
+
+Precedence, lowest first: defaults, the workspace's ``shipyard.toml``, environment variables
+named ``SHIPYARD_<SETTING>`` (``SHIPYARD_DATABASE_URL``, ``SHIPYARD_ARTIFACT_ROOT`` ...).
+Unknown keys in either place are an error, with the closest known name suggested, so a
+typo never silently falls back to a default.
+
+Relative paths (and a relative SQLite path in ``database_url``) are resolved against the
+workspace folder, so a workspace can be moved or checked out elsewhere.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shipyard.errors import ConfigError
+
+SETTINGS_FILE = "shipyard.toml"
+ENV_PREFIX = "SHIPYARD_"
+# Variables with the prefix that are not settings: where to find the workspace itself.
+ENV_NOT_SETTINGS = frozenset({"SHIPYARD_WORKSPACE"})
+
+
+class Settings(BaseModel):
+    """Every setting Shipyard reads, with its type and default.
+
+    Example::
+
+        >>> Settings(engine="local").database_url
+        'sqlite:///.shipyard/metadata.db'
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    database_url: str = Field(
+        default="sqlite:///.shipyard/metadata.db",
+        description="SQLAlchemy URL of the metadata database (SQLite file or postgresql://...).",
+    )
+    artifact_root: str = Field(
+        default=".shipyard/artifacts",
+        description="Folder for models, materialized features and reports.",
+    )
+    data_root: str = Field(
+        default=".shipyard/data",
+        description="Folder for registered data sets (daily-partitioned Parquet).",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI; default: a SQLite store inside the workspace.",
+    )
+    engine: Literal["local", "ray"] = Field(
+        default="local", description="Where work runs: in-process ('local') or on Ray."
+    )
+    duckdb_memory_limit: str = Field(
+        default="4GB", description="Memory DuckDB may use before it spills to disk."
+    )
+    duckdb_threads: int = Field(default=0, ge=0, description="DuckDB threads; 0 = one per core.")
+
+    @classmethod
+    def load(cls, root: Path, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``root/shipyard.toml`` and overlay ``SHIPYARD_*`` environment variables."""
+        path = root / SETTINGS_FILE
+        values: dict[str, Any] = {}
+        if path.exists():
+            try:
+                values.update(tomllib.loads(path.read_text(encoding="utf-8")))
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+            _reject_unknown(values, where=str(path), style="key")
+        env = dict(os.environ if environ is None else environ)
+        from_env = {
+            key[len(ENV_PREFIX) :].lower(): value
+            for key, value in env.items()
+            if key.startswith(ENV_PREFIX) and key not in ENV_NOT_SETTINGS
+        }
+        _reject_unknown(from_env, where="environment", style="env")
+        values.update(from_env)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, path)) from None
+
+    def to_toml(self) -> str:
+        """Render the settings as the text of a ``shipyard.toml`` file, with descriptions."""
+        lines = ["# Shipyard workspace settings. Environment variables SHIPYARD_<NAME> override."]
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            lines.append(f"# {field.description}")
+            if value is None:
+                lines.append(f"# {name} = ")
+            elif isinstance(value, str):
+                lines.append(f"{name} = {_toml_string(value)}")
+            else:
+                lines.append(f"{name} = {value!r}")
+        return "\n".join(lines) + "\n"
+
+
+def _toml_string(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _reject_unknown(values: Mapping[str, Any], where: str, style: str) -> None:
+    known = list(Settings.model_fields)
+    for key in values:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        shown = f"{ENV_PREFIX}{key.upper()}" if style == "env" else repr(key)
+        raise ConfigError(
+            f"Unknown setting {shown} in {where}.{hint} Known settings: {', '.join(known)}."
+        )
+
+
+def _describe(exc: ValidationError, path: Path) -> str:
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"])
+        parts.append(f"setting {field!r}: {error['msg']} (got {error.get('input')!r})")
+    return f"Invalid settings ({path} and SHIPYARD_* variables): " + "; ".join(parts)

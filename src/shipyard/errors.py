@@ -1,0 +1,69 @@
+"""One exception hierarchy for Shipyard.
+
+Every error derives from :class:`ShipyardError` and also from the built-in exception it
+refines, so ordinary ``except ValueError`` / ``except KeyError`` clauses keep working::
+
+    try:
+        ws = Workspace.open("missing/")
+    except FileNotFoundError as exc:  # WorkspaceNotFoundError is a FileNotFoundError
+        print(exc)
+"""
+
+from __future__ import annotations
+
+
+class ShipyardError(Exception):
+    """Base class of every error Shipyard raises on purpose."""
+
+
+class ConfigError(ShipyardError, ValueError):
+    """A setting is unknown, malformed or out of range."""
+
+
+class WorkspaceNotFoundError(ShipyardError, FileNotFoundError):
+    """No Shipyard workspace (a folder with ``shipyard.toml``) was found where one was expected."""
+
+
+class WorkspaceExistsError(ShipyardError, FileExistsError):
+    """``shipyard init`` was asked to create a workspace where one already exists."""
+
+
+class DatasetNotFoundError(ShipyardError, KeyError):
+    """No data set of that name (and version) is registered in the workspace."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class DataValidationError(ShipyardError, ValueError):
+    """Stored or supplied data does not match what was expected (schema, nulls, corruption)."""
+
+
+class CorruptDataError(DataValidationError):
+    """A stored file cannot be read or its content no longer matches its recorded hash."""
+
+
+class FeatureDefinitionError(ShipyardError, ValueError):
+    """A feature definition is inconsistent with itself or with its source data."""
+
+
+class FeatureNotFoundError(ShipyardError, KeyError):
+    """A requested feature or feature view is not defined or not materialized."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ParameterError(ShipyardError, ValueError):
+    """A function or constructor argument is outside its allowed range or type."""
+
+
+def invalid_parameter(name: str, owner: str, expected: str, got: object) -> ParameterError:
+    """Build the one parameter-error message Shipyard uses everywhere.
+
+    Example: ``invalid_parameter("n_days", "FraudSimulator", "an int >= 1", 0)`` reads
+    *"The 'n_days' parameter of FraudSimulator must be an int >= 1. Got 0 instead."*
+    """
+    return ParameterError(
+        f"The {name!r} parameter of {owner} must be {expected}. Got {got!r} instead."
+    )

@@ -1,0 +1,220 @@
+"""Feature definitions as code: views of features over one entity, versioned by content hash.
+
+A :class:`FeatureView` names an entity (its join key), a timestamp column and a source data
+set, and holds features of two kinds:
+
+* :class:`RowFeature` — a SQL expression over the columns of the row itself;
+* :class:`Aggregation` — an aggregate over the entity's rows in a time window that ends at
+  the row's time, optionally shifted into the past by a ``delay`` (labels that are not yet
+  known at time t): the window is ``(t - delay - window, t - delay]``. With no delay the
+  row itself and every row at the same instant are included: features use data *at or
+  before* t, never after.
+
+The definition hash covers everything that changes values, so a stored materialization is
+reused only while its definition is unchanged.
+
+Example::
+
+    >>> from datetime import timedelta
+    >>> view = FeatureView(
+    ...     name="customer_spending", entity="CUSTOMER_ID", timestamp="TX_DATETIME",
+    ...     source="fraud",
+    ...     features=(Aggregation("NB_TX_7D", "count", timedelta(days=7)),),
+    ... )
+    >>> len(view.definition_hash)
+    64
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from shipyard.errors import FeatureDefinitionError
+
+AggregationFunction = Literal["count", "sum", "mean", "min", "max"]
+_FUNCTIONS = ("count", "sum", "mean", "min", "max")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _check_identifier(kind: str, value: str) -> None:
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise FeatureDefinitionError(
+            f"{kind} must be an identifier (letters, digits, '_', not starting with a digit). "
+            f"Got {value!r} instead."
+        )
+
+
+@dataclass(frozen=True)
+class RowFeature:
+    """A feature computed from the row itself with a DuckDB SQL expression.
+
+    ``inputs`` lists the source columns the expression reads; they are checked against the
+    source schema before anything runs.
+    """
+
+    name: str
+    expression: str
+    inputs: tuple[str, ...]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _check_identifier("RowFeature.name", self.name)
+        for column in self.inputs:
+            _check_identifier(f"RowFeature {self.name!r} input", column)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Source columns this feature reads."""
+        return self.inputs
+
+    def to_dict(self) -> dict[str, Any]:
+        """Canonical, JSON-serializable form (what the definition hash covers)."""
+        return {"kind": "row", "name": self.name, "expression": self.expression, "inputs": list(self.inputs)}
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """An aggregate of ``column`` over the entity's rows in ``(t - delay - window, t - delay]``.
+
+    ``function`` is one of count, sum, mean, min, max (``count`` needs no column).
+    ``fill_value`` replaces the result of an empty window (count is 0 by itself).
+    ``decimals`` sums the column as an exact fixed-point decimal: a feature then cannot
+    depend on other rows through floating-point rounding.
+    """
+
+    name: str
+    function: AggregationFunction
+    window: timedelta
+    column: str | None = None
+    delay: timedelta = field(default_factory=timedelta)
+    fill_value: float | None = None
+    decimals: int | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _check_identifier("Aggregation.name", self.name)
+        if self.function not in _FUNCTIONS:
+            raise FeatureDefinitionError(
+                f"Aggregation {self.name!r}: function must be one of {', '.join(_FUNCTIONS)}. "
+                f"Got {self.function!r} instead."
+            )
+        if self.function != "count" and self.column is None:
+            raise FeatureDefinitionError(
+                f"Aggregation {self.name!r}: function {self.function!r} needs a column."
+            )
+        if self.column is not None:
+            _check_identifier(f"Aggregation {self.name!r} column", self.column)
+        if not isinstance(self.window, timedelta) or self.window <= timedelta(0):
+            raise FeatureDefinitionError(
+                f"Aggregation {self.name!r}: window must be a positive timedelta. Got {self.window!r}."
+            )
+        if not isinstance(self.delay, timedelta) or self.delay < timedelta(0):
+            raise FeatureDefinitionError(
+                f"Aggregation {self.name!r}: delay must be a timedelta >= 0. Got {self.delay!r}."
+            )
+        if self.decimals is not None and not 0 <= self.decimals <= 9:
+            raise FeatureDefinitionError(
+                f"Aggregation {self.name!r}: decimals must be an int in [0, 9]. Got {self.decimals!r}."
+            )
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Source columns this feature reads."""
+        return () if self.column is None else (self.column,)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Canonical, JSON-serializable form (what the definition hash covers)."""
+        return {
+            "kind": "aggregation",
+            "name": self.name,
+            "function": self.function,
+            "column": self.column,
+            "window_us": micros(self.window),
+            "delay_us": micros(self.delay),
+            "fill_value": self.fill_value,
+            "decimals": self.decimals,
+        }
+
+
+Feature = RowFeature | Aggregation
+
+
+def micros(value: timedelta) -> int:
+    """A timedelta as an integer number of microseconds (exact)."""
+    return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+
+
+@dataclass(frozen=True)
+class FeatureView:
+    """Features of one entity, computed point-in-time correct from one source data set."""
+
+    name: str
+    entity: str
+    timestamp: str
+    source: str
+    features: tuple[Feature, ...]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _check_identifier("FeatureView.name", self.name)
+        _check_identifier(f"FeatureView {self.name!r} entity", self.entity)
+        _check_identifier(f"FeatureView {self.name!r} timestamp", self.timestamp)
+        if not self.features:
+            raise FeatureDefinitionError(f"FeatureView {self.name!r} defines no features.")
+        names = [f.name for f in self.features]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise FeatureDefinitionError(
+                f"FeatureView {self.name!r} defines {', '.join(duplicates)} more than once."
+            )
+        clash = {self.entity, self.timestamp} & set(names)
+        if clash:
+            raise FeatureDefinitionError(
+                f"FeatureView {self.name!r}: feature name {sorted(clash)[0]!r} collides with "
+                "the entity or timestamp column."
+            )
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Names of the features, in definition order."""
+        return [f.name for f in self.features]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Canonical, JSON-serializable form of the whole definition."""
+        return {
+            "name": self.name,
+            "entity": self.entity,
+            "timestamp": self.timestamp,
+            "source": self.source,
+            "features": [f.to_dict() for f in self.features],
+        }
+
+    @property
+    def definition_hash(self) -> str:
+        """SHA-256 of the canonical definition: changes whenever a value could change."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def check_columns(self, available: Iterable[str], where: str) -> None:
+        """Raise FeatureDefinitionError naming the first column missing from ``available``."""
+        have = set(available)
+        needed: list[tuple[str, str]] = [("entity", self.entity), ("timestamp", self.timestamp)]
+        needed += [(f"feature {f.name!r}", c) for f in self.features for c in f.columns]
+        for role, column in needed:
+            if column not in have:
+                raise FeatureDefinitionError(
+                    f"FeatureView {self.name!r}: {role} needs column {column!r}, which {where} "
+                    f"does not have. Available: {', '.join(sorted(have))}."
+                )
+
+
+def definitions_hash(views: Sequence[FeatureView]) -> str:
+    """One hash for a set of views (what a training run records as its feature version)."""
+    joined = ",".join(sorted(f"{v.name}:{v.definition_hash}" for v in views))
+    return hashlib.sha256(joined.encode()).hexdigest()

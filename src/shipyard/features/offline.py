@@ -1,0 +1,459 @@
+"""The offline feature store: DuckDB over Parquet, point-in-time correct.
+
+``materialize`` computes every feature of a view for every row of its source data set with
+DuckDB window functions (RANGE frames over integer microseconds, so the bounds are exact)
+and stores the result as one Parquet file per (view definition, data set content). The
+data set's partitions and the stored file are checked against their SHA-256 before use.
+
+``get_historical_features`` attaches to each event (entity keys + a timestamp) the latest
+feature row of each view at or before the event's time with a DuckDB ASOF join. The join
+runs inside DuckDB, spills to disk past its memory limit, and the result streams out as
+Arrow record batches: the history is never loaded into pandas.
+
+Example::
+
+    store = OfflineStore(ws)
+    store.materialize(BASELINE_VIEWS)
+    features = store.get_historical_features(events_df, BASELINE_VIEWS)
+    features.to_parquet("training_frame.parquet")
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shipyard.integrity import file_sha256
+from shipyard.errors import (
+    CorruptDataError,
+    DataValidationError,
+    FeatureDefinitionError,
+    FeatureNotFoundError,
+)
+from shipyard.features.definitions import Aggregation, FeatureView, RowFeature, micros
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
+    import pyarrow as pa
+
+    from shipyard.data.catalog import Dataset
+    from shipyard.workspace import Workspace
+
+ProgressCallback = Callable[[str, int, int], None]
+_TS = "__shipyard_ts"
+_ROW = "__shipyard_row"
+
+
+@dataclass(frozen=True)
+class Materialization:
+    """A stored computation of one feature view over one data set version."""
+
+    view: str
+    definition_hash: str
+    dataset: str
+    dataset_version: int
+    dataset_hash: str
+    path: Path
+    sha256: str
+    n_rows: int
+    seconds: float
+    reused: bool = False
+
+
+def _q(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _literal(path: Path | str) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _aggregate_sql(feature: Aggregation, window: str) -> str:
+    column = "*" if feature.column is None else _q(feature.column)
+    if feature.decimals is not None and feature.column is not None:
+        column = f"CAST({column} AS DECIMAL(18, {feature.decimals}))"
+    function = {"mean": "avg"}.get(feature.function, feature.function)
+    expression = f"{function}({column}) OVER {window}"
+    if feature.function in ("mean", "sum") and feature.decimals is not None:
+        expression = f"CAST({expression} AS DOUBLE)"
+    if feature.fill_value is not None:
+        expression = f"COALESCE({expression}, {float(feature.fill_value)!r})"
+    return expression
+
+
+def _frame_sql(feature: Aggregation) -> str:
+    # Integer microseconds make the open lower bound exact: (t - d - w, t - d] is
+    # [t - d - w + 1us, t - d] on a microsecond grid.
+    delay = micros(feature.delay)
+    lower = delay + micros(feature.window) - 1
+    upper = "CURRENT ROW" if delay == 0 else f"{delay} PRECEDING"
+    return f"RANGE BETWEEN {lower} PRECEDING AND {upper}"
+
+
+def view_sql(view: FeatureView, source: str) -> str:
+    """The DuckDB query computing ``view`` for every row of ``source`` (a FROM clause)."""
+    windows: dict[str, str] = {}
+    selects = [_q(view.entity), f"CAST({_q(view.timestamp)} AS TIMESTAMP) AS {_q(view.timestamp)}"]
+    for feature in view.features:
+        if isinstance(feature, RowFeature):
+            selects.append(f"({feature.expression}) AS {_q(feature.name)}")
+            continue
+        frame = _frame_sql(feature)
+        window = windows.setdefault(frame, f"w{len(windows)}")
+        selects.append(f"{_aggregate_sql(feature, window)} AS {_q(feature.name)}")
+    sql = f"SELECT {', '.join(selects)} FROM (SELECT *, epoch_us({_q(view.timestamp)}) AS {_TS} FROM {source})"
+    if windows:
+        definitions = ", ".join(
+            f"{name} AS (PARTITION BY {_q(view.entity)} ORDER BY {_TS} {frame})"
+            for frame, name in windows.items()
+        )
+        sql += f" WINDOW {definitions}"
+    return sql
+
+
+class OfflineStore:
+    """Materialize feature views into Parquet and retrieve them point-in-time correct."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with the workspace's memory limit, threads and spill folder."""
+        import duckdb
+
+        settings = self.workspace.settings
+        spill = self.workspace.artifact_root / "tmp" / "duckdb"
+        spill.mkdir(parents=True, exist_ok=True)
+        config: dict[str, Any] = {
+            "memory_limit": settings.duckdb_memory_limit,
+            "temp_directory": str(spill),
+            "enable_progress_bar": False,
+        }
+        if settings.duckdb_threads:
+            config["threads"] = settings.duckdb_threads
+        return duckdb.connect(config=config)
+
+    # -- materialization -------------------------------------------------------------------
+
+    def materialize(
+        self,
+        views: Sequence[FeatureView],
+        dataset_version: int | None = None,
+        *,
+        force: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> list[Materialization]:
+        """Compute and store each view over its source data set (latest version by default).
+
+        A view whose definition and source content are unchanged is reused, not recomputed,
+        unless ``force``.
+        """
+        from shipyard.data.catalog import get_dataset
+
+        results = []
+        for i, view in enumerate(views):
+            dataset = get_dataset(self.workspace, view.source, dataset_version)
+            view.check_columns(dataset.columns, where=f"data set {dataset.name} v{dataset.version}")
+            existing = None if force else self._find(view, dataset.content_hash)
+            if existing is not None and existing.path.is_file():
+                results.append(existing)
+            else:
+                results.append(self._compute(view, dataset))
+            if progress is not None:
+                progress("views", i + 1, len(views))
+        return results
+
+    def _compute(self, view: FeatureView, dataset: Dataset) -> Materialization:
+        import duckdb
+        from sqlalchemy import delete, insert
+
+        from shipyard.tables import feature_materializations as table
+
+        dataset.verify()
+        files = ", ".join(_literal(p) for p in dataset.partition_files())
+        source = f"read_parquet([{files}])"
+        folder = self.workspace.artifact_root / "features" / view.name / view.definition_hash[:16]
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"{dataset.content_hash[:16]}.parquet"
+        tmp = folder / f".tmp-{uuid.uuid4().hex}.parquet"
+        started = time.perf_counter()
+        con = self.connect()
+        try:
+            query = view_sql(view, source)
+            con.execute(f"COPY ({query}) TO {_literal(tmp)} (FORMAT parquet, COMPRESSION zstd)")
+        except duckdb.Error as exc:
+            tmp.unlink(missing_ok=True)
+            raise _explain(exc, view, dataset) from exc
+        finally:
+            con.close()
+        seconds = time.perf_counter() - started
+        os.replace(tmp, final)
+        import pyarrow.parquet as pq
+
+        record = {
+            "view": view.name,
+            "definition_hash": view.definition_hash,
+            "dataset": dataset.name,
+            "dataset_version": dataset.version,
+            "dataset_hash": dataset.content_hash,
+            "path": str(final.relative_to(self.workspace.artifact_root)),
+            "sha256": file_sha256(final),
+            "n_rows": pq.read_metadata(final).num_rows,
+            "definition": view.to_dict(),
+            "seconds": round(seconds, 3),
+            "created_at": datetime.now(UTC).replace(tzinfo=None),
+        }
+        with self.workspace.engine.begin() as conn:
+            conn.execute(
+                delete(table).where(
+                    (table.c.view == view.name)
+                    & (table.c.definition_hash == view.definition_hash)
+                    & (table.c.dataset_hash == dataset.content_hash)
+                )
+            )
+            conn.execute(insert(table).values(**record))
+        return self._to_materialization(record, reused=False)
+
+    def _find(self, view: FeatureView, dataset_hash: str | None) -> Materialization | None:
+        from sqlalchemy import select
+
+        from shipyard.tables import feature_materializations as table
+
+        query = select(table).where(
+            (table.c.view == view.name) & (table.c.definition_hash == view.definition_hash)
+        )
+        if dataset_hash is not None:
+            query = query.where(table.c.dataset_hash == dataset_hash)
+        query = query.order_by(table.c.id.desc()).limit(1)
+        with self.workspace.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else self._to_materialization(dict(row), reused=True)
+
+    def _to_materialization(self, row: dict[str, Any], reused: bool) -> Materialization:
+        return Materialization(
+            view=row["view"],
+            definition_hash=row["definition_hash"],
+            dataset=row["dataset"],
+            dataset_version=row["dataset_version"],
+            dataset_hash=row["dataset_hash"],
+            path=self.workspace.artifact_root / row["path"],
+            sha256=row["sha256"],
+            n_rows=row["n_rows"],
+            seconds=float(row["seconds"]),
+            reused=reused,
+        )
+
+    def materialization(self, view: FeatureView) -> Materialization:
+        """The latest stored materialization of ``view``'s current definition, verified."""
+        found = self._find(view, None)
+        if found is None:
+            raise FeatureNotFoundError(
+                f"Feature view {view.name!r} (definition {view.definition_hash[:12]}) is not "
+                "materialized in this workspace. Run `shipyard features materialize` or "
+                "OfflineStore.materialize first."
+            )
+        if not found.path.is_file() or file_sha256(found.path) != found.sha256:
+            raise CorruptDataError(
+                f"The materialized features of view {view.name!r} at {found.path} are missing "
+                "or do not match their recorded SHA-256; materialize again with force=True."
+            )
+        return found
+
+    # -- retrieval -------------------------------------------------------------------------
+
+    def get_historical_features(
+        self,
+        events: Any,
+        views: Sequence[FeatureView],
+        *,
+        timestamp: str | None = None,
+    ) -> HistoricalFeatures:
+        """Attach to each event the features of each view as of the event's time.
+
+        ``events`` is a pandas DataFrame, a PyArrow Table, or a Parquet path (or list of
+        paths); it needs each view's entity column and the ``timestamp`` column (by default
+        the views' timestamp name). Events keep their order and every column they had.
+        """
+        if not views:
+            raise FeatureDefinitionError("get_historical_features needs at least one FeatureView.")
+        timestamp = timestamp or views[0].timestamp
+        materialized = [self.materialization(v) for v in views]
+        con = self.connect()
+        try:
+            source, order = _register_events(con, events)
+            columns = [d[0] for d in con.sql(f"SELECT * FROM {source} LIMIT 0").description]
+            _check_events(con, source, columns, views, timestamp)
+            sql = _retrieval_sql(source, order, columns, views, materialized, timestamp)
+            relation = con.sql(sql)
+        except BaseException:
+            con.close()
+            raise
+        return HistoricalFeatures(con, relation, [n for v in views for n in v.feature_names])
+
+
+def _register_events(con: duckdb.DuckDBPyConnection, events: Any) -> tuple[str, str]:
+    """Make ``events`` visible to DuckDB; return (relation SQL, ORDER BY that keeps their order)."""
+    import pyarrow as pa
+
+    if isinstance(events, str | os.PathLike) or (
+        isinstance(events, list | tuple) and events and isinstance(events[0], str | os.PathLike)
+    ):
+        paths = [events] if isinstance(events, str | os.PathLike) else list(events)
+        for path in paths:
+            if not Path(path).exists():
+                raise DataValidationError(f"events: no file at {path}")
+        files = ", ".join(_literal(Path(p)) for p in paths)
+        relation = f"read_parquet([{files}], filename = true, file_row_number = true)"
+        order = "filename, file_row_number"
+        con.execute(f"CREATE VIEW __events AS SELECT * FROM {relation}")
+        return "__events", order
+    if isinstance(events, pa.Table):
+        table = events
+    else:
+        try:
+            table = pa.Table.from_pandas(events, preserve_index=False)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise DataValidationError(
+                "events must be a pandas DataFrame, a PyArrow Table or Parquet path(s); "
+                f"got {type(events).__name__} ({exc})"
+            ) from None
+    import pyarrow as pa
+
+    table = table.append_column(_ROW, pa.array(range(table.num_rows), type=pa.int64()))
+    con.register("__events", table)
+    return "__events", _q(_ROW)
+
+
+def _first_row(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[Any, ...]:
+    rows = con.execute(sql).fetchall()
+    return tuple(rows[0]) if rows else ()
+
+
+def _check_events(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    columns: list[str],
+    views: Sequence[FeatureView],
+    timestamp: str,
+) -> None:
+    needed = [timestamp, *dict.fromkeys(v.entity for v in views)]
+    for column in needed:
+        if column not in columns:
+            raise DataValidationError(
+                f"events need a column {column!r} (timestamp or entity key of the requested "
+                f"views); they have: {', '.join(c for c in columns if not c.startswith('__'))}."
+            )
+    counts = ", ".join(f"count(*) FILTER (WHERE {_q(c)} IS NULL)" for c in needed)
+    nulls = _first_row(con, f"SELECT {counts} FROM {source}")
+    for column, n in zip(needed, nulls, strict=True):
+        if n:
+            first = _first_row(
+                con,
+                f"SELECT min(rn) FROM (SELECT row_number() OVER () - 1 AS rn, {_q(column)} AS c "
+                f"FROM {source}) WHERE c IS NULL",
+            )
+            where = f", the first at row {first[0]}" if first else ""
+            raise DataValidationError(
+                f"events column {column!r} has {n} null value(s){where}; every event needs "
+                "an entity key and a timestamp for a point-in-time lookup."
+            )
+    kind = _first_row(con, f"SELECT typeof({_q(timestamp)}) FROM {source} LIMIT 1")
+    if kind and not str(kind[0]).startswith(("TIMESTAMP", "DATE")):
+        raise DataValidationError(
+            f"events column {timestamp!r} must hold timestamps; it holds {kind[0]}."
+        )
+
+
+def _retrieval_sql(
+    source: str,
+    order: str,
+    columns: list[str],
+    views: Sequence[FeatureView],
+    materialized: Sequence[Materialization],
+    timestamp: str,
+) -> str:
+    keep = [c for c in columns if c not in (_ROW, "filename", "file_row_number")]
+    selects = [f"e.{_q(c)}" for c in keep]
+    joins = []
+    taken = set(keep)
+    for i, (view, stored) in enumerate(zip(views, materialized, strict=True)):
+        alias = f"f{i}"
+        for name in view.feature_names:
+            if name in taken:
+                raise FeatureDefinitionError(
+                    f"Feature {name!r} of view {view.name!r} collides with an event column or "
+                    "a feature of another requested view."
+                )
+            taken.add(name)
+            selects.append(f"{alias}.{_q(name)}")
+        joins.append(
+            f"ASOF LEFT JOIN (SELECT * FROM read_parquet({_literal(stored.path)})) {alias} "
+            f"ON e.{_q(view.entity)} = {alias}.{_q(view.entity)} "
+            f"AND CAST(e.{_q(timestamp)} AS TIMESTAMP) >= {alias}.{_q(view.timestamp)}"
+        )
+    order_by = ", ".join(f"e.{part.strip()}" for part in order.split(","))
+    return f"SELECT {', '.join(selects)} FROM {source} e {' '.join(joins)} ORDER BY {order_by}"
+
+
+class HistoricalFeatures:
+    """The result of a point-in-time retrieval, computed lazily and streamed on demand."""
+
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, relation: duckdb.DuckDBPyRelation, features: list[str]
+    ) -> None:
+        self._con = con
+        self._relation = relation
+        self.feature_names = features
+
+    def batches(self, batch_size: int = 100_000) -> Iterator[pa.RecordBatch]:
+        """Stream the result as Arrow record batches of at most ``batch_size`` rows."""
+        try:
+            reader = self._relation.to_arrow_reader(batch_size)
+            yield from reader
+        finally:
+            self.close()
+
+    def to_parquet(self, path: str | os.PathLike[str]) -> Path:
+        """Write the result to one Parquet file without holding it in memory; return the path."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con.execute(
+                f"COPY ({self._relation.sql_query()}) TO {_literal(target)} (FORMAT parquet)"
+            )
+        finally:
+            self.close()
+        return target
+
+    def to_arrow(self) -> pa.Table:
+        """The whole result as one Arrow table (in memory)."""
+        try:
+            return self._relation.to_arrow_table()
+        finally:
+            self.close()
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The whole result as a pandas DataFrame (in memory)."""
+        return self.to_arrow().to_pandas()
+
+    def close(self) -> None:
+        """Release the DuckDB connection (idempotent)."""
+        self._con.close()
+
+
+def _explain(exc: Exception, view: FeatureView, dataset: Dataset) -> Exception:
+    message = str(exc)
+    if "parquet" in message.lower() and ("invalid" in message.lower() or "corrupt" in message.lower()):
+        return CorruptDataError(f"Reading data set {dataset.name} v{dataset.version} failed: {message}")
+    return FeatureDefinitionError(
+        f"Computing feature view {view.name!r} over data set {dataset.name} v{dataset.version} "
+        f"failed in DuckDB: {message}"
+    )
+

@@ -1,0 +1,143 @@
+"""The Workspace: the one context object every Shipyard function takes.
+
+A workspace is a folder holding ``shipyard.toml``; by default it also holds the SQLite
+metadata database, the data root and the artifact root (all settings). Nothing in Shipyard
+reads global state: open a workspace and pass it along::
+
+    from shipyard import Workspace
+    ws = Workspace.init("my-project")      # or Workspace.open("my-project")
+    print(ws.database_url, ws.artifact_root)
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from shipyard.config import SETTINGS_FILE, Settings
+from shipyard.errors import WorkspaceExistsError, WorkspaceNotFoundError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+
+class Workspace:
+    """A Shipyard project: settings, metadata database, data and artifact roots."""
+
+    def __init__(self, root: str | os.PathLike[str], settings: Settings | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.settings = settings if settings is not None else Settings.load(self.root)
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
+
+    @classmethod
+    def init(
+        cls, path: str | os.PathLike[str] = ".", settings: Settings | None = None
+    ) -> Workspace:
+        """Create a workspace at ``path``: ``shipyard.toml``, folders and metadata tables."""
+        root = Path(path).resolve()
+        config = root / SETTINGS_FILE
+        if config.exists():
+            raise WorkspaceExistsError(
+                f"A workspace already exists at {root} ({SETTINGS_FILE} is there); "
+                "open it with Workspace.open or choose another folder."
+            )
+        settings = settings if settings is not None else Settings()
+        root.mkdir(parents=True, exist_ok=True)
+        workspace = cls(root, settings)
+        workspace.ensure_layout()
+        config.write_text(settings.to_toml(), encoding="utf-8")
+        # Re-read so that SHIPYARD_* variables apply exactly as they will on the next open.
+        return cls(root)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None) -> Workspace:
+        """Open the workspace at ``path``, ``$SHIPYARD_WORKSPACE``, or the nearest parent of cwd."""
+        explicit = path if path is not None else os.environ.get("SHIPYARD_WORKSPACE")
+        if explicit is not None:
+            root = Path(explicit).resolve()
+            if not (root / SETTINGS_FILE).is_file():
+                raise WorkspaceNotFoundError(
+                    f"No Shipyard workspace at {root}: {SETTINGS_FILE} is missing. "
+                    f"Create one with `shipyard init {explicit}`."
+                )
+            workspace = cls(root)
+        else:
+            here = Path.cwd().resolve()
+            for candidate in (here, *here.parents):
+                if (candidate / SETTINGS_FILE).is_file():
+                    workspace = cls(candidate)
+                    break
+            else:
+                raise WorkspaceNotFoundError(
+                    f"No Shipyard workspace in {here} or its parents ({SETTINGS_FILE} not found). "
+                    "Run `shipyard init` here, pass --workspace, or set SHIPYARD_WORKSPACE."
+                )
+        workspace.ensure_layout()
+        return workspace
+
+    def resolve(self, setting: str) -> Path:
+        """Resolve a path setting against the workspace folder."""
+        path = Path(os.path.expanduser(setting))
+        return path if path.is_absolute() else self.root / path
+
+    @property
+    def artifact_root(self) -> Path:
+        """Folder holding models, materialized features and reports."""
+        return self.resolve(self.settings.artifact_root)
+
+    @property
+    def data_root(self) -> Path:
+        """Folder holding registered data sets."""
+        return self.resolve(self.settings.data_root)
+
+    @property
+    def database_url(self) -> str:
+        """The metadata database URL, with a relative SQLite path made absolute."""
+        url = self.settings.database_url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and url != "sqlite:///:memory:":
+            return prefix + str(self.resolve(url[len(prefix) :]))
+        return url
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """Where MLflow runs go: the setting, or a SQLite store inside the workspace."""
+        if self.settings.mlflow_tracking_uri:
+            return self.settings.mlflow_tracking_uri
+        return "sqlite:///" + str(self.resolve(".shipyard/mlflow.db"))
+
+    @cached_property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine of the metadata database (created on first use)."""
+        from sqlalchemy import create_engine, event
+
+        engine = create_engine(self.database_url, future=True)
+        if engine.dialect.name == "sqlite":
+
+            @event.listens_for(engine, "connect")
+            def _sqlite_pragmas(conn, _record):  # type: ignore[no-untyped-def]
+                cursor = conn.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA busy_timeout=10000")
+                cursor.close()
+
+        return engine
+
+    def ensure_layout(self) -> None:
+        """Create the folders and the metadata tables if they are missing (idempotent)."""
+        from shipyard.tables import metadata
+
+        self.artifact_root.mkdir(parents=True, exist_ok=True)
+        self.data_root.mkdir(parents=True, exist_ok=True)
+        if self.database_url.startswith("sqlite:///"):
+            Path(self.database_url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        """Release database connections (the workspace can still be used afterwards)."""
+        if "engine" in self.__dict__:
+            self.engine.dispose()
