@@ -134,11 +134,12 @@ class OfflineStore:
         config: dict[str, Any] = {
             "memory_limit": settings.duckdb_memory_limit,
             "temp_directory": str(spill),
-            "enable_progress_bar": False,
         }
         if settings.duckdb_threads:
             config["threads"] = settings.duckdb_threads
-        return duckdb.connect(config=config)
+        con = duckdb.connect(config=config)
+        con.execute("SET enable_progress_bar = false")
+        return con
 
     # -- materialization -------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""The ``shipyard`` command line: argument handling and printing over the library API."""

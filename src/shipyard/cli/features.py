@@ -1,0 +1,122 @@
+"""``shipyard features``: list, materialize and retrieve point-in-time features."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from typing import TYPE_CHECKING
+
+import click
+
+from shipyard.cli._common import console, open_workspace, progress_bars
+
+if TYPE_CHECKING:
+    from shipyard.features.definitions import FeatureView
+
+DEFAULT_VIEWS = "shipyard.features.fraud:BASELINE_VIEWS"
+views_option = click.option(
+    "--views",
+    "views_ref",
+    default=DEFAULT_VIEWS,
+    show_default=True,
+    help="Feature views to use, as module:attribute (a FeatureView or a sequence of them).",
+)
+
+
+def load_views(reference: str) -> list[FeatureView]:
+    """Import feature views from ``module:attribute``."""
+    from shipyard.errors import FeatureDefinitionError
+    from shipyard.features.definitions import FeatureView
+
+    module_name, _, attribute = reference.partition(":")
+    if not attribute:
+        raise click.BadParameter(f"expected module:attribute, got {reference!r}", param_hint="--views")
+    try:
+        value = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise click.BadParameter(f"cannot load {reference!r}: {exc}", param_hint="--views") from None
+    views = [value] if isinstance(value, FeatureView) else list(value)
+    for view in views:
+        if not isinstance(view, FeatureView):
+            raise FeatureDefinitionError(f"{reference} holds {type(view).__name__}, not a FeatureView")
+    return views
+
+
+@click.group()
+def features() -> None:
+    """Feature definitions, materialization and point-in-time retrieval."""
+
+
+@features.command("list")
+@views_option
+def list_(views_ref: str) -> None:
+    """Show the feature views and their features."""
+    from rich.table import Table
+
+    table = Table("view", "entity", "feature", "definition", title=f"Feature views ({views_ref})")
+    for view in load_views(views_ref):
+        for i, feature in enumerate(view.features):
+            table.add_row(
+                view.name if i == 0 else "",
+                view.entity if i == 0 else "",
+                feature.name,
+                _describe(feature.to_dict()),
+            )
+    console().print(table)
+
+
+def _describe(d: dict[str, object]) -> str:
+    if d["kind"] == "row":
+        return str(d["expression"])
+    days = int(str(d["window_us"])) / 86_400e6
+    delay = int(str(d["delay_us"])) / 86_400e6
+    column = d["column"] or "*"
+    text = f"{d['function']}({column}) over {days:g} day(s)"
+    return text + (f", delayed {delay:g} day(s)" if delay else "")
+
+
+@features.command()
+@views_option
+@click.option("--version", "version", type=int, default=None, help="Source data set version.")
+@click.option("--force", is_flag=True, help="Recompute even if an identical result is stored.")
+@click.pass_context
+def materialize(ctx: click.Context, views_ref: str, version: int | None, force: bool) -> None:
+    """Compute the feature views over their source data set with DuckDB and store them."""
+    from rich.table import Table
+
+    from shipyard.features.offline import OfflineStore
+
+    ws = open_workspace(ctx)
+    out = console()
+    views = load_views(views_ref)
+    started = time.perf_counter()
+    with progress_bars(out) as progress:
+        results = OfflineStore(ws).materialize(views, version, force=force, progress=progress)
+    table = Table("view", "data set", "rows", "seconds", "stored", title="Materialized features")
+    for m in results:
+        table.add_row(
+            m.view,
+            f"{m.dataset} v{m.dataset_version}",
+            f"{m.n_rows:,}",
+            f"{m.seconds:.2f}" + (" (reused)" if m.reused else ""),
+            str(m.path),
+        )
+    out.print(table)
+    out.print(f"Done in {time.perf_counter() - started:.1f} s")
+
+
+@features.command()
+@views_option
+@click.option("--events", required=True, type=click.Path(exists=True), help="Parquet file of events.")
+@click.option("--out", "out_path", required=True, type=click.Path(), help="Parquet file to write.")
+@click.option("--timestamp", default=None, help="Event time column (default: the views').")
+@click.pass_context
+def get(ctx: click.Context, views_ref: str, events: str, out_path: str, timestamp: str | None) -> None:
+    """Attach point-in-time features to EVENTS (entity keys + timestamp) and write OUT."""
+    from shipyard.features.offline import OfflineStore
+
+    ws = open_workspace(ctx)
+    started = time.perf_counter()
+    result = OfflineStore(ws).get_historical_features(events, load_views(views_ref), timestamp=timestamp)
+    path = result.to_parquet(out_path)
+    console().print(f"Wrote {path} in {time.perf_counter() - started:.1f} s")

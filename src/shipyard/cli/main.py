@@ -1,0 +1,69 @@
+"""Entry point of the ``shipyard`` command; sub-commands are imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+# name -> "module:attribute"; importing a group pulls in only what that group needs.
+COMMANDS = {
+    "init": "shipyard.cli.workspace:init",
+    "info": "shipyard.cli.workspace:info",
+    "data": "shipyard.cli.data:data",
+    "features": "shipyard.cli.features:features",
+    "quickstart": "shipyard.cli.quickstart:quickstart",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands are imported on first use (keeps --help fast)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attribute = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--workspace",
+    "-w",
+    type=click.Path(file_okay=False),
+    envvar="SHIPYARD_WORKSPACE",
+    help="Workspace folder (default: the nearest folder with shipyard.toml above the current one).",
+)
+@click.version_option(package_name="shipyard")
+@click.pass_context
+def cli(ctx: click.Context, workspace: str | None) -> None:
+    """Shipyard: data, features, training, registry and serving for production ML."""
+    ctx.obj = {"workspace": workspace}
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Run the CLI; Shipyard errors print as one clear line and exit with status 2."""
+    from shipyard.errors import ShipyardError
+
+    try:
+        return cli.main(args=argv, prog_name="shipyard", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ShipyardError as exc:
+        click.secho(f"Error: {exc}", fg="red", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

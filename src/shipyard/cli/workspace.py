@@ -1,0 +1,40 @@
+"""``shipyard init`` and ``shipyard info``."""
+
+from __future__ import annotations
+
+import click
+
+from shipyard.cli._common import console, open_workspace
+
+
+@click.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+def init(directory: str) -> None:
+    """Create a workspace in DIRECTORY: shipyard.toml, metadata database, data and artifact roots."""
+    from shipyard.workspace import Workspace
+
+    ws = Workspace.init(directory)
+    out = console()
+    out.print(f"[green]Created workspace[/] {ws.root}")
+    out.print(f"  settings        {ws.root / 'shipyard.toml'}")
+    out.print(f"  metadata db     {ws.database_url}")
+    out.print(f"  data root       {ws.data_root}")
+    out.print(f"  artifact root   {ws.artifact_root}")
+    out.print("Next: [bold]shipyard data simulate[/] to create the fraud data set.")
+
+
+@click.command()
+@click.pass_context
+def info(ctx: click.Context) -> None:
+    """Show the current workspace's settings and what it holds."""
+    from rich.table import Table
+
+    from shipyard.data.catalog import list_datasets
+
+    ws = open_workspace(ctx)
+    table = Table(title=f"Workspace {ws.root}", show_header=False)
+    for name in type(ws.settings).model_fields:
+        table.add_row(name, str(getattr(ws.settings, name)))
+    table.add_row("resolved database", ws.database_url)
+    table.add_row("data sets", str(len(list_datasets(ws))))
+    console().print(table)
