@@ -43,6 +43,7 @@ def progress_bars(out: Console) -> Iterator[Callable[[str, int, int], None]]:
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        TaskID,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
@@ -57,7 +58,7 @@ def progress_bars(out: Console) -> Iterator[Callable[[str, int, int], None]]:
         console=out,
         transient=False,
     ) as bars:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def update(stage: str, done: int, total: int) -> None:
             if stage not in tasks:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, cast
 
 import click
 
 from shipyard.cli._common import console, open_workspace, progress_bars
+
+if TYPE_CHECKING:
+    from shipyard.data.fraud_simulator import Mode
 
 
 @click.group()
@@ -50,7 +54,7 @@ def simulate(
         n_terminals=terminals,
         n_days=days,
         start_date=start_date,
-        mode=mode,  # type: ignore[arg-type]  # click.Choice guarantees the literal
+        mode=cast("Mode", mode),  # click.Choice guarantees the literal
         n_jobs=jobs,
     )
     started = time.perf_counter()

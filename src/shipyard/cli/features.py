@@ -30,15 +30,21 @@ def load_views(reference: str) -> list[FeatureView]:
 
     module_name, _, attribute = reference.partition(":")
     if not attribute:
-        raise click.BadParameter(f"expected module:attribute, got {reference!r}", param_hint="--views")
+        raise click.BadParameter(
+            f"expected module:attribute, got {reference!r}", param_hint="--views"
+        )
     try:
         value = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
-        raise click.BadParameter(f"cannot load {reference!r}: {exc}", param_hint="--views") from None
+        raise click.BadParameter(
+            f"cannot load {reference!r}: {exc}", param_hint="--views"
+        ) from None
     views = [value] if isinstance(value, FeatureView) else list(value)
     for view in views:
         if not isinstance(view, FeatureView):
-            raise FeatureDefinitionError(f"{reference} holds {type(view).__name__}, not a FeatureView")
+            raise FeatureDefinitionError(
+                f"{reference} holds {type(view).__name__}, not a FeatureView"
+            )
     return views
 
 
@@ -107,16 +113,22 @@ def materialize(ctx: click.Context, views_ref: str, version: int | None, force: 
 
 @features.command()
 @views_option
-@click.option("--events", required=True, type=click.Path(exists=True), help="Parquet file of events.")
+@click.option(
+    "--events", required=True, type=click.Path(exists=True), help="Parquet file of events."
+)
 @click.option("--out", "out_path", required=True, type=click.Path(), help="Parquet file to write.")
 @click.option("--timestamp", default=None, help="Event time column (default: the views').")
 @click.pass_context
-def get(ctx: click.Context, views_ref: str, events: str, out_path: str, timestamp: str | None) -> None:
+def get(
+    ctx: click.Context, views_ref: str, events: str, out_path: str, timestamp: str | None
+) -> None:
     """Attach point-in-time features to EVENTS (entity keys + timestamp) and write OUT."""
     from shipyard.features.offline import OfflineStore
 
     ws = open_workspace(ctx)
     started = time.perf_counter()
-    result = OfflineStore(ws).get_historical_features(events, load_views(views_ref), timestamp=timestamp)
+    result = OfflineStore(ws).get_historical_features(
+        events, load_views(views_ref), timestamp=timestamp
+    )
     path = result.to_parquet(out_path)
     console().print(f"Wrote {path} in {time.perf_counter() - started:.1f} s")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, cast
 
 import click
 
 from shipyard.cli._common import console, progress_bars
+
+if TYPE_CHECKING:
+    from shipyard.data.fraud_simulator import Mode
 
 
 @click.command()
@@ -39,7 +43,9 @@ def quickstart(directory: str, mode: str) -> None:
     out.print(f"[bold]Shipyard quickstart[/] in workspace {ws.root}")
     with progress_bars(out) as progress:
         dataset = simulate_fraud_dataset(
-            ws, FraudSimulator(mode=mode), progress=progress  # type: ignore[arg-type]
+            ws,
+            FraudSimulator(mode=cast("Mode", mode)),
+            progress=progress,
         )
         store = OfflineStore(ws)
         materialized = store.materialize(BASELINE_VIEWS, dataset.version, progress=progress)
@@ -49,8 +55,12 @@ def quickstart(directory: str, mode: str) -> None:
     summary.add_row("transactions", f"{dataset.n_rows:,}")
     summary.add_row("frauds", f"{dataset.n_positives:,}")
     summary.add_row("time range", f"{dataset.time_min} .. {dataset.time_max}")
-    summary.add_row("feature views", ", ".join(f"{m.view} ({m.n_rows:,} rows)" for m in materialized))
+    summary.add_row(
+        "feature views", ", ".join(f"{m.view} ({m.n_rows:,} rows)" for m in materialized)
+    )
     summary.add_row("wall time", f"{time.perf_counter() - started:.1f} s")
     out.print(summary)
-    out.print("Next: [bold]shipyard -w " + str(ws.root) + " data list[/], "
-              "[bold]shipyard features list[/]; docs/quickstart.md explains each step.")
+    out.print(
+        "Next: [bold]shipyard -w " + str(ws.root) + " data list[/], "
+        "[bold]shipyard features list[/]; docs/quickstart.md explains each step."
+    )

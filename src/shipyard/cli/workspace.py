@@ -10,7 +10,7 @@ from shipyard.cli._common import console, open_workspace
 @click.command()
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
 def init(directory: str) -> None:
-    """Create a workspace in DIRECTORY: shipyard.toml, metadata database, data and artifact roots."""
+    """Create a workspace in DIRECTORY: settings, metadata database, data and artifact roots."""
     from shipyard.workspace import Workspace
 
     ws = Workspace.init(directory)

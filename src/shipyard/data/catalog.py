@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shipyard.integrity import file_sha256
 from shipyard.errors import CorruptDataError, DatasetNotFoundError, DataValidationError
+from shipyard.integrity import file_sha256
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,7 +74,9 @@ class Dataset:
         """Path of a side table stored beside the partitions (e.g. ``customers``)."""
         path = self.path / f"{table}.parquet"
         if not path.is_file():
-            raise DatasetNotFoundError(f"Data set {self.name} v{self.version} has no table {table!r}")
+            raise DatasetNotFoundError(
+                f"Data set {self.name} v{self.version} has no table {table!r}"
+            )
         return path
 
     def verify(self) -> None:
@@ -103,7 +105,6 @@ class Dataset:
         import pyarrow as pa
 
         return pa.concat_tables(tables).to_pandas()
-
 
 
 def content_hash(frames: Mapping[str, pd.DataFrame]) -> str:
@@ -163,7 +164,8 @@ def write_dataset(
     _check_name(name)
     if time_column not in table.columns:
         raise DataValidationError(
-            f"time_column {time_column!r} is not a column of the table; columns: {list(table.columns)}"
+            f"time_column {time_column!r} is not a column of the table; "
+            f"columns: {list(table.columns)}"
         )
     times = table[time_column]
     if times.isna().any():
@@ -172,7 +174,9 @@ def write_dataset(
             "every row of a data set needs a time."
         )
     if not times.is_monotonic_increasing:
-        raise DataValidationError(f"The table must be sorted by {time_column!r} before it is written.")
+        raise DataValidationError(
+            f"The table must be sorted by {time_column!r} before it is written."
+        )
     side = dict(side_tables or {})
     digest = content_hash({"main": table, **side})
     latest = _latest(workspace, name)
@@ -199,7 +203,9 @@ def write_dataset(
         for side_name, frame in side.items():
             _check_name(side_name)
             pq.write_table(_arrow_table(frame), tmp / f"{side_name}.parquet")
-        schema = [{"name": f.name, "type": str(f.type)} for f in _arrow_table(table.iloc[:0]).schema]
+        schema = [
+            {"name": f.name, "type": str(f.type)} for f in _arrow_table(table.iloc[:0]).schema
+        ]
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import date
+from itertools import pairwise
 from multiprocessing import get_context
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -154,7 +155,9 @@ class FraudSimulator:
         available = terminals_within_radius(customers, terminals, self.radius)
         customers["nb_terminals"] = [len(a) for a in available]
         if self.mode == "reference":
-            columns = _reference_transactions(customers, available, self.n_days, self.n_jobs, progress)
+            columns = _reference_transactions(
+                customers, available, self.n_days, self.n_jobs, progress
+            )
         else:
             columns = _fast_transactions(customers, available, self.n_days, self.seed, progress)
         transactions = _assemble(columns, self.start_date)
@@ -275,7 +278,7 @@ def _reference_transactions(
             terminals=available[a:b],
             n_days=n_days,
         )
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        for a, b in pairwise(bounds.tolist())
         if b > a
     ]
     results: list[tuple[list[int], list[int], list[int], list[float]]] = []

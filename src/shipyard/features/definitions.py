@@ -75,7 +75,12 @@ class RowFeature:
 
     def to_dict(self) -> dict[str, Any]:
         """Canonical, JSON-serializable form (what the definition hash covers)."""
-        return {"kind": "row", "name": self.name, "expression": self.expression, "inputs": list(self.inputs)}
+        return {
+            "kind": "row",
+            "name": self.name,
+            "expression": self.expression,
+            "inputs": list(self.inputs),
+        }
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,8 @@ class Aggregation:
             _check_identifier(f"Aggregation {self.name!r} column", self.column)
         if not isinstance(self.window, timedelta) or self.window <= timedelta(0):
             raise FeatureDefinitionError(
-                f"Aggregation {self.name!r}: window must be a positive timedelta. Got {self.window!r}."
+                f"Aggregation {self.name!r}: window must be a positive timedelta. "
+                f"Got {self.window!r} instead."
             )
         if not isinstance(self.delay, timedelta) or self.delay < timedelta(0):
             raise FeatureDefinitionError(
@@ -120,7 +126,8 @@ class Aggregation:
             )
         if self.decimals is not None and not 0 <= self.decimals <= 9:
             raise FeatureDefinitionError(
-                f"Aggregation {self.name!r}: decimals must be an int in [0, 9]. Got {self.decimals!r}."
+                f"Aggregation {self.name!r}: decimals must be an int in [0, 9]. "
+                f"Got {self.decimals!r} instead."
             )
 
     @property

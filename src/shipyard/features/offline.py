@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shipyard.integrity import file_sha256
 from shipyard.errors import (
     CorruptDataError,
     DataValidationError,
@@ -37,6 +36,7 @@ from shipyard.errors import (
     FeatureNotFoundError,
 )
 from shipyard.features.definitions import Aggregation, FeatureView, RowFeature, micros
+from shipyard.integrity import file_sha256
 
 if TYPE_CHECKING:
     import duckdb
@@ -108,7 +108,8 @@ def view_sql(view: FeatureView, source: str) -> str:
         frame = _frame_sql(feature)
         window = windows.setdefault(frame, f"w{len(windows)}")
         selects.append(f"{_aggregate_sql(feature, window)} AS {_q(feature.name)}")
-    sql = f"SELECT {', '.join(selects)} FROM (SELECT *, epoch_us({_q(view.timestamp)}) AS {_TS} FROM {source})"
+    rows = f"SELECT *, epoch_us({_q(view.timestamp)}) AS {_TS} FROM {source}"
+    sql = f"SELECT {', '.join(selects)} FROM ({rows})"
     if windows:
         definitions = ", ".join(
             f"{name} AS (PARTITION BY {_q(view.entity)} ORDER BY {_TS} {frame})"
@@ -389,8 +390,8 @@ def _retrieval_sql(
         for name in view.feature_names:
             if name in taken:
                 raise FeatureDefinitionError(
-                    f"Feature {name!r} of view {view.name!r} collides with an event column or "
-                    "a feature of another requested view."
+                    f"Feature {name!r} of view {view.name!r} has the name of an event column or "
+                    "of a feature of another requested view; rename or drop that column."
                 )
             taken.add(name)
             selects.append(f"{alias}.{_q(name)}")
@@ -451,10 +452,13 @@ class HistoricalFeatures:
 
 def _explain(exc: Exception, view: FeatureView, dataset: Dataset) -> Exception:
     message = str(exc)
-    if "parquet" in message.lower() and ("invalid" in message.lower() or "corrupt" in message.lower()):
-        return CorruptDataError(f"Reading data set {dataset.name} v{dataset.version} failed: {message}")
+    if "parquet" in message.lower() and (
+        "invalid" in message.lower() or "corrupt" in message.lower()
+    ):
+        return CorruptDataError(
+            f"Reading data set {dataset.name} v{dataset.version} failed: {message}"
+        )
     return FeatureDefinitionError(
         f"Computing feature view {view.name!r} over data set {dataset.name} v{dataset.version} "
         f"failed in DuckDB: {message}"
     )
-

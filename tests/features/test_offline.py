@@ -1,0 +1,262 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+
+from shipyard.data.catalog import Dataset, write_dataset
+from shipyard.data.fraud_simulator import FraudSimulator
+from shipyard.errors import (
+    CorruptDataError,
+    DataValidationError,
+    FeatureDefinitionError,
+    FeatureNotFoundError,
+)
+from shipyard.features.definitions import Aggregation, FeatureView
+from shipyard.features.fraud import BASELINE_FEATURES, BASELINE_VIEWS, CUSTOMER_SPENDING
+from shipyard.features.offline import OfflineStore
+from shipyard.tables import feature_materializations
+from shipyard.workspace import Workspace
+from tests.conftest import SMALL
+from tests.features.oracle import baseline_features
+
+EVENT_COLUMNS = ["TRANSACTION_ID", "CUSTOMER_ID", "TERMINAL_ID", "TX_DATETIME"]
+
+
+def _compare_with_oracle(ws: Workspace, dataset: Dataset, n: int, seed: int) -> None:
+    history = dataset.read()
+    events = history.sample(n=n, random_state=seed)[EVENT_COLUMNS]
+    got = OfflineStore(ws).get_historical_features(events, BASELINE_VIEWS).to_pandas()
+    expected = baseline_features(history, events)
+    assert got["TRANSACTION_ID"].tolist() == events["TRANSACTION_ID"].tolist()
+    for name in BASELINE_FEATURES:
+        np.testing.assert_allclose(
+            got[name].to_numpy(dtype=float),
+            expected[name].to_numpy(dtype=float),
+            rtol=1e-12,
+            err_msg=name,
+        )
+
+
+def test_every_feature_equals_the_straightforward_pandas_definition(
+    small_workspace: tuple[Workspace, Dataset],
+) -> None:
+    ws, dataset = small_workspace
+    _compare_with_oracle(ws, dataset, n=600, seed=1)
+
+
+def test_spot_check_on_the_published_data_set(
+    reference_workspace: tuple[Workspace, Dataset],
+) -> None:
+    ws, dataset = reference_workspace
+    _compare_with_oracle(ws, dataset, n=150, seed=2)
+
+
+def test_features_are_point_in_time_correct(
+    small_workspace: tuple[Workspace, Dataset], tmp_path: Path
+) -> None:
+    """FRAUD_PROTOCOL.md: features of days <= D do not change when (a) every later
+    transaction is dropped and (b) labels later than D - 7 are zeroed."""
+    ws, dataset = small_workspace
+    history = dataset.read()
+    D = 35
+    cut = history[history["TX_TIME_DAYS"] <= D].copy()
+    cut.loc[cut["TX_TIME_DAYS"] > D - 7, "TX_FRAUD"] = 0
+    assert cut["TX_FRAUD"].sum() < history.loc[history["TX_TIME_DAYS"] <= D, "TX_FRAUD"].sum()
+    other = Workspace.init(tmp_path / "cut")
+    write_dataset(other, "fraud", cut, time_column="TX_DATETIME")
+    OfflineStore(other).materialize(BASELINE_VIEWS)
+    events = cut[EVENT_COLUMNS]
+    before = OfflineStore(ws).get_historical_features(events, BASELINE_VIEWS).to_pandas()
+    after = OfflineStore(other).get_historical_features(events, BASELINE_VIEWS).to_pandas()
+    pd.testing.assert_frame_equal(before, after, check_exact=True)
+
+
+def test_retrieval_between_transactions_takes_the_latest_value_at_or_before(
+    small_workspace: tuple[Workspace, Dataset],
+) -> None:
+    ws, dataset = small_workspace
+    history = dataset.read()
+    customer = history["CUSTOMER_ID"].value_counts().index[0]
+    own = history[history["CUSTOMER_ID"] == customer].reset_index(drop=True)
+    events = pd.DataFrame(
+        {
+            "CUSTOMER_ID": [customer, customer, customer],
+            "TX_DATETIME": [
+                own["TX_DATETIME"].iloc[0] - pd.Timedelta(seconds=1),  # before any history
+                own["TX_DATETIME"].iloc[5],  # exactly at a transaction: it is included
+                own["TX_DATETIME"].iloc[5] + pd.Timedelta(seconds=1),
+            ],
+        }
+    )
+    got = OfflineStore(ws).get_historical_features(events, [CUSTOMER_SPENDING]).to_pandas()
+    assert pd.isna(got["CUSTOMER_ID_NB_TX_30DAY_WINDOW"].iloc[0])
+    at_sixth = int((own["TX_DATETIME"] <= own["TX_DATETIME"].iloc[5]).sum())
+    assert got["CUSTOMER_ID_NB_TX_30DAY_WINDOW"].iloc[1] == at_sixth
+    assert got["CUSTOMER_ID_NB_TX_30DAY_WINDOW"].iloc[2] == at_sixth
+
+
+def test_events_keep_their_order_and_columns_from_pandas_or_parquet(
+    small_workspace: tuple[Workspace, Dataset], tmp_path: Path
+) -> None:
+    ws, dataset = small_workspace
+    events = dataset.read(EVENT_COLUMNS).sample(frac=1.0, random_state=3).head(5000)
+    events["request"] = np.arange(len(events))
+    path = tmp_path / "events.parquet"
+    events.to_parquet(path, index=False)
+    store = OfflineStore(ws)
+    from_frame = store.get_historical_features(events, BASELINE_VIEWS).to_pandas()
+    from_file = store.get_historical_features(path, BASELINE_VIEWS).to_pandas()
+    assert from_frame["request"].tolist() == list(range(5000))
+    assert list(from_frame.columns) == [*EVENT_COLUMNS, "request", *BASELINE_FEATURES]
+    pd.testing.assert_frame_equal(from_frame, from_file, check_dtype=False)
+
+
+def test_results_stream_in_bounded_batches(small_workspace: tuple[Workspace, Dataset]) -> None:
+    ws, dataset = small_workspace
+    events = dataset.read(EVENT_COLUMNS)
+    result = OfflineStore(ws).get_historical_features(events, BASELINE_VIEWS)
+    sizes = [batch.num_rows for batch in result.batches(batch_size=2048)]
+    assert len(sizes) > 2
+    assert max(sizes) <= 2048
+    assert sum(sizes) == len(events)
+
+
+def test_result_can_be_written_to_parquet(
+    small_workspace: tuple[Workspace, Dataset], tmp_path: Path
+) -> None:
+    ws, dataset = small_workspace
+    events = dataset.read(EVENT_COLUMNS).head(100)
+    out = (
+        OfflineStore(ws)
+        .get_historical_features(events, BASELINE_VIEWS)
+        .to_parquet(tmp_path / "o.parquet")
+    )
+    frame = pd.read_parquet(out)
+    assert frame["TRANSACTION_ID"].tolist() == events["TRANSACTION_ID"].tolist()
+    assert set(BASELINE_FEATURES) <= set(frame.columns)
+
+
+def test_null_timestamps_in_events_are_named(small_workspace: tuple[Workspace, Dataset]) -> None:
+    ws, dataset = small_workspace
+    events = dataset.read(EVENT_COLUMNS).head(10)
+    events.loc[events.index[4], "TX_DATETIME"] = pd.NaT
+    with pytest.raises(
+        DataValidationError, match=r"'TX_DATETIME' has 1 null value\(s\), the first at row 4"
+    ):
+        OfflineStore(ws).get_historical_features(events, BASELINE_VIEWS)
+
+
+def test_missing_entity_column_in_events_is_named(
+    small_workspace: tuple[Workspace, Dataset],
+) -> None:
+    ws, dataset = small_workspace
+    events = dataset.read(["CUSTOMER_ID", "TX_DATETIME"]).head(10)
+    with pytest.raises(DataValidationError, match="events need a column 'TRANSACTION_ID'"):
+        OfflineStore(ws).get_historical_features(events, BASELINE_VIEWS)
+
+
+def test_non_timestamp_event_time_is_refused(small_workspace: tuple[Workspace, Dataset]) -> None:
+    ws, _ = small_workspace
+    events = pd.DataFrame({"CUSTOMER_ID": [1], "TX_DATETIME": ["yesterday"]})
+    with pytest.raises(DataValidationError, match="must hold timestamps; it holds VARCHAR"):
+        OfflineStore(ws).get_historical_features(events, [CUSTOMER_SPENDING])
+
+
+def _small_fraud(ws: Workspace) -> Dataset:
+    from shipyard.data.fraud_simulator import simulate_fraud_dataset
+
+    return simulate_fraud_dataset(
+        ws, FraudSimulator(n_customers=60, n_terminals=120, n_days=15, mode="fast")
+    )
+
+
+def _materializations(ws: Workspace) -> list[dict[str, object]]:
+    with ws.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(feature_materializations)).mappings()]
+
+
+def test_materialization_is_reused_until_the_definition_changes(workspace: Workspace) -> None:
+    _small_fraud(workspace)
+    store = OfflineStore(workspace)
+    first = store.materialize([CUSTOMER_SPENDING])
+    again = store.materialize([CUSTOMER_SPENDING])
+    assert (first[0].reused, again[0].reused) == (False, True)
+    assert again[0].path == first[0].path
+    wider = replace(
+        CUSTOMER_SPENDING,
+        features=(Aggregation("CUSTOMER_ID_NB_TX_2DAY_WINDOW", "count", timedelta(days=2)),),
+    )
+    changed = store.materialize([wider])
+    assert not changed[0].reused
+    assert changed[0].definition_hash != first[0].definition_hash
+    assert len(_materializations(workspace)) == 2
+
+
+def test_corrupt_partition_stops_materialization_and_stores_nothing(workspace: Workspace) -> None:
+    dataset = _small_fraud(workspace)
+    store = OfflineStore(workspace)
+    store.materialize([CUSTOMER_SPENDING])
+    before = _materializations(workspace)
+    target = dataset.path / dataset.partitions[3].file
+    target.write_bytes(target.read_bytes()[:-40])
+    with pytest.raises(CorruptDataError, match=dataset.partitions[3].file):
+        store.materialize(BASELINE_VIEWS, force=True)
+    assert _materializations(workspace) == before
+    # what was stored before is still served
+    frame = pd.DataFrame({"CUSTOMER_ID": [1], "TX_DATETIME": [pd.Timestamp("2018-04-20")]})
+    assert len(store.get_historical_features(frame, [CUSTOMER_SPENDING]).to_pandas()) == 1
+
+
+def test_a_view_naming_a_missing_column_fails_before_computing(workspace: Workspace) -> None:
+    _small_fraud(workspace)
+    broken = FeatureView(
+        name="broken",
+        entity="CUSTOMER_ID",
+        timestamp="TX_DATETIME",
+        source="fraud",
+        features=(Aggregation("AVG_TIP", "mean", timedelta(days=1), column="TX_TIP"),),
+    )
+    with pytest.raises(FeatureDefinitionError, match=r"feature 'AVG_TIP' needs column 'TX_TIP'"):
+        OfflineStore(workspace).materialize([broken])
+    assert _materializations(workspace) == []
+
+
+def test_retrieval_of_an_unmaterialized_view_says_what_to_run(workspace: Workspace) -> None:
+    _small_fraud(workspace)
+    frame = pd.DataFrame({"CUSTOMER_ID": [1], "TX_DATETIME": [pd.Timestamp("2018-04-20")]})
+    with pytest.raises(FeatureNotFoundError, match="shipyard features materialize"):
+        OfflineStore(workspace).get_historical_features(frame, [CUSTOMER_SPENDING])
+
+
+def test_tampered_feature_file_is_refused(workspace: Workspace) -> None:
+    _small_fraud(workspace)
+    stored = OfflineStore(workspace).materialize([CUSTOMER_SPENDING])[0]
+    stored.path.write_bytes(stored.path.read_bytes() + b"x")
+    frame = pd.DataFrame({"CUSTOMER_ID": [1], "TX_DATETIME": [pd.Timestamp("2018-04-20")]})
+    with pytest.raises(CorruptDataError, match="materialize again"):
+        OfflineStore(workspace).get_historical_features(frame, [CUSTOMER_SPENDING])
+    with workspace.engine.connect() as conn:
+        assert (
+            conn.execute(select(func.count()).select_from(feature_materializations)).scalar() == 1
+        )
+
+
+def test_small_fixture_is_what_the_tests_assume(small_workspace: tuple[Workspace, Dataset]) -> None:
+    _, dataset = small_workspace
+    assert dataset.params["n_days"] == SMALL["n_days"]
+    assert dataset.n_positives and dataset.n_positives > 50
+
+
+def test_an_event_column_named_like_a_feature_is_refused(
+    small_workspace: tuple[Workspace, Dataset],
+) -> None:
+    ws, dataset = small_workspace
+    events = dataset.read([*EVENT_COLUMNS, "TX_AMOUNT"]).head(10)
+    with pytest.raises(FeatureDefinitionError, match=r"'TX_AMOUNT'.*rename or drop"):
+        OfflineStore(ws).get_historical_features(events, BASELINE_VIEWS)

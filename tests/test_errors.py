@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import pytest
+
+from shipyard import errors
+
+
+@pytest.mark.parametrize(
+    ("error", "builtin"),
+    [
+        (errors.ConfigError, ValueError),
+        (errors.WorkspaceNotFoundError, FileNotFoundError),
+        (errors.WorkspaceExistsError, FileExistsError),
+        (errors.DatasetNotFoundError, KeyError),
+        (errors.DataValidationError, ValueError),
+        (errors.CorruptDataError, ValueError),
+        (errors.FeatureDefinitionError, ValueError),
+        (errors.FeatureNotFoundError, KeyError),
+        (errors.ParameterError, ValueError),
+    ],
+)
+def test_every_error_is_a_shipyard_error_and_the_builtin_it_refines(
+    error: type[Exception], builtin: type[Exception]
+) -> None:
+    with pytest.raises(builtin) as caught:
+        raise error("message")
+    assert isinstance(caught.value, errors.ShipyardError)
+
+
+def test_key_errors_print_their_message_without_quotes() -> None:
+    assert str(errors.DatasetNotFoundError("No data set 'x'")) == "No data set 'x'"
+
+
+def test_parameter_message_names_owner_expectation_and_value() -> None:
+    err = errors.invalid_parameter("max_wait_ms", "Batcher", "a float in [0, 1000]", -3)
+    assert str(err) == (
+        "The 'max_wait_ms' parameter of Batcher must be a float in [0, 1000]. Got -3 instead."
+    )

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from shipyard.config import Settings
+from shipyard.errors import ConfigError, WorkspaceExistsError, WorkspaceNotFoundError
+from shipyard.workspace import Workspace
+
+
+def test_init_creates_settings_database_and_roots(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path / "proj")
+    assert (ws.root / "shipyard.toml").is_file()
+    assert ws.artifact_root.is_dir()
+    assert ws.data_root.is_dir()
+    db = Path(ws.database_url.removeprefix("sqlite:///"))
+    assert db.is_file()
+    assert db.is_relative_to(ws.root)
+    names = {r[0] for r in sqlite3.connect(db).execute("select name from sqlite_master")}
+    assert {"shipyard_datasets", "shipyard_feature_materializations"} <= names
+
+
+def test_init_refuses_an_existing_workspace_and_leaves_it_alone(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path)
+    before = (ws.root / "shipyard.toml").read_text()
+    with pytest.raises(WorkspaceExistsError):
+        Workspace.init(tmp_path, Settings(artifact_root="other"))
+    assert (ws.root / "shipyard.toml").read_text() == before
+
+
+def test_open_missing_workspace_says_how_to_create_one(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="shipyard init"):
+        Workspace.open(tmp_path / "nowhere")
+
+
+def test_open_finds_the_workspace_from_a_subfolder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Workspace.init(tmp_path)
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a" / "b")
+    assert Workspace.open().root == tmp_path.resolve()
+
+
+def test_open_without_any_workspace_above(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WorkspaceNotFoundError, match="SHIPYARD_WORKSPACE"):
+        Workspace.open()
+
+
+def test_environment_overrides_the_database_and_artifact_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Workspace.init(tmp_path / "ws")
+    monkeypatch.setenv("SHIPYARD_DATABASE_URL", f"sqlite:///{tmp_path}/other.db")
+    monkeypatch.setenv("SHIPYARD_ARTIFACT_ROOT", str(tmp_path / "art"))
+    ws = Workspace.open(tmp_path / "ws")
+    assert ws.database_url == f"sqlite:///{tmp_path}/other.db"
+    assert (tmp_path / "other.db").is_file()
+    assert ws.artifact_root == tmp_path / "art"
+
+
+def test_a_postgres_url_is_passed_through_unchanged(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://user@db.internal:5432/shipyard"
+    ws = Workspace(tmp_path, Settings(database_url=url))
+    assert ws.database_url == url
+
+
+def test_unknown_key_in_the_workspace_file_fails_on_open(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path)
+    with (ws.root / "shipyard.toml").open("a") as fh:
+        fh.write('colour = "blue"\n')
+    with pytest.raises(ConfigError, match="colour"):
+        Workspace.open(tmp_path)
