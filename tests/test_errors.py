@@ -17,6 +17,11 @@ from shipyard import errors
         (errors.FeatureDefinitionError, ValueError),
         (errors.FeatureNotFoundError, KeyError),
         (errors.ParameterError, ValueError),
+        (errors.SchemaError, ValueError),
+        (errors.TrainingError, ValueError),
+        (errors.ModelNotFoundError, KeyError),
+        (errors.IntegrityError, ValueError),
+        (errors.PromotionRefusedError, ValueError),
     ],
 )
 def test_every_error_is_a_shipyard_error_and_the_builtin_it_refines(

@@ -67,3 +67,26 @@ def invalid_parameter(name: str, owner: str, expected: str, got: object) -> Para
     return ParameterError(
         f"The {name!r} parameter of {owner} must be {expected}. Got {got!r} instead."
     )
+
+
+class SchemaError(ShipyardError, ValueError):
+    """Data or a model does not match the schema it must follow."""
+
+
+class TrainingError(ShipyardError, ValueError):
+    """A model cannot be trained on what it was given (no positives, empty window ...)."""
+
+
+class ModelNotFoundError(ShipyardError, KeyError):
+    """No registered model, version or alias of that name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class IntegrityError(ShipyardError, ValueError):
+    """An artifact's content does not match its recorded SHA-256; it is not loaded."""
+
+
+class PromotionRefusedError(ShipyardError, ValueError):
+    """A promotion gate refused to replace the champion (worse, not significant, schema)."""

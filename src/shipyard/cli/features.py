@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import time
-from typing import TYPE_CHECKING
-
 import click
 
 from shipyard.cli._common import console, open_workspace, progress_bars
-
-if TYPE_CHECKING:
-    from shipyard.features.definitions import FeatureView
+from shipyard.features.definitions import load_views
 
 DEFAULT_VIEWS = "shipyard.features.fraud:BASELINE_VIEWS"
 views_option = click.option(
@@ -21,31 +16,6 @@ views_option = click.option(
     show_default=True,
     help="Feature views to use, as module:attribute (a FeatureView or a sequence of them).",
 )
-
-
-def load_views(reference: str) -> list[FeatureView]:
-    """Import feature views from ``module:attribute``."""
-    from shipyard.errors import FeatureDefinitionError
-    from shipyard.features.definitions import FeatureView
-
-    module_name, _, attribute = reference.partition(":")
-    if not attribute:
-        raise click.BadParameter(
-            f"expected module:attribute, got {reference!r}", param_hint="--views"
-        )
-    try:
-        value = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise click.BadParameter(
-            f"cannot load {reference!r}: {exc}", param_hint="--views"
-        ) from None
-    views = [value] if isinstance(value, FeatureView) else list(value)
-    for view in views:
-        if not isinstance(view, FeatureView):
-            raise FeatureDefinitionError(
-                f"{reference} holds {type(view).__name__}, not a FeatureView"
-            )
-    return views
 
 
 @click.group()

@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -225,3 +226,22 @@ def definitions_hash(views: Sequence[FeatureView]) -> str:
     """One hash for a set of views (what a training run records as its feature version)."""
     joined = ",".join(sorted(f"{v.name}:{v.definition_hash}" for v in views))
     return hashlib.sha256(joined.encode()).hexdigest()
+
+
+def load_views(reference: str) -> list[FeatureView]:
+    """Import feature views from ``module:attribute`` (a FeatureView or a sequence of them).
+
+    Example: ``load_views("shipyard.features.fraud:BASELINE_VIEWS")``.
+    """
+    module_name, _, attribute = reference.partition(":")
+    try:
+        value = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise FeatureDefinitionError(
+            f"Cannot load feature views {reference!r} (expected module:attribute): {exc}"
+        ) from None
+    views = [value] if isinstance(value, FeatureView) else list(value)
+    for view in views:
+        if not isinstance(view, FeatureView):
+            raise FeatureDefinitionError(f"{reference} holds {type(view).__name__}, not a FeatureView")
+    return views

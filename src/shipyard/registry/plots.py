@@ -1,0 +1,83 @@
+"""Evaluation plots (PNG): ROC, precision-recall, calibration and feature importance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shipyard.training.evaluation import Evaluation
+
+
+def _figure() -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=100)
+    return fig, ax
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def evaluation_plots(evaluation: Evaluation, y: Any, folder: Path, title: str) -> list[Path]:
+    """Write roc.png, pr.png, calibration.png and importance.png (pooled over folds)."""
+    import numpy as np
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    from shipyard.training.metrics import reliability_curve
+
+    folder.mkdir(parents=True, exist_ok=True)
+    y = np.asarray(y)
+    paths = []
+
+    fig, ax = _figure()
+    for result in evaluation.folds:
+        yt = y[result.fold.test]
+        fpr, tpr, _ = roc_curve(yt, result.scores)
+        auc = result.metrics["roc_auc"]
+        ax.plot(fpr, tpr, lw=1, label=f"fold {result.fold.index} (test {result.fold.test_start}), AUC {auc:.3f}")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC — {title}")
+    ax.legend(fontsize=7, loc="lower right")
+    paths.append(_save(fig, folder / "roc.png"))
+
+    fig, ax = _figure()
+    for result in evaluation.folds:
+        yt = y[result.fold.test]
+        precision, recall, _ = precision_recall_curve(yt, result.scores)
+        ap = result.metrics["average_precision"]
+        ax.step(recall, precision, where="post", lw=1, label=f"fold {result.fold.index}, AP {ap:.3f}")
+    ax.set(xlabel="recall", ylabel="precision", title=f"Precision-recall — {title}")
+    ax.legend(fontsize=7)
+    paths.append(_save(fig, folder / "pr.png"))
+
+    fig, ax = _figure()
+    pooled_y = np.concatenate([y[r.fold.test] for r in evaluation.folds])
+    pooled_p = np.concatenate([r.scores for r in evaluation.folds])
+    curve = reliability_curve(pooled_y, pooled_p, n_bins=15)
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfectly calibrated")
+    ax.plot(curve["predicted"], curve["observed"], "o-", label="model (quantile bins)")
+    ax.set(xlabel="mean predicted probability", ylabel="observed fraud rate", title=f"Calibration — {title}")
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_yscale("symlog", linthresh=0.01)
+    ax.legend(fontsize=8)
+    paths.append(_save(fig, folder / "calibration.png"))
+
+    model = next((r.model for r in evaluation.folds if r.model is not None), None)
+    if model is not None:
+        importance = sorted(model.feature_importance().items(), key=lambda kv: kv[1])
+        fig, ax = _figure()
+        ax.barh([k for k, _ in importance], [v for _, v in importance])
+        ax.set(xlabel="share of importance", title=f"Feature importance — {title}")
+        ax.tick_params(axis="y", labelsize=6)
+        paths.append(_save(fig, folder / "importance.png"))
+    return paths

@@ -1,0 +1,1 @@
+"""Serving: predictors behind the one Predictor contract (HTTP serving lands here next)."""

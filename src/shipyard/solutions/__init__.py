@@ -1,0 +1,1 @@
+"""Reference systems built only from the public API (fraud detection first)."""

@@ -1,0 +1,184 @@
+"""Split strategies for time-ordered data: holdout with a delay, and prequential folds.
+
+Both follow the *Fraud Detection Handbook* (chapter 5.2): a training window of
+``delta_train`` days, then ``delta_delay`` days whose labels are not yet known (unused), then
+``delta_test`` test days. Prequential validation repeats this ``n_folds`` times, each fold
+shifted ``delta_test`` days further into the past. Never a random K-fold on time-ordered data.
+
+With ``remove_known_compromised`` (the handbook protocol on the fraud data), each test day
+drops the cards already known to be compromised: a fraud in the training window, or on any
+day up to test day - delay - 1.
+
+Example::
+
+    split = PrequentialSplit("2018-08-15", n_folds=4)
+    for fold in split.split(frame):
+        model.fit(frame.iloc[fold.train] ...)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
+
+from shipyard.errors import DataValidationError, invalid_parameter
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from numpy.typing import NDArray
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One train/test split: row positions into the frame, and the dates they cover."""
+
+    index: int
+    train: NDArray[np.int64]
+    test: NDArray[np.int64]
+    train_start: date
+    train_end: date
+    """Last training day (inclusive)."""
+    test_start: date
+    test_end: date
+    """Last test day (inclusive)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Dates and sizes, for logging."""
+        return {
+            "fold": self.index,
+            "train": f"{self.train_start}..{self.train_end}",
+            "test": f"{self.test_start}..{self.test_end}",
+            "n_train": len(self.train),
+            "n_test": len(self.test),
+        }
+
+
+class HoldoutSplit:
+    """Train window, delay (labels not yet known), test window; one fold."""
+
+    def __init__(
+        self,
+        start_date_training: str,
+        delta_train: int = 7,
+        delta_delay: int = 7,
+        delta_test: int = 7,
+        remove_known_compromised: bool = True,
+        time_column: str = "TX_DATETIME",
+        entity_column: str = "CUSTOMER_ID",
+        label_column: str = "TX_FRAUD",
+    ) -> None:
+        self.start_date_training = start_date_training
+        self.delta_train = delta_train
+        self.delta_delay = delta_delay
+        self.delta_test = delta_test
+        self.remove_known_compromised = remove_known_compromised
+        self.time_column = time_column
+        self.entity_column = entity_column
+        self.label_column = label_column
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters (what a training run logs)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def _validate(self) -> date:
+        owner = type(self).__name__
+        for name in ("delta_train", "delta_delay", "delta_test"):
+            value = getattr(self, name)
+            low = 0 if name == "delta_delay" else 1
+            if not isinstance(value, int) or value < low:
+                raise invalid_parameter(name, owner, f"an int >= {low} (days)", value)
+        try:
+            return date.fromisoformat(self.start_date_training)
+        except (TypeError, ValueError):
+            raise invalid_parameter(
+                "start_date_training", owner, "an ISO date such as '2018-07-25'", self.start_date_training
+            ) from None
+
+    def split(self, frame: pd.DataFrame) -> list[Fold]:
+        """Return the single fold (see :meth:`fold`)."""
+        return [self.fold(frame, self._validate(), 0)]
+
+    def fold(self, frame: pd.DataFrame, start: date, index: int) -> Fold:
+        """Build the fold whose training window starts on ``start``."""
+        import numpy as np
+
+        for column in (self.time_column, self.entity_column, self.label_column):
+            if column not in frame.columns:
+                raise DataValidationError(
+                    f"{type(self).__name__} needs column {column!r}; the frame has "
+                    f"{', '.join(map(str, frame.columns))}."
+                )
+        days = frame[self.time_column].to_numpy().astype("datetime64[D]")
+        first = np.datetime64(start, "D")
+        offset = (days - first).astype(np.int64)
+        train = np.flatnonzero((offset >= 0) & (offset < self.delta_train))
+        labels = frame[self.label_column].to_numpy()
+        entities = frame[self.entity_column].to_numpy()
+        known = set(entities[train][labels[train] == 1].tolist())
+        test_parts = []
+        for day in range(self.delta_test):
+            on_day = np.flatnonzero(offset == self.delta_train + self.delta_delay + day)
+            if self.remove_known_compromised:
+                # frauds discovered on the day that has just left the delay period
+                revealed = np.flatnonzero(offset == self.delta_train + day - 1)
+                known |= set(entities[revealed][labels[revealed] == 1].tolist())
+                on_day = on_day[~np.isin(entities[on_day], list(known))]
+            test_parts.append(on_day)
+        test = np.concatenate(test_parts) if test_parts else np.array([], dtype=np.int64)
+        test_start = start + timedelta(days=self.delta_train + self.delta_delay)
+        return Fold(
+            index=index,
+            train=train.astype(np.int64),
+            test=test.astype(np.int64),
+            train_start=start,
+            train_end=start + timedelta(days=self.delta_train - 1),
+            test_start=test_start,
+            test_end=test_start + timedelta(days=self.delta_test - 1),
+        )
+
+
+class PrequentialSplit(HoldoutSplit):
+    """``n_folds`` holdout splits, fold k starting ``k * delta_test`` days before fold 0."""
+
+    def __init__(
+        self,
+        start_date_training: str,
+        n_folds: int = 4,
+        delta_train: int = 7,
+        delta_delay: int = 7,
+        delta_test: int = 7,
+        remove_known_compromised: bool = True,
+        time_column: str = "TX_DATETIME",
+        entity_column: str = "CUSTOMER_ID",
+        label_column: str = "TX_FRAUD",
+    ) -> None:
+        super().__init__(
+            start_date_training,
+            delta_train,
+            delta_delay,
+            delta_test,
+            remove_known_compromised,
+            time_column,
+            entity_column,
+            label_column,
+        )
+        self.n_folds = n_folds
+
+    def split(self, frame: pd.DataFrame) -> list[Fold]:
+        """Return the folds, most recent first."""
+        start = self._validate()
+        if not isinstance(self.n_folds, int) or self.n_folds < 1:
+            raise invalid_parameter("n_folds", type(self).__name__, "an int >= 1", self.n_folds)
+        return [
+            self.fold(frame, start - timedelta(days=k * self.delta_test), k)
+            for k in range(self.n_folds)
+        ]
+
+    def shifted(self, days: int) -> PrequentialSplit:
+        """The same protocol with the training start moved by ``days`` (negative: earlier)."""
+        start = self._validate() + timedelta(days=days)
+        params = self.get_params()
+        params["start_date_training"] = start.isoformat()
+        return PrequentialSplit(**params)
