@@ -83,7 +83,9 @@ model_versions = Table(
     Column("train_window", JSON, nullable=False),
     Column("eval_window", JSON, nullable=False, doc="out-of-time window the gate compares on"),
     Column("metrics", JSON, nullable=False),
-    Column("card_path", Text, nullable=False, doc="model card (Markdown), relative to artifact root"),
+    Column(
+        "card_path", Text, nullable=False, doc="model card (Markdown), relative to artifact root"
+    ),
     Column("created_at", DateTime, nullable=False),
     UniqueConstraint("name", "version", name="uq_model_version"),
 )

@@ -18,6 +18,7 @@ STAGE_LABELS = {
     "frauds": "Injecting fraud scenarios",
     "partitions": "Writing daily Parquet partitions",
     "views": "Materializing feature views",
+    "models": "Training and evaluating models",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+
 import click
 
 from shipyard.cli._common import console, open_workspace, progress_bars

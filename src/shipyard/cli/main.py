@@ -15,6 +15,8 @@ COMMANDS = {
     "data": "shipyard.cli.data:data",
     "features": "shipyard.cli.features:features",
     "quickstart": "shipyard.cli.quickstart:quickstart",
+    "train": "shipyard.cli.train:train",
+    "models": "shipyard.cli.models:models",
 }
 
 

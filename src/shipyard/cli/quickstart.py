@@ -82,7 +82,10 @@ def print_report(out: Console, report: BaselineReport, seconds: float) -> None:
     version = report.registered
     if version is not None:
         state = "promoted to [bold green]champion[/]" if report.promoted else "kept as challenger"
-        out.print(f"Registered [bold]{version.name} v{version.version}[/] ({version.model_type}), {state}.")
+        out.print(
+            f"Registered [bold]{version.name} v{version.version}[/] "
+            f"({version.model_type}), {state}."
+        )
         if report.gate is not None:
             out.print(f"  gate: {report.gate.reason}")
         if report.gate_message:

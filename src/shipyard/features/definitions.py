@@ -243,5 +243,7 @@ def load_views(reference: str) -> list[FeatureView]:
     views = [value] if isinstance(value, FeatureView) else list(value)
     for view in views:
         if not isinstance(view, FeatureView):
-            raise FeatureDefinitionError(f"{reference} holds {type(view).__name__}, not a FeatureView")
+            raise FeatureDefinitionError(
+                f"{reference} holds {type(view).__name__}, not a FeatureView"
+            )
     return views

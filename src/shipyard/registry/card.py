@@ -57,7 +57,7 @@ class ModelCard:
         params = ", ".join(f"`{k}={v}`" for k, v in self.params.items())
         limits = "\n".join(f"- {item}" for item in self.limitations)
         calib = self.calibration
-        plots = "\n".join(f"- {label}: `{path.name}`" for label, path in self.plots.items())
+        plots = "\n".join(f"![{label}](plots/{path.name})" for label, path in self.plots.items())
         return f"""# Model card — {self.name} v{self.version}
 
 ## Intended use
@@ -74,7 +74,8 @@ class ModelCard:
 - Trained on: {self.train_window}; gate evaluation window: {self.eval_window}
 
 ## Evaluation
-Protocol: {self.protocol}
+Protocol: {self.protocol}. The same configuration is trained and tested on every fold;
+this version is the model of the most recent fold.
 
 | metric | mean ± std over test folds | 95% CI (day bootstrap) | meaning |
 |---|---|---|---|
@@ -126,7 +127,8 @@ code {{ background: #f4f4f4; padding: 0 .2rem; }}
 <li>Data set: <code>{esc(self.dataset)}</code> v{self.dataset_version}, content hash <code>{esc(self.dataset_hash)}</code></li>
 <li>Features: <code>{esc(self.features_ref)}</code>, definitions hash <code>{esc(self.features_hash)}</code></li>
 <li>Trained on: {esc(self.train_window)}; gate evaluation window: {esc(self.eval_window)}</li></ul>
-<h2>Evaluation</h2><p>Protocol: {esc(self.protocol)}</p>
+<h2>Evaluation</h2><p>Protocol: {esc(self.protocol)}. The same configuration is trained and
+tested on every fold; this version is the model of the most recent fold.</p>
 <table><tr><th>metric</th><th>mean ± std over test folds</th><th>95% CI (day bootstrap)</th><th>meaning</th></tr>{rows}</table>
 <h2>Calibration</h2><p>Brier score {calib.get("brier", float("nan")):.5f}; mean predicted probability
 {calib.get("mean_predicted", float("nan")):.4f} against an observed fraud rate of

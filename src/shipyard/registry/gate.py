@@ -140,5 +140,7 @@ class PromotionGate:
         def mean_difference(w: NDArray[np.float64]) -> float:
             return float(np.average(diffs, weights=w)) if w.sum() else float("nan")
 
-        estimate, reps = m.day_bootstrap(np.arange(len(diffs)), mean_difference, self.n_boot, seed=self.seed)
+        estimate, reps = m.day_bootstrap(
+            np.arange(len(diffs)), mean_difference, self.n_boot, seed=self.seed
+        )
         return estimate, reps, a.mean, b.mean

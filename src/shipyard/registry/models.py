@@ -39,6 +39,12 @@ if TYPE_CHECKING:
     from shipyard.training.trainers import TrainedModel
     from shipyard.workspace import Workspace
 
+PLOT_TITLES = {
+    "roc": "ROC curve",
+    "pr": "Precision-recall curve",
+    "calibration": "Reliability curve",
+    "importance": "Feature importance",
+}
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 
@@ -183,7 +189,7 @@ class ModelRegistry:
                 protocol=protocol,
                 metrics=metric_rows(evaluation),
                 calibration=calibration_summary(evaluation, y),
-                plots={p.stem.replace("pr", "precision-recall"): p for p in plots},
+                plots={PLOT_TITLES.get(p.stem, p.stem): p for p in plots},
             )
             card_md, card_html = card.write(folder)
             client.log_artifact(run_id, str(card_md), "model_card")
@@ -223,7 +229,7 @@ class ModelRegistry:
 
     # -- lookup ----------------------------------------------------------------------------
 
-    def list(self, name: str | None = None) -> list[ModelVersion]:
+    def versions(self, name: str | None = None) -> list[ModelVersion]:
         """Registered versions (of ``name``, or of every model), newest first."""
         from sqlalchemy import select
 
@@ -238,7 +244,9 @@ class ModelRegistry:
         for model in {r["name"] for r in rows}:
             for alias, version in self.aliases(model).items():
                 aliases.setdefault(model, {}).setdefault(version, []).append(alias)
-        return [self._version(r, tuple(aliases.get(r["name"], {}).get(r["version"], []))) for r in rows]
+        return [
+            self._version(r, tuple(aliases.get(r["name"], {}).get(r["version"], []))) for r in rows
+        ]
 
     def aliases(self, name: str) -> dict[str, int]:
         """``{alias: version}`` of a registered model (from MLflow)."""
@@ -251,7 +259,7 @@ class ModelRegistry:
         return {alias: int(version) for alias, version in (model.aliases or {}).items()}
 
     def get(self, name: str, ref: int | str) -> ModelVersion:
-        """A version by number (``3``, ``"3"``) or alias (``"champion"``, ``"@champion"``)."""
+        """A version by number (``3``, ``"3"``), alias (``"champion"``, ``"@champion"``) or "latest"."""
         from sqlalchemy import select
 
         from shipyard.tables import model_versions as table
@@ -261,7 +269,7 @@ class ModelRegistry:
         with self.workspace.engine.connect() as conn:
             row = conn.execute(query).mappings().first()
         if row is None:
-            known = sorted({v.name for v in self.list()})
+            known = sorted({v.name for v in self.versions()})
             raise ModelNotFoundError(
                 f"No registered model {name!r} version {version}. "
                 f"Registered models: {', '.join(known) or 'none'}."
@@ -275,12 +283,15 @@ class ModelRegistry:
         text = ref.lstrip("@")
         if text.isdigit():
             return int(text)
+        if text == "latest":
+            versions = self.versions(name)
+            if not versions:
+                raise ModelNotFoundError(f"No registered model {name!r}.")
+            return versions[0].version
         aliases = self.aliases(name)
         if text not in aliases:
             held = ", ".join(f"{a} -> v{v}" for a, v in aliases.items()) or "none"
-            raise ModelNotFoundError(
-                f"Model {name!r} has no alias {text!r} (aliases: {held})."
-            )
+            raise ModelNotFoundError(f"Model {name!r} has no alias {text!r} (aliases: {held}).")
         return aliases[text]
 
     def history(self, name: str) -> list[RegistryEvent]:
@@ -325,16 +336,23 @@ class ModelRegistry:
                     challenger.input_schema, f"{name} v{version} against {alias} v{current}"
                 )
             except SchemaError as exc:
-                self._record(name, version, "refuse", alias, current, actor, reason, {"schema": str(exc)})
+                self._record(
+                    name, version, "refuse", alias, current, actor, reason, {"schema": str(exc)}
+                )
                 raise PromotionRefusedError(f"Promotion refused: {exc}") from None
             if gate is not None:
                 result = self.compare(name, incumbent, challenger, gate)
                 if not result.passed:
-                    self._record(name, version, "refuse", alias, current, actor, reason, result.to_dict())
+                    self._record(
+                        name, version, "refuse", alias, current, actor, reason, result.to_dict()
+                    )
                     raise PromotionRefusedError(
                         f"Promotion of {name} v{version} to {alias} refused: {result.reason}."
                     )
-        self.tracker.client.set_registered_model_alias(name, alias, str(challenger.version))
+        client = self.tracker.client
+        client.set_registered_model_alias(name, alias, str(challenger.version))
+        if alias == CHAMPION and self.aliases(name).get(CHALLENGER) == challenger.version:
+            client.delete_registered_model_alias(name, CHALLENGER)  # it is no longer a challenger
         details = result.to_dict() if result is not None else {}
         self._record(name, version, "promote", alias, current, actor, reason, details)
         return result
@@ -354,7 +372,11 @@ class ModelRegistry:
             frame[challenger.input_schema.names].to_numpy(dtype="float64")
         )
         return gate.compare(
-            frame["TX_FRAUD"], frame["TX_DATETIME"], frame["CUSTOMER_ID"], champion_scores, challenger_scores
+            frame["TX_FRAUD"],
+            frame["TX_DATETIME"],
+            frame["CUSTOMER_ID"],
+            champion_scores,
+            challenger_scores,
         )
 
     def rollback(
@@ -366,7 +388,11 @@ class ModelRegistry:
             raise ModelNotFoundError(f"Model {name!r} has no {alias}; nothing to roll back.")
         previous = None
         for event in reversed(self.history(name)):
-            if event.alias == alias and event.action in ("promote", "rollback") and event.version == current:
+            if (
+                event.alias == alias
+                and event.action in ("promote", "rollback")
+                and event.version == current
+            ):
                 previous = event.previous_version
                 break
         if previous is None:
@@ -461,9 +487,9 @@ def metric_rows(evaluation: Evaluation) -> list[tuple[str, str, str, str]]:
     for name in evaluation.folds[0].metrics:
         interval = evaluation.intervals.get(name)
         ci = f"[{interval.low:.3f}, {interval.high:.3f}]" if interval else "—"
-        rows.append(
-            (name, f"{evaluation.mean(name):.3f} ± {evaluation.std(name):.3f}", ci, meanings.get(name, ""))
-        )
+        digits = 5 if name == "brier" else 3
+        spread = f"{evaluation.mean(name):.{digits}f} ± {evaluation.std(name):.{digits}f}"
+        rows.append((name, spread, ci, meanings.get(name, "")))
     return rows
 
 

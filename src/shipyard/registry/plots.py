@@ -44,7 +44,12 @@ def evaluation_plots(evaluation: Evaluation, y: Any, folder: Path, title: str) -
         yt = y[result.fold.test]
         fpr, tpr, _ = roc_curve(yt, result.scores)
         auc = result.metrics["roc_auc"]
-        ax.plot(fpr, tpr, lw=1, label=f"fold {result.fold.index} (test {result.fold.test_start}), AUC {auc:.3f}")
+        ax.plot(
+            fpr,
+            tpr,
+            lw=1,
+            label=f"fold {result.fold.index} (test {result.fold.test_start}), AUC {auc:.3f}",
+        )
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC — {title}")
     ax.legend(fontsize=7, loc="lower right")
@@ -55,7 +60,9 @@ def evaluation_plots(evaluation: Evaluation, y: Any, folder: Path, title: str) -
         yt = y[result.fold.test]
         precision, recall, _ = precision_recall_curve(yt, result.scores)
         ap = result.metrics["average_precision"]
-        ax.step(recall, precision, where="post", lw=1, label=f"fold {result.fold.index}, AP {ap:.3f}")
+        ax.step(
+            recall, precision, where="post", lw=1, label=f"fold {result.fold.index}, AP {ap:.3f}"
+        )
     ax.set(xlabel="recall", ylabel="precision", title=f"Precision-recall — {title}")
     ax.legend(fontsize=7)
     paths.append(_save(fig, folder / "pr.png"))
@@ -66,7 +73,11 @@ def evaluation_plots(evaluation: Evaluation, y: Any, folder: Path, title: str) -
     curve = reliability_curve(pooled_y, pooled_p, n_bins=15)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfectly calibrated")
     ax.plot(curve["predicted"], curve["observed"], "o-", label="model (quantile bins)")
-    ax.set(xlabel="mean predicted probability", ylabel="observed fraud rate", title=f"Calibration — {title}")
+    ax.set(
+        xlabel="mean predicted probability",
+        ylabel="observed fraud rate",
+        title=f"Calibration — {title}",
+    )
     ax.set_xscale("symlog", linthresh=0.01)
     ax.set_yscale("symlog", linthresh=0.01)
     ax.legend(fontsize=8)

@@ -70,7 +70,10 @@ class Tracker:
         run = client.create_run(self.experiment_id(experiment), run_name=run_name)
         run_id = run.info.run_id
         try:
-            all_params = {**{f"model.{k}": v for k, v in evaluation.config.params.items()}, **params}
+            all_params = {
+                **{f"model.{k}": v for k, v in evaluation.config.params.items()},
+                **params,
+            }
             metrics = [
                 Metric(name.replace("@", "_at_"), float(value), 0, result.fold.index)
                 for result in evaluation.folds
@@ -107,7 +110,16 @@ def environment_tags() -> dict[str, str]:
     from importlib import metadata
 
     tags = {"env.python": platform.python_version(), "env.platform": platform.platform()}
-    for package in ("shipyard", "numpy", "pandas", "scikit-learn", "lightgbm", "xgboost", "mlflow", "duckdb"):
+    for package in (
+        "shipyard",
+        "numpy",
+        "pandas",
+        "scikit-learn",
+        "lightgbm",
+        "xgboost",
+        "mlflow",
+        "duckdb",
+    ):
         try:
             tags[f"env.{package}"] = metadata.version(package)
         except metadata.PackageNotFoundError:

@@ -93,52 +93,91 @@ class Protocol:
         )
 
 
+def prepare_data(
+    workspace: Workspace, mode: Mode = "reference", progress: ProgressCallback | None = None
+) -> Dataset:
+    """Simulate (or reuse, if unchanged) the fraud data set and materialize its features."""
+    from shipyard.data.fraud_simulator import FraudSimulator, simulate_fraud_dataset
+    from shipyard.features.definitions import load_views
+    from shipyard.features.offline import OfflineStore
+
+    dataset = simulate_fraud_dataset(workspace, FraudSimulator(mode=mode), progress=progress)
+    OfflineStore(workspace).materialize(
+        load_views(FEATURES_REF), dataset.version, progress=progress
+    )
+    return dataset
+
+
 def train_baseline(
     workspace: Workspace,
     *,
     mode: Mode = "reference",
-    model_types: Sequence[str] | None = None,
-    protocol: Protocol | None = None,
     n_boot: int = 500,
     gate_boot: int = 1000,
     progress: ProgressCallback | None = None,
 ) -> BaselineReport:
-    """Run the fraud main job end to end in ``workspace`` and return what it did."""
-    from shipyard.data.fraud_simulator import FraudSimulator, simulate_fraud_dataset
+    """The main job: prepare the data, then :func:`train_suite` with registration and promotion."""
+    started = time.perf_counter()
+    dataset = prepare_data(workspace, mode, progress)
+    prepared = time.perf_counter() - started
+    report = train_suite(
+        workspace, dataset, n_boot=n_boot, gate_boot=gate_boot, promote=True, progress=progress
+    )
+    report.seconds = {"data and features": prepared, **report.seconds}
+    return report
+
+
+def train_suite(
+    workspace: Workspace,
+    dataset: Dataset,
+    *,
+    model_types: Sequence[str] | None = None,
+    protocol: Protocol | None = None,
+    n_trials: int = 0,
+    n_boot: int = 500,
+    register: bool = True,
+    promote: bool = False,
+    gate_boot: int = 1000,
+    progress: ProgressCallback | None = None,
+) -> BaselineReport:
+    """Evaluate models on the protocol, log them to MLflow, register (and promote) the best.
+
+    With ``n_trials`` > 0 each model type is first tuned with Optuna on the validation
+    folds. The best model on validation is registered as ``challenger``; with ``promote`` it
+    is then promoted to ``champion`` through the promotion gate (directly if there is none).
+    """
     from shipyard.features.definitions import definitions_hash, load_views
-    from shipyard.features.offline import OfflineStore
     from shipyard.registry.gate import PromotionGate
     from shipyard.registry.models import ModelRegistry
     from shipyard.registry.tracking import Tracker
     from shipyard.training.evaluation import evaluate
     from shipyard.training.frames import Window, load_frame
+    from shipyard.training.search import search
     from shipyard.training.splits import PrequentialSplit
     from shipyard.training.trainers import BASELINE_SUITE, make_config
 
     protocol = protocol or Protocol()
     model_types = list(model_types or BASELINE_SUITE)
+    for model_type in model_types:
+        make_config(model_type)  # an unknown type fails before any work
     clock = _Clock()
-
-    dataset = simulate_fraud_dataset(workspace, FraudSimulator(mode=mode), progress=progress)
     report = BaselineReport(dataset=dataset, tracking_uri=workspace.mlflow_tracking_uri)
-    clock.lap(report, "data")
     views = load_views(FEATURES_REF)
-    OfflineStore(workspace).materialize(views, dataset.version, progress=progress)
     features = [name for view in views for name in view.feature_names]
     features_hash = definitions_hash(views)
-    clock.lap(report, "features")
 
-    validation = PrequentialSplit(protocol.validation_start(), protocol.n_folds, protocol.delta_train,
-                                  protocol.delta_delay, protocol.delta_test)
-    test = PrequentialSplit(protocol.test_start(), protocol.n_folds, protocol.delta_train,
-                            protocol.delta_delay, protocol.delta_test)
+    split_args = (protocol.n_folds, protocol.delta_train, protocol.delta_delay, protocol.delta_test)
+    validation = PrequentialSplit(protocol.validation_start(), *split_args)
+    test = PrequentialSplit(protocol.test_start(), *split_args)
     earliest = date.fromisoformat(validation.start_date_training) - timedelta(
         days=(protocol.n_folds - 1) * protocol.delta_test
     )
     latest = date.fromisoformat(test.start_date_training) + timedelta(
         days=protocol.delta_train + protocol.delta_delay + protocol.delta_test - 1
     )
-    window = Window(dataset.name, dataset.version, earliest.isoformat(), latest.isoformat(), FEATURES_REF)
+    window = Window(
+        dataset.name, dataset.version, earliest.isoformat(), latest.isoformat(), FEATURES_REF
+    )
     frame = load_frame(workspace, window)
     y = frame["TX_FRAUD"].to_numpy()
     clock.lap(report, "training frame")
@@ -154,35 +193,68 @@ def train_baseline(
     }
     for i, model_type in enumerate(model_types):
         started = time.perf_counter()
-        config = make_config(model_type)
+        params: dict[str, Any] = {}
+        extra: dict[str, float] = {}
+        if n_trials > 0:
+            tuned = search(
+                frame,
+                features,
+                model_type,
+                validation,
+                n_trials=n_trials,
+                metric=SELECTION_METRIC,
+                progress=progress,
+            )
+            params = tuned.best_params
+            extra["search.best_validation_value"] = tuned.best_value
+        config = make_config(model_type, **params)
         val = evaluate(frame, features, config, validation, n_boot=0)
         tst = evaluate(frame, features, config, test, n_boot=n_boot, keep_models=True)
-        params = {
-            "split.validation": validation.get_params(),
-            "split.test": test.get_params(),
-            "selection_metric": SELECTION_METRIC,
-            "features": ",".join(features),
-        }
         run_id = tracker.log_evaluation(
-            EXPERIMENT, model_type, tst, y, params=params,
+            EXPERIMENT,
+            model_type,
+            tst,
+            y,
+            params={
+                "split.validation": validation.get_params(),
+                "split.test": test.get_params(),
+                "selection_metric": SELECTION_METRIC,
+                "search.n_trials": n_trials,
+                "features": ",".join(features),
+            },
             tags={**tags, "shipyard.model_type": model_type},
-            extra_metrics={f"validation.{k}": v for k, v in val.summary().items()},
+            extra_metrics={**extra, **{f"validation.{k}": v for k, v in val.summary().items()}},
         )
-        report.models.append(ModelReport(model_type, val, tst, run_id, time.perf_counter() - started))
+        report.models.append(
+            ModelReport(model_type, val, tst, run_id, time.perf_counter() - started)
+        )
         if progress is not None:
             progress("models", i + 1, len(model_types))
     clock.lap(report, "training")
 
     best = max(report.models, key=lambda r: r.validation.mean(SELECTION_METRIC))
     report.best = best.model_type
+    if not register:
+        return report
     newest = best.test.folds[0]  # fold 0: the most recent training window
-    assert newest.model is not None
+    if newest.model is None:  # keep_models=True above; a guard for type checkers
+        raise RuntimeError("the most recent fold kept no model")
     registry = ModelRegistry(workspace, tracker)
     fold = newest.fold
-    train_window = Window(dataset.name, dataset.version, fold.train_start.isoformat(),
-                          fold.train_end.isoformat(), FEATURES_REF)
-    eval_window = Window(dataset.name, dataset.version, fold.test_start.isoformat(),
-                         fold.test_end.isoformat(), FEATURES_REF)
+    train_window = Window(
+        dataset.name,
+        dataset.version,
+        fold.train_start.isoformat(),
+        fold.train_end.isoformat(),
+        FEATURES_REF,
+    )
+    eval_window = Window(
+        dataset.name,
+        dataset.version,
+        fold.test_start.isoformat(),
+        fold.test_end.isoformat(),
+        FEATURES_REF,
+    )
     version = registry.register(
         MODEL_NAME,
         newest.model,
@@ -198,17 +270,17 @@ def train_baseline(
         sample=frame.iloc[fold.test[:1000]],
         reason=f"best {SELECTION_METRIC} on validation folds",
     )
-    report.registered = version
-    try:
-        report.gate = registry.promote(
-            MODEL_NAME,
-            version.version,
-            reason=f"quickstart: best of {', '.join(model_types)} on validation {SELECTION_METRIC}",
-            gate=PromotionGate(metric=SELECTION_METRIC, n_boot=gate_boot),
-        )
-        report.promoted = True
-    except PromotionRefusedError as refused:
-        report.gate_message = str(refused)
+    if promote:
+        try:
+            report.gate = registry.promote(
+                MODEL_NAME,
+                version.version,
+                reason=f"best of {', '.join(model_types)} on validation {SELECTION_METRIC}",
+                gate=PromotionGate(metric=SELECTION_METRIC, n_boot=gate_boot),
+            )
+            report.promoted = True
+        except PromotionRefusedError as refused:
+            report.gate_message = str(refused)
     report.registered = registry.get(MODEL_NAME, version.version)
     clock.lap(report, "registry")
     return report

@@ -94,7 +94,6 @@ def evaluate(
     ``n_boot`` day-bootstrap draws give confidence intervals of the mean-over-folds AUC, AP
     and CP@k (0 skips them). ``keep_models`` keeps each fold's fitted model.
     """
-    import numpy as np
 
     check_features(frame, features, label)
     folds = split.split(frame)
@@ -105,11 +104,15 @@ def evaluate(
 
     def run(fold: Fold) -> FoldResult:
         if len(fold.test) == 0:
-            raise TrainingError(f"Fold {fold.index} ({fold.test_start}..{fold.test_end}) has no test rows.")
+            raise TrainingError(
+                f"Fold {fold.index} ({fold.test_start}..{fold.test_end}) has no test rows."
+            )
         try:
             model = config.fit(X.iloc[fold.train], y[fold.train])
         except TrainingError as exc:
-            raise TrainingError(f"Fold {fold.index} ({fold.train_start}..{fold.train_end}): {exc}") from None
+            raise TrainingError(
+                f"Fold {fold.index} ({fold.train_start}..{fold.train_end}): {exc}"
+            ) from None
         scores = model.predict_proba(X.iloc[fold.test])
         yt, dt, ct = y[fold.test], days[fold.test], cards[fold.test]
         cp = m.card_precision_at_k(dt, ct, yt, scores, k=top_k)
@@ -145,12 +148,18 @@ def _intervals(
     ranked = [m.RankedScores(y[r.fold.test], r.scores) for r in results]
     sizes = np.cumsum([0] + [len(r.fold.test) for r in results])
     unit = np.concatenate(
-        [r.fold.index * 100_000 + (days[r.fold.test] - days[r.fold.test].min()).astype(int) for r in results]
+        [
+            r.fold.index * 100_000 + (days[r.fold.test] - days[r.fold.test].min()).astype(int)
+            for r in results
+        ]
     )
 
     def mean_over_folds(metric: str) -> m.Statistic:
         def statistic(w: NDArray[np.float64]) -> float:
-            values = [getattr(rs, metric)(w[a:b]) for rs, a, b in zip(ranked, sizes[:-1], sizes[1:], strict=True)]
+            values = [
+                getattr(rs, metric)(w[a:b])
+                for rs, a, b in zip(ranked, sizes[:-1], sizes[1:], strict=True)
+            ]
             return float(np.nanmean(values))
 
         return statistic
@@ -167,7 +176,9 @@ def _intervals(
 
     def cp_statistic(w: NDArray[np.float64]) -> float:
         means = [
-            np.average(values[fold_of == f], weights=w[fold_of == f]) if w[fold_of == f].sum() else np.nan
+            np.average(values[fold_of == f], weights=w[fold_of == f])
+            if w[fold_of == f].sum()
+            else np.nan
             for f in np.unique(fold_of)
         ]
         return float(np.nanmean(means))

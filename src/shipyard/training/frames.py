@@ -40,8 +40,8 @@ class Window:
 
 def load_frame(workspace: Workspace, window: Window) -> pd.DataFrame:
     """The window's rows with their features, point-in-time correct, in time order."""
-    import pyarrow.dataset as pads
     import pyarrow.compute as pc
+    import pyarrow.dataset as pads
 
     from shipyard.data.catalog import get_dataset
     from shipyard.features.definitions import load_views
@@ -52,9 +52,7 @@ def load_frame(workspace: Workspace, window: Window) -> pd.DataFrame:
     first = date.fromisoformat(window.start)
     last = date.fromisoformat(window.end)
     files = [
-        str(p)
-        for p in dataset.partition_files()
-        if first <= date.fromisoformat(p.stem) <= last
+        str(p) for p in dataset.partition_files() if first <= date.fromisoformat(p.stem) <= last
     ]
     table = pads.dataset(files, format="parquet").to_table(columns=list(window.columns))
     table = table.filter(pc.is_valid(table["TX_DATETIME"])) if table.num_rows else table

@@ -40,7 +40,8 @@ class RankedScores:
         score = np.asarray(score, dtype=float)
         self.order = np.argsort(-score, kind="mergesort")
         ranked = score[self.order]
-        self.starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]]) if len(ranked) else []
+        boundaries = np.r_[True, ranked[1:] != ranked[:-1]] if len(ranked) else np.zeros(0, bool)
+        self.starts = np.flatnonzero(boundaries)
         self.y_sorted = self.y[self.order]
 
     def _grouped(self, weight: Any | None) -> tuple[FloatArray, FloatArray]:
@@ -98,9 +99,7 @@ class CardPrecision:
     per_day: dict[str, float]
 
 
-def card_precision_at_k(
-    day: Any, card: Any, label: Any, score: Any, k: int = 100
-) -> CardPrecision:
+def card_precision_at_k(day: Any, card: Any, label: Any, score: Any, k: int = 100) -> CardPrecision:
     """Card Precision@k over the test days present in ``day`` (see the module docstring)."""
     import numpy as np
     import pandas as pd
@@ -127,7 +126,7 @@ def brier(y: Any, proba: Any) -> float:
 
 
 def reliability_curve(y: Any, proba: Any, n_bins: int = 10) -> dict[str, list[float]]:
-    """Mean predicted probability vs observed frequency per quantile bin (for a calibration plot)."""
+    """Mean predicted probability and observed frequency per quantile bin (calibration plot)."""
     import numpy as np
 
     y = np.asarray(y, float)
@@ -149,7 +148,9 @@ def alert_budget(day: Any, label: Any, score: Any, per_day: int = 100) -> dict[s
     import pandas as pd
 
     frame = pd.DataFrame({"day": day, "label": label, "score": score})
-    alerts = frame.sort_values("score", ascending=False, kind="mergesort").groupby("day").head(per_day)
+    alerts = (
+        frame.sort_values("score", ascending=False, kind="mergesort").groupby("day").head(per_day)
+    )
     caught = float(alerts["label"].sum())
     total = float(frame["label"].sum())
     return {
@@ -208,7 +209,7 @@ def interval(estimate: float, replicates: FloatArray, level: float = 0.95) -> In
 
     tail = (1 - level) / 2
     finite = replicates[np.isfinite(replicates)]
-    low, high = (np.quantile(finite, [tail, 1 - tail]) if len(finite) else (np.nan, np.nan))
+    low, high = np.quantile(finite, [tail, 1 - tail]) if len(finite) else (np.nan, np.nan)
     return Interval(float(estimate), float(low), float(high), level)
 
 

@@ -93,7 +93,10 @@ class HoldoutSplit:
             return date.fromisoformat(self.start_date_training)
         except (TypeError, ValueError):
             raise invalid_parameter(
-                "start_date_training", owner, "an ISO date such as '2018-07-25'", self.start_date_training
+                "start_date_training",
+                owner,
+                "an ISO date such as '2018-07-25'",
+                self.start_date_training,
             ) from None
 
     def split(self, frame: pd.DataFrame) -> list[Fold]:

@@ -53,7 +53,11 @@ class ModelConfig:
         return f"{type(self).__name__}({args})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.params == self.params  # type: ignore[attr-defined]
+        return (
+            isinstance(other, ModelConfig)
+            and type(other) is type(self)
+            and other.params == self.params
+        )
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, tuple(sorted(map(repr, self.params.items())))))
@@ -195,9 +199,7 @@ def make_config(model_type: str, **params: Any) -> ModelConfig:
     """The configuration of ``model_type`` (one of :data:`MODEL_TYPES`) with ``params``."""
     cls = MODEL_TYPES.get(model_type)
     if cls is None:
-        raise ParameterError(
-            f"Unknown model type {model_type!r}; known: {', '.join(MODEL_TYPES)}."
-        )
+        raise ParameterError(f"Unknown model type {model_type!r}; known: {', '.join(MODEL_TYPES)}.")
     return cls(**params)
 
 
@@ -292,4 +294,4 @@ def load_native(framework: str, path: Path, sha256: str) -> Any:
         booster.load_model(str(path))
         return booster
     with path.open("rb") as fh:
-        return pickle.load(fh)  # noqa: S301 - hash verified just above
+        return pickle.load(fh)
