@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from shipyard.data.catalog import Dataset
@@ -32,7 +33,7 @@ def workspace(tmp_path: Path) -> Iterator[Workspace]:
     ws.close()
 
 
-SMALL = {"n_customers": 300, "n_terminals": 600, "n_days": 60, "mode": "fast", "seed": 7}
+SMALL = {"n_customers": 300, "n_terminals": 600, "n_days": 70, "mode": "fast", "seed": 7}
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +58,19 @@ def reference_workspace(
     OfflineStore(ws).materialize(BASELINE_VIEWS)
     yield ws, dataset
     ws.close()
+
+
+@pytest.fixture(scope="session")
+def small_frame(small_workspace: tuple[Workspace, Dataset]) -> pd.DataFrame:
+    """Every row of the small data set with its 15 baseline features."""
+    from shipyard.training.frames import Window, load_frame
+
+    ws, dataset = small_workspace
+    window = Window(
+        dataset.name,
+        dataset.version,
+        "2018-04-01",
+        "2018-12-31",
+        "shipyard.features.fraud:BASELINE_VIEWS",
+    )
+    return load_frame(ws, window)

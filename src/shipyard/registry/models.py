@@ -259,7 +259,7 @@ class ModelRegistry:
         return {alias: int(version) for alias, version in (model.aliases or {}).items()}
 
     def get(self, name: str, ref: int | str) -> ModelVersion:
-        """A version by number (``3``, ``"3"``), alias (``"champion"``, ``"@champion"``) or "latest"."""
+        """A version by number (3, "3"), alias ("champion", "@champion") or "latest"."""
         from sqlalchemy import select
 
         from shipyard.tables import model_versions as table

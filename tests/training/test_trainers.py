@@ -1,0 +1,100 @@
+"""The generic check suite every model configuration must pass (cf. scikit-learn's
+estimator checks), run over each model type on real simulated data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shipyard.errors import IntegrityError, ParameterError, TrainingError
+from shipyard.features.fraud import BASELINE_FEATURES
+from shipyard.serving.predictors import NativePredictor
+from shipyard.training.trainers import MODEL_TYPES, load_native, make_config
+from shipyard.types import Predictor
+
+FEATURES = list(BASELINE_FEATURES)
+FAST = {
+    "random_forest": {"n_estimators": 20},
+    "xgboost": {"n_estimators": 30},
+    "lightgbm": {"n_estimators": 30},
+}
+
+
+@pytest.fixture(scope="module")
+def data(small_frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+    train = small_frame.iloc[:15_000]
+    return train[FEATURES], train["TX_FRAUD"].to_numpy(), small_frame.iloc[15_000:16_000][FEATURES]
+
+
+@pytest.mark.parametrize("model_type", sorted(MODEL_TYPES))
+def test_configuration_stores_parameters_and_nothing_else(model_type: str) -> None:
+    config = make_config(model_type)
+    clone = config.set_params(random_state=1)
+    assert config.get_params()["random_state"] == 0
+    assert clone.get_params()["random_state"] == 1
+    assert config == make_config(model_type)
+    assert config != clone
+    assert "random_state=1" in repr(clone)
+    with pytest.raises(ParameterError, match="has no parameter 'colour'; its parameters are"):
+        make_config(model_type, colour="red")
+
+
+@pytest.mark.parametrize("model_type", sorted(MODEL_TYPES))
+def test_trained_model_contract(
+    model_type: str, data: tuple[pd.DataFrame, np.ndarray, pd.DataFrame], tmp_path: Path
+) -> None:
+    X, y, X_new = data
+    model = make_config(model_type, **FAST.get(model_type, {})).fit(X, y)
+    before = X_new.copy()
+    scores = model.predict_proba(X_new)
+    pd.testing.assert_frame_equal(X_new, before)  # scoring does not mutate its input
+    assert scores.shape == (len(X_new),)
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert model.features == FEATURES
+    # one row at a time gives what a batch gives
+    singles = np.array([model.predict_proba(X_new.iloc[[i]])[0] for i in range(20)])
+    np.testing.assert_allclose(singles, scores[:20], rtol=1e-6)
+    importance = model.feature_importance()
+    assert set(importance) == set(FEATURES)
+    assert sum(importance.values()) == pytest.approx(1.0)
+    # native file round trip, hash-verified
+    path, sha = model.save_native(tmp_path)
+    predictor = NativePredictor(
+        model.config.framework, load_native(model.config.framework, path, sha), model.input_schema
+    )
+    assert isinstance(predictor, Predictor)
+    np.testing.assert_allclose(
+        predictor.predict(X_new.to_numpy(dtype=float)), scores, rtol=1e-6, atol=1e-9
+    )
+    path.write_bytes(path.read_bytes() + b" ")
+    with pytest.raises(IntegrityError, match="Refusing to load"):
+        load_native(model.config.framework, path, sha)
+
+
+def test_training_without_positives_is_refused(
+    data: tuple[pd.DataFrame, np.ndarray, pd.DataFrame],
+) -> None:
+    X, y, _ = data
+    with pytest.raises(TrainingError, match="no positive"):
+        make_config("lightgbm").fit(X, np.zeros_like(y))
+    with pytest.raises(TrainingError, match="holds no rows"):
+        make_config("lightgbm").fit(X.iloc[:0], y[:0])
+
+
+def test_unknown_model_type_lists_the_known_ones() -> None:
+    with pytest.raises(
+        ParameterError, match="Unknown model type 'catboost'; known: logistic_regression"
+    ):
+        make_config("catboost")
+
+
+def test_scoring_data_missing_a_feature_is_named(
+    data: tuple[pd.DataFrame, np.ndarray, pd.DataFrame],
+) -> None:
+    X, y, X_new = data
+    model = make_config("decision_tree").fit(X, y)
+    with pytest.raises(TrainingError, match="TX_AMOUNT"):
+        model.predict_proba(X_new.drop(columns="TX_AMOUNT"))
