@@ -3,13 +3,16 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from shipyard.data.catalog import Dataset
 from shipyard.engines import LocalEngine
 from shipyard.errors import DataValidationError, TrainingError
 from shipyard.features.fraud import BASELINE_FEATURES
 from shipyard.training.evaluation import evaluate
+from shipyard.training.metrics import card_precision_at_k
 from shipyard.training.search import SPACES, search
 from shipyard.training.splits import PrequentialSplit
 from shipyard.training.trainers import make_config
+from shipyard.workspace import Workspace
 
 FEATURES = list(BASELINE_FEATURES)
 SPLIT = PrequentialSplit("2018-05-13", n_folds=3)
@@ -66,3 +69,20 @@ def test_search_tunes_on_validation_folds(small_frame: pd.DataFrame) -> None:
         "xgboost",
         "lightgbm",
     }
+
+
+def test_a_perfect_ranking_reaches_the_published_card_precision_ceiling(
+    reference_workspace: tuple[Workspace, Dataset],
+) -> None:
+    """FRAUD_PROTOCOL.md: with a perfect ranking, mean CP@100 on the 4 test folds is ~0.42."""
+    _, dataset = reference_workspace
+    frame = dataset.read(["CUSTOMER_ID", "TX_DATETIME", "TX_FRAUD"])
+    days = frame["TX_DATETIME"].to_numpy().astype("datetime64[D]")
+    values = []
+    for fold in PrequentialSplit("2018-08-15", n_folds=4).split(frame):
+        test = frame.iloc[fold.test]
+        cp = card_precision_at_k(
+            days[fold.test], test["CUSTOMER_ID"], test["TX_FRAUD"], test["TX_FRAUD"]
+        )
+        values.append(cp.mean)
+    assert abs(sum(values) / 4 - 0.42) < 0.01

@@ -20,6 +20,12 @@ COMMANDS = {
 }
 
 
+# heavy optional dependencies -> the extra that installs them
+EXTRAS = dict.fromkeys(
+    ("sklearn", "lightgbm", "xgboost", "mlflow", "optuna", "matplotlib"), "train"
+)
+
+
 class LazyGroup(click.Group):
     """A click group whose commands are imported on first use (keeps --help fast)."""
 
@@ -64,6 +70,17 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(exc.exit_code)
     except ShipyardError as exc:
         click.secho(f"Error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        click.secho(
+            f"Error: this command needs {exc.name}, from the '{extra}' extra: "
+            f"pip install 'shipyard[{extra}]'",
+            fg="red",
+            err=True,
+        )
         sys.exit(2)
 
 
