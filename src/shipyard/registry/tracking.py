@@ -35,8 +35,9 @@ class Tracker:
 
             from mlflow import MlflowClient
 
-            # Alembic announces every migration of a new SQLite store at INFO.
+            # Alembic and MLflow announce every migration of a new SQLite store at INFO.
             logging.getLogger("alembic").setLevel(logging.WARNING)
+            logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
             uri = self.workspace.mlflow_tracking_uri
             self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         return self._client
