@@ -25,7 +25,7 @@ from shipyard.errors import ConfigError
 SETTINGS_FILE = "shipyard.toml"
 ENV_PREFIX = "SHIPYARD_"
 # Variables with the prefix that are not settings: where to find the workspace itself.
-ENV_NOT_SETTINGS = frozenset({"SHIPYARD_WORKSPACE"})
+ENV_NOT_SETTINGS = frozenset({"SHIPYARD_WORKSPACE", "SHIPYARD_SERVE_CONFIG"})
 
 
 class Settings(BaseModel):
@@ -62,6 +62,13 @@ class Settings(BaseModel):
         default="4GB", description="Memory DuckDB may use before it spills to disk."
     )
     duckdb_threads: int = Field(default=0, ge=0, description="DuckDB threads; 0 = one per core.")
+    serving_admin_token: str | None = Field(
+        default=None,
+        description="Bearer token for serving admin routes; set it by environment, not in the file.",
+    )
+    serving_predict_token: str | None = Field(
+        default=None, description="Bearer token required on prediction routes (none by default)."
+    )
 
     @classmethod
     def load(cls, root: Path, environ: Mapping[str, str] | None = None) -> Settings:

@@ -104,3 +104,19 @@ registry_events = Table(
     Column("details", JSON, nullable=False),
     Column("at", DateTime, nullable=False),
 )
+
+traffic_policies = Table(
+    "shipyard_traffic_policies",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("endpoint", String(200), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("arms", JSON, nullable=False, doc="[{version, weight}]"),
+    Column("shadows", JSON, nullable=False, doc="[version]"),
+    Column("sticky_key", String(200), nullable=True),
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("endpoint", "revision", name="uq_policy_revision"),
+)

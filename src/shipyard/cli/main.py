@@ -17,13 +17,20 @@ COMMANDS = {
     "quickstart": "shipyard.cli.quickstart:quickstart",
     "train": "shipyard.cli.train:train",
     "models": "shipyard.cli.models:models",
+    "serve": "shipyard.cli.serve:serve",
+    "endpoint": "shipyard.cli.endpoint:endpoint",
+    "logs": "shipyard.cli.logs:logs",
 }
 
 
 # heavy optional dependencies -> the extra that installs them
-EXTRAS = dict.fromkeys(
-    ("sklearn", "lightgbm", "xgboost", "mlflow", "optuna", "matplotlib"), "train"
-)
+EXTRAS = {
+    **dict.fromkeys(("sklearn", "lightgbm", "xgboost", "mlflow", "optuna", "matplotlib"), "train"),
+    **dict.fromkeys(
+        ("uvicorn", "uvloop", "httptools", "msgspec", "onnxruntime", "onnxmltools", "skl2onnx"),
+        "serve",
+    ),
+}
 
 
 class LazyGroup(click.Group):

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import getpass
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -146,6 +147,9 @@ class ModelRegistry:
         from shipyard.tables import model_versions
 
         client = self.tracker.client
+        # MLflow warns that pickled models run code when loaded; Shipyard loads only files
+        # whose SHA-256 it recorded (load_native), so the warning says nothing new here.
+        logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
         with tempfile.TemporaryDirectory() as tmp:
             flavor_dir = Path(tmp) / "model"
             X = sample[model.features].astype(float)

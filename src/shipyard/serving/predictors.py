@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from shipyard.types import ColumnSpec, Schema
+
+PROBABILITY = Schema((ColumnSpec("probability", "float"),))
 
 if TYPE_CHECKING:
     import numpy as np
@@ -18,12 +20,11 @@ class NativePredictor:
     its recorded SHA-256 first.
     """
 
-    output_schema: ClassVar[Schema] = Schema((ColumnSpec("probability", "float"),))
-
     def __init__(self, framework: str, model: Any, input_schema: Schema) -> None:
         self.framework = framework
         self.model = model
         self.input_schema = input_schema
+        self.output_schema = PROBABILITY
 
     def predict(self, batch: NDArray[np.float64]) -> NDArray[np.float64]:
         """Probability of the positive class for each row of a 2-D float array."""

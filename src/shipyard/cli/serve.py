@@ -1,0 +1,74 @@
+"""``shipyard serve``: serve registered model versions over HTTP."""
+
+from __future__ import annotations
+
+import click
+
+from shipyard.cli._common import console, open_workspace
+
+
+@click.command()
+@click.argument("target")
+@click.option("--endpoint", default=None, help="Endpoint name (default: the model's name).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True)
+@click.option("--workers", type=int, default=None, help="Worker processes (default: one per core).")
+@click.option("--max-batch-size", default=64, show_default=True, help="Rows per model call.")
+@click.option(
+    "--max-wait-ms", default=2.0, show_default=True, help="How long a batch waits to fill."
+)
+@click.option("--timeout-ms", default=1000.0, show_default=True, help="A request's longest wait.")
+@click.option(
+    "--reset", is_flag=True, help="Replace the endpoint's traffic policy with TARGET alone."
+)
+@click.option("--no-log", is_flag=True, help="Do not write the prediction log.")
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    target: str,
+    endpoint: str | None,
+    host: str,
+    port: int,
+    workers: int | None,
+    max_batch_size: int,
+    max_wait_ms: float,
+    timeout_ms: float,
+    reset: bool,
+    no_log: bool,
+) -> None:
+    """Serve TARGET (MODEL@ALIAS or MODEL@VERSION, e.g. fraud@champion) on HOST:PORT.
+
+    KServe V2 at /v2/models/NAME/infer, MLflow scoring at /invocations, /metrics,
+    /openapi.json. An endpoint that already has a traffic policy keeps it (see
+    `shipyard endpoint status`); --reset starts over with TARGET alone.
+    """
+    from shipyard.serving.server import prepare
+    from shipyard.serving.server import serve as run
+
+    ws = open_workspace(ctx)
+    out = console()
+    prepared = prepare(ws, target, endpoint, reset=reset)
+    out.print(
+        f"[bold]Endpoint {prepared.policy.endpoint}[/]: {prepared.policy.describe()} "
+        f"(policy revision {prepared.policy.revision})"
+    )
+    for version, report in prepared.backends.items():
+        speed = f"native {report.native_rows_per_s:,.0f} rows/s"
+        if report.onnx_rows_per_s:
+            speed += f", ONNX {report.onnx_rows_per_s:,.0f} rows/s (max |Δ| {report.onnx_max_abs_diff:.1e})"
+        out.print(f"  v{version}: backend [green]{report.chosen}[/] — {speed}. {report.note}")
+    out.print(
+        f"Listening on http://{host}:{port} with {workers or 'one per core'} worker(s); Ctrl-C stops."
+    )
+    run(
+        ws,
+        target,
+        endpoint=endpoint,
+        host=host,
+        port=port,
+        workers=workers,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        timeout_ms=timeout_ms,
+        log_predictions=not no_log,
+    )

@@ -1,0 +1,380 @@
+"""Request and response codecs: Open Inference Protocol (KServe V2) and MLflow scoring.
+
+Every decoder turns a request body into one 2-D float64 array whose columns follow the
+model's input schema, or raises :class:`RequestError` with an HTTP status and a message
+that names the field, what was expected and what came. msgspec does the JSON work; pandas
+never touches the hot path.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from shipyard.types import Schema
+
+NUMERIC_TYPES = frozenset(
+    {
+        "BOOL",
+        "UINT8",
+        "UINT16",
+        "UINT32",
+        "UINT64",
+        "INT8",
+        "INT16",
+        "INT32",
+        "INT64",
+        "FP16",
+        "FP32",
+        "FP64",
+    }
+)
+
+
+class RequestError(Exception):
+    """A request the server refuses, with the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class RequestInput(msgspec.Struct, forbid_unknown_fields=False):
+    """One input tensor of a V2 inference request."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any] | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class RequestOutput(msgspec.Struct, forbid_unknown_fields=False):
+    """A requested output of a V2 inference request."""
+
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferenceRequest(msgspec.Struct, forbid_unknown_fields=False):
+    """A V2 inference request (``POST /v2/models/{name}/infer``)."""
+
+    inputs: list[RequestInput]
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(msgspec.Struct):
+    """One output tensor of a V2 inference response."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[float]
+
+
+class InferenceResponse(msgspec.Struct, omit_defaults=True):
+    """A V2 inference response."""
+
+    model_name: str
+    outputs: list[ResponseOutput]
+    model_version: str | None = None
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+_decoder = msgspec.json.Decoder(InferenceRequest)
+_any_decoder = msgspec.json.Decoder()
+encode = msgspec.json.Encoder().encode
+
+
+def _floats(values: Any, where: str) -> NDArray[np.float64]:
+    import numpy as np
+
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise RequestError(422, f"{where}: expected numbers, got {_preview(values)}") from None
+    return array
+
+
+def _preview(values: Any) -> str:
+    text = repr(values)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_finite(matrix: NDArray[np.float64], schema: Schema) -> None:
+    import numpy as np
+
+    bad = ~np.isfinite(matrix)
+    if bad.any():
+        row, column = (int(i) for i in np.argwhere(bad)[0])
+        spec = schema.columns[column]
+        if not spec.nullable:
+            raise RequestError(
+                422,
+                f"input {spec.name!r} (row {row}) must be a finite number; got "
+                f"{'null/NaN' if math.isnan(matrix[row, column]) else matrix[row, column]}",
+            )
+
+
+_NUMPY_TYPES = {
+    "BOOL": "?",
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+}
+
+
+def _tensor_values(
+    tensor: RequestInput, binary: memoryview | None, offset: list[int]
+) -> NDArray[np.float64]:
+    """A tensor's values, from JSON ``data`` or from the binary tensor extension."""
+    import numpy as np
+
+    size = (tensor.parameters or {}).get("binary_data_size")
+    if size is not None:
+        if binary is None or offset[0] + int(size) > len(binary):
+            raise RequestError(
+                422, f"input {tensor.name!r}: binary_data_size {size} exceeds the binary part"
+            )
+        chunk = binary[offset[0] : offset[0] + int(size)]
+        offset[0] += int(size)
+        try:
+            return np.frombuffer(chunk, dtype=_NUMPY_TYPES[tensor.datatype.upper()]).astype(
+                np.float64
+            )
+        except ValueError as exc:
+            raise RequestError(422, f"input {tensor.name!r}: {exc}") from None
+    if tensor.data is None:
+        raise RequestError(
+            422, f"input {tensor.name!r}: expected data or binary_data_size, got neither"
+        )
+    return _floats(tensor.data, f"input {tensor.name!r}")
+
+
+def decode_v2(
+    body: bytes, schema: Schema, header_length: int | None = None
+) -> tuple[NDArray[np.float64], InferenceRequest]:
+    """Decode a V2 request: one [n, n_features] tensor, or one [n] tensor per feature.
+
+    ``header_length`` (the ``Inference-Header-Content-Length`` header) marks a request that
+    uses the binary tensor data extension: JSON first, raw little-endian tensors after it.
+    """
+    import numpy as np
+
+    binary = None
+    if header_length is not None:
+        if not 0 < header_length <= len(body):
+            raise RequestError(
+                400, f"Inference-Header-Content-Length {header_length} does not fit the body"
+            )
+        binary = memoryview(body)[header_length:]
+        body = body[:header_length]
+    offset = [0]
+    try:
+        request = _decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise RequestError(422, f"invalid inference request: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise RequestError(400, f"malformed JSON: {exc}") from None
+    if not request.inputs:
+        raise RequestError(422, "inputs: expected at least one input tensor, got none")
+    names = schema.names
+    for tensor in request.inputs:
+        if tensor.datatype.upper() not in NUMERIC_TYPES:
+            raise RequestError(
+                422,
+                f"input {tensor.name!r}: datatype must be numeric (FP64, FP32, INT64 ...), got {tensor.datatype!r}",
+            )
+    if len(request.inputs) == 1 and request.inputs[0].name not in names:
+        tensor = request.inputs[0]
+        values = _tensor_values(tensor, binary, offset)
+        expected = math.prod(tensor.shape) if tensor.shape else -1
+        if values.size != expected:
+            raise RequestError(
+                422,
+                f"input {tensor.name!r}: shape {tensor.shape} holds {expected} values, data has {values.size}",
+            )
+        if len(tensor.shape) != 2 or tensor.shape[1] != len(names):
+            raise RequestError(
+                422,
+                f"input {tensor.name!r}: expected shape [n, {len(names)}] (columns {', '.join(names)}), "
+                f"got {tensor.shape}",
+            )
+        matrix = values.reshape(tensor.shape)
+    else:
+        by_name = {t.name: t for t in request.inputs}
+        missing = [n for n in names if n not in by_name]
+        extra = [n for n in by_name if n not in names]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing input(s) {missing}")
+            if extra:
+                parts.append(f"unexpected input(s) {extra}")
+            raise RequestError(422, f"{'; '.join(parts)}; the model takes {', '.join(names)}")
+        columns = []
+        rows = None
+        for name in names:
+            tensor = by_name[name]
+            values = _tensor_values(tensor, binary, offset).reshape(-1)
+            if rows is None:
+                rows = values.size
+            if values.size != rows or math.prod(tensor.shape or [0]) != values.size:
+                raise RequestError(
+                    422,
+                    f"input {name!r}: {values.size} values for shape {tensor.shape}; every input needs {rows}",
+                )
+            columns.append(values)
+        matrix = np.column_stack(columns)
+    if matrix.shape[0] == 0:
+        raise RequestError(422, "inputs: expected at least one row, got 0")
+    _check_finite(matrix, schema)
+    return np.ascontiguousarray(matrix), request
+
+
+def encode_v2(
+    model_name: str, version: int, request_id: str | None, scores: NDArray[np.float64], arm: str
+) -> bytes:
+    """The V2 response for ``scores`` (one ``probability`` output of shape [n])."""
+    return encode(
+        InferenceResponse(
+            model_name=model_name,
+            model_version=str(version),
+            id=request_id,
+            parameters={"arm": arm},
+            outputs=[ResponseOutput("probability", [len(scores)], "FP64", scores.tolist())],
+        )
+    )
+
+
+def decode_mlflow(body: bytes, schema: Schema) -> NDArray[np.float64]:
+    """Decode an MLflow ``/invocations`` JSON body (dataframe_split, dataframe_records,
+    instances or inputs) into the model's columns."""
+    import numpy as np
+
+    try:
+        payload = _any_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise RequestError(400, f"malformed JSON: {exc}") from None
+    names = schema.names
+    if not isinstance(payload, dict):
+        raise RequestError(
+            422,
+            "expected a JSON object with one of dataframe_split, dataframe_records, instances, inputs",
+        )
+    keys = [
+        k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in payload
+    ]
+    if len(keys) != 1:
+        raise RequestError(
+            422,
+            "expected exactly one of dataframe_split, dataframe_records, instances, inputs; "
+            f"got {sorted(payload) or 'none'}",
+        )
+    key = keys[0]
+    value = payload[key]
+    if key == "dataframe_split":
+        if not isinstance(value, dict) or "data" not in value:
+            raise RequestError(422, 'dataframe_split: expected {"columns": [...], "data": [[...]]}')
+        columns = value.get("columns") or names
+        matrix = _floats(value["data"], "dataframe_split.data")
+        if matrix.ndim != 2 or matrix.shape[1] != len(columns):
+            raise RequestError(
+                422,
+                f"dataframe_split.data: expected rows of {len(columns)} values, got shape {list(matrix.shape)}",
+            )
+        return _reorder(matrix, list(columns), schema, key)
+    if (
+        key in ("dataframe_records", "instances")
+        and isinstance(value, list)
+        and value
+        and isinstance(value[0], dict)
+    ):
+        return _records(value, schema, key)
+    if isinstance(value, dict):  # columnar tensor input: {column: [values]}
+        return _columns(value, schema, key)
+    if isinstance(value, list):  # rows in schema order
+        matrix = _floats(value, key)
+        if matrix.ndim == 1:
+            matrix = matrix.reshape(1, -1)
+        if matrix.ndim != 2 or matrix.shape[1] != len(names):
+            raise RequestError(
+                422,
+                f"{key}: expected rows of {len(names)} values ({', '.join(names)}), got shape {list(matrix.shape)}",
+            )
+        _check_finite(matrix, schema)
+        return np.ascontiguousarray(matrix)
+    raise RequestError(422, f"{key}: expected a list or an object, got {type(value).__name__}")
+
+
+def _reorder(
+    matrix: NDArray[np.float64], columns: list[str], schema: Schema, key: str
+) -> NDArray[np.float64]:
+    import numpy as np
+
+    names = schema.names
+    missing = [n for n in names if n not in columns]
+    extra = [c for c in columns if c not in names]
+    if missing or extra:
+        parts = [f"missing column(s) {missing}"] if missing else []
+        parts += [f"unexpected column(s) {extra}"] if extra else []
+        raise RequestError(422, f"{key}: {'; '.join(parts)}; the model takes {', '.join(names)}")
+    ordered = matrix[:, [columns.index(n) for n in names]] if columns != names else matrix
+    _check_finite(ordered, schema)
+    return np.ascontiguousarray(ordered)
+
+
+def _records(records: list[Any], schema: Schema, key: str) -> NDArray[np.float64]:
+    names = schema.names
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise RequestError(
+                422, f"{key}[{i}]: expected an object of column values, got {_preview(record)}"
+            )
+        if len(record) != len(names) or any(n not in record for n in names):
+            missing = [n for n in names if n not in record]
+            extra = [c for c in record if c not in names]
+            parts = [f"missing column(s) {missing}"] if missing else []
+            parts += [f"unexpected column(s) {extra}"] if extra else []
+            raise RequestError(422, f"{key}[{i}]: {'; '.join(parts)}")
+    matrix = _floats([[record[n] for n in names] for record in records], key)
+    _check_finite(matrix, schema)
+    return matrix
+
+
+def _columns(value: dict[str, Any], schema: Schema, key: str) -> NDArray[np.float64]:
+    import numpy as np
+
+    columns = list(value)
+    arrays = [_floats(value[c], f"{key}.{c}").reshape(-1) for c in columns]
+    if len({a.size for a in arrays}) > 1:
+        raise RequestError(422, f"{key}: every column needs the same number of values")
+    return _reorder(np.column_stack(arrays) if arrays else np.zeros((0, 0)), columns, schema, key)
+
+
+def encode_mlflow(scores: NDArray[np.float64]) -> bytes:
+    """MLflow's response for a predict_proba model: ``{"predictions": [[p0, p1], ...]}``."""
+    return encode({"predictions": [[1.0 - s, s] for s in scores.tolist()]})
+
+
+def encode_error(message: str) -> bytes:
+    """The error body used on every route: ``{"error": "..."}``."""
+    return encode({"error": message})

@@ -1,0 +1,150 @@
+"""The OpenAPI document of the serving app (KServe V2, MLflow scoring, health, admin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def document(endpoint: str, features: list[str]) -> dict[str, Any]:
+    """OpenAPI 3.0 for one endpoint whose model takes ``features``."""
+    number = {"type": "number"}
+    row_object = {
+        "type": "object",
+        "properties": dict.fromkeys(features, number),
+        "required": features,
+        "additionalProperties": False,
+    }
+    v2_request = {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {"type": "object"},
+            "inputs": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["name", "shape", "datatype", "data"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                        "datatype": {
+                            "type": "string",
+                            "enum": ["FP64", "FP32", "INT64", "INT32", "BOOL"],
+                        },
+                        "data": {"type": "array"},
+                    },
+                },
+            },
+        },
+    }
+    error = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+    errors = {
+        str(code): {"description": text, "content": {"application/json": {"schema": error}}}
+        for code, text in (
+            (400, "malformed request"),
+            (401, "token required"),
+            (404, "unknown model or version"),
+            (413, "payload too large"),
+            (422, "request does not match the model's schema"),
+            (503, "not ready or timed out"),
+        )
+    }
+
+    def ok(schema: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "200": {"description": "OK", "content": {"application/json": {"schema": schema}}},
+            **errors,
+        }
+
+    mlflow_request = {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["dataframe_split"],
+                "properties": {
+                    "dataframe_split": {
+                        "type": "object",
+                        "required": ["data"],
+                        "properties": {
+                            "columns": {
+                                "type": "array",
+                                "items": {"type": "string", "enum": features},
+                            },
+                            "data": {"type": "array", "items": {"type": "array", "items": number}},
+                        },
+                    }
+                },
+            },
+            {
+                "type": "object",
+                "required": ["dataframe_records"],
+                "properties": {
+                    "dataframe_records": {"type": "array", "minItems": 1, "items": row_object}
+                },
+            },
+            {
+                "type": "object",
+                "required": ["instances"],
+                "properties": {"instances": {"type": "array", "minItems": 1, "items": row_object}},
+            },
+            {
+                "type": "object",
+                "required": ["inputs"],
+                "properties": {
+                    "inputs": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "array",
+                            "items": number,
+                            "minItems": len(features),
+                            "maxItems": len(features),
+                        },
+                    }
+                },
+            },
+        ]
+    }
+    simple = {"type": "object"}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": f"Shipyard endpoint {endpoint}", "version": "1"},
+        "paths": {
+            "/v2/health/live": {"get": {"responses": ok(simple)}},
+            "/v2/health/ready": {"get": {"responses": ok(simple)}},
+            f"/v2/models/{endpoint}": {"get": {"responses": ok(simple)}},
+            f"/v2/models/{endpoint}/ready": {"get": {"responses": ok(simple)}},
+            f"/v2/models/{endpoint}/infer": {
+                "post": {
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": v2_request}},
+                    },
+                    "responses": ok(simple),
+                }
+            },
+            "/invocations": {
+                "post": {
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": mlflow_request}},
+                    },
+                    "responses": ok(
+                        {"type": "object", "properties": {"predictions": {"type": "array"}}}
+                    ),
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus metrics",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    }
+                }
+            },
+        },
+    }

@@ -1,0 +1,117 @@
+"""``serve``: start an endpoint's worker processes on one port, supervised.
+
+The server prepares every version of the endpoint's traffic policy (ONNX conversion, parity
+check, backend choice), binds the socket, and runs ``workers`` uvicorn processes (uvloop,
+httptools) sharing it under uvicorn's supervisor, which replaces a worker that dies.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from shipyard.errors import ParameterError
+
+if TYPE_CHECKING:
+    from shipyard.serving.backends import BackendReport
+    from shipyard.serving.policy import TrafficPolicy
+    from shipyard.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What ``prepare`` set up: the endpoint's policy and each version's backend."""
+
+    policy: TrafficPolicy
+    backends: dict[int, BackendReport]
+
+
+def parse_target(target: str) -> tuple[str, str]:
+    """``fraud@champion`` → (model, reference); ``fraud`` → (model, "champion")."""
+    model, _, ref = target.partition("@")
+    if not model:
+        raise ParameterError(
+            f"Expected MODEL[@VERSION|@ALIAS], e.g. fraud@champion. Got {target!r} instead."
+        )
+    return model, ref or "champion"
+
+
+def prepare(
+    workspace: Workspace, target: str, endpoint: str | None = None, *, reset: bool = False
+) -> Prepared:
+    """Create the endpoint's policy if it has none (or ``reset``), and prepare its versions."""
+    from shipyard.errors import ModelNotFoundError
+    from shipyard.registry.models import ModelRegistry
+    from shipyard.serving.backends import prepare_backends
+    from shipyard.serving.policy import Arm, TrafficPolicy, get_policy, set_policy
+
+    model, ref = parse_target(target)
+    name = endpoint or model
+    registry = ModelRegistry(workspace)
+    version = registry.get(model, ref).version
+    try:
+        policy = get_policy(workspace, name)
+        if reset or policy.model != model:
+            raise ModelNotFoundError("replace")
+    except ModelNotFoundError:
+        policy = set_policy(
+            workspace,
+            TrafficPolicy(name, model, (Arm(version, 1.0),)),
+            reason=f"shipyard serve {target}",
+        )
+    backends = {v: prepare_backends(registry, model, v) for v in sorted(policy.versions)}
+    return Prepared(policy, backends)
+
+
+def serve(
+    workspace: Workspace,
+    target: str,
+    *,
+    endpoint: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    workers: int | None = None,
+    max_batch_size: int = 64,
+    max_wait_ms: float = 2.0,
+    timeout_ms: float = 1000.0,
+    reset: bool = False,
+    log_predictions: bool = True,
+) -> None:
+    """Serve ``target`` (e.g. ``fraud@champion``) until interrupted."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from shipyard.serving.app import CONFIG_ENV, ServeConfig
+
+    prepared = prepare(workspace, target, endpoint, reset=reset)
+    config = ServeConfig(
+        workspace=str(workspace.root),
+        endpoint=prepared.policy.endpoint,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        timeout_ms=timeout_ms,
+        admin_token=workspace.settings.serving_admin_token,
+        predict_token=workspace.settings.serving_predict_token,
+        log_predictions=log_predictions,
+    )
+    os.environ[CONFIG_ENV] = config.to_env()
+    count = workers or os.cpu_count() or 1
+    uv_config = uvicorn.Config(
+        "shipyard.serving.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=count,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+    )
+    socket = uv_config.bind_socket()
+    Multiprocess(uv_config, sockets=[socket]).run()

@@ -1,0 +1,184 @@
+"""A real server: `shipyard serve` in its own process group on a free 127.0.0.1 port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shipyard.data.catalog import Dataset
+from shipyard.workspace import Workspace
+from tests.conftest import SMALL
+
+PROTOCOL_START = "2018-05-06"
+
+
+@dataclass
+class Server:
+    """A running `shipyard serve` and how to reach it."""
+
+    workspace: Workspace
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+    log_file: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        request = urllib.request.Request(
+            self.url + path, data=body, method=method, headers=headers or {}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read()
+
+    def post_json(
+        self, path: str, payload: Any, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], Any]:
+        status, head, body = self.request(
+            "POST",
+            path,
+            json.dumps(payload).encode(),
+            {"Content-Type": "application/json", **(headers or {})},
+        )
+        return status, head, json.loads(body)
+
+    def workers(self) -> list[int]:
+        done = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True
+        )
+        return [int(p) for p in done.stdout.split()]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if self.log_file is not None:
+            self.log_file.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(
+    ws: Workspace, target: str, tmp: Path, *extra: str, env: dict[str, str] | None = None
+) -> Server:
+    port = free_port()
+    log = tmp / f"serve-{port}.log"
+    log_file = log.open("wb")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    environ.update(env or {})
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shipyard.cli.main",
+            "-w",
+            str(ws.root),
+            "serve",
+            target,
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            *extra,
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        env=environ,
+        start_new_session=True,  # its own process group: the tests can kill it whole
+    )
+    server = Server(ws, port, process, log, log_file)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
+        try:
+            if server.request("GET", "/v2/health/ready")[0] == 200 and len(server.workers()) >= 2:
+                # both workers must be ready: ask until two different pids answered
+                return server
+        except OSError:
+            pass
+        time.sleep(0.3)
+    server.stop()
+    raise RuntimeError(f"server did not become ready: {log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="package")
+def serving_workspace(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Workspace, Dataset]]:
+    """fraud v1 = LightGBM (champion), v2 = a decision tree, both registered on small data."""
+    from shipyard.data.fraud_simulator import FraudSimulator, simulate_fraud_dataset
+    from shipyard.features.fraud import BASELINE_VIEWS
+    from shipyard.features.offline import OfflineStore
+    from shipyard.solutions.fraud import Protocol, train_suite
+
+    ws = Workspace.init(tmp_path_factory.mktemp("serving") / "ws")
+    dataset = simulate_fraud_dataset(ws, FraudSimulator(**SMALL))  # type: ignore[arg-type]
+    OfflineStore(ws).materialize(BASELINE_VIEWS)
+    protocol = Protocol(start_date_training=PROTOCOL_START, n_folds=2)
+    train_suite(ws, dataset, model_types=["lightgbm"], protocol=protocol, n_boot=0, promote=True)
+    train_suite(ws, dataset, model_types=["decision_tree"], protocol=protocol, n_boot=0)
+    yield ws, dataset
+    ws.close()
+
+
+@pytest.fixture(scope="package")
+def server(
+    serving_workspace: tuple[Workspace, Dataset], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    ws, _ = serving_workspace
+    running = start_server(ws, "fraud@champion", tmp_path_factory.mktemp("server"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="package")
+def rows(serving_workspace: tuple[Workspace, Dataset]) -> Any:
+    """Real feature rows of the evaluation window, in the model's column order."""
+    from shipyard.features.fraud import BASELINE_FEATURES
+    from shipyard.training.frames import Window, load_frame
+
+    ws, dataset = serving_workspace
+    frame = load_frame(
+        ws,
+        Window(
+            dataset.name,
+            dataset.version,
+            "2018-06-01",
+            "2018-06-03",
+            "shipyard.features.fraud:BASELINE_VIEWS",
+        ),
+    )
+    return frame[list(BASELINE_FEATURES)].head(300)

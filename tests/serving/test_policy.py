@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from shipyard.errors import ModelNotFoundError, ParameterError
+from shipyard.serving.policy import (
+    Arm,
+    Router,
+    TrafficPolicy,
+    get_policy,
+    policy_history,
+    rollback_policy,
+    set_policy,
+)
+
+
+def _policy(*arms: tuple[int, float], sticky: str | None = None) -> TrafficPolicy:
+    return TrafficPolicy("fraud", "fraud", tuple(Arm(v, w) for v, w in arms), sticky_key=sticky)
+
+
+def test_weighted_split_follows_the_weights() -> None:
+    router = Router(_policy((1, 90), (2, 10)))
+    counts = Counter(router.choose(None) for _ in range(20_000))
+    assert 0.08 < counts[2] / 20_000 < 0.12
+
+
+def test_sticky_keys_stay_in_one_arm_and_spread_over_both() -> None:
+    router = Router(_policy((1, 50), (2, 50), sticky="customer"))
+    chosen = {f"customer-{i}": router.choose(f"customer-{i}") for i in range(2000)}
+    again = Router(_policy((1, 50), (2, 50), sticky="customer"))  # another worker, same answer
+    assert all(again.choose(k) == v for k, v in chosen.items())
+    share = Counter(chosen.values())[2] / 2000
+    assert 0.45 < share < 0.55
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        (_policy(), "needs at least one arm"),
+        (_policy((1, 0), (2, 0)), "must be >= 0 and not all 0"),
+        (_policy((1, 1), (1, 2)), "names a version twice"),
+    ],
+)
+def test_invalid_policies_are_named(policy: TrafficPolicy, message: str) -> None:
+    with pytest.raises(ParameterError, match=message):
+        policy.validate()
+
+
+def test_describe() -> None:
+    policy = TrafficPolicy(
+        "fraud", "fraud", (Arm(1, 9), Arm(2, 1)), shadows=(3,), sticky_key="customer"
+    )
+    assert policy.describe() == "v1 90% · v2 10% · shadow v3 · sticky on customer"
+
+
+def test_policies_are_stored_as_revisions_and_roll_back(
+    serving_workspace: tuple[object, object],
+) -> None:
+    ws = serving_workspace[0]
+    first = set_policy(ws, _policy((1, 1)), reason="start", actor="a")  # type: ignore[arg-type]
+    second = set_policy(ws, _policy((1, 80), (2, 20)), reason="canary", actor="b")  # type: ignore[arg-type]
+    assert second.revision == first.revision + 1
+    restored = rollback_policy(ws, "fraud", reason="too many alerts", actor="c")  # type: ignore[arg-type]
+    assert restored.arms == first.arms and restored.revision == second.revision + 1
+    assert "rollback to revision" in get_policy(ws, "fraud").reason  # type: ignore[arg-type]
+    assert [p.actor for p in policy_history(ws, "fraud")][-3:] == ["a", "b", "c"]  # type: ignore[arg-type]
+    with pytest.raises(
+        ModelNotFoundError, match="no registered model 'fraud' version 99|version 99"
+    ):
+        set_policy(ws, _policy((99, 1)), reason="typo")  # type: ignore[arg-type]

@@ -1,0 +1,238 @@
+"""A running `shipyard serve` spoken to by real clients: tritonclient (KServe V2) and MLflow's."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shipyard.registry.models import ModelRegistry
+from shipyard.serving.predlog import query
+from tests.serving.conftest import Server
+
+
+def _expected(server: Server, rows: pd.DataFrame, version: int = 1) -> np.ndarray:
+    return (
+        ModelRegistry(server.workspace).load("fraud", version).predict(rows.to_numpy(dtype=float))
+    )
+
+
+def test_kserve_v2_client_works_unchanged(server: Server, rows: pd.DataFrame) -> None:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("fraud")
+    metadata = client.get_model_metadata("fraud")
+    assert [i["name"] for i in metadata["inputs"]] == list(rows.columns)
+    x = rows.head(5).to_numpy(dtype=np.float64)
+    expected = _expected(server, rows.head(5))
+    for binary in (True, False):
+        tensor = httpclient.InferInput("input-0", list(x.shape), "FP64")
+        tensor.set_data_from_numpy(x, binary_data=binary)
+        result = client.infer(
+            "fraud",
+            [tensor],
+            outputs=[httpclient.InferRequestedOutput("probability", binary_data=False)],
+        )
+        np.testing.assert_allclose(result.as_numpy("probability"), expected, atol=1e-5)
+    named = []
+    for column in rows.columns:  # one FP32 tensor per feature, in another order
+        tensor = httpclient.InferInput(column, [5], "FP32")
+        tensor.set_data_from_numpy(
+            rows.head(5)[column].to_numpy(dtype=np.float32), binary_data=False
+        )
+        named.append(tensor)
+    result = client.infer("fraud", named[::-1])
+    np.testing.assert_allclose(result.as_numpy("probability"), expected, atol=1e-4)
+
+
+def test_mlflow_scoring_client_works_unchanged(server: Server, rows: pd.DataFrame) -> None:
+    from mlflow.pyfunc.scoring_server.client import ScoringServerClient
+
+    client = ScoringServerClient("127.0.0.1", server.port)
+    assert client.ping() is None or True
+    predictions = client.invoke(rows.head(7)).get_predictions()
+    np.testing.assert_allclose(
+        np.asarray(predictions)[:, 1], _expected(server, rows.head(7)), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("form", ["dataframe_split", "dataframe_records", "instances", "inputs"])
+def test_every_mlflow_payload_form(server: Server, rows: pd.DataFrame, form: str) -> None:
+    head = rows.head(3)
+    payload: dict[str, Any] = {
+        "dataframe_split": {
+            "dataframe_split": json.loads(head.to_json(orient="split", index=False))
+        },
+        "dataframe_records": {"dataframe_records": head.to_dict(orient="records")},
+        "instances": {"instances": head.to_dict(orient="records")},
+        "inputs": {"inputs": head.to_numpy().tolist()},
+    }[form]
+    status, headers, body = server.post_json("/invocations", payload)
+    assert status == 200, body
+    np.testing.assert_allclose(
+        np.asarray(body["predictions"])[:, 1], _expected(server, head), atol=1e-5
+    )
+    assert headers["x-model-version"] == "1"
+
+
+BAD = [
+    (b"{", 400, "malformed JSON"),
+    (
+        b'{"inputs": [{"name": "x", "shape": [1, 15], "datatype": "FP64", "data": ["a"]}]}',
+        422,
+        "expected numbers",
+    ),
+    (
+        b'{"inputs": [{"name": "TX_AMOUNT", "shape": [1], "datatype": "FP64", "data": [1]}]}',
+        422,
+        "missing input",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "message"), BAD)
+def test_bad_v2_requests_get_a_4xx_naming_the_problem(
+    server: Server, body: bytes, status: int, message: str
+) -> None:
+    code, _, answer = server.request(
+        "POST", "/v2/models/fraud/infer", body, {"Content-Type": "application/json"}
+    )
+    assert code == status
+    assert message in json.loads(answer)["error"]
+
+
+def test_nan_extra_columns_unknown_models_and_oversized_bodies(
+    server: Server, rows: pd.DataFrame
+) -> None:
+    record = rows.head(1).to_dict(orient="records")[0]
+    status, _, body = server.post_json(
+        "/invocations", {"dataframe_records": [{**record, "TX_AMOUNT": None}]}
+    )
+    assert status == 422 and "TX_AMOUNT" in body["error"] and "finite" in body["error"]
+    status, _, body = server.post_json(
+        "/invocations", {"dataframe_records": [{**record, "EXTRA": 1}]}
+    )
+    assert status == 422 and "unexpected column(s) ['EXTRA']" in body["error"]
+    status, _, body = server.post_json("/v2/models/credit/infer", {"inputs": []})
+    assert status == 404 and "unknown model 'credit'" in body["error"]
+    big = b'{"inputs": [' + b"1," * (5 << 20) + b"1]}"
+    code, _, answer = server.request(
+        "POST", "/invocations", big, {"Content-Type": "application/json"}
+    )
+    assert code == 413 and "over" in json.loads(answer)["error"]
+    assert server.request("GET", "/v2/health/live")[0] == 200  # still serving
+
+
+def test_predictions_are_logged_and_queryable(server: Server, rows: pd.DataFrame) -> None:
+    ids = []
+    for i in range(5):
+        status, headers, _ = server.post_json(
+            "/invocations",
+            {"inputs": rows.iloc[[i]].to_numpy().tolist()},
+            {"X-Request-Id": f"log-test-{i}"},
+        )
+        assert status == 200
+        ids.append(headers["x-request-id"])
+    frame = query(
+        server.workspace,
+        "fraud",
+        "SELECT request_id, version, arm, outputs, inputs FROM predictions "
+        "WHERE request_id LIKE 'log-test-%' ORDER BY request_id",
+    )
+    assert frame["request_id"].tolist() == ids
+    assert set(frame["arm"]) == {"primary"} and set(frame["version"]) == {1}
+    np.testing.assert_allclose(frame["inputs"].iloc[0][0], rows.iloc[0].to_numpy(), rtol=1e-12)
+
+
+def test_metrics_and_openapi(server: Server, rows: pd.DataFrame) -> None:
+    server.post_json("/invocations", {"inputs": rows.head(2).to_numpy().tolist()})
+    status, headers, body = server.request("GET", "/metrics")
+    text = body.decode()
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    for name in (
+        "shipyard_requests_total",
+        "shipyard_request_latency_seconds_bucket",
+        "shipyard_batch_size_rows_bucket",
+        "shipyard_queue_depth",
+    ):
+        assert name in text
+    status, _, body = server.request("GET", "/openapi.json")
+    document = json.loads(body)
+    assert {"/invocations", "/v2/models/fraud/infer", "/v2/health/ready"} <= set(document["paths"])
+
+
+def test_traffic_split_sticky_keys_and_shadow_without_restart(
+    server: Server, rows: pd.DataFrame
+) -> None:
+    from shipyard.serving.policy import Arm, TrafficPolicy, set_policy
+
+    ws = server.workspace
+    try:
+        set_policy(
+            ws,
+            TrafficPolicy(
+                "fraud", "fraud", (Arm(1, 50), Arm(2, 50)), shadows=(), sticky_key="customer"
+            ),
+            reason="A/B test",
+        )
+        time.sleep(2.5)  # workers poll every second
+        seen: dict[str, set[str]] = {}
+        for i in range(60):
+            key = f"customer-{i % 12}"
+            status, headers, _ = server.post_json(
+                "/invocations",
+                {"inputs": rows.iloc[[i]].to_numpy().tolist()},
+                {"X-Routing-Key": key},
+            )
+            assert status == 200
+            seen.setdefault(key, set()).add(headers["x-model-version"])
+        assert all(len(v) == 1 for v in seen.values())  # sticky
+        assert set().union(*seen.values()) == {"1", "2"}  # both arms used
+        set_policy(
+            ws,
+            TrafficPolicy("fraud", "fraud", (Arm(1, 1),), shadows=(2,)),
+            reason="shadow the tree",
+        )
+        time.sleep(2.5)
+        status, headers, _ = server.post_json(
+            "/invocations",
+            {"inputs": rows.head(1).to_numpy().tolist()},
+            {"X-Request-Id": "shadowed-1"},
+        )
+        assert status == 200 and headers["x-model-version"] == "1"
+        time.sleep(0.5)
+        frame = query(
+            ws,
+            "fraud",
+            "SELECT version, arm FROM predictions WHERE request_id = 'shadowed-1' ORDER BY arm",
+        )
+        assert frame.values.tolist() == [[1, "primary"], [2, "shadow"]]
+    finally:
+        set_policy(ws, TrafficPolicy("fraud", "fraud", (Arm(1, 1),)), reason="back to the champion")
+        time.sleep(2.5)
+
+
+def test_admin_routes_require_the_token(serving_workspace: Any, tmp_path: Any) -> None:
+    from tests.serving.conftest import start_server
+
+    ws, _ = serving_workspace
+    guarded = start_server(
+        ws, "fraud@champion", tmp_path, env={"SHIPYARD_SERVING_ADMIN_TOKEN": "s3cret"}
+    )
+    try:
+        assert guarded.request("GET", "/admin/traffic")[0] == 401
+        status, _, body = guarded.request(
+            "GET", "/admin/traffic", headers={"Authorization": "Bearer s3cret"}
+        )
+        assert status == 200 and json.loads(body)["traffic"].startswith("v1")
+        assert (
+            guarded.request("POST", "/admin/reload", b"", {"Authorization": "Bearer wrong"})[0]
+            == 401
+        )
+    finally:
+        guarded.stop()
