@@ -67,10 +67,18 @@ class Server:
         return status, head, json.loads(body)
 
     def workers(self) -> list[int]:
+        """Live worker processes (not the resource tracker, not zombies)."""
         done = subprocess.run(
-            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True
+            ["ps", "-ww", "-o", "pid=,stat=,args=", "--ppid", str(self.process.pid)],
+            capture_output=True,
+            text=True,
         )
-        return [int(p) for p in done.stdout.split()]
+        pids = []
+        for line in done.stdout.splitlines():
+            pid, stat, args = line.split(None, 2)
+            if "spawn_main" in args and not stat.startswith("Z"):
+                pids.append(int(pid))
+        return pids
 
     def stop(self) -> None:
         if self.process.poll() is None:
