@@ -64,7 +64,7 @@ class Settings(BaseModel):
     duckdb_threads: int = Field(default=0, ge=0, description="DuckDB threads; 0 = one per core.")
     serving_admin_token: str | None = Field(
         default=None,
-        description="Bearer token for serving admin routes; set it by environment, not in the file.",
+        description="Bearer token for serving admin routes; set it by environment, not in a file.",
     )
     serving_predict_token: str | None = Field(
         default=None, description="Bearer token required on prediction routes (none by default)."

@@ -90,7 +90,8 @@ def test_a_request_that_waits_too_long_gets_a_timeout_and_later_ones_still_work(
     [
         (
             {"max_wait_ms": -3},
-            "The 'max_wait_ms' parameter of MicroBatcher must be a float in \\[0, 1000\\]. Got -3 instead.",
+            "The 'max_wait_ms' parameter of MicroBatcher must be a float in \\[0, 1000\\]. "
+            "Got -3 instead.",
         ),
         ({"max_batch_size": 0}, "'max_batch_size' parameter of MicroBatcher must be an int >= 1"),
     ],

@@ -22,7 +22,17 @@ def test_v2_tensor_and_named_columns_decode_to_the_same_matrix() -> None:
         _v2([{"name": "x", "shape": [2, 3], "datatype": "FP64", "data": ROWS}]), SCHEMA
     )
     flat, _ = decode_v2(
-        _v2([{"name": "x", "shape": [2, 3], "datatype": "FP32", "data": sum(ROWS, [])}]), SCHEMA
+        _v2(
+            [
+                {
+                    "name": "x",
+                    "shape": [2, 3],
+                    "datatype": "FP32",
+                    "data": [v for row in ROWS for v in row],
+                }
+            ]
+        ),
+        SCHEMA,
     )
     named, _ = decode_v2(
         _v2(
@@ -56,7 +66,7 @@ def test_v2_binary_tensor_extension() -> None:
             ]
         }
     ).encode()
-    body = header + struct.pack("<6d", *sum(ROWS, []))
+    body = header + struct.pack("<6d", *[v for row in ROWS for v in row])
     matrix, _ = decode_v2(body, SCHEMA, header_length=len(header))
     np.testing.assert_array_equal(matrix, np.array(ROWS))
 

@@ -66,7 +66,5 @@ def test_policies_are_stored_as_revisions_and_roll_back(
     assert restored.arms == first.arms and restored.revision == second.revision + 1
     assert "rollback to revision" in get_policy(ws, "fraud").reason  # type: ignore[arg-type]
     assert [p.actor for p in policy_history(ws, "fraud")][-3:] == ["a", "b", "c"]  # type: ignore[arg-type]
-    with pytest.raises(
-        ModelNotFoundError, match="no registered model 'fraud' version 99|version 99"
-    ):
+    with pytest.raises(ModelNotFoundError, match=r"version 99"):
         set_policy(ws, _policy((99, 1)), reason="typo")  # type: ignore[arg-type]

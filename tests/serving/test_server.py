@@ -236,3 +236,33 @@ def test_admin_routes_require_the_token(serving_workspace: Any, tmp_path: Any) -
         )
     finally:
         guarded.stop()
+
+
+def test_schemathesis_finds_no_server_error(server: Server) -> None:
+    """Property-based requests generated from the OpenAPI document: never a 5xx."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    schemathesis = Path(sys.executable).with_name("schemathesis")
+    done = subprocess.run(
+        [
+            str(schemathesis),
+            "run",
+            f"{server.url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "40",
+            "--seed",
+            "1",
+            "--phases",
+            "examples,coverage,fuzzing",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "passed" in done.stdout
+    assert server.request("GET", "/v2/health/live")[0] == 200

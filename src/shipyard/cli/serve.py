@@ -53,12 +53,12 @@ def serve(
         f"(policy revision {prepared.policy.revision})"
     )
     for version, report in prepared.backends.items():
-        speed = f"native {report.native_rows_per_s:,.0f} rows/s"
-        if report.onnx_rows_per_s:
-            speed += f", ONNX {report.onnx_rows_per_s:,.0f} rows/s (max |Δ| {report.onnx_max_abs_diff:.1e})"
-        out.print(f"  v{version}: backend [green]{report.chosen}[/] — {speed}. {report.note}")
+        out.print(f"  v{version}: backend [green]{report.chosen}[/] — {report.describe()}")
+        if report.note:
+            out.print(f"    not used: {report.note}")
     out.print(
-        f"Listening on http://{host}:{port} with {workers or 'one per core'} worker(s); Ctrl-C stops."
+        f"Listening on http://{host}:{port} with {workers or 'one per core'} worker(s); "
+        "Ctrl-C stops."
     )
     run(
         ws,

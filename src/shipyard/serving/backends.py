@@ -1,10 +1,11 @@
 """Serving backends for a registered version, and the choice between them.
 
 ``prepare_backends`` runs once per version (the CLI does it before a version takes
-traffic; a worker does it itself if nobody did): it converts the model to ONNX where a
-converter exists, checks parity against the native model on held-out rows of the
-version's out-of-time window (max |Δ probability| ≤ 1e-5 by default), times both, and
-writes ``serving.json`` beside the model with the ONNX file's SHA-256. Workers then load
+traffic; a worker does it itself if nobody did). Besides the native model it builds every
+faster form that applies — ONNX Runtime (LightGBM via onnxmltools, scikit-learn via
+skl2onnx) and an LLVM-compiled LightGBM (lleaves) — checks each against the native model
+on held-out rows of the version's out-of-time window (max |Δ probability| ≤ 1e-5), times
+them, and writes ``serving.json`` beside the model with each file's SHA-256. Workers load
 the fastest parity-verified backend, hash-checked, and say which one they use.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 PARITY_TOLERANCE = 1e-5
 REPORT_FILE = "serving.json"
+FILES = {"onnx": "model.onnx", "lleaves": "model.lleaves.so"}
 
 
 class OnnxPredictor:
@@ -54,25 +56,67 @@ class OnnxPredictor:
         return np.asarray(out[:, 1] if out.ndim == 2 else out, dtype=np.float64)
 
 
+class CompiledLightGBMPredictor:
+    """Scores with a LightGBM model compiled to machine code by lleaves (one thread)."""
+
+    def __init__(self, model_file: Path, library: Path, input_schema: Schema) -> None:
+        import lleaves
+
+        self.model = lleaves.Model(model_file=str(model_file))
+        self.model.compile(cache=str(library))  # an existing library is loaded, not rebuilt
+        self.input_schema = input_schema
+        self.output_schema = PROBABILITY
+
+    def predict(self, batch: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Probability of the positive class for each row."""
+        import numpy as np
+
+        return np.asarray(self.model.predict(batch, n_jobs=1), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One backend as measured during preparation."""
+
+    rows_per_s: float
+    max_abs_diff: float
+    sha256: str | None = None
+    note: str = ""
+
+
 @dataclass(frozen=True)
 class BackendReport:
-    """What preparation found: the chosen backend and why."""
+    """What preparation found: every candidate, the one chosen and why."""
 
     chosen: str
-    native_rows_per_s: float
-    onnx_rows_per_s: float | None
-    onnx_max_abs_diff: float | None
-    onnx_sha256: str | None
-    parity_rows: int
-    note: str
+    candidates: dict[str, Candidate] = field(default_factory=dict)
+    parity_rows: int = 0
+
+    @property
+    def note(self) -> str:
+        """Why candidates were rejected, if any were."""
+        return "; ".join(f"{name}: {c.note}" for name, c in self.candidates.items() if c.note)
+
+    def describe(self) -> str:
+        """One line: each candidate's speed and parity."""
+        parts = []
+        for name, c in self.candidates.items():
+            if c.rows_per_s:
+                parts.append(f"{name} {c.rows_per_s:,.0f} rows/s (max |Δ| {c.max_abs_diff:.1e})")
+        return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serializable form."""
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackendReport:
+        """Inverse of :meth:`to_dict`."""
+        candidates = {k: Candidate(**v) for k, v in data["candidates"].items()}
+        return cls(data["chosen"], candidates, data["parity_rows"])
 
-def _convert_onnx(version: ModelVersion, model: Any, path: Path) -> bool:
-    """Write an ONNX conversion of ``model`` to ``path``; False if no converter applies."""
+
+def _convert_onnx(version: ModelVersion, model: Any, path: Path) -> None:
     n = len(version.input_schema.names)
     if version.framework == "lightgbm":
         import onnxmltools
@@ -95,12 +139,24 @@ def _convert_onnx(version: ModelVersion, model: Any, path: Path) -> bool:
             target_opset=15,
         )
     else:
-        return False
+        raise NotImplementedError(f"no ONNX converter for {version.framework} models")
     path.write_bytes(onx.SerializeToString())
-    return True
+
+
+def _build(name: str, version: ModelVersion, model: Any, folder: Path) -> Predictor:
+    """Build backend ``name`` into ``folder`` and return a predictor over it."""
+    path = folder / FILES[name]
+    if name == "onnx":
+        _convert_onnx(version, model, path)
+        return OnnxPredictor(path, version.input_schema)
+    if version.framework != "lightgbm":
+        raise NotImplementedError("lleaves compiles LightGBM models only")
+    path.unlink(missing_ok=True)
+    return CompiledLightGBMPredictor(version.native_path, path, version.input_schema)
 
 
 def _rows_per_second(predict: Any, rows: NDArray[np.float64]) -> float:
+    predict(rows[:100])  # warm caches
     started = time.perf_counter()
     predict(rows)
     return len(rows) / max(time.perf_counter() - started, 1e-9)
@@ -109,41 +165,45 @@ def _rows_per_second(predict: Any, rows: NDArray[np.float64]) -> float:
 def prepare_backends(
     registry: ModelRegistry, name: str, version: int, *, force: bool = False
 ) -> BackendReport:
-    """Convert, parity-check and time the backends of ``name`` v``version``; write the report."""
+    """Build, parity-check and time the backends of ``name`` v``version``; write the report."""
+    import numpy as np
+
     from shipyard.training.frames import Window, load_frame
 
     mv = registry.get(name, version)
     folder = mv.native_path.parent
     report_path = folder / REPORT_FILE
     if report_path.is_file() and not force:
-        return BackendReport(**json.loads(report_path.read_text()))
+        try:
+            return BackendReport.from_dict(json.loads(report_path.read_text()))
+        except (KeyError, TypeError, ValueError):
+            pass  # written by another version of Shipyard: prepare again
     native = registry.load(name, version)
     frame = load_frame(registry.workspace, Window.from_dict(mv.eval_window))
-    rows = frame[mv.input_schema.names].to_numpy(dtype="float64")[:5000]
+    rows = np.ascontiguousarray(frame[mv.input_schema.names].to_numpy(dtype="float64")[:5000])
     expected = native.predict(rows)
-    native_speed = _rows_per_second(native.predict, rows)
-    onnx_path = folder / "model.onnx"
-    note = ""
-    onnx_speed = diff = sha = None
-    try:
-        converted = _convert_onnx(mv, native.model, onnx_path)
-    except Exception as exc:  # a converter that fails leaves the native backend in charge
-        converted = False
-        note = f"ONNX conversion failed: {type(exc).__name__}: {exc}"[:300]
-    if converted:
-        import numpy as np
-
-        onnx = OnnxPredictor(onnx_path, mv.input_schema)
-        diff = float(np.max(np.abs(onnx.predict(rows) - expected)))
-        onnx_speed = _rows_per_second(onnx.predict, rows)
-        sha = file_sha256(onnx_path)
-        if diff > PARITY_TOLERANCE:
-            note = f"ONNX parity failed: max |Δ| {diff:.2e} > {PARITY_TOLERANCE:g}"
-    elif not note:
-        note = f"no ONNX converter for {mv.framework} models"
-    parity_ok = diff is not None and diff <= PARITY_TOLERANCE
-    chosen = "onnx" if parity_ok and onnx_speed and onnx_speed > native_speed else "native"
-    report = BackendReport(chosen, native_speed, onnx_speed, diff, sha, len(rows), note)
+    candidates = {
+        "native": Candidate(_rows_per_second(native.predict, rows), 0.0, mv.native_sha256)
+    }
+    for backend in FILES:
+        try:
+            predictor = _build(backend, mv, native.model, folder)
+        except Exception as exc:  # a backend that cannot be built leaves the others in charge
+            candidates[backend] = Candidate(
+                0.0, float("nan"), None, f"{type(exc).__name__}: {exc}"[:200]
+            )
+            continue
+        diff = float(np.max(np.abs(predictor.predict(rows) - expected)))
+        note = (
+            ""
+            if diff <= PARITY_TOLERANCE
+            else f"parity failed: max |Δ| {diff:.2e} > {PARITY_TOLERANCE:g}"
+        )
+        sha = file_sha256(folder / FILES[backend])
+        candidates[backend] = Candidate(_rows_per_second(predictor.predict, rows), diff, sha, note)
+    eligible = {k: c for k, c in candidates.items() if not c.note and c.rows_per_s > 0}
+    chosen = max(eligible, key=lambda k: eligible[k].rows_per_s)
+    report = BackendReport(chosen, candidates, len(rows))
     report_path.write_text(json.dumps(report.to_dict(), indent=2))
     return report
 
@@ -154,11 +214,17 @@ def load_backend(
     """The chosen backend of a prepared version, its file verified against its SHA-256."""
     report = prepare_backends(registry, name, version)
     mv = registry.get(name, version)
+    if report.chosen == "native":
+        return registry.load(name, version), report
+    path = mv.native_path.parent / FILES[report.chosen]
+    expected = report.candidates[report.chosen].sha256
+    if expected is None or file_sha256(path) != expected:
+        raise IntegrityError(f"Refusing to load {path}: it does not match its recorded SHA-256.")
     if report.chosen == "onnx":
-        path = mv.native_path.parent / "model.onnx"
-        if report.onnx_sha256 is None or file_sha256(path) != report.onnx_sha256:
-            raise IntegrityError(
-                f"Refusing to load {path}: it does not match its recorded SHA-256."
-            )
         return OnnxPredictor(path, mv.input_schema), report
-    return registry.load(name, version), report
+    file_sha = file_sha256(mv.native_path)
+    if file_sha != mv.native_sha256:
+        raise IntegrityError(
+            f"Refusing to load {mv.native_path}: it does not match its recorded SHA-256."
+        )
+    return CompiledLightGBMPredictor(mv.native_path, path, mv.input_schema), report

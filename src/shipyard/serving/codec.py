@@ -114,6 +114,8 @@ def _preview(values: Any) -> str:
 def _check_finite(matrix: NDArray[np.float64], schema: Schema) -> None:
     import numpy as np
 
+    if math.isfinite(float(matrix.sum())):  # NaN and inf propagate: one reduction decides
+        return
     bad = ~np.isfinite(matrix)
     if bad.any():
         row, column = (int(i) for i in np.argwhere(bad)[0])
@@ -201,7 +203,8 @@ def decode_v2(
         if tensor.datatype.upper() not in NUMERIC_TYPES:
             raise RequestError(
                 422,
-                f"input {tensor.name!r}: datatype must be numeric (FP64, FP32, INT64 ...), got {tensor.datatype!r}",
+                f"input {tensor.name!r}: datatype must be numeric (FP64, FP32, INT64 ...), "
+                f"got {tensor.datatype!r}",
             )
     if len(request.inputs) == 1 and request.inputs[0].name not in names:
         tensor = request.inputs[0]
@@ -210,12 +213,14 @@ def decode_v2(
         if values.size != expected:
             raise RequestError(
                 422,
-                f"input {tensor.name!r}: shape {tensor.shape} holds {expected} values, data has {values.size}",
+                f"input {tensor.name!r}: shape {tensor.shape} holds {expected} values, data "
+                f"has {values.size}",
             )
         if len(tensor.shape) != 2 or tensor.shape[1] != len(names):
             raise RequestError(
                 422,
-                f"input {tensor.name!r}: expected shape [n, {len(names)}] (columns {', '.join(names)}), "
+                f"input {tensor.name!r}: expected shape [n, {len(names)}] (columns "
+                f"{', '.join(names)}), "
                 f"got {tensor.shape}",
             )
         matrix = values.reshape(tensor.shape)
@@ -240,7 +245,8 @@ def decode_v2(
             if values.size != rows or math.prod(tensor.shape or [0]) != values.size:
                 raise RequestError(
                     422,
-                    f"input {name!r}: {values.size} values for shape {tensor.shape}; every input needs {rows}",
+                    f"input {name!r}: {values.size} values for shape {tensor.shape}; every "
+                    f"input needs {rows}",
                 )
             columns.append(values)
         matrix = np.column_stack(columns)
@@ -278,7 +284,8 @@ def decode_mlflow(body: bytes, schema: Schema) -> NDArray[np.float64]:
     if not isinstance(payload, dict):
         raise RequestError(
             422,
-            "expected a JSON object with one of dataframe_split, dataframe_records, instances, inputs",
+            "expected a JSON object with one of dataframe_split, dataframe_records, "
+            "instances, inputs",
         )
     keys = [
         k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in payload
@@ -299,7 +306,8 @@ def decode_mlflow(body: bytes, schema: Schema) -> NDArray[np.float64]:
         if matrix.ndim != 2 or matrix.shape[1] != len(columns):
             raise RequestError(
                 422,
-                f"dataframe_split.data: expected rows of {len(columns)} values, got shape {list(matrix.shape)}",
+                f"dataframe_split.data: expected rows of {len(columns)} values, got shape "
+                f"{list(matrix.shape)}",
             )
         return _reorder(matrix, list(columns), schema, key)
     if (
@@ -318,7 +326,8 @@ def decode_mlflow(body: bytes, schema: Schema) -> NDArray[np.float64]:
         if matrix.ndim != 2 or matrix.shape[1] != len(names):
             raise RequestError(
                 422,
-                f"{key}: expected rows of {len(names)} values ({', '.join(names)}), got shape {list(matrix.shape)}",
+                f"{key}: expected rows of {len(names)} values ({', '.join(names)}), got shape "
+                f"{list(matrix.shape)}",
             )
         _check_finite(matrix, schema)
         return np.ascontiguousarray(matrix)

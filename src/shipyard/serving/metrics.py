@@ -60,7 +60,8 @@ class ServingMetrics:
         ]
         for (version, arm, code), n in sorted(self.requests.items()):
             lines.append(
-                f'shipyard_requests_total{{{base},version="{version}",arm="{arm}",code="{code}"}} {n}'
+                f'shipyard_requests_total{{{base},version="{version}",arm="{arm}",code="{code}"}}'
+                f" {n}"
             )
         lines += [
             "# HELP shipyard_errors_total Refused or failed requests.",

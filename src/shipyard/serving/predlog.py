@@ -121,7 +121,7 @@ def log_folder(workspace: Workspace, endpoint: str) -> Path:
 
 
 def query(workspace: Workspace, endpoint: str, sql: str) -> Any:
-    """Run ``sql`` in DuckDB with a ``predictions`` view over the endpoint's log; return a DataFrame.
+    """Run ``sql`` in DuckDB over a ``predictions`` view of the endpoint's log; return a DataFrame.
 
     Example: ``query(ws, "fraud", "SELECT version, count(*) FROM predictions GROUP BY 1")``.
     """
@@ -139,11 +139,13 @@ def query(workspace: Workspace, endpoint: str, sql: str) -> Any:
                 "format = 'newline_delimited', ignore_errors = true, "
                 "columns = {request_id: 'VARCHAR', time: 'DOUBLE', endpoint: 'VARCHAR', "
                 "model: 'VARCHAR', version: 'INTEGER', arm: 'VARCHAR', routing_key: 'VARCHAR', "
-                "protocol: 'VARCHAR', inputs: 'DOUBLE[][]', outputs: 'DOUBLE[]', latency_ms: 'DOUBLE'})"
+                "protocol: 'VARCHAR', inputs: 'DOUBLE[][]', outputs: 'DOUBLE[]', latency_ms: "
+                "'DOUBLE'})"
             )
         else:
             con.execute(
-                "CREATE VIEW predictions AS SELECT NULL::VARCHAR AS request_id, NULL::DOUBLE AS time, "
+                "CREATE VIEW predictions AS SELECT NULL::VARCHAR AS request_id, NULL::DOUBLE "
+                "AS time, "
                 "NULL::VARCHAR AS endpoint, NULL::VARCHAR AS model, NULL::INTEGER AS version, "
                 "NULL::VARCHAR AS arm, NULL::VARCHAR AS routing_key, NULL::VARCHAR AS protocol, "
                 "NULL::DOUBLE[][] AS inputs, NULL::DOUBLE[] AS outputs, NULL::DOUBLE AS latency_ms "

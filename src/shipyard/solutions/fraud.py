@@ -134,6 +134,7 @@ def train_suite(
     model_types: Sequence[str] | None = None,
     protocol: Protocol | None = None,
     n_trials: int = 0,
+    model_params: dict[str, dict[str, Any]] | None = None,
     n_boot: int = 500,
     register: bool = True,
     promote: bool = False,
@@ -142,6 +143,7 @@ def train_suite(
 ) -> BaselineReport:
     """Evaluate models on the protocol, log them to MLflow, register (and promote) the best.
 
+    ``model_params`` overrides defaults per model type (``{"lightgbm": {"n_estimators": 500}}``).
     With ``n_trials`` > 0 each model type is first tuned with Optuna on the validation
     folds. The best model on validation is registered as ``challenger``; with ``promote`` it
     is then promoted to ``champion`` through the promotion gate (directly if there is none).
@@ -193,7 +195,7 @@ def train_suite(
     }
     for i, model_type in enumerate(model_types):
         started = time.perf_counter()
-        params: dict[str, Any] = {}
+        params: dict[str, Any] = dict((model_params or {}).get(model_type, {}))
         extra: dict[str, float] = {}
         if n_trials > 0:
             tuned = search(
@@ -205,7 +207,7 @@ def train_suite(
                 metric=SELECTION_METRIC,
                 progress=progress,
             )
-            params = tuned.best_params
+            params = {**params, **tuned.best_params}
             extra["search.best_validation_value"] = tuned.best_value
         config = make_config(model_type, **params)
         val = evaluate(frame, features, config, validation, n_boot=0)
