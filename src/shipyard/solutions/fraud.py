@@ -23,11 +23,16 @@ from typing import TYPE_CHECKING, Any
 from shipyard.errors import PromotionRefusedError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from shipyard.data.catalog import Dataset
     from shipyard.data.fraud_simulator import Mode
     from shipyard.registry.gate import GateResult
     from shipyard.registry.models import ModelVersion
+    from shipyard.registry.tracking import Tracker
     from shipyard.training.evaluation import Evaluation
+    from shipyard.training.frames import Window
+    from shipyard.training.splits import PrequentialSplit
     from shipyard.workspace import Workspace
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -82,6 +87,26 @@ class Protocol:
         """Training start of test fold 0: (n_folds - 1) test periods after the reference date."""
         start = date.fromisoformat(self.start_date_training)
         return (start + timedelta(days=(self.n_folds - 1) * self.delta_test)).isoformat()
+
+    def splits(self) -> tuple[PrequentialSplit, PrequentialSplit]:
+        """The validation and the test folds."""
+        from shipyard.training.splits import PrequentialSplit
+
+        args = (self.n_folds, self.delta_train, self.delta_delay, self.delta_test)
+        return (
+            PrequentialSplit(self.validation_start(), *args),
+            PrequentialSplit(self.test_start(), *args),
+        )
+
+    def window(self, dataset: Dataset) -> Window:
+        """The days both protocols use: the first validation training day to the last test day."""
+        earliest = date.fromisoformat(self.validation_start()) - timedelta(
+            days=(self.n_folds - 1) * self.delta_test
+        )
+        latest = date.fromisoformat(self.test_start()) + timedelta(
+            days=self.delta_train + self.delta_delay + self.delta_test - 1
+        )
+        return _window(dataset, earliest, latest)
 
     def describe(self) -> str:
         """One line for model cards and logs."""
@@ -149,13 +174,8 @@ def train_suite(
     is then promoted to ``champion`` through the promotion gate (directly if there is none).
     """
     from shipyard.features.definitions import definitions_hash, load_views
-    from shipyard.registry.gate import PromotionGate
-    from shipyard.registry.models import ModelRegistry
     from shipyard.registry.tracking import Tracker
-    from shipyard.training.evaluation import evaluate
-    from shipyard.training.frames import Window, load_frame
-    from shipyard.training.search import search
-    from shipyard.training.splits import PrequentialSplit
+    from shipyard.training.frames import load_frame
     from shipyard.training.trainers import BASELINE_SUITE, make_config
 
     protocol = protocol or Protocol()
@@ -165,42 +185,77 @@ def train_suite(
     clock = _Clock()
     report = BaselineReport(dataset=dataset, tracking_uri=workspace.mlflow_tracking_uri)
     views = load_views(FEATURES_REF)
-    features = [name for view in views for name in view.feature_names]
-    features_hash = definitions_hash(views)
-
-    split_args = (protocol.n_folds, protocol.delta_train, protocol.delta_delay, protocol.delta_test)
-    validation = PrequentialSplit(protocol.validation_start(), *split_args)
-    test = PrequentialSplit(protocol.test_start(), *split_args)
-    earliest = date.fromisoformat(validation.start_date_training) - timedelta(
-        days=(protocol.n_folds - 1) * protocol.delta_test
+    run = _SuiteRun(
+        frame=load_frame(workspace, protocol.window(dataset)),
+        features=[name for view in views for name in view.feature_names],
+        features_hash=definitions_hash(views),
+        protocol=protocol,
+        tracker=Tracker(workspace),
+        dataset=dataset,
     )
-    latest = date.fromisoformat(test.start_date_training) + timedelta(
-        days=protocol.delta_train + protocol.delta_delay + protocol.delta_test - 1
-    )
-    window = Window(
-        dataset.name, dataset.version, earliest.isoformat(), latest.isoformat(), FEATURES_REF
-    )
-    frame = load_frame(workspace, window)
-    y = frame["TX_FRAUD"].to_numpy()
     clock.lap(report, "training frame")
-
-    tracker = Tracker(workspace)
-    tags = {
-        "shipyard.dataset": dataset.name,
-        "shipyard.dataset_version": str(dataset.version),
-        "shipyard.dataset_hash": dataset.content_hash,
-        "shipyard.dataset_time_range": f"{dataset.time_min} .. {dataset.time_max}",
-        "shipyard.features": FEATURES_REF,
-        "shipyard.features_hash": features_hash,
-    }
     for i, model_type in enumerate(model_types):
+        params = dict((model_params or {}).get(model_type, {}))
+        report.models.append(run.evaluate(model_type, params, n_trials, n_boot, progress))
+        if progress is not None:
+            progress("models", i + 1, len(model_types))
+    clock.lap(report, "training")
+
+    best = max(report.models, key=lambda r: r.validation.mean(SELECTION_METRIC))
+    report.best = best.model_type
+    if register:
+        run.register_best(workspace, report, best, promote, gate_boot, model_types)
+        clock.lap(report, "registry")
+    return report
+
+
+@dataclass
+class _SuiteRun:
+    """What the models of one suite run share: frame, features, splits, tracker."""
+
+    frame: pd.DataFrame
+    features: list[str]
+    features_hash: str
+    protocol: Protocol
+    tracker: Tracker
+    dataset: Dataset
+
+    @property
+    def y(self) -> Any:
+        return self.frame["TX_FRAUD"].to_numpy()
+
+    def tags(self, model_type: str) -> dict[str, str]:
+        ds = self.dataset
+        return {
+            "shipyard.dataset": ds.name,
+            "shipyard.dataset_version": str(ds.version),
+            "shipyard.dataset_hash": ds.content_hash,
+            "shipyard.dataset_time_range": f"{ds.time_min} .. {ds.time_max}",
+            "shipyard.features": FEATURES_REF,
+            "shipyard.features_hash": self.features_hash,
+            "shipyard.model_type": model_type,
+        }
+
+    def evaluate(
+        self,
+        model_type: str,
+        params: dict[str, Any],
+        n_trials: int,
+        n_boot: int,
+        progress: ProgressCallback | None,
+    ) -> ModelReport:
+        """Tune (optionally), validate, test and log one model type."""
+        from shipyard.training.evaluation import evaluate
+        from shipyard.training.search import search
+        from shipyard.training.trainers import make_config
+
         started = time.perf_counter()
-        params: dict[str, Any] = dict((model_params or {}).get(model_type, {}))
+        validation, test = self.protocol.splits()
         extra: dict[str, float] = {}
         if n_trials > 0:
             tuned = search(
-                frame,
-                features,
+                self.frame,
+                self.features,
                 model_type,
                 validation,
                 n_trials=n_trials,
@@ -210,82 +265,76 @@ def train_suite(
             params = {**params, **tuned.best_params}
             extra["search.best_validation_value"] = tuned.best_value
         config = make_config(model_type, **params)
-        val = evaluate(frame, features, config, validation, n_boot=0)
-        tst = evaluate(frame, features, config, test, n_boot=n_boot, keep_models=True)
-        run_id = tracker.log_evaluation(
+        val = evaluate(self.frame, self.features, config, validation, n_boot=0)
+        tst = evaluate(self.frame, self.features, config, test, n_boot=n_boot, keep_models=True)
+        run_id = self.tracker.log_evaluation(
             EXPERIMENT,
             model_type,
             tst,
-            y,
+            self.y,
             params={
                 "split.validation": validation.get_params(),
                 "split.test": test.get_params(),
                 "selection_metric": SELECTION_METRIC,
                 "search.n_trials": n_trials,
-                "features": ",".join(features),
+                "features": ",".join(self.features),
             },
-            tags={**tags, "shipyard.model_type": model_type},
+            tags=self.tags(model_type),
             extra_metrics={**extra, **{f"validation.{k}": v for k, v in val.summary().items()}},
         )
-        report.models.append(
-            ModelReport(model_type, val, tst, run_id, time.perf_counter() - started)
-        )
-        if progress is not None:
-            progress("models", i + 1, len(model_types))
-    clock.lap(report, "training")
+        return ModelReport(model_type, val, tst, run_id, time.perf_counter() - started)
 
-    best = max(report.models, key=lambda r: r.validation.mean(SELECTION_METRIC))
-    report.best = best.model_type
-    if not register:
-        return report
-    newest = best.test.folds[0]  # fold 0: the most recent training window
-    if newest.model is None:  # keep_models=True above; a guard for type checkers
-        raise RuntimeError("the most recent fold kept no model")
-    registry = ModelRegistry(workspace, tracker)
-    fold = newest.fold
-    train_window = Window(
-        dataset.name,
-        dataset.version,
-        fold.train_start.isoformat(),
-        fold.train_end.isoformat(),
-        FEATURES_REF,
-    )
-    eval_window = Window(
-        dataset.name,
-        dataset.version,
-        fold.test_start.isoformat(),
-        fold.test_end.isoformat(),
-        FEATURES_REF,
-    )
-    version = registry.register(
-        MODEL_NAME,
-        newest.model,
-        run_id=best.run_id,
-        evaluation=best.test,
-        y=y,
-        dataset=dataset,
-        features_ref=FEATURES_REF,
-        features_hash=features_hash,
-        train_window=train_window,
-        eval_window=eval_window,
-        protocol=protocol.describe(),
-        sample=frame.iloc[fold.test[:1000]],
-        reason=f"best {SELECTION_METRIC} on validation folds",
-    )
-    if promote:
-        try:
-            report.gate = registry.promote(
-                MODEL_NAME,
-                version.version,
-                reason=f"best of {', '.join(model_types)} on validation {SELECTION_METRIC}",
-                gate=PromotionGate(metric=SELECTION_METRIC, n_boot=gate_boot),
-            )
-            report.promoted = True
-        except PromotionRefusedError as refused:
-            report.gate_message = str(refused)
-    report.registered = registry.get(MODEL_NAME, version.version)
-    clock.lap(report, "registry")
-    return report
+    def register_best(
+        self,
+        workspace: Workspace,
+        report: BaselineReport,
+        best: ModelReport,
+        promote: bool,
+        gate_boot: int,
+        model_types: Sequence[str],
+    ) -> None:
+        """Register the most recent fold's model of ``best``; promote it through the gate."""
+        from shipyard.registry.gate import PromotionGate
+        from shipyard.registry.models import ModelRegistry
+
+        newest = best.test.folds[0]  # fold 0: the most recent training window
+        if newest.model is None:  # evaluate(keep_models=True) keeps it; a guard for typing
+            raise RuntimeError("the most recent fold kept no model")
+        registry = ModelRegistry(workspace, self.tracker)
+        fold = newest.fold
+        version = registry.register(
+            MODEL_NAME,
+            newest.model,
+            run_id=best.run_id,
+            evaluation=best.test,
+            y=self.y,
+            dataset=self.dataset,
+            features_ref=FEATURES_REF,
+            features_hash=self.features_hash,
+            train_window=_window(self.dataset, fold.train_start, fold.train_end),
+            eval_window=_window(self.dataset, fold.test_start, fold.test_end),
+            protocol=self.protocol.describe(),
+            sample=self.frame.iloc[fold.test[:1000]],
+            reason=f"best {SELECTION_METRIC} on validation folds",
+        )
+        if promote:
+            try:
+                report.gate = registry.promote(
+                    MODEL_NAME,
+                    version.version,
+                    reason=f"best of {', '.join(model_types)} on validation {SELECTION_METRIC}",
+                    gate=PromotionGate(metric=SELECTION_METRIC, n_boot=gate_boot),
+                )
+                report.promoted = True
+            except PromotionRefusedError as refused:
+                report.gate_message = str(refused)
+        report.registered = registry.get(MODEL_NAME, version.version)
+
+
+def _window(dataset: Dataset, start: date, end: date) -> Window:
+    from shipyard.training.frames import Window
+
+    return Window(dataset.name, dataset.version, start.isoformat(), end.isoformat(), FEATURES_REF)
 
 
 class _Clock:
