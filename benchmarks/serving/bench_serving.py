@@ -12,7 +12,12 @@ Run from the repository root (needs `wrk`: apt-get install wrk)::
     .venv/bin/python benchmarks/serving/bench_serving.py [--duration 10]
 
 The first run simulates the data set and trains the model into benchmarks/_work.
-BentoML is not compared: it is not installed with Shipyard's extras (see README).
+BentoML is compared when ``--bentoml PATH`` names a `bentoml` executable from an environment
+where it is installed (it is not one of Shipyard's dependencies; a separate virtual
+environment keeps its pins away from ours)::
+
+    python3 -m venv /tmp/bento && /tmp/bento/bin/pip install bentoml lightgbm
+    .venv/bin/python benchmarks/serving/bench_serving.py --bentoml /tmp/bento/bin/bentoml
 """
 
 from __future__ import annotations
@@ -96,18 +101,26 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], seconds: float = 180)
     raise RuntimeError(f"{url} not ready after {seconds} s")
 
 
-def process_group_cpu(pgid: int) -> float:
-    """CPU seconds used so far by every process of a process group."""
+def process_tree_cpu(root: int) -> float:
+    """CPU seconds used so far by a process and all its descendants (alive ones)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+    parent: dict[int, int] = {}
+    used: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ...
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
+        pid = int(stat.parent.name)
+        parent[pid] = int(fields[1])  # fields after the name: state, ppid, pgrp, ...
+        used[pid] = int(fields[11]) + int(fields[12])
+    tree, frontier = {root}, [root]
+    while frontier:
+        current = frontier.pop()
+        children = [pid for pid, ppid in parent.items() if ppid == current and pid not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(used.get(pid, 0) for pid in tree) / ticks
 
 
 def _ms(text: str) -> float:
@@ -124,7 +137,7 @@ def run_wrk(url: str, body: bytes, connections: int, duration: int, pgid: int) -
         f'wrk.method = "POST"\nwrk.body = {json.dumps(body.decode())}\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
     )
-    cpu_before = process_group_cpu(pgid)
+    cpu_before = process_tree_cpu(pgid)
     done = subprocess.run(
         [
             "wrk",
@@ -142,7 +155,7 @@ def run_wrk(url: str, body: bytes, connections: int, duration: int, pgid: int) -
         text=True,
         check=True,
     )
-    cpu = (process_group_cpu(pgid) - cpu_before) / duration
+    cpu = (process_tree_cpu(pgid) - cpu_before) / duration
     out = done.stdout
     requests = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -173,6 +186,7 @@ def bodies(rows: list[list[float]], columns: list[str], n: int) -> dict[str, byt
             }
         ).encode(),
         "mlflow": json.dumps({"dataframe_split": {"columns": columns, "data": chosen}}).encode(),
+        "bentoml": json.dumps({"inputs": chosen}).encode(),
     }
 
 
@@ -214,6 +228,7 @@ def in_process(ws: Any, version: int, rows: Any) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=10, help="seconds per case")
+    parser.add_argument("--bentoml", default=None, help="a bentoml executable to compare with")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     ws, version = prepare_model()
@@ -275,12 +290,23 @@ def main() -> None:
             [("v2", "/v2/models/bench/infer"), ("mlflow", "/invocations")],
         ),
     }
+    if args.bentoml:
+        from shipyard.registry.models import ModelRegistry
+
+        model_file = ModelRegistry(ws).get("fraud", version).native_path
+        servers["BentoML (2 workers, adaptive batching)"] = (
+            [args.bentoml, "serve", "bento_service:FraudModel", "--port", "{port}"],
+            {**env, "SHIPYARD_BENCH_MODEL": str(model_file)},
+            "/readyz",
+            [("bentoml", "/predict")],
+        )
     results = []
     for server_name, (command, environ, health, routes) in servers.items():
         port = free_port()
         process = subprocess.Popen(
             [c.replace("{port}", str(port)) for c in command],
             env=environ,
+            cwd=Path(__file__).parent,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -295,7 +321,9 @@ def main() -> None:
                     measured = run_wrk(url, body, connections, args.duration, process.pid)
                     row = {
                         "server": server_name,
-                        "protocol": "KServe V2" if protocol == "v2" else "MLflow /invocations",
+                        "protocol": {"v2": "KServe V2", "mlflow": "MLflow /invocations"}.get(
+                            protocol, "BentoML /predict"
+                        ),
                         "case": f"{label}, {connections} conn.",
                         **measured,
                         "rows_s": round(measured["req_s"] * n),
