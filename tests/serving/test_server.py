@@ -266,3 +266,35 @@ def test_schemathesis_finds_no_server_error(server: Server) -> None:
     assert done.returncode == 0, done.stdout[-3000:]
     assert "passed" in done.stdout
     assert server.request("GET", "/v2/health/live")[0] == 200
+
+
+def test_admin_api_sets_and_rolls_back_traffic(server: Server, rows: pd.DataFrame) -> None:
+    from shipyard.serving.policy import Arm, TrafficPolicy, get_policy, set_policy
+
+    ws = server.workspace
+    try:
+        status, _, body = server.post_json(
+            "/admin/traffic",
+            {
+                "arms": [{"version": 1, "weight": 1}],
+                "shadows": [2],
+                "reason": "shadow via the API",
+                "actor": "ops",
+            },
+        )
+        assert status == 200, body
+        stored = get_policy(ws, "fraud")
+        assert (stored.shadows, stored.reason, stored.actor) == ((2,), "shadow via the API", "ops")
+        assert body["revision"] == stored.revision  # this worker switched at once
+        status, _, body = server.post_json(
+            "/admin/traffic", {"arms": [{"version": 99}], "reason": "typo"}
+        )
+        assert status == 422 and "version 99" in body["error"]
+        status, _, body = server.post_json("/admin/traffic", {"arms": []})
+        assert status == 422 and "reason" in body["error"]
+        assert get_policy(ws, "fraud").revision == stored.revision  # refusals change nothing
+        status, _, body = server.post_json("/admin/rollback", {"reason": "undo"})
+        assert status == 200 and get_policy(ws, "fraud").shadows == ()
+    finally:
+        set_policy(ws, TrafficPolicy("fraud", "fraud", (Arm(1, 1),)), reason="back to the champion")
+        time.sleep(2.5)

@@ -41,9 +41,7 @@ def set_traffic(
 ) -> None:
     """Split NAME's traffic, e.g. --version 1=90 --version 2=10 --shadow 3."""
     from shipyard.errors import ModelNotFoundError
-    from shipyard.registry.models import ModelRegistry
-    from shipyard.serving.backends import prepare_backends
-    from shipyard.serving.policy import Arm, TrafficPolicy, get_policy, set_policy
+    from shipyard.serving.policy import Arm, TrafficPolicy, apply_policy, get_policy
 
     ws = open_workspace(ctx)
     if model is None:
@@ -54,11 +52,7 @@ def set_traffic(
     policy = TrafficPolicy(
         name, model, tuple(Arm(*_arm(a)) for a in arms), tuple(shadows), sticky_key
     )
-    policy.validate()
-    registry = ModelRegistry(ws)
-    for version in sorted(policy.versions):  # workers then load verified, prepared backends
-        prepare_backends(registry, model, version)
-    stored = set_policy(ws, policy, reason=reason)
+    stored = apply_policy(ws, policy, reason=reason)
     console().print(f"[green]{name} revision {stored.revision}[/]: {stored.describe()}")
 
 

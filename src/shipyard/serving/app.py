@@ -327,7 +327,57 @@ class ServingApp:
                 self._authorize(headers, self.config.admin_token)
                 await self.reload()
                 return 200, encode(self._status()), JSON
+            if path in ("/admin/traffic", "/admin/rollback"):
+                self._authorize(headers, self.config.admin_token)
+                return await self._admin_policy(path, await self._body(receive))
         raise RequestError(404, f"no route {method} {path}")
+
+    async def _admin_policy(self, path: str, body: bytes) -> tuple[int, bytes, list[Any]]:
+        """Set the traffic policy (``/admin/traffic``) or roll it back; then load it here."""
+        from shipyard.errors import ShipyardError
+        from shipyard.serving.policy import (
+            Arm,
+            TrafficPolicy,
+            apply_policy,
+            get_policy,
+            rollback_policy,
+        )
+
+        change = _decode_admin(body)
+        reason = str(change.get("reason") or "")
+        if not reason:
+            raise RequestError(422, "reason: required (why the traffic changes)")
+        actor = str(change.get("actor") or "admin-api")
+        try:
+            if path == "/admin/rollback":
+                await asyncio.to_thread(
+                    rollback_policy,
+                    self.workspace,
+                    self.config.endpoint,
+                    reason=reason,
+                    actor=actor,
+                )
+            else:
+                current = await asyncio.to_thread(get_policy, self.workspace, self.config.endpoint)
+                arms = change.get("arms")
+                if not isinstance(arms, list) or not arms:
+                    raise RequestError(422, 'arms: expected [{"version": 1, "weight": 90}, ...]')
+                policy = TrafficPolicy(
+                    self.config.endpoint,
+                    current.model,
+                    tuple(Arm(int(a["version"]), float(a.get("weight", 1))) for a in arms),
+                    tuple(int(v) for v in change.get("shadows") or ()),
+                    change.get("sticky_key"),
+                )
+                await asyncio.to_thread(
+                    apply_policy, self.workspace, policy, reason=reason, actor=actor
+                )
+        except (KeyError, TypeError, ValueError, ShipyardError) as exc:
+            if isinstance(exc, RequestError):
+                raise
+            raise RequestError(422, f"traffic change refused: {exc}") from None
+        await self.reload()
+        return 200, encode(self._status()), JSON
 
     def _authorize(self, headers: dict[bytes, bytes], token: str | None) -> None:
         if token is None:
@@ -531,6 +581,18 @@ class ServingApp:
             )
             self._openapi = encode(document(self.config.endpoint, names))
         return self._openapi
+
+
+def _decode_admin(body: bytes) -> dict[str, Any]:
+    import msgspec
+
+    try:
+        value = msgspec.json.decode(body or b"{}")
+    except msgspec.DecodeError as exc:
+        raise RequestError(400, f"malformed JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise RequestError(422, "expected a JSON object")
+    return value
 
 
 def _model_path(path: str) -> tuple[str, int | None]:

@@ -141,6 +141,24 @@ def set_policy(
     return get_policy(workspace, policy.endpoint)
 
 
+def apply_policy(
+    workspace: Workspace, policy: TrafficPolicy, *, reason: str, actor: str | None = None
+) -> TrafficPolicy:
+    """Prepare every version's serving backends, then store ``policy`` (CLI and admin API).
+
+    Preparing first means workers load verified, parity-checked backends as soon as they see
+    the new revision, instead of each building them.
+    """
+    from shipyard.registry.models import ModelRegistry
+    from shipyard.serving.backends import prepare_backends
+
+    policy.validate()
+    registry = ModelRegistry(workspace)
+    for version in sorted(policy.versions):
+        prepare_backends(registry, policy.model, version)
+    return set_policy(workspace, policy, reason=reason, actor=actor)
+
+
 def get_policy(workspace: Workspace, endpoint: str, revision: int | None = None) -> TrafficPolicy:
     """The endpoint's current policy (or a given revision)."""
     from sqlalchemy import select
