@@ -15,7 +15,10 @@ from shipyard.cli._common import console, open_workspace
 @click.option("--workers", type=int, default=None, help="Worker processes (default: one per core).")
 @click.option("--max-batch-size", default=64, show_default=True, help="Rows per model call.")
 @click.option(
-    "--max-wait-ms", default=2.0, show_default=True, help="How long a batch waits to fill."
+    "--max-wait-ms",
+    default=0.0,
+    show_default=True,
+    help="How long a batch may wait to fill; 0 = take what is queued when the model is free.",
 )
 @click.option("--timeout-ms", default=1000.0, show_default=True, help="A request's longest wait.")
 @click.option(

@@ -57,7 +57,7 @@ class ServeConfig:
     workspace: str
     endpoint: str
     max_batch_size: int = 64
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0
     timeout_ms: float = 1000.0
     max_body_bytes: int = 8 << 20
     poll_interval_s: float = 1.0

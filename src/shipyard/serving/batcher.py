@@ -1,7 +1,9 @@
 """An in-process micro-batcher: many small requests, one model call.
 
-Requests wait at most ``max_wait_ms`` for others to join, up to ``max_batch_size`` rows;
-the batch runs in a worker thread so the event loop keeps accepting requests. A failed
+A batch takes every request queued when the model is free, up to ``max_batch_size`` rows;
+requests that arrive while a batch runs form the next one (continuous batching). With
+``max_wait_ms`` > 0 a batch also waits that long for others to join. The batch runs in a
+worker thread so the event loop keeps accepting requests. A failed
 batch answers every request in it with the error; a request that waited longer than
 ``timeout_ms`` gets :class:`BatchTimeoutError`, never silence.
 
@@ -46,7 +48,7 @@ class MicroBatcher:
         self,
         predict: Callable[[Batch], Batch],
         max_batch_size: int = 64,
-        max_wait_ms: float = 2.0,
+        max_wait_ms: float = 0.0,
         timeout_ms: float = 1000.0,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:

@@ -73,7 +73,7 @@ def serve(
     port: int = 8080,
     workers: int | None = None,
     max_batch_size: int = 64,
-    max_wait_ms: float = 2.0,
+    max_wait_ms: float = 0.0,
     timeout_ms: float = 1000.0,
     reset: bool = False,
     log_predictions: bool = True,
