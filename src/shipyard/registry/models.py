@@ -139,35 +139,13 @@ class ModelRegistry:
         and saved natively with its SHA-256 (what Shipyard loads). The new version gets the
         ``challenger`` alias; promote it to make it the champion.
         """
-        import mlflow.sklearn
-        from mlflow.models import infer_signature
         from sqlalchemy import insert
 
         from shipyard.registry.card import ModelCard
         from shipyard.tables import model_versions
 
         client = self.tracker.client
-        # MLflow warns that pickled models run code when loaded; Shipyard loads only files
-        # whose SHA-256 it recorded (load_native), so the warning says nothing new here.
-        logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
-        with tempfile.TemporaryDirectory() as tmp:
-            flavor_dir = Path(tmp) / "model"
-            X = sample[model.features].astype(float)
-            signature = infer_signature(X, model.predict_proba(X))
-            mlflow.sklearn.save_model(
-                model.estimator,
-                str(flavor_dir),
-                signature=signature,
-                pyfunc_predict_fn="predict_proba",
-                serialization_format="pickle",
-            )
-            client.log_artifacts(run_id, str(flavor_dir), "model")
-        if not client.search_registered_models(filter_string=f"name = '{name}'"):
-            client.create_registered_model(name, description="Registered by Shipyard")
-        source = f"{client.get_run(run_id).info.artifact_uri}/model"
-        registered = client.create_model_version(name, source, run_id=run_id)
-        version = int(registered.version)
-
+        version = self._create_mlflow_version(name, model, run_id, sample)
         folder = self.workspace.artifact_root / "models" / name / f"v{version}"
         try:
             native_path, sha256 = model.save_native(folder)
@@ -230,6 +208,33 @@ class ModelRegistry:
             raise
         self._record(name, version, "register", CHALLENGER, None, actor, reason, {"run_id": run_id})
         return self.get(name, version)
+
+    def _create_mlflow_version(
+        self, name: str, model: TrainedModel, run_id: str, sample: pd.DataFrame
+    ) -> int:
+        """Log ``model`` to its run in MLflow's format with its signature; register a version."""
+        import mlflow.sklearn
+        from mlflow.models import infer_signature
+
+        client = self.tracker.client
+        # MLflow warns that pickled models run code when loaded; Shipyard loads only files
+        # whose SHA-256 it recorded (load_native), so the warning says nothing new here.
+        logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
+        with tempfile.TemporaryDirectory() as tmp:
+            flavor_dir = Path(tmp) / "model"
+            X = sample[model.features].astype(float)
+            mlflow.sklearn.save_model(
+                model.estimator,
+                str(flavor_dir),
+                signature=infer_signature(X, model.predict_proba(X)),
+                pyfunc_predict_fn="predict_proba",
+                serialization_format="pickle",
+            )
+            client.log_artifacts(run_id, str(flavor_dir), "model")
+        if not client.search_registered_models(filter_string=f"name = '{name}'"):
+            client.create_registered_model(name, description="Registered by Shipyard")
+        source = f"{client.get_run(run_id).info.artifact_uri}/model"
+        return int(client.create_model_version(name, source, run_id=run_id).version)
 
     # -- lookup ----------------------------------------------------------------------------
 
