@@ -7,6 +7,8 @@ workspace's database: SQLite by default, any SQLAlchemy URL (PostgreSQL) by sett
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -19,6 +21,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 metadata = MetaData()
 
@@ -120,3 +125,24 @@ traffic_policies = Table(
     Column("created_at", DateTime, nullable=False),
     UniqueConstraint("endpoint", "revision", name="uq_policy_revision"),
 )
+
+
+def latest_row(
+    engine: Engine,
+    table: Table,
+    key: tuple[str, object],
+    version: tuple[str, int | None],
+) -> dict[str, Any] | None:
+    """The row of ``table`` whose ``key`` column equals the value, at the given version
+    (the highest version when it is None); None if there is no such row."""
+    from sqlalchemy import select
+
+    key_column, key_value = key
+    version_column, version_value = version
+    query = select(table).where(table.c[key_column] == key_value)
+    if version_value is not None:
+        query = query.where(table.c[version_column] == version_value)
+    query = query.order_by(table.c[version_column].desc()).limit(1)
+    with engine.connect() as conn:
+        row = conn.execute(query).mappings().first()
+    return None if row is None else dict(row)

@@ -238,16 +238,9 @@ def write_dataset(
 
 def get_dataset(workspace: Workspace, name: str, version: int | None = None) -> Dataset:
     """Return a registered data set (the latest version unless ``version`` is given)."""
-    from sqlalchemy import select
+    from shipyard.tables import datasets, latest_row
 
-    from shipyard.tables import datasets
-
-    query = select(datasets).where(datasets.c.name == name)
-    if version is not None:
-        query = query.where(datasets.c.version == version)
-    query = query.order_by(datasets.c.version.desc()).limit(1)
-    with workspace.engine.connect() as conn:
-        row = conn.execute(query).mappings().first()
+    row = latest_row(workspace.engine, datasets, ("name", name), ("version", version))
     if row is None:
         known = sorted({d.name for d in list_datasets(workspace)})
         what = f"{name!r} version {version}" if version is not None else repr(name)
@@ -255,7 +248,7 @@ def get_dataset(workspace: Workspace, name: str, version: int | None = None) -> 
             f"No data set {what} in workspace {workspace.root}. "
             f"Registered: {', '.join(known) or 'none'} (create one with `shipyard data simulate`)."
         )
-    return _from_row(workspace, dict(row))
+    return _from_row(workspace, row)
 
 
 def list_datasets(workspace: Workspace) -> list[Dataset]:

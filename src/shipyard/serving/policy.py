@@ -161,16 +161,11 @@ def apply_policy(
 
 def get_policy(workspace: Workspace, endpoint: str, revision: int | None = None) -> TrafficPolicy:
     """The endpoint's current policy (or a given revision)."""
-    from sqlalchemy import select
+    from shipyard.tables import latest_row, traffic_policies
 
-    from shipyard.tables import traffic_policies as table
-
-    query = select(table).where(table.c.endpoint == endpoint)
-    if revision is not None:
-        query = query.where(table.c.revision == revision)
-    query = query.order_by(table.c.revision.desc()).limit(1)
-    with workspace.engine.connect() as conn:
-        row = conn.execute(query).mappings().first()
+    row = latest_row(
+        workspace.engine, traffic_policies, ("endpoint", endpoint), ("revision", revision)
+    )
     if row is None:
         raise ModelNotFoundError(
             f"Endpoint {endpoint!r} has no traffic policy"
