@@ -191,22 +191,31 @@ def bodies(rows: list[list[float]], columns: list[str], n: int) -> dict[str, byt
 
 
 def in_process(ws: Any, version: int, rows: Any) -> list[dict[str, Any]]:
-    """The model alone: native LightGBM and ONNX Runtime, one thread, batch and one row."""
+    """The model alone: native LightGBM, ONNX Runtime, lleaves; one thread, batch and one row."""
     import numpy as np
 
     from shipyard.registry.models import ModelRegistry
-    from shipyard.serving.backends import OnnxPredictor, prepare_backends
+    from shipyard.serving.backends import (
+        FILES,
+        CompiledLightGBMPredictor,
+        OnnxPredictor,
+        prepare_backends,
+    )
 
     registry = ModelRegistry(ws)
     prepare_backends(registry, "fraud", version)
     native = registry.load("fraud", version)
     mv = registry.get("fraud", version)
-    onnx = OnnxPredictor(mv.native_path.parent / "model.onnx", mv.input_schema)
+    onnx = OnnxPredictor(mv.native_path.parent / FILES["onnx"], mv.input_schema)
+    compiled = CompiledLightGBMPredictor(
+        mv.native_path, mv.native_path.parent / FILES["lleaves"], mv.input_schema
+    )
     batch = np.asarray(rows, dtype=np.float64)
     out = []
     for name, predict in (
         ("LightGBM native (num_threads=1)", lambda x: native.model.predict(x, num_threads=1)),
         ("ONNX Runtime (1 thread)", onnx.predict),
+        ("lleaves, compiled LightGBM (1 thread)", compiled.predict),
     ):
         started = time.perf_counter()
         predict(batch)
