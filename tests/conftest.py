@@ -10,7 +10,7 @@ import pytest
 
 from shipyard.data.catalog import Dataset
 from shipyard.data.fraud_simulator import FraudSimulator, simulate_fraud_dataset
-from shipyard.features.fraud import BASELINE_VIEWS
+from shipyard.features.fraud import BASELINE_VIEWS, BASELINE_VIEWS_REF
 from shipyard.features.offline import OfflineStore
 from shipyard.workspace import Workspace
 
@@ -71,6 +71,6 @@ def small_frame(small_workspace: tuple[Workspace, Dataset]) -> pd.DataFrame:
         dataset.version,
         "2018-04-01",
         "2018-12-31",
-        "shipyard.features.fraud:BASELINE_VIEWS",
+        BASELINE_VIEWS_REF,
     )
     return load_frame(ws, window)

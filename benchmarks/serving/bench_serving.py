@@ -241,12 +241,10 @@ def main() -> None:
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     ws, version = prepare_model()
-    from shipyard.features.fraud import BASELINE_FEATURES
+    from shipyard.features.fraud import BASELINE_FEATURES, BASELINE_VIEWS_REF
     from shipyard.training.frames import Window, load_frame
 
-    frame = load_frame(
-        ws, Window("fraud", 1, "2018-09-01", "2018-09-03", "shipyard.features.fraud:BASELINE_VIEWS")
-    )
+    frame = load_frame(ws, Window("fraud", 1, "2018-09-01", "2018-09-03", BASELINE_VIEWS_REF))
     columns = list(BASELINE_FEATURES)
     rows = frame[columns].head(20_000).to_numpy().tolist()
     model_rows = in_process(ws, version, rows)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from shipyard.data.catalog import Dataset
+from shipyard.features.fraud import BASELINE_VIEWS_REF
 from shipyard.workspace import Workspace
 from tests.conftest import SMALL
 
@@ -186,7 +187,7 @@ def rows(serving_workspace: tuple[Workspace, Dataset]) -> Any:
             dataset.version,
             "2018-06-01",
             "2018-06-03",
-            "shipyard.features.fraud:BASELINE_VIEWS",
+            BASELINE_VIEWS_REF,
         ),
     )
     return frame[list(BASELINE_FEATURES)].head(300)

@@ -8,8 +8,9 @@ import click
 
 from shipyard.cli._common import console, open_workspace, progress_bars
 from shipyard.features.definitions import load_views
+from shipyard.features.fraud import BASELINE_VIEWS_REF
 
-DEFAULT_VIEWS = "shipyard.features.fraud:BASELINE_VIEWS"
+DEFAULT_VIEWS = BASELINE_VIEWS_REF
 views_option = click.option(
     "--views",
     "views_ref",

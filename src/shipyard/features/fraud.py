@@ -88,4 +88,6 @@ TERMINAL_RISK = FeatureView(
 )
 
 BASELINE_VIEWS = (TRANSACTION, CUSTOMER_SPENDING, TERMINAL_RISK)
+BASELINE_VIEWS_REF = "shipyard.features.fraud:BASELINE_VIEWS"
+"""How runs, model versions and the CLI name these views (``module:attribute``)."""
 BASELINE_FEATURES = tuple(name for view in BASELINE_VIEWS for name in view.feature_names)

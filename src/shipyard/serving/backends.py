@@ -17,8 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shipyard.errors import IntegrityError
-from shipyard.integrity import file_sha256
+from shipyard.integrity import file_sha256, verify_sha256
 from shipyard.serving.predictors import PROBABILITY
 
 if TYPE_CHECKING:
@@ -217,14 +216,8 @@ def load_backend(
     if report.chosen == "native":
         return registry.load(name, version), report
     path = mv.native_path.parent / FILES[report.chosen]
-    expected = report.candidates[report.chosen].sha256
-    if expected is None or file_sha256(path) != expected:
-        raise IntegrityError(f"Refusing to load {path}: it does not match its recorded SHA-256.")
+    verify_sha256(path, report.candidates[report.chosen].sha256)
     if report.chosen == "onnx":
         return OnnxPredictor(path, mv.input_schema), report
-    file_sha = file_sha256(mv.native_path)
-    if file_sha != mv.native_sha256:
-        raise IntegrityError(
-            f"Refusing to load {mv.native_path}: it does not match its recorded SHA-256."
-        )
+    verify_sha256(mv.native_path, mv.native_sha256)  # lleaves reads the model file too
     return CompiledLightGBMPredictor(mv.native_path, path, mv.input_schema), report

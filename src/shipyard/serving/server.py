@@ -51,10 +51,10 @@ def prepare(
     registry = ModelRegistry(workspace)
     version = registry.get(model, ref).version
     try:
-        policy = get_policy(workspace, name)
-        if reset or policy.model != model:
-            raise ModelNotFoundError("replace")
+        policy: TrafficPolicy | None = get_policy(workspace, name)
     except ModelNotFoundError:
+        policy = None
+    if policy is None or reset or policy.model != model:
         policy = set_policy(
             workspace,
             TrafficPolicy(name, model, (Arm(version, 1.0),)),

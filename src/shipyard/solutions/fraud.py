@@ -21,6 +21,7 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import PromotionRefusedError
+from shipyard.features.fraud import BASELINE_VIEWS_REF
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from shipyard.workspace import Workspace
 
 ProgressCallback = Callable[[str, int, int], None]
-FEATURES_REF = "shipyard.features.fraud:BASELINE_VIEWS"
+FEATURES_REF = BASELINE_VIEWS_REF
 EXPERIMENT = "fraud-baseline"
 MODEL_NAME = "fraud"
 SELECTION_METRIC = "average_precision"

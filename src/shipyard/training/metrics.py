@@ -190,7 +190,7 @@ def day_bootstrap(
     """
     import numpy as np
 
-    codes, _ = _codes(days)
+    codes = np.unique(np.asarray(days), return_inverse=True)[1].astype(np.int64)
     n_days = int(codes.max()) + 1 if len(codes) else 0
     if n_days == 0:
         raise TrainingError("Cannot bootstrap an empty evaluation window.")
@@ -211,10 +211,3 @@ def interval(estimate: float, replicates: FloatArray, level: float = 0.95) -> In
     finite = replicates[np.isfinite(replicates)]
     low, high = np.quantile(finite, [tail, 1 - tail]) if len(finite) else (np.nan, np.nan)
     return Interval(float(estimate), float(low), float(high), level)
-
-
-def _codes(values: Any) -> tuple[NDArray[np.int64], Any]:
-    import numpy as np
-
-    uniques, codes = np.unique(np.asarray(values), return_inverse=True)
-    return codes.astype(np.int64), uniques

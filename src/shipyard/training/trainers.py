@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from shipyard.errors import IntegrityError, ParameterError, TrainingError
-from shipyard.integrity import file_sha256
+from shipyard.errors import ParameterError, TrainingError
+from shipyard.integrity import file_sha256, verify_sha256
 from shipyard.types import ColumnSpec, Schema
 
 if TYPE_CHECKING:
@@ -277,12 +277,7 @@ class TrainedModel:
 
 def load_native(framework: str, path: Path, sha256: str) -> Any:
     """Load a native model file after checking its SHA-256; raise IntegrityError if it differs."""
-    found = file_sha256(path)
-    if found != sha256:
-        raise IntegrityError(
-            f"Refusing to load {path}: its SHA-256 {found[:12]}... does not match the recorded "
-            f"{sha256[:12]}...; the artifact was modified or corrupted."
-        )
+    verify_sha256(path, sha256)
     if framework == "lightgbm":
         import lightgbm
 
