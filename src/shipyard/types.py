@@ -8,7 +8,7 @@ implements: batching, routing and logging wrap a Predictor without knowing what 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from shipyard.errors import SchemaError
@@ -22,16 +22,104 @@ _KINDS = {"b": "bool", "i": "int", "u": "int", "f": "float", "M": "datetime", "O
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """The values a column can take at all, as its feature definition declares them.
+
+    A value that breaks a constraint is impossible (a negative count, a flag of 2), so
+    serving rejects it instead of scoring it. ``None`` bounds are open.
+
+    Example::
+
+        >>> Constraint(minimum=0, integer=True).describe()
+        'an integer >= 0'
+        >>> Constraint(0, 1).allows(1.5)
+        False
+    """
+
+    minimum: float | None = None
+    maximum: float | None = None
+    integer: bool = False
+
+    def allows(self, value: float) -> bool:
+        """Whether ``value`` satisfies the constraint (NaN is judged by nullability, not here)."""
+        if self.minimum is not None and value < self.minimum:
+            return False
+        if self.maximum is not None and value > self.maximum:
+            return False
+        return not (self.integer and value != int(value))
+
+    def describe(self) -> str:
+        """What the constraint asks for, in words: ``'an integer in [0, 1]'``."""
+        kind = "an integer" if self.integer else "a number"
+        lo, hi = self.minimum, self.maximum
+        if lo is not None and hi is not None:
+            return f"{kind} in [{_number(lo)}, {_number(hi)}]"
+        if lo is not None:
+            return f"{kind} >= {_number(lo)}"
+        if hi is not None:
+            return f"{kind} <= {_number(hi)}"
+        return kind
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serializable form."""
+        return {"minimum": self.minimum, "maximum": self.maximum, "integer": self.integer}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Constraint:
+        """Inverse of :meth:`to_dict`."""
+        return cls(data.get("minimum"), data.get("maximum"), bool(data.get("integer")))
+
+
+NON_NEGATIVE = Constraint(minimum=0)
+"""Amounts, averages of amounts, durations."""
+COUNT = Constraint(minimum=0, integer=True)
+"""Counts of events."""
+FLAG = Constraint(minimum=0, maximum=1, integer=True)
+"""0/1 indicators."""
+RATE = Constraint(minimum=0, maximum=1)
+"""Shares and rates."""
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+@dataclass(frozen=True)
 class ColumnSpec:
-    """One column of a schema: name, logical type (bool, int, float, datetime, string)."""
+    """One column of a schema: name, logical type (bool, int, float, datetime, string).
+
+    ``constraint`` is what the feature definition declares possible (breaking it is an
+    error); ``observed`` is the (min, max) seen in the training data (values outside it are
+    scored but flagged).
+    """
 
     name: str
     dtype: str
     nullable: bool = False
+    constraint: Constraint | None = None
+    observed: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serializable form."""
-        return {"name": self.name, "dtype": self.dtype, "nullable": self.nullable}
+        data: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "nullable": self.nullable}
+        if self.constraint is not None:
+            data["constraint"] = self.constraint.to_dict()
+        if self.observed is not None:
+            data["observed"] = list(self.observed)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ColumnSpec:
+        """Inverse of :meth:`to_dict` (older records without constraints read as unconstrained)."""
+        constraint = data.get("constraint")
+        observed = data.get("observed")
+        return cls(
+            data["name"],
+            data["dtype"],
+            bool(data.get("nullable")),
+            Constraint.from_dict(constraint) if constraint else None,
+            (float(observed[0]), float(observed[1])) if observed else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -60,8 +148,23 @@ class Schema:
         for name in names:
             series = frame[name]
             kind = _KINDS.get(series.dtype.kind, "string")
-            specs.append(ColumnSpec(name, kind, bool(series.isna().any())))
+            observed = None
+            if kind in ("bool", "int", "float") and series.notna().any():
+                observed = (float(series.min()), float(series.max()))
+            specs.append(ColumnSpec(name, kind, bool(series.isna().any()), observed=observed))
         return cls(tuple(specs))
+
+    def with_constraints(self, constraints: Mapping[str, Constraint]) -> Schema:
+        """A copy whose columns named in ``constraints`` carry that constraint (others unchanged).
+
+        Example: ``schema.with_constraints(view_constraints(views))`` at training time.
+        """
+        return Schema(
+            tuple(
+                replace(c, constraint=constraints[c.name]) if c.name in constraints else c
+                for c in self.columns
+            )
+        )
 
     def to_dict(self) -> list[dict[str, Any]]:
         """JSON-serializable form."""
@@ -70,7 +173,7 @@ class Schema:
     @classmethod
     def from_dict(cls, data: Iterable[Mapping[str, Any]]) -> Schema:
         """Inverse of :meth:`to_dict`."""
-        return cls(tuple(ColumnSpec(d["name"], d["dtype"], bool(d.get("nullable"))) for d in data))
+        return cls(tuple(ColumnSpec.from_dict(d) for d in data))
 
     def check_compatible(self, other: Schema, what: str) -> None:
         """Raise SchemaError unless ``other`` takes the same columns, in order, with the same types.

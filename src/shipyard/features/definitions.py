@@ -37,6 +37,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from shipyard.errors import FeatureDefinitionError
+from shipyard.types import COUNT, Constraint
 
 AggregationFunction = Literal["count", "sum", "mean", "min", "max"]
 _FUNCTIONS = ("count", "sum", "mean", "min", "max")
@@ -63,6 +64,8 @@ class RowFeature:
     expression: str
     inputs: tuple[str, ...]
     description: str = ""
+    constraint: Constraint | None = None
+    """What values are possible (a flag is 0/1); serving rejects the rest. Not in the hash."""
 
     def __post_init__(self) -> None:
         _check_identifier("RowFeature.name", self.name)
@@ -73,6 +76,11 @@ class RowFeature:
     def columns(self) -> tuple[str, ...]:
         """Source columns this feature reads."""
         return self.inputs
+
+    @property
+    def declared_constraint(self) -> Constraint | None:
+        """The declared constraint, if any."""
+        return self.constraint
 
     def to_dict(self) -> dict[str, Any]:
         """Canonical, JSON-serializable form (what the definition hash covers)."""
@@ -102,6 +110,8 @@ class Aggregation:
     fill_value: float | None = None
     decimals: int | None = None
     description: str = ""
+    constraint: Constraint | None = None
+    """What values are possible; a count is a non-negative integer without saying. Not hashed."""
 
     def __post_init__(self) -> None:
         _check_identifier("Aggregation.name", self.name)
@@ -135,6 +145,13 @@ class Aggregation:
     def columns(self) -> tuple[str, ...]:
         """Source columns this feature reads."""
         return () if self.column is None else (self.column,)
+
+    @property
+    def declared_constraint(self) -> Constraint | None:
+        """The declared constraint; counts are non-negative integers by definition."""
+        if self.constraint is None and self.function == "count":
+            return COUNT
+        return self.constraint
 
     def to_dict(self) -> dict[str, Any]:
         """Canonical, JSON-serializable form (what the definition hash covers)."""
@@ -193,6 +210,10 @@ class FeatureView:
         """Names of the features, in definition order."""
         return [f.name for f in self.features]
 
+    def constraints(self) -> dict[str, Constraint]:
+        """``{feature name: constraint}`` for every feature that declares one."""
+        return {f.name: c for f in self.features if (c := f.declared_constraint) is not None}
+
     def to_dict(self) -> dict[str, Any]:
         """Canonical, JSON-serializable form of the whole definition."""
         return {
@@ -220,6 +241,11 @@ class FeatureView:
                     f"FeatureView {self.name!r}: {role} needs column {column!r}, which {where} "
                     f"does not have. Available: {', '.join(sorted(have))}."
                 )
+
+
+def view_constraints(views: Sequence[FeatureView]) -> dict[str, Constraint]:
+    """The declared constraints of every feature of ``views`` (what a model's schema carries)."""
+    return {name: c for view in views for name, c in view.constraints().items()}
 
 
 def definitions_hash(views: Sequence[FeatureView]) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from shipyard.features.definitions import Aggregation, FeatureView, RowFeature
+from shipyard.types import FLAG, NON_NEGATIVE, RATE
 
 WINDOWS_DAYS = (1, 7, 30)
 TERMINAL_DELAY = timedelta(days=7)
@@ -27,15 +28,19 @@ TRANSACTION = FeatureView(
     source="fraud",
     description="Features of the transaction itself.",
     features=(
-        RowFeature("TX_AMOUNT", '"TX_AMOUNT"', inputs=("TX_AMOUNT",)),
+        RowFeature("TX_AMOUNT", '"TX_AMOUNT"', inputs=("TX_AMOUNT",), constraint=NON_NEGATIVE),
         RowFeature(
             "TX_DURING_WEEKEND",
             # isodow: Monday = 1 ... Sunday = 7, so Python's weekday() >= 5 is isodow >= 6
             'CAST(isodow("TX_DATETIME") >= 6 AS TINYINT)',
             inputs=("TX_DATETIME",),
+            constraint=FLAG,
         ),
         RowFeature(
-            "TX_DURING_NIGHT", 'CAST(hour("TX_DATETIME") <= 6 AS TINYINT)', inputs=("TX_DATETIME",)
+            "TX_DURING_NIGHT",
+            'CAST(hour("TX_DATETIME") <= 6 AS TINYINT)',
+            inputs=("TX_DATETIME",),
+            constraint=FLAG,
         ),
     ),
 )
@@ -57,6 +62,7 @@ CUSTOMER_SPENDING = FeatureView(
                 timedelta(days=n),
                 column="TX_AMOUNT",
                 decimals=2,
+                constraint=NON_NEGATIVE,
             ),
         )
     ),
@@ -82,6 +88,7 @@ TERMINAL_RISK = FeatureView(
                 column="TX_FRAUD",
                 delay=TERMINAL_DELAY,
                 fill_value=0.0,
+                constraint=RATE,
             ),
         )
     ),
