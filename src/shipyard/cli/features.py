@@ -55,7 +55,13 @@ def _describe(d: dict[str, object]) -> str:
 
 @features.command()
 @views_option
-@click.option("--version", "version", type=int, default=None, help="Source data set version.")
+@click.option(
+    "--version",
+    "version",
+    type=int,
+    default=None,
+    help="Version of the source data set to compute the features of (default: the latest).",
+)
 @click.option("--force", is_flag=True, help="Recompute even if an identical result is stored.")
 @click.pass_context
 def materialize(ctx: click.Context, views_ref: str, version: int | None, force: bool) -> None:
@@ -90,9 +96,21 @@ def materialize(ctx: click.Context, views_ref: str, version: int | None, force: 
 )
 @click.option("--out", "out_path", required=True, type=click.Path(), help="Parquet file to write.")
 @click.option("--timestamp", default=None, help="Event time column (default: the views').")
+@click.option(
+    "--version",
+    "version",
+    type=int,
+    default=None,
+    help="Source data set version whose features to join (default: the latest).",
+)
 @click.pass_context
 def get(
-    ctx: click.Context, views_ref: str, events: str, out_path: str, timestamp: str | None
+    ctx: click.Context,
+    views_ref: str,
+    events: str,
+    out_path: str,
+    timestamp: str | None,
+    version: int | None,
 ) -> None:
     """Attach point-in-time features to EVENTS (entity keys + timestamp) and write OUT."""
     from shipyard.features.offline import OfflineStore
@@ -100,7 +118,7 @@ def get(
     ws = open_workspace(ctx)
     started = time.perf_counter()
     result = OfflineStore(ws).get_historical_features(
-        events, load_views(views_ref), timestamp=timestamp
+        events, load_views(views_ref), dataset_version=version, timestamp=timestamp
     )
     path = result.to_parquet(out_path)
     console().print(f"Wrote {path} in {time.perf_counter() - started:.1f} s")

@@ -223,17 +223,21 @@ class OfflineStore:
             conn.execute(insert(table).values(**record))
         return self._to_materialization(record, reused=False)
 
-    def _find(self, view: FeatureView, dataset_hash: str | None) -> Materialization | None:
+    def _find(self, view: FeatureView, dataset_hash: str) -> Materialization | None:
         from sqlalchemy import select
 
         from shipyard.tables import feature_materializations as table
 
-        query = select(table).where(
-            (table.c.view == view.name) & (table.c.definition_hash == view.definition_hash)
+        query = (
+            select(table)
+            .where(
+                (table.c.view == view.name)
+                & (table.c.definition_hash == view.definition_hash)
+                & (table.c.dataset_hash == dataset_hash)
+            )
+            .order_by(table.c.id.desc())
+            .limit(1)
         )
-        if dataset_hash is not None:
-            query = query.where(table.c.dataset_hash == dataset_hash)
-        query = query.order_by(table.c.id.desc()).limit(1)
         with self.workspace.engine.connect() as conn:
             row = conn.execute(query).mappings().first()
         return None if row is None else self._to_materialization(dict(row), reused=True)
@@ -252,15 +256,21 @@ class OfflineStore:
             reused=reused,
         )
 
-    def materialization(self, view: FeatureView) -> Materialization:
-        """The latest stored materialization of ``view``'s current definition, verified."""
-        found = self._find(view, None)
+    def materialization(
+        self, view: FeatureView, dataset_version: int | None = None
+    ) -> Materialization:
+        """The stored materialization of ``view`` over one version of its source data set.
+
+        ``dataset_version`` None means the latest version of the source. The stored file is
+        the one computed from exactly that version's content (matched by content hash), never
+        another version's, and is checked against its SHA-256.
+        """
+        from shipyard.data.catalog import get_dataset
+
+        dataset = get_dataset(self.workspace, view.source, dataset_version)
+        found = self._find(view, dataset.content_hash)
         if found is None:
-            raise FeatureNotFoundError(
-                f"Feature view {view.name!r} (definition {view.definition_hash[:12]}) is not "
-                "materialized in this workspace. Run `shipyard features materialize` or "
-                "OfflineStore.materialize first."
-            )
+            raise FeatureNotFoundError(_not_materialized(view, dataset, dataset_version))
         if not found.path.is_file() or file_sha256(found.path) != found.sha256:
             raise CorruptDataError(
                 f"The materialized features of view {view.name!r} at {found.path} are missing "
@@ -275,6 +285,7 @@ class OfflineStore:
         events: Any,
         views: Sequence[FeatureView],
         *,
+        dataset_version: int | None = None,
         timestamp: str | None = None,
     ) -> HistoricalFeatures:
         """Attach to each event the features of each view as of the event's time.
@@ -282,11 +293,14 @@ class OfflineStore:
         ``events`` is a pandas DataFrame, a PyArrow Table, or a Parquet path (or list of
         paths); it needs each view's entity column and the ``timestamp`` column (by default
         the views' timestamp name). Events keep their order and every column they had.
+        Features come from the materialization of ``dataset_version`` of each view's source
+        data set (the latest version when None); a version never materialized raises
+        FeatureNotFoundError saying which command computes it.
         """
         if not views:
             raise FeatureDefinitionError("get_historical_features needs at least one FeatureView.")
         timestamp = timestamp or views[0].timestamp
-        materialized = [self.materialization(v) for v in views]
+        materialized = [self.materialization(v, dataset_version) for v in views]
         con = self.connect()
         try:
             source, order = _register_events(con, events)
@@ -448,6 +462,17 @@ class HistoricalFeatures:
     def close(self) -> None:
         """Release the DuckDB connection (idempotent)."""
         self._con.close()
+
+
+def _not_materialized(view: FeatureView, dataset: Dataset, asked: int | None) -> str:
+    which = "the latest version, " if asked is None else ""
+    return (
+        f"Feature view {view.name!r} (definition {view.definition_hash[:12]}) is not "
+        f"materialized for data set {dataset.name} v{dataset.version} ({which}content "
+        f"{dataset.content_hash[:12]}) in this workspace. Run `shipyard features materialize "
+        f"--version {dataset.version}` (with --views for views other than the default) or "
+        f"OfflineStore.materialize(views, dataset_version={dataset.version}) first."
+    )
 
 
 def _explain(exc: Exception, view: FeatureView, dataset: Dataset) -> Exception:
