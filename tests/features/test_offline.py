@@ -18,7 +18,11 @@ from shipyard.errors import (
     FeatureNotFoundError,
 )
 from shipyard.features.definitions import Aggregation, FeatureView
-from shipyard.features.fraud import BASELINE_FEATURES, BASELINE_VIEWS, CUSTOMER_SPENDING
+from shipyard.features.fraud import (
+    BASELINE_FEATURES,
+    BASELINE_VIEWS,
+    CUSTOMER_SPENDING,
+)
 from shipyard.features.offline import OfflineStore
 from shipyard.tables import feature_materializations
 from shipyard.workspace import Workspace
@@ -168,11 +172,11 @@ def test_non_timestamp_event_time_is_refused(small_workspace: tuple[Workspace, D
         OfflineStore(ws).get_historical_features(events, [CUSTOMER_SPENDING])
 
 
-def _small_fraud(ws: Workspace) -> Dataset:
+def _small_fraud(ws: Workspace, seed: int = 0) -> Dataset:
     from shipyard.data.fraud_simulator import simulate_fraud_dataset
 
     return simulate_fraud_dataset(
-        ws, FraudSimulator(n_customers=60, n_terminals=120, n_days=15, mode="fast")
+        ws, FraudSimulator(n_customers=60, n_terminals=120, n_days=15, mode="fast", seed=seed)
     )
 
 
@@ -202,15 +206,22 @@ def test_corrupt_partition_stops_materialization_and_stores_nothing(workspace: W
     dataset = _small_fraud(workspace)
     store = OfflineStore(workspace)
     store.materialize([CUSTOMER_SPENDING])
+    history = dataset.read()
     before = _materializations(workspace)
     target = dataset.path / dataset.partitions[3].file
     target.write_bytes(target.read_bytes()[:-40])
     with pytest.raises(CorruptDataError, match=dataset.partitions[3].file):
         store.materialize(BASELINE_VIEWS, force=True)
     assert _materializations(workspace) == before
-    # what was stored before is still served
-    frame = pd.DataFrame({"CUSTOMER_ID": [1], "TX_DATETIME": [pd.Timestamp("2018-04-20")]})
-    assert len(store.get_historical_features(frame, [CUSTOMER_SPENDING]).to_pandas()) == 1
+    # what was stored before is still served, value for value
+    events = history[EVENT_COLUMNS]
+    got = store.get_historical_features(events, [CUSTOMER_SPENDING]).to_pandas()
+    expected = baseline_features(history, events)
+    assert got["TRANSACTION_ID"].tolist() == events["TRANSACTION_ID"].tolist()
+    for name in CUSTOMER_SPENDING.feature_names:
+        np.testing.assert_allclose(
+            got[name].to_numpy(dtype=float), expected[name].to_numpy(dtype=float), err_msg=name
+        )
 
 
 def test_a_view_naming_a_missing_column_fails_before_computing(workspace: Workspace) -> None:
@@ -260,3 +271,87 @@ def test_an_event_column_named_like_a_feature_is_refused(
     events = dataset.read([*EVENT_COLUMNS, "TX_AMOUNT"]).head(10)
     with pytest.raises(FeatureDefinitionError, match=r"'TX_AMOUNT'.*rename or drop"):
         OfflineStore(ws).get_historical_features(events, BASELINE_VIEWS)
+
+
+def _two_versions(ws: Workspace) -> tuple[Dataset, Dataset]:
+    """Two versions of the data set 'fraud' with different content (another seed)."""
+    old, new = _small_fraud(ws, seed=0), _small_fraud(ws, seed=5)
+    assert (old.version, new.version) == (1, 2)
+    assert old.content_hash != new.content_hash
+    return old, new
+
+
+def _assert_features_of(got: pd.DataFrame, history: pd.DataFrame, events: pd.DataFrame) -> None:
+    expected = baseline_features(history, events)
+    assert got["TRANSACTION_ID"].tolist() == events["TRANSACTION_ID"].tolist()
+    for name in BASELINE_FEATURES[3:]:
+        np.testing.assert_allclose(
+            got[name].to_numpy(dtype=float),
+            expected[name].to_numpy(dtype=float),
+            rtol=1e-12,
+            err_msg=name,
+        )
+
+
+def test_features_of_an_older_data_set_version_come_from_that_version(
+    workspace: Workspace,
+) -> None:
+    """Issue 7, defect 4: v1's training frame never joins v2's features."""
+    old, new = _two_versions(workspace)
+    store = OfflineStore(workspace)
+    store.materialize(BASELINE_VIEWS, dataset_version=1)
+    store.materialize(BASELINE_VIEWS)  # the latest: v2, materialized last
+    history = old.read()
+    events = history[EVENT_COLUMNS]
+    pinned = store.get_historical_features(events, BASELINE_VIEWS, dataset_version=1).to_pandas()
+    _assert_features_of(pinned, history, events)
+    # the same events joined to the latest version's features differ: the pin matters
+    latest = store.get_historical_features(events, BASELINE_VIEWS).to_pandas()
+    assert not latest[list(BASELINE_FEATURES[3:])].equals(pinned[list(BASELINE_FEATURES[3:])])
+    _assert_features_of(
+        store.get_historical_features(new.read()[EVENT_COLUMNS], BASELINE_VIEWS).to_pandas(),
+        new.read(),
+        new.read()[EVENT_COLUMNS],
+    )
+    for view in BASELINE_VIEWS:
+        assert store.materialization(view, 1).dataset_hash == old.content_hash
+        assert store.materialization(view).dataset_hash == new.content_hash
+
+
+def test_a_version_never_materialized_is_a_clear_error(workspace: Workspace) -> None:
+    old, new = _two_versions(workspace)
+    store = OfflineStore(workspace)
+    store.materialize([CUSTOMER_SPENDING], dataset_version=1)
+    events = old.read(EVENT_COLUMNS).head(5)
+    # the latest version (v2) has no materialization: no silent fallback to v1's features
+    with pytest.raises(
+        FeatureNotFoundError,
+        match=(
+            rf"'customer_spending'.*data set fraud v2 \(the latest version, content "
+            rf"{new.content_hash[:12]}\).*`shipyard features materialize --version 2`"
+        ),
+    ):
+        store.get_historical_features(events, [CUSTOMER_SPENDING])
+    with pytest.raises(FeatureNotFoundError, match=r"fraud v2 \(content"):
+        store.materialization(CUSTOMER_SPENDING, dataset_version=2)
+    stored = store.materialization(CUSTOMER_SPENDING, dataset_version=1)
+    assert (stored.dataset_version, stored.dataset_hash) == (1, old.content_hash)
+
+
+def test_cli_materializes_and_gets_a_given_version(workspace: Workspace, tmp_path: Path) -> None:
+    from tests.cli.test_cli import shipyard
+
+    old, _ = _two_versions(workspace)
+    events = old.read(EVENT_COLUMNS)
+    events.to_parquet(tmp_path / "events.parquet", index=False)
+    get = ("features", "get", "--events", "events.parquet", "--out", "out.parquet")
+    root = ("--workspace", str(workspace.root))
+    missing = shipyard(*root, *get, "--version", "1", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "`shipyard features materialize --version 1`" in " ".join(missing.stderr.split())
+    done = shipyard(*root, "features", "materialize", "--version", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "fraud v1" in done.stdout
+    done = shipyard(*root, *get, "--version", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    _assert_features_of(pd.read_parquet(tmp_path / "out.parquet"), old.read(), events)
