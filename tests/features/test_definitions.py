@@ -1,12 +1,26 @@
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import timedelta
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from shipyard.data.catalog import Dataset
 from shipyard.errors import FeatureDefinitionError
-from shipyard.features.definitions import Aggregation, FeatureView, RowFeature, definitions_hash
+from shipyard.features.definitions import (
+    Aggregation,
+    FeatureView,
+    RowFeature,
+    definitions_hash,
+    view_constraints,
+)
 from shipyard.features.fraud import BASELINE_FEATURES, BASELINE_VIEWS, CUSTOMER_SPENDING
+from shipyard.features.offline import OfflineStore
+from shipyard.types import COUNT, FLAG, NON_NEGATIVE, RATE, Constraint
+from shipyard.workspace import Workspace
 
 
 def _view(**changes: object) -> FeatureView:
@@ -67,3 +81,67 @@ def test_missing_column_is_named_with_what_is_available() -> None:
         FeatureDefinitionError, match=r"'TX_AMOUNT', which data set x does not have"
     ):
         CUSTOMER_SPENDING.check_columns(["CUSTOMER_ID", "TX_DATETIME"], where="data set x")
+
+
+def test_baseline_features_declare_what_values_are_possible() -> None:
+    declared = view_constraints(BASELINE_VIEWS)
+    assert set(declared) == set(BASELINE_FEATURES)
+    assert declared["TX_AMOUNT"] == NON_NEGATIVE
+    assert declared["TX_DURING_WEEKEND"] == declared["TX_DURING_NIGHT"] == FLAG
+    for n in (1, 7, 30):
+        assert declared[f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW"] == COUNT
+        assert declared[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"] == NON_NEGATIVE
+        assert declared[f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW"] == COUNT
+        assert declared[f"TERMINAL_ID_RISK_{n}DAY_WINDOW"] == RATE
+    assert CUSTOMER_SPENDING.constraints() == {
+        name: declared[name] for name in CUSTOMER_SPENDING.feature_names
+    }
+
+
+def test_a_count_is_a_non_negative_integer_without_saying() -> None:
+    count = Aggregation("N", "count", timedelta(days=1))
+    assert count.constraint is None and count.declared_constraint == COUNT
+    at_most = Constraint(minimum=0, maximum=10, integer=True)
+    assert replace(count, constraint=at_most).declared_constraint == at_most
+    mean = Aggregation("M", "mean", timedelta(days=1), column="X")
+    assert mean.declared_constraint is None
+    assert RowFeature("R", "1", inputs=()).declared_constraint is None
+    view = _view(features=(count, mean, RowFeature("F", "1", (), constraint=FLAG)))
+    assert view.constraints() == {"N": COUNT, "F": FLAG}
+
+
+def test_a_constraint_does_not_change_the_definition_hash() -> None:
+    """Constraints say what is possible; they do not change values, so stored features stay."""
+    plain = _view(
+        features=(
+            Aggregation("M", "mean", timedelta(days=1), column="X"),
+            RowFeature("F", '"X" > 0', inputs=("X",)),
+        )
+    )
+    constrained = _view(
+        features=(
+            Aggregation("M", "mean", timedelta(days=1), column="X", constraint=NON_NEGATIVE),
+            RowFeature("F", '"X" > 0', inputs=("X",), constraint=FLAG),
+        )
+    )
+    assert constrained.definition_hash == plain.definition_hash
+    assert "constraint" not in json.dumps(constrained.to_dict())
+
+
+def test_every_materialized_baseline_value_satisfies_its_declared_constraint(
+    small_workspace: tuple[Workspace, Dataset],
+) -> None:
+    """The declarations are true of the data: no stored feature value breaks one."""
+    ws, _ = small_workspace
+    store = OfflineStore(ws)
+    for view in BASELINE_VIEWS:
+        stored = pd.read_parquet(store.materialization(view).path)
+        assert len(stored) > 10_000
+        for name, constraint in view.constraints().items():
+            values = stored[name].to_numpy(dtype=float)
+            assert np.isfinite(values).all(), name  # no NaN either: every row has a value
+            broken = [v for v in np.unique(values) if not constraint.allows(v)]
+            assert broken == [], f"{name} ({constraint.describe()}): {broken[:5]}"
+            assert len(np.unique(values)) > 1, name  # the check is not vacuous
+            if constraint == FLAG:
+                assert set(np.unique(values)) == {0.0, 1.0}, name
