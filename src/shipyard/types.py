@@ -7,6 +7,7 @@ implements: batching, routing and logging wrap a Predictor without knowing what 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -40,13 +41,34 @@ class Constraint:
     maximum: float | None = None
     integer: bool = False
 
+    def __post_init__(self) -> None:
+        for bound in (self.minimum, self.maximum):
+            if bound is not None and math.isnan(bound):
+                raise SchemaError(
+                    f"The bounds of a Constraint must be numbers, not NaN. Got {self!r} instead."
+                )
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise SchemaError(
+                "The minimum of a Constraint must be <= its maximum. "
+                f"Got minimum={self.minimum!r} > maximum={self.maximum!r} instead."
+            )
+
     def allows(self, value: float) -> bool:
-        """Whether ``value`` satisfies the constraint (NaN is judged by nullability, not here)."""
-        if self.minimum is not None and value < self.minimum:
+        """Whether ``value`` satisfies the constraint.
+
+        NaN is a missing value, judged by the column's nullability, not here; an infinite
+        value breaks every constraint (no feature definition produces one).
+        """
+        number = float(value)
+        if math.isnan(number):
+            return True
+        if math.isinf(number):
             return False
-        if self.maximum is not None and value > self.maximum:
+        if self.minimum is not None and number < self.minimum:
             return False
-        return not (self.integer and value != int(value))
+        if self.maximum is not None and number > self.maximum:
+            return False
+        return not (self.integer and not number.is_integer())
 
     def describe(self) -> str:
         """What the constraint asks for, in words: ``'an integer in [0, 1]'``."""
