@@ -4,9 +4,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from sqlalchemy import UniqueConstraint
 
 from shipyard.config import Settings
 from shipyard.errors import ConfigError, WorkspaceExistsError, WorkspaceNotFoundError
+from shipyard.tables import metadata
 from shipyard.workspace import Workspace
 
 
@@ -18,8 +20,32 @@ def test_init_creates_settings_database_and_roots(tmp_path: Path) -> None:
     db = Path(ws.database_url.removeprefix("sqlite:///"))
     assert db.is_file()
     assert db.is_relative_to(ws.root)
-    names = {r[0] for r in sqlite3.connect(db).execute("select name from sqlite_master")}
-    assert {"shipyard_datasets", "shipyard_feature_materializations"} <= names
+    con = sqlite3.connect(db)
+    names = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
+    assert names == {
+        "shipyard_datasets",
+        "shipyard_feature_materializations",
+        "shipyard_model_versions",
+        "shipyard_registry_events",
+        "shipyard_traffic_policies",
+    }
+    assert names == set(metadata.tables)
+    for name, table in metadata.tables.items():
+        rows = con.execute(f"pragma table_info({name})").fetchall()
+        assert [r[1] for r in rows] == [c.name for c in table.columns], name
+        assert {r[1] for r in rows if r[3]} == {c.name for c in table.columns if not c.nullable}
+        unique = [
+            [r[2] for r in con.execute(f"pragma index_info({index[1]})")]
+            for index in con.execute(f"pragma index_list({name})")
+            if index[2]
+        ]
+        declared = [
+            [c.name for c in constraint.columns]
+            for constraint in table.constraints
+            if isinstance(constraint, UniqueConstraint)
+        ]
+        assert sorted(unique) == sorted(declared), name
+    con.close()
 
 
 def test_init_refuses_an_existing_workspace_and_leaves_it_alone(tmp_path: Path) -> None:
