@@ -11,6 +11,7 @@ from shipyard.workspace import Workspace
 from tests.data import handbook
 
 
+@pytest.mark.slow
 def test_reference_mode_reproduces_the_published_data_set(
     reference_workspace: tuple[Workspace, Dataset],
 ) -> None:

@@ -18,6 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from shipyard.registry.models import ModelRegistry
 from shipyard.workspace import Workspace
 
@@ -54,6 +56,7 @@ def _get(url: str) -> dict[str, Any]:
         return result
 
 
+@pytest.mark.slow
 def test_quickstart_runs_to_the_end_and_reproduces(tmp_path: Path) -> None:
     target = tmp_path / "qs"
     first = _quickstart(target)

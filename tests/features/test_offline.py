@@ -54,6 +54,7 @@ def test_every_feature_equals_the_straightforward_pandas_definition(
     _compare_with_oracle(ws, dataset, n=600, seed=1)
 
 
+@pytest.mark.slow
 def test_spot_check_on_the_published_data_set(
     reference_workspace: tuple[Workspace, Dataset],
 ) -> None:

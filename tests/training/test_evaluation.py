@@ -71,6 +71,7 @@ def test_search_tunes_on_validation_folds(small_frame: pd.DataFrame) -> None:
     }
 
 
+@pytest.mark.slow
 def test_a_perfect_ranking_reaches_the_published_card_precision_ceiling(
     reference_workspace: tuple[Workspace, Dataset],
 ) -> None:
