@@ -41,3 +41,11 @@ def test_parameter_message_names_owner_expectation_and_value() -> None:
     assert str(err) == (
         "The 'max_wait_ms' parameter of Batcher must be a float in [0, 1000]. Got -3 instead."
     )
+
+
+def test_request_errors_carry_their_http_status() -> None:
+    with pytest.raises(ValueError, match="must be a finite number") as caught:
+        raise errors.RequestError(422, "input 'a' (row 0) must be a finite number; got null/NaN")
+    assert isinstance(caught.value, errors.ShipyardError)
+    assert caught.value.status == 422  # type: ignore[attr-defined]
+    assert str(caught.value) == "input 'a' (row 0) must be a finite number; got null/NaN"

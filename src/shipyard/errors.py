@@ -90,3 +90,15 @@ class IntegrityError(ShipyardError, ValueError):
 
 class PromotionRefusedError(ShipyardError, ValueError):
     """A promotion gate refused to replace the champion (worse, not significant, schema)."""
+
+
+class RequestError(ShipyardError, ValueError):
+    """A serving request the server refuses; ``status`` is the HTTP status it answers with.
+
+    Example: ``RequestError(422, "input 'TX_AMOUNT' (row 0) must be a number >= 0; got -5")``.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
