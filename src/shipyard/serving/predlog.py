@@ -8,12 +8,18 @@ loses no record of a response a client received (the data is in the operating sy
 cache); the segments are also ``fsync``-ed every ``fsync_interval_s`` (1 s by default), the
 window for a power loss or kernel crash. Shadow scores are written with the next group.
 
+A failed write fails the requests of its group (they are answered with an error, never
+acknowledged) and the next write starts on a fresh line, so a line torn by the failure
+never swallows a later record. ``close()`` writes what is pending and resolves (or fails)
+every request still waiting; nothing waits forever.
+
 DuckDB reads the segments directly: ``shipyard logs query "SELECT ..."``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from pathlib import Path
@@ -25,10 +31,24 @@ if TYPE_CHECKING:
     from shipyard.workspace import Workspace
 
 _encode = msgspec.json.Encoder().encode
+logger = logging.getLogger(__name__)
+
+DROP_RECORD_ENV = "TEST_ONLY_PREDLOG_DROP_RECORD"
+"""Test-only fault injection, never for production: if set to N when a log is created, the
+N-th committed record of that log is silently not written (its request is still answered).
+The reliability tests use it to prove that their loss check can fail."""
+
+
+class PredictionLogClosedError(RuntimeError):
+    """A record was committed to a prediction log that is closed (the worker is stopping)."""
 
 
 class PredictionLog:
-    """Append-only, group-committed JSON-lines segments of one worker."""
+    """Append-only, group-committed JSON-lines segments of one worker.
+
+    Test-only: the environment variable ``TEST_ONLY_PREDLOG_DROP_RECORD=N``, read once
+    here, makes this log drop its N-th committed record (see :data:`DROP_RECORD_ENV`).
+    """
 
     def __init__(
         self,
@@ -49,6 +69,10 @@ class PredictionLog:
         self._waiters: list[asyncio.Future[None]] = []
         self._scheduled = False
         self._last_sync = time.monotonic()
+        self._torn = False  # a failed write may have left half a line at the end
+        self._closed = False
+        self._committed = 0
+        self._drop_at = int(os.environ.get(DROP_RECORD_ENV) or 0)
         self._open_segment()
 
     def _open_segment(self) -> None:
@@ -62,15 +86,35 @@ class PredictionLog:
         self._size = 0
 
     async def commit(self, record: dict[str, Any]) -> None:
-        """Append ``record``; return once it is written (with the rest of its group)."""
+        """Append ``record``; return once it is written (with the rest of its group).
+
+        Raises the write's OSError if its group could not be written, and
+        PredictionLogClosedError after :meth:`close`.
+        """
+        if self._drop_at and self._drop_fault(record):
+            return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
         self.append(record)
         await waiter
 
+    def _drop_fault(self, record: dict[str, Any]) -> bool:
+        self._committed += 1
+        if self._committed != self._drop_at:
+            return False
+        logger.warning(
+            "%s=%d: dropped the prediction record of request %s (test-only fault)",
+            DROP_RECORD_ENV,
+            self._drop_at,
+            record.get("request_id"),
+        )
+        return True
+
     def append(self, record: dict[str, Any]) -> None:
         """Append ``record`` to the next group without waiting for it (shadow scores)."""
+        if self._closed:
+            raise PredictionLogClosedError(f"the prediction log of {self.worker} is closed")
         self._pending.append(_encode(record) + b"\n")
         if not self._scheduled:
             self._scheduled = True
@@ -79,22 +123,22 @@ class PredictionLog:
     def _flush(self) -> None:
         self._scheduled = False
         data = b"".join(self._pending)
+        records = len(self._pending)
         self._pending.clear()
         waiters, self._waiters = self._waiters, []
         try:
             if data:
-                view = memoryview(data)
-                while view:
-                    written = os.write(self._fd, view)
-                    view = view[written:]
-                self._size += len(data)
-            now = time.monotonic()
-            if now - self._last_sync >= self.fsync_interval_s:
-                os.fsync(self._fd)
-                self._last_sync = now
-            if self._size >= self.segment_bytes:
-                self._open_segment()
-        except OSError as exc:
+                if self._fd < 0:
+                    raise PredictionLogClosedError(f"the prediction log of {self.worker} is closed")
+                self._write(b"\n" + data if self._torn else data)
+        except (OSError, PredictionLogClosedError) as exc:
+            logger.error(
+                "prediction log %s: could not write %d record(s): %s; their requests are "
+                "answered with an error",
+                self.worker,
+                records,
+                exc,
+            )
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_exception(exc)
@@ -102,17 +146,45 @@ class PredictionLog:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+        if self._fd < 0:
+            return
+        try:
+            now = time.monotonic()
+            if now - self._last_sync >= self.fsync_interval_s:
+                os.fsync(self._fd)
+                self._last_sync = now
+            if self._size >= self.segment_bytes:
+                self._open_segment()
+        except OSError as exc:  # the records are written (page cache); say why no fsync
+            logger.error("prediction log %s: fsync or rotation failed: %s", self.worker, exc)
+
+    def _write(self, data: bytes) -> None:
+        """Write all of ``data`` (os.write may write less than asked)."""
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError:
+            # os.write writes all it reports or raises having written nothing: the line is
+            # torn if an earlier call of this group wrote part of it
+            self._torn = self._torn or len(view) < len(data)
+            raise
+        self._torn = False
+        self._size += len(data)
 
     def close(self) -> None:
-        """Write what is pending, fsync and close the segment."""
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            os.write(self._fd, data)
+        """Write what is pending, resolve or fail every waiting request, fsync and close."""
+        if self._closed:
+            return
+        self._flush()  # resolves every waiter: written, or failed with the write's error
+        self._closed = True
         if self._fd >= 0:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = -1
+            try:
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = -1
 
 
 def log_folder(workspace: Workspace, endpoint: str) -> Path:
@@ -122,6 +194,9 @@ def log_folder(workspace: Workspace, endpoint: str) -> Path:
 
 def query(workspace: Workspace, endpoint: str, sql: str) -> Any:
     """Run ``sql`` in DuckDB over a ``predictions`` view of the endpoint's log; return a DataFrame.
+
+    ``out_of_range`` lists the input columns of a request that were outside the range seen in
+    training (NULL when every value was inside it).
 
     Example: ``query(ws, "fraud", "SELECT version, count(*) FROM predictions GROUP BY 1")``.
     """
@@ -140,7 +215,7 @@ def query(workspace: Workspace, endpoint: str, sql: str) -> Any:
                 "columns = {request_id: 'VARCHAR', time: 'DOUBLE', endpoint: 'VARCHAR', "
                 "model: 'VARCHAR', version: 'INTEGER', arm: 'VARCHAR', routing_key: 'VARCHAR', "
                 "protocol: 'VARCHAR', inputs: 'DOUBLE[][]', outputs: 'DOUBLE[]', latency_ms: "
-                "'DOUBLE'})"
+                "'DOUBLE', out_of_range: 'VARCHAR[]'})"
             )
         else:
             con.execute(
@@ -148,8 +223,8 @@ def query(workspace: Workspace, endpoint: str, sql: str) -> Any:
                 "AS time, "
                 "NULL::VARCHAR AS endpoint, NULL::VARCHAR AS model, NULL::INTEGER AS version, "
                 "NULL::VARCHAR AS arm, NULL::VARCHAR AS routing_key, NULL::VARCHAR AS protocol, "
-                "NULL::DOUBLE[][] AS inputs, NULL::DOUBLE[] AS outputs, NULL::DOUBLE AS latency_ms "
-                "WHERE false"
+                "NULL::DOUBLE[][] AS inputs, NULL::DOUBLE[] AS outputs, "
+                "NULL::DOUBLE AS latency_ms, NULL::VARCHAR[] AS out_of_range WHERE false"
             )
         return con.execute(sql).df()
     finally:
