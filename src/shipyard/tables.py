@@ -1,8 +1,10 @@
 """Shipyard's own metadata tables, all declared here so the whole schema is in one place.
 
-MLflow keeps runs and model versions; these tables keep what MLflow lacks (data sets,
-feature materializations, later lineage, gates and traffic policies). They live in the
-workspace's database: SQLite by default, any SQLAlchemy URL (PostgreSQL) by setting.
+MLflow keeps runs and model versions; these tables keep what MLflow lacks: data sets,
+feature materializations, each model version's lineage, files and schema, the registry's
+audit trail (registrations, promotions, gate refusals, rollbacks) and the traffic policies
+of endpoints. They live in the workspace's database: SQLite by default, any SQLAlchemy URL
+(PostgreSQL) by setting. ``Workspace.init`` creates them.
 """
 
 from __future__ import annotations
@@ -80,12 +82,18 @@ model_versions = Table(
     Column("native_sha256", String(64), nullable=False),
     Column("input_schema", JSON, nullable=False),
     Column("output_schema", JSON, nullable=False),
+    Column(
+        "lineage",
+        JSON,
+        nullable=False,
+        doc="Lineage.to_dict(): data set, views and hashes, protocol, windows, column roles",
+    ),
     Column("dataset", String(200), nullable=False),
     Column("dataset_version", Integer, nullable=False),
     Column("dataset_hash", String(64), nullable=False),
     Column("features_hash", String(64), nullable=False),
     Column("features_ref", Text, nullable=False, doc="module:attribute of the feature views"),
-    Column("train_window", JSON, nullable=False),
+    Column("train_window", JSON, nullable=False, doc="Window.to_dict() of the training days"),
     Column("eval_window", JSON, nullable=False, doc="out-of-time window the gate compares on"),
     Column("metrics", JSON, nullable=False),
     Column(

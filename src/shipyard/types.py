@@ -3,6 +3,8 @@
 ``Schema`` is declared once per model at training time and enforced at every boundary
 (registration, promotion, serving). ``Predictor`` is the one contract every model backend
 implements: batching, routing and logging wrap a Predictor without knowing what is inside.
+``Lineage`` says where a model comes from, including which columns are its label, time and
+entity, so that no generic layer names one solution's columns.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
     from numpy.typing import NDArray
+
+    from shipyard.data.catalog import Dataset
 
 _KINDS = {"b": "bool", "i": "int", "u": "int", "f": "float", "M": "datetime", "O": "string"}
 
@@ -232,3 +236,130 @@ class Predictor(Protocol):
     def predict(self, batch: NDArray[np.float64]) -> NDArray[np.float64]:
         """Score a 2-D float array whose columns follow ``input_schema``; one row per score."""
         ...
+
+
+@dataclass(frozen=True)
+class ColumnRoles:
+    """Which columns of a solution's data are its label, its time and its entity.
+
+    The entity is what a day's alerts are counted in (a card, an applicant): CP@k ranks
+    entities, known-compromised removal drops them. Splits, evaluation, training frames and
+    the promotion gate read these names; none of them knows a solution's columns.
+
+    Example::
+
+        >>> ColumnRoles(label="default", time="application_date", entity="applicant_id").names
+        ('application_date', 'applicant_id', 'default')
+    """
+
+    label: str
+    time: str
+    entity: str
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The three column names: time, entity, label (duplicates dropped)."""
+        return tuple(dict.fromkeys((self.time, self.entity, self.label)))
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-serializable form."""
+        return {"label": self.label, "time": self.time, "entity": self.entity}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ColumnRoles:
+        """Inverse of :meth:`to_dict`."""
+        return cls(str(data["label"]), str(data["time"]), str(data["entity"]))
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a model comes from: data set version, feature definitions, protocol, column roles.
+
+    ``views`` is the ``module:attribute`` reference of the feature views (so a frame can be
+    rebuilt), ``view_hashes`` their definition hashes by view name and ``features_hash`` the
+    hash of the set. ``train_window`` and ``eval_window`` are (first day, last day) ISO dates:
+    what the model was fitted on and the out-of-time window a promotion gate compares on.
+    Build one with :meth:`of`, then add the windows of the model being registered with
+    :meth:`with_windows`.
+    """
+
+    dataset: str
+    dataset_version: int
+    dataset_hash: str
+    views: str
+    view_hashes: Mapping[str, str]
+    features_hash: str
+    columns: ColumnRoles
+    protocol: str = ""
+    train_window: tuple[str, str] | None = None
+    eval_window: tuple[str, str] | None = None
+
+    @classmethod
+    def of(
+        cls, dataset: Dataset, views: str, *, columns: ColumnRoles, protocol: str = ""
+    ) -> Lineage:
+        """The lineage of models trained on ``dataset`` with the feature views ``views``.
+
+        Raises DataValidationError if a column of ``columns`` is not in the data set, and
+        FeatureDefinitionError if ``views`` cannot be imported.
+        """
+        from shipyard.errors import DataValidationError
+        from shipyard.features.definitions import definitions_hash, load_views
+
+        for role, name in columns.to_dict().items():
+            if name not in dataset.columns:
+                raise DataValidationError(
+                    f"The {role} column {name!r} is not in data set {dataset.name} "
+                    f"v{dataset.version}; its columns are {', '.join(dataset.columns)}."
+                )
+        loaded = load_views(views)
+        return cls(
+            dataset=dataset.name,
+            dataset_version=dataset.version,
+            dataset_hash=dataset.content_hash,
+            views=views,
+            view_hashes={v.name: v.definition_hash for v in loaded},
+            features_hash=definitions_hash(loaded),
+            columns=columns,
+            protocol=protocol,
+        )
+
+    def with_windows(self, train: tuple[str, str], evaluation: tuple[str, str]) -> Lineage:
+        """A copy that records the training and the out-of-time evaluation window (ISO dates)."""
+        return replace(
+            self,
+            train_window=(str(train[0]), str(train[1])),
+            eval_window=(str(evaluation[0]), str(evaluation[1])),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serializable form (what the registry stores with each model version)."""
+        return {
+            "dataset": self.dataset,
+            "dataset_version": self.dataset_version,
+            "dataset_hash": self.dataset_hash,
+            "views": self.views,
+            "view_hashes": dict(self.view_hashes),
+            "features_hash": self.features_hash,
+            "columns": self.columns.to_dict(),
+            "protocol": self.protocol,
+            "train_window": list(self.train_window) if self.train_window else None,
+            "eval_window": list(self.eval_window) if self.eval_window else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Lineage:
+        """Inverse of :meth:`to_dict`."""
+        train, evaluation = data.get("train_window"), data.get("eval_window")
+        return cls(
+            dataset=data["dataset"],
+            dataset_version=int(data["dataset_version"]),
+            dataset_hash=data["dataset_hash"],
+            views=data["views"],
+            view_hashes=dict(data["view_hashes"]),
+            features_hash=data["features_hash"],
+            columns=ColumnRoles.from_dict(data["columns"]),
+            protocol=data.get("protocol", ""),
+            train_window=(str(train[0]), str(train[1])) if train else None,
+            eval_window=(str(evaluation[0]), str(evaluation[1])) if evaluation else None,
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,12 @@ from shipyard.features.definitions import definitions_hash
 from shipyard.features.fraud import BASELINE_FEATURES, BASELINE_VIEWS
 from shipyard.registry.gate import PromotionGate
 from shipyard.registry.models import ModelRegistry, ModelVersion
-from shipyard.solutions.fraud import FEATURES_REF, Protocol, train_suite
+from shipyard.solutions.fraud import COLUMNS, FEATURES_REF, Protocol, train_suite
 from shipyard.training.evaluation import evaluate
 from shipyard.training.frames import Window, load_frame
 from shipyard.training.splits import PrequentialSplit
-from shipyard.training.trainers import make_config
-from shipyard.types import Schema
+from shipyard.training.trainers import NativePredictor, make_config
+from shipyard.types import COUNT, FLAG, NON_NEGATIVE, RATE, Lineage, Predictor, Schema
 from shipyard.workspace import Workspace
 from tests.conftest import SMALL
 
@@ -55,33 +56,24 @@ def _register(
     ws: Workspace, dataset: Dataset, config_type: str, features: list[str], **params: object
 ) -> ModelVersion:
     """Register a model of the given configuration the way train_suite does."""
-    window = Window(dataset.name, dataset.version, "2018-04-01", "2018-06-30", FEATURES_REF)
-    frame = load_frame(ws, window)
-    split = PrequentialSplit(PROTOCOL.test_start(), n_folds=2)
+    lineage = PROTOCOL.lineage(dataset)
+    frame = load_frame(ws, Window.of(lineage, "2018-04-01", "2018-06-30"))
+    split = PrequentialSplit(PROTOCOL.test_start(), n_folds=2, columns=COLUMNS)
     evaluation = evaluate(
         frame, features, make_config(config_type, **params), split, n_boot=100, keep_models=True
     )
     fold = evaluation.folds[0]
     assert fold.model is not None
     f = fold.fold
-    train_window = Window(
-        dataset.name, dataset.version, str(f.train_start), str(f.train_end), FEATURES_REF
-    )
-    eval_window = Window(
-        dataset.name, dataset.version, str(f.test_start), str(f.test_end), FEATURES_REF
-    )
     return ModelRegistry(ws).register(
         "fraud",
         fold.model,
-        run_id=_run(ws),
+        lineage=lineage.with_windows(
+            train=(str(f.train_start), str(f.train_end)),
+            evaluation=(str(f.test_start), str(f.test_end)),
+        ),
         evaluation=evaluation,
-        y=frame["TX_FRAUD"].to_numpy(),
-        dataset=dataset,
-        features_ref=FEATURES_REF,
-        features_hash=definitions_hash(BASELINE_VIEWS),
-        train_window=train_window,
-        eval_window=eval_window,
-        protocol=PROTOCOL.describe(),
+        run_id=_run(ws),
         sample=frame.iloc[fold.fold.test[:200]],
         reason="test",
         actor="tester",
@@ -132,10 +124,32 @@ def test_registered_version_carries_signature_lineage_and_card(
     version = ModelRegistry(ws).get("fraud", 1)
     assert version.model_type == "lightgbm"
     assert version.input_schema.names == list(BASELINE_FEATURES)
-    assert version.dataset_hash == dataset.content_hash
-    assert version.train_window["start"] == PROTOCOL.test_start()
+    lineage = version.lineage
+    assert (lineage.dataset, lineage.dataset_version, lineage.dataset_hash) == (
+        dataset.name,
+        dataset.version,
+        dataset.content_hash,
+    )
+    assert lineage.views == FEATURES_REF
+    assert lineage.view_hashes == {v.name: v.definition_hash for v in BASELINE_VIEWS}
+    assert lineage.features_hash == definitions_hash(BASELINE_VIEWS)
+    assert lineage.columns == COLUMNS
+    assert lineage.protocol == PROTOCOL.describe()
+    start = date.fromisoformat(PROTOCOL.test_start())  # fold 0: the most recent
+    train = (str(start), str(start + timedelta(days=6)))  # 7 training days
+    test = (str(start + timedelta(days=14)), str(start + timedelta(days=20)))  # 7 delay days
+    assert (lineage.train_window, lineage.eval_window) == (train, test)
+    assert version.train_window["start"] == train[0]
+    # the windows the registry hands out rebuild frames with the lineage's columns
+    window = Window.from_dict(version.eval_window)
+    assert window == Window.of(lineage, *test)
+    assert window.columns == ("TX_DATETIME", "CUSTOMER_ID", "TX_FRAUD")
+    assert Window.from_dict(window.to_dict()) == window
     card = version.card_path.read_text()
     assert "Intended use" in card and "Limitations" in card and "average_precision" in card
+    assert "Rank card transactions by fraud risk" in card  # the fraud solution's notes
+    assert "label TX_FRAUD, time TX_DATETIME, entity CUSTOMER_ID" in card
+    assert f"Trained on: {train[0]} .. {train[1]}" in card
     assert "![ROC curve](plots/roc.png)" in card
     assert (version.card_path.parent / "plots" / "roc.png").is_file()
     assert "data:image/png;base64," in version.card_html.read_text()
@@ -154,6 +168,8 @@ def test_the_champion_loads_natively_and_matches_the_trained_scores(
     frame = load_frame(
         ws, Window(dataset.name, dataset.version, "2018-06-01", "2018-06-03", FEATURES_REF)
     )
+    assert isinstance(predictor, NativePredictor) and isinstance(predictor, Predictor)
+    assert predictor.input_schema == registry.get("fraud", "champion").input_schema
     scores = predictor.predict(frame[predictor.input_schema.names].to_numpy(dtype=float))
     assert scores.shape == (len(frame),)
     assert ((scores >= 0) & (scores <= 1)).all()
@@ -230,7 +246,9 @@ def test_a_tampered_artifact_is_not_loaded(trained: tuple[Workspace, Dataset]) -
             registry.load("fraud", 1)
     finally:
         version.native_path.write_bytes(original)
-    assert registry.load("fraud", 1) is not None
+    restored = registry.load("fraud", 1)
+    assert restored.framework == "lightgbm"
+    assert restored.input_schema.names == list(BASELINE_FEATURES)
 
 
 def test_unknown_names_and_aliases(trained: tuple[Workspace, Dataset]) -> None:
@@ -266,3 +284,63 @@ def test_mlflow_store_is_inside_the_workspace(trained: tuple[Workspace, Dataset]
     ws, _ = trained
     assert Path(ws.mlflow_tracking_uri.removeprefix("sqlite:///")).is_relative_to(ws.root)
     assert (ws.artifact_root / "mlruns").is_dir()
+
+
+def test_registered_schema_carries_declared_constraints_and_training_ranges(
+    trained: tuple[Workspace, Dataset],
+) -> None:
+    ws, _ = trained
+    version = ModelRegistry(ws).get("fraud", 1)
+    columns = {c.name: c for c in version.input_schema.columns}
+    assert columns["CUSTOMER_ID_NB_TX_1DAY_WINDOW"].constraint == COUNT
+    assert columns["TERMINAL_ID_NB_TX_30DAY_WINDOW"].constraint == COUNT
+    assert columns["TX_DURING_NIGHT"].constraint == FLAG
+    assert columns["TERMINAL_ID_RISK_7DAY_WINDOW"].constraint == RATE
+    assert columns["TX_AMOUNT"].constraint == NON_NEGATIVE
+    assert all(c.constraint is not None for c in columns.values())
+    # observed ranges are those of the training window's rows
+    lineage = version.lineage
+    assert lineage.train_window is not None
+    train = load_frame(ws, Window.of(lineage, *lineage.train_window))
+    for name in ("CUSTOMER_ID_NB_TX_1DAY_WINDOW", "TX_AMOUNT", "TERMINAL_ID_RISK_7DAY_WINDOW"):
+        assert columns[name].observed == (float(train[name].min()), float(train[name].max()))
+    low, high = columns["CUSTOMER_ID_NB_TX_1DAY_WINDOW"].observed or (None, None)
+    assert low is not None and high is not None and 1 <= low < high
+    # the served predictor sees the same schema
+    assert ModelRegistry(ws).load("fraud", 1).input_schema == version.input_schema
+
+
+def test_a_lineage_without_windows_is_refused(trained: tuple[Workspace, Dataset]) -> None:
+    ws, dataset = trained
+    registry = ModelRegistry(ws)
+    before = registry.versions("fraud")
+    frame = load_frame(ws, Window.of(PROTOCOL.lineage(dataset), "2018-05-13", "2018-06-02"))
+    evaluation = evaluate(
+        frame,
+        list(BASELINE_FEATURES),
+        make_config("decision_tree", max_depth=2),
+        PrequentialSplit("2018-05-13", n_folds=1, columns=COLUMNS),
+        n_boot=0,
+        keep_models=True,
+    )
+    fitted = evaluation.folds[0].model
+    assert fitted is not None
+    with pytest.raises(ValueError, match="must record its training and evaluation windows"):
+        registry.register(
+            "fraud",
+            fitted,
+            lineage=PROTOCOL.lineage(dataset),
+            evaluation=evaluation,
+            run_id=_run(ws),
+            sample=frame.head(50),
+        )
+    assert [v.version for v in registry.versions("fraud")] == [v.version for v in before]
+
+
+def test_lineage_round_trips_through_its_dict(trained: tuple[Workspace, Dataset]) -> None:
+    _, dataset = trained
+    lineage = PROTOCOL.lineage(dataset).with_windows(
+        ("2018-05-20", "2018-05-26"), ("2018-06-03", "2018-06-09")
+    )
+    assert Lineage.from_dict(lineage.to_dict()) == lineage
+    assert Lineage.from_dict(PROTOCOL.lineage(dataset).to_dict()).eval_window is None

@@ -7,7 +7,9 @@ import pytest
 
 from shipyard.data.catalog import Dataset
 from shipyard.errors import DataValidationError, ParameterError
+from shipyard.solutions.fraud import COLUMNS
 from shipyard.training.splits import HoldoutSplit, PrequentialSplit
+from shipyard.types import ColumnRoles
 from shipyard.workspace import Workspace
 from tests.training.handbook_split import get_train_test_set
 
@@ -19,7 +21,7 @@ def transactions(small_workspace: tuple[Workspace, Dataset]) -> pd.DataFrame:
 
 @pytest.mark.parametrize("start", ["2018-04-10", "2018-04-24"])
 def test_holdout_equals_the_handbook_split(transactions: pd.DataFrame, start: str) -> None:
-    fold = HoldoutSplit(start).split(transactions)[0]
+    fold = HoldoutSplit(start, columns=COLUMNS).split(transactions)[0]
     train, test = get_train_test_set(transactions, datetime.datetime.fromisoformat(start))
     assert fold.train.tolist() == train.index.tolist()
     assert fold.test.tolist() == test.index.tolist()
@@ -27,34 +29,39 @@ def test_holdout_equals_the_handbook_split(transactions: pd.DataFrame, start: st
 
 
 def test_known_compromised_cards_leave_the_test_days(transactions: pd.DataFrame) -> None:
-    kept = HoldoutSplit("2018-04-10").split(transactions)[0]
-    everything = HoldoutSplit("2018-04-10", remove_known_compromised=False).split(transactions)[0]
+    kept = HoldoutSplit("2018-04-10", columns=COLUMNS).split(transactions)[0]
+    everything = HoldoutSplit("2018-04-10", remove_known_compromised=False, columns=COLUMNS).split(
+        transactions
+    )[0]
     assert set(kept.test) < set(everything.test)
     train_frauds = set(transactions.iloc[kept.train].query("TX_FRAUD == 1").CUSTOMER_ID)
     assert not train_frauds & set(transactions.iloc[kept.test].CUSTOMER_ID)
 
 
 def test_prequential_folds_step_back_one_test_period(transactions: pd.DataFrame) -> None:
-    folds = PrequentialSplit("2018-05-01", n_folds=3).split(transactions)
+    folds = PrequentialSplit("2018-05-01", n_folds=3, columns=COLUMNS).split(transactions)
     assert [f.train_start.isoformat() for f in folds] == ["2018-05-01", "2018-04-24", "2018-04-17"]
     for fold in folds:
         assert fold.test_start == fold.train_end + datetime.timedelta(days=8)  # 7 delay days
         times = transactions["TX_DATETIME"]
         assert times.iloc[fold.train].max() < times.iloc[fold.test].min()
         assert fold.describe()["n_test"] == len(fold.test)
-    shifted = PrequentialSplit("2018-05-01").shifted(-14)
+    shifted = PrequentialSplit("2018-05-01", columns=COLUMNS).shifted(-14)
     assert shifted.start_date_training == "2018-04-17"
 
 
 @pytest.mark.parametrize(
     ("split", "message"),
     [
-        (HoldoutSplit("April"), "'start_date_training' parameter of HoldoutSplit"),
+        (HoldoutSplit("April", columns=COLUMNS), "'start_date_training' parameter of HoldoutSplit"),
         (
-            HoldoutSplit("2018-04-10", delta_train=0),
+            HoldoutSplit("2018-04-10", delta_train=0, columns=COLUMNS),
             "'delta_train' parameter of HoldoutSplit must be an int >= 1",
         ),
-        (PrequentialSplit("2018-04-10", n_folds=0), "'n_folds' parameter of PrequentialSplit"),
+        (
+            PrequentialSplit("2018-04-10", n_folds=0, columns=COLUMNS),
+            "'n_folds' parameter of PrequentialSplit",
+        ),
     ],
 )
 def test_bad_parameters_are_named(
@@ -66,4 +73,23 @@ def test_bad_parameters_are_named(
 
 def test_missing_column_is_named(transactions: pd.DataFrame) -> None:
     with pytest.raises(DataValidationError, match="needs column 'TX_FRAUD'"):
-        HoldoutSplit("2018-04-10").split(transactions.drop(columns="TX_FRAUD"))
+        HoldoutSplit("2018-04-10", columns=COLUMNS).split(transactions.drop(columns="TX_FRAUD"))
+
+
+def test_columns_must_be_column_roles(transactions: pd.DataFrame) -> None:
+    split = HoldoutSplit("2018-04-10", columns="TX_FRAUD")  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match="'columns' parameter of HoldoutSplit must be a Col"):
+        split.split(transactions)
+
+
+def test_the_split_reads_the_columns_it_is_given(transactions: pd.DataFrame) -> None:
+    """The same data under other names splits the same way: no column name is built in."""
+    renamed = transactions.rename(
+        columns={"TX_DATETIME": "when", "CUSTOMER_ID": "who", "TX_FRAUD": "bad"}
+    )
+    roles = ColumnRoles(label="bad", time="when", entity="who")
+    theirs = PrequentialSplit("2018-05-01", n_folds=2, columns=roles).split(renamed)
+    ours = PrequentialSplit("2018-05-01", n_folds=2, columns=COLUMNS).split(transactions)
+    for a, b in zip(theirs, ours, strict=True):
+        assert a.train.tolist() == b.train.tolist()
+        assert a.test.tolist() == b.test.tolist()

@@ -11,8 +11,13 @@ import pytest
 
 from shipyard.errors import IntegrityError, ParameterError, TrainingError
 from shipyard.features.fraud import BASELINE_FEATURES
-from shipyard.serving.predictors import NativePredictor
-from shipyard.training.trainers import MODEL_TYPES, load_native, make_config
+from shipyard.training.trainers import (
+    MODEL_TYPES,
+    PROBABILITY,
+    NativePredictor,
+    load_native,
+    make_config,
+)
 from shipyard.types import Predictor
 
 FEATURES = list(BASELINE_FEATURES)
@@ -66,6 +71,10 @@ def test_trained_model_contract(
         model.config.framework, load_native(model.config.framework, path, sha), model.input_schema
     )
     assert isinstance(predictor, Predictor)
+    assert predictor.output_schema == model.output_schema == PROBABILITY
+    # the input schema records the range each feature took in the training data
+    observed = {c.name: c.observed for c in model.input_schema.columns}
+    assert observed == {f: (float(X[f].min()), float(X[f].max())) for f in FEATURES}
     np.testing.assert_allclose(
         predictor.predict(X_new.to_numpy(dtype=float)), scores, rtol=1e-6, atol=1e-9
     )
@@ -98,3 +107,8 @@ def test_scoring_data_missing_a_feature_is_named(
     model = make_config("decision_tree").fit(X, y)
     with pytest.raises(TrainingError, match="TX_AMOUNT"):
         model.predict_proba(X_new.drop(columns="TX_AMOUNT"))
+
+
+def test_an_unknown_framework_is_named() -> None:
+    with pytest.raises(ParameterError, match="No native format for framework 'onnx'; known: light"):
+        load_native("onnx", Path("model.onnx"), "0" * 64)

@@ -58,10 +58,15 @@ def show(ctx: click.Context, ref: str) -> None:
     out.print(f"[bold]{v.name} v{v.version}[/] {v.model_type} ({v.framework})  aliases: {aliases}")
     out.print(f"  run            {v.run_id}")
     out.print(f"  parameters     {v.params}")
-    out.print(f"  data set       {v.dataset} v{v.dataset_version} ({v.dataset_hash[:12]})")
-    out.print(f"  features       {v.features_ref} ({v.features_hash[:12]})")
+    ln = v.lineage
+    roles = ln.columns
+    out.print(f"  data set       {ln.dataset} v{ln.dataset_version} ({ln.dataset_hash[:12]})")
+    out.print(f"  features       {ln.views} ({ln.features_hash[:12]})")
+    out.print(f"  columns        label {roles.label}, time {roles.time}, entity {roles.entity}")
     out.print(f"  trained on     {v.train_window['start']} .. {v.train_window['end']}")
     out.print(f"  gate window    {v.eval_window['start']} .. {v.eval_window['end']}")
+    if ln.protocol:
+        out.print(f"  protocol       {ln.protocol}")
     out.print(f"  inputs         {', '.join(v.input_schema.names)}")
     out.print(f"  native model   {v.native_path} (sha256 {v.native_sha256[:12]})")
     out.print(f"  model card     {v.card_path}  /  {v.card_html}")

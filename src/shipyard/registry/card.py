@@ -1,5 +1,7 @@
-"""Model cards in Markdown and HTML: intended use, data, metrics with intervals, calibration,
-limitations. Written at registration, stored beside the model and in its MLflow run."""
+"""Model cards in Markdown and HTML: intended use, lineage, metrics with intervals,
+calibration, limitations. Written at registration, stored beside the model and in its MLflow
+run. The solution that registers a model says what it is for (:class:`CardNotes`); the
+lineage says where it comes from."""
 
 from __future__ import annotations
 
@@ -8,6 +10,31 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from shipyard.types import Lineage
+
+GENERIC_LIMITATIONS = (
+    "Performance was measured out of time on the windows named above; it degrades as the "
+    "data moves away from them. Monitor it and retrain.",
+)
+
+
+@dataclass(frozen=True)
+class CardNotes:
+    """What the registering solution says about a model: its intended use and limitations.
+
+    Example::
+
+        CardNotes(
+            intended_use="Rank loan applications by default risk for manual review.",
+            limitations=("Trained on German credit data from the 1970s.",),
+        )
+    """
+
+    intended_use: str = (
+        "Not stated at registration (pass CardNotes to ModelRegistry.register to say it)."
+    )
+    limitations: tuple[str, ...] = GENERIC_LIMITATIONS
 
 
 @dataclass
@@ -19,37 +46,37 @@ class ModelCard:
     model_type: str
     params: dict[str, Any]
     run_id: str
-    dataset: str
-    dataset_version: int
-    dataset_hash: str
-    features_ref: str
-    features_hash: str
+    lineage: Lineage
     features: list[str]
-    train_window: str
-    eval_window: str
-    protocol: str
     metrics: list[tuple[str, str, str, str]]
     """(metric, mean ± std over folds, 95% CI, meaning)"""
     calibration: dict[str, Any]
-    intended_use: str = (
-        "Rank card transactions by fraud risk so that investigators review the riskiest cards "
-        "first (an alert budget of about 100 cards a day). Scores are probabilities estimated "
-        "on recent labelled data; use them to rank, and recalibrate before reading them as "
-        "absolute fraud rates."
-    )
-    limitations: list[str] = field(
-        default_factory=lambda: [
-            "Trained on simulated transactions (the Fraud Detection Handbook's generator); "
-            "real fraud patterns differ and drift.",
-            "Labels of the last 7 days before scoring are assumed unknown (delay period); "
-            "terminal risk features use only labels older than 7 days.",
-            "Metrics exclude cards already known to be compromised on each test day.",
-            "Performance was measured out of time on the windows named above; it degrades as "
-            "the data moves away from them. Monitor it and retrain.",
-            "No fairness assessment: the data set has no protected attributes.",
-        ]
-    )
+    notes: CardNotes = field(default_factory=CardNotes)
     plots: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def intended_use(self) -> str:
+        """What the model is for (from the registering solution's notes)."""
+        return self.notes.intended_use
+
+    @property
+    def limitations(self) -> list[str]:
+        """Known limitations (from the registering solution's notes)."""
+        return list(self.notes.limitations)
+
+    def lineage_lines(self) -> list[str]:
+        """The lineage as plain lines (data set, views, column roles, windows, protocol)."""
+        ln = self.lineage
+        roles = ln.columns
+        views = ", ".join(f"{name} ({digest[:12]})" for name, digest in ln.view_hashes.items())
+        train = " .. ".join(ln.train_window) if ln.train_window else "not recorded"
+        gate = " .. ".join(ln.eval_window) if ln.eval_window else "not recorded"
+        return [
+            f"Data set: {ln.dataset} v{ln.dataset_version}, content hash {ln.dataset_hash}",
+            f"Features: {ln.views}, definitions hash {ln.features_hash}; views: {views}",
+            f"Columns: label {roles.label}, time {roles.time}, entity {roles.entity}",
+            f"Trained on: {train}; gate evaluation window: {gate}",
+        ]
 
     def markdown(self) -> str:
         """The card as Markdown."""
@@ -58,6 +85,7 @@ class ModelCard:
         limits = "\n".join(f"- {item}" for item in self.limitations)
         calib = self.calibration
         plots = "\n".join(f"![{label}](plots/{path.name})" for label, path in self.plots.items())
+        lineage = "\n".join(f"- {line}" for line in self.lineage_lines())
         return f"""# Model card — {self.name} v{self.version}
 
 ## Intended use
@@ -66,15 +94,13 @@ class ModelCard:
 ## Model
 - Type: **{self.model_type}**; parameters: {params}
 - MLflow run: `{self.run_id}`
-- Input: {len(self.features)} features ({", ".join(f"`{f}`" for f in self.features)}); output: fraud probability
+- Input: {len(self.features)} features ({", ".join(f"`{f}`" for f in self.features)}); output: probability that `{self.lineage.columns.label}` is 1
 
 ## Data and lineage
-- Data set: `{self.dataset}` v{self.dataset_version}, content hash `{self.dataset_hash}`
-- Features: `{self.features_ref}`, definitions hash `{self.features_hash}`
-- Trained on: {self.train_window}; gate evaluation window: {self.eval_window}
+{lineage}
 
 ## Evaluation
-Protocol: {self.protocol}. The same configuration is trained and tested on every fold;
+Protocol: {self.lineage.protocol or "not recorded"}. The same configuration is trained and tested on every fold;
 this version is the model of the most recent fold.
 
 | metric | mean ± std over test folds | 95% CI (day bootstrap) | meaning |
@@ -83,7 +109,7 @@ this version is the model of the most recent fold.
 
 ## Calibration
 Brier score {calib.get("brier", float("nan")):.5f} (mean over folds); mean predicted probability
-{calib.get("mean_predicted", float("nan")):.4f} against an observed fraud rate of
+{calib.get("mean_predicted", float("nan")):.4f} against an observed rate of
 {calib.get("observed_rate", float("nan")):.4f} on the test windows. See the reliability
 curve below.
 
@@ -110,6 +136,7 @@ curve below.
         params = ", ".join(f"<code>{esc(k)}={esc(str(v))}</code>" for k, v in self.params.items())
         limits = "".join(f"<li>{esc(item)}</li>" for item in self.limitations)
         calib = self.calibration
+        lineage = "".join(f"<li>{esc(line)}</li>" for line in self.lineage_lines())
         return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Model card — {esc(self.name)} v{self.version}</title>
 <style>
@@ -122,16 +149,13 @@ code {{ background: #f4f4f4; padding: 0 .2rem; }}
 <h2>Intended use</h2><p>{esc(self.intended_use)}</p>
 <h2>Model</h2><ul><li>Type: <b>{esc(self.model_type)}</b>; parameters: {params}</li>
 <li>MLflow run: <code>{esc(self.run_id)}</code></li>
-<li>Input: {len(self.features)} features ({esc(", ".join(self.features))}); output: fraud probability</li></ul>
-<h2>Data and lineage</h2><ul>
-<li>Data set: <code>{esc(self.dataset)}</code> v{self.dataset_version}, content hash <code>{esc(self.dataset_hash)}</code></li>
-<li>Features: <code>{esc(self.features_ref)}</code>, definitions hash <code>{esc(self.features_hash)}</code></li>
-<li>Trained on: {esc(self.train_window)}; gate evaluation window: {esc(self.eval_window)}</li></ul>
-<h2>Evaluation</h2><p>Protocol: {esc(self.protocol)}. The same configuration is trained and
+<li>Input: {len(self.features)} features ({esc(", ".join(self.features))}); output: probability that <code>{esc(self.lineage.columns.label)}</code> is 1</li></ul>
+<h2>Data and lineage</h2><ul>{lineage}</ul>
+<h2>Evaluation</h2><p>Protocol: {esc(self.lineage.protocol or "not recorded")}. The same configuration is trained and
 tested on every fold; this version is the model of the most recent fold.</p>
 <table><tr><th>metric</th><th>mean ± std over test folds</th><th>95% CI (day bootstrap)</th><th>meaning</th></tr>{rows}</table>
 <h2>Calibration</h2><p>Brier score {calib.get("brier", float("nan")):.5f}; mean predicted probability
-{calib.get("mean_predicted", float("nan")):.4f} against an observed fraud rate of
+{calib.get("mean_predicted", float("nan")):.4f} against an observed rate of
 {calib.get("observed_rate", float("nan")):.4f}.</p>
 <h2>Plots</h2>{images or "<p>none</p>"}
 <h2>Limitations</h2><ul>{limits}</ul>

@@ -2,16 +2,24 @@
 
 MLflow is the system of record for runs, registered model versions and aliases
 (``champion``, ``challenger``). Shipyard adds, in its own tables of the workspace database:
-each version's lineage (run, data set hash, feature definitions hash, windows), its native
-model file with SHA-256, its schema, its model card, and an audit trail of every
-registration, promotion, refusal and rollback with who, when and why.
+each version's :class:`~shipyard.types.Lineage` (data set version and hash, feature views
+and their definition hashes, protocol, windows, and the label, time and entity column
+names), its native model file with SHA-256, its input schema with the feature views'
+declared constraints and the ranges seen in training, its model card, and an audit trail
+of every registration, promotion, refusal and rollback with who, when and why.
+
+The registry knows no solution's columns: the promotion gate reads the label, time and
+entity names from the challenger's lineage.
 
 Example::
 
-    registry = ModelRegistry(ws)
-    version = registry.register("fraud", model, run_id=..., evaluation=..., ...)
-    registry.promote("fraud", version.version, reason="better AP", gate=PromotionGate())
-    predictor = registry.load("fraud", "champion")     # hash-verified native model
+    lineage = Lineage.of(dataset, "my.features:VIEWS", columns=roles, protocol="...")
+    version = registry.register(
+        "credit", model, lineage=lineage.with_windows(train, test), evaluation=evaluation,
+        run_id=run_id, sample=frame.head(200),
+    )
+    registry.promote("credit", version.version, reason="better AP", gate=PromotionGate())
+    predictor = registry.load("credit", "champion")     # hash-verified native model
 """
 
 from __future__ import annotations
@@ -25,19 +33,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shipyard.errors import ModelNotFoundError, PromotionRefusedError, SchemaError
-from shipyard.types import Schema
+from shipyard.errors import (
+    FeatureDefinitionError,
+    ModelNotFoundError,
+    ParameterError,
+    PromotionRefusedError,
+    SchemaError,
+)
+from shipyard.types import Lineage, Schema
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from shipyard.data.catalog import Dataset
+    from shipyard.registry.card import CardNotes
     from shipyard.registry.gate import GateResult, PromotionGate
     from shipyard.registry.tracking import Tracker
-    from shipyard.serving.predictors import NativePredictor
     from shipyard.training.evaluation import Evaluation
-    from shipyard.training.frames import Window
-    from shipyard.training.trainers import TrainedModel
+    from shipyard.training.trainers import NativePredictor, TrainedModel
     from shipyard.workspace import Workspace
 
 PLOT_TITLES = {
@@ -52,7 +64,13 @@ CHALLENGER = "challenger"
 
 @dataclass(frozen=True)
 class ModelVersion:
-    """A registered model version with its lineage."""
+    """A registered model version with its lineage.
+
+    ``input_schema`` carries, per column, the constraint its feature view declares and the
+    range seen in training. ``train_window`` and ``eval_window`` are training-frame windows
+    (``Window.to_dict()``) built from the lineage: ``load_frame(ws,
+    Window.from_dict(version.eval_window))`` rebuilds the gate's evaluation frame.
+    """
 
     name: str
     version: int
@@ -63,13 +81,7 @@ class ModelVersion:
     native_path: Path
     native_sha256: str
     input_schema: Schema
-    dataset: str
-    dataset_version: int
-    dataset_hash: str
-    features_hash: str
-    features_ref: str
-    train_window: dict[str, Any]
-    eval_window: dict[str, Any]
+    lineage: Lineage
     metrics: dict[str, float]
     card_path: Path
     created_at: datetime
@@ -79,6 +91,52 @@ class ModelVersion:
     def card_html(self) -> Path:
         """The HTML model card beside the Markdown one."""
         return self.card_path.with_suffix(".html")
+
+    @property
+    def dataset(self) -> str:
+        """Name of the data set the model was trained on."""
+        return self.lineage.dataset
+
+    @property
+    def dataset_version(self) -> int:
+        """Version of that data set."""
+        return self.lineage.dataset_version
+
+    @property
+    def dataset_hash(self) -> str:
+        """Content hash of that data set version."""
+        return self.lineage.dataset_hash
+
+    @property
+    def features_ref(self) -> str:
+        """The feature views as ``module:attribute``."""
+        return self.lineage.views
+
+    @property
+    def features_hash(self) -> str:
+        """Hash of the feature views' definitions."""
+        return self.lineage.features_hash
+
+    @property
+    def train_window(self) -> dict[str, Any]:
+        """The training window as ``Window.to_dict()``."""
+        return _window_dict(self.lineage, self.lineage.train_window)
+
+    @property
+    def eval_window(self) -> dict[str, Any]:
+        """The out-of-time window the gate compares on, as ``Window.to_dict()``."""
+        return _window_dict(self.lineage, self.lineage.eval_window)
+
+
+def _window_dict(lineage: Lineage, days: tuple[str, str] | None) -> dict[str, Any]:
+    from shipyard.training.frames import Window
+
+    if days is None:
+        raise ParameterError(
+            f"The lineage of {lineage.dataset} v{lineage.dataset_version} records no training "
+            "or evaluation window; add them with lineage.with_windows(train, evaluation)."
+        )
+    return Window.of(lineage, *days).to_dict()
 
 
 @dataclass(frozen=True)
@@ -120,57 +178,49 @@ class ModelRegistry:
         name: str,
         model: TrainedModel,
         *,
-        run_id: str,
+        lineage: Lineage,
         evaluation: Evaluation,
-        y: Any,
-        dataset: Dataset,
-        features_ref: str,
-        features_hash: str,
-        train_window: Window,
-        eval_window: Window,
-        protocol: str,
+        run_id: str,
         sample: pd.DataFrame,
+        notes: CardNotes | None = None,
         actor: str | None = None,
         reason: str = "trained",
     ) -> ModelVersion:
-        """Register ``model`` as a new version of ``name`` with lineage and a model card.
+        """Register ``model`` as a new version of ``name`` with its lineage and a model card.
 
-        The model is logged to its run in MLflow's format (so MLflow clients can serve it)
-        and saved natively with its SHA-256 (what Shipyard loads). The new version gets the
-        ``challenger`` alias; promote it to make it the champion.
+        ``lineage`` must record the training and evaluation windows
+        (``lineage.with_windows(...)``); ``evaluation`` is the evaluation the card reports
+        (its folds' labels and scores); ``run_id`` is the MLflow run the model belongs to;
+        ``sample`` holds a few rows of the model's features (for MLflow's signature);
+        ``notes`` say what the model is for. The input schema gets the constraints its
+        feature views declare. The model is logged to its run in MLflow's format (so MLflow
+        clients can serve it) and saved natively with its SHA-256 (what Shipyard loads).
+        The new version gets the ``challenger`` alias; promote it to make it the champion.
         """
         from sqlalchemy import insert
 
-        from shipyard.registry.card import ModelCard
+        from shipyard.registry.card import CardNotes, ModelCard
+        from shipyard.registry.plots import evaluation_plots
         from shipyard.tables import model_versions
 
+        input_schema = self._input_schema(model, lineage)
         client = self.tracker.client
         version = self._create_mlflow_version(name, model, run_id, sample)
         folder = self.workspace.artifact_root / "models" / name / f"v{version}"
         try:
             native_path, sha256 = model.save_native(folder)
-            plots_dir = folder / "plots"
-            from shipyard.registry.plots import evaluation_plots
-
-            plots = evaluation_plots(evaluation, y, plots_dir, f"{name} v{version}")
-            summary = evaluation.summary()
+            plots = evaluation_plots(evaluation, folder / "plots", f"{name} v{version}")
             card = ModelCard(
                 name=name,
                 version=version,
                 model_type=model.config.model_type,
                 params=model.config.get_params(),
                 run_id=run_id,
-                dataset=dataset.name,
-                dataset_version=dataset.version,
-                dataset_hash=dataset.content_hash,
-                features_ref=features_ref,
-                features_hash=features_hash,
+                lineage=lineage,
                 features=model.features,
-                train_window=f"{train_window.start} .. {train_window.end}",
-                eval_window=f"{eval_window.start} .. {eval_window.end}",
-                protocol=protocol,
                 metrics=metric_rows(evaluation),
-                calibration=calibration_summary(evaluation, y),
+                calibration=calibration_summary(evaluation),
+                notes=notes or CardNotes(),
                 plots={PLOT_TITLES.get(p.stem, p.stem): p for p in plots},
             )
             card_md, card_html = card.write(folder)
@@ -186,16 +236,17 @@ class ModelRegistry:
                 "params": _jsonable(model.config.get_params()),
                 "native_path": str(native_path.relative_to(self.workspace.artifact_root)),
                 "native_sha256": sha256,
-                "input_schema": model.input_schema.to_dict(),
+                "input_schema": input_schema.to_dict(),
                 "output_schema": model.output_schema.to_dict(),
-                "dataset": dataset.name,
-                "dataset_version": dataset.version,
-                "dataset_hash": dataset.content_hash,
-                "features_hash": features_hash,
-                "features_ref": features_ref,
-                "train_window": train_window.to_dict(),
-                "eval_window": eval_window.to_dict(),
-                "metrics": {k: float(v) for k, v in summary.items()},
+                "lineage": lineage.to_dict(),
+                "dataset": lineage.dataset,
+                "dataset_version": lineage.dataset_version,
+                "dataset_hash": lineage.dataset_hash,
+                "features_hash": lineage.features_hash,
+                "features_ref": lineage.views,
+                "train_window": _window_dict(lineage, lineage.train_window),
+                "eval_window": _window_dict(lineage, lineage.eval_window),
+                "metrics": {k: float(v) for k, v in evaluation.summary().items()},
                 "card_path": str(card_md.relative_to(self.workspace.artifact_root)),
                 "created_at": _now(),
             }
@@ -208,6 +259,31 @@ class ModelRegistry:
             raise
         self._record(name, version, "register", CHALLENGER, None, actor, reason, {"run_id": run_id})
         return self.get(name, version)
+
+    @staticmethod
+    def _input_schema(model: TrainedModel, lineage: Lineage) -> Schema:
+        """The model's input schema with its feature views' declared constraints.
+
+        The observed ranges come from the training data (``ModelConfig.fit``). Refuses a
+        lineage without windows, or whose views no longer hash to what it recorded.
+        """
+        from shipyard.features.definitions import definitions_hash, load_views, view_constraints
+
+        if lineage.train_window is None or lineage.eval_window is None:
+            raise ParameterError(
+                "The 'lineage' parameter of ModelRegistry.register must record its training "
+                "and evaluation windows (lineage.with_windows(train, evaluation)). "
+                f"Got train_window={lineage.train_window}, eval_window={lineage.eval_window}."
+            )
+        views = load_views(lineage.views)
+        current = definitions_hash(views)
+        if current != lineage.features_hash:
+            raise FeatureDefinitionError(
+                f"The feature views {lineage.views} changed since the model was trained "
+                f"(definitions hash {current[:12]}, lineage records "
+                f"{lineage.features_hash[:12]}); retrain before registering."
+            )
+        return model.input_schema.with_constraints(view_constraints(views))
 
     def _create_mlflow_version(
         self, name: str, model: TrainedModel, run_id: str, sample: pd.DataFrame
@@ -369,11 +445,14 @@ class ModelRegistry:
     def compare(
         self, name: str, incumbent: ModelVersion, challenger: ModelVersion, gate: PromotionGate
     ) -> GateResult:
-        """Score both versions on the challenger's evaluation window and apply ``gate``."""
+        """Score both versions on the challenger's evaluation window and apply ``gate``.
+
+        Labels, days and entities are the columns the challenger's lineage names.
+        """
         from shipyard.training.frames import Window, load_frame
 
-        window = Window.from_dict(challenger.eval_window)
-        frame = load_frame(self.workspace, window)
+        roles = challenger.lineage.columns
+        frame = load_frame(self.workspace, Window.from_dict(challenger.eval_window))
         champion_scores = self.load(name, incumbent.version).predict(
             frame[incumbent.input_schema.names].to_numpy(dtype="float64")
         )
@@ -381,9 +460,9 @@ class ModelRegistry:
             frame[challenger.input_schema.names].to_numpy(dtype="float64")
         )
         return gate.compare(
-            frame["TX_FRAUD"],
-            frame["TX_DATETIME"],
-            frame["CUSTOMER_ID"],
+            frame[roles.label],
+            frame[roles.time],
+            frame[roles.entity],
             champion_scores,
             challenger_scores,
         )
@@ -416,9 +495,11 @@ class ModelRegistry:
     # -- loading ---------------------------------------------------------------------------
 
     def load(self, name: str, ref: int | str) -> NativePredictor:
-        """A predictor over the version's native model file, verified against its SHA-256."""
-        from shipyard.serving.predictors import NativePredictor
-        from shipyard.training.trainers import load_native
+        """A Predictor over the version's native model file, verified against its SHA-256.
+
+        Its ``input_schema`` is the registered one (declared constraints, observed ranges).
+        """
+        from shipyard.training.trainers import NativePredictor, load_native
 
         version = self.get(name, ref)
         model = load_native(version.framework, version.native_path, version.native_sha256)
@@ -468,13 +549,7 @@ class ModelRegistry:
             native_path=root / row["native_path"],
             native_sha256=row["native_sha256"],
             input_schema=Schema.from_dict(row["input_schema"]),
-            dataset=row["dataset"],
-            dataset_version=row["dataset_version"],
-            dataset_hash=row["dataset_hash"],
-            features_hash=row["features_hash"],
-            features_ref=row["features_ref"],
-            train_window=dict(row["train_window"]),
-            eval_window=dict(row["eval_window"]),
+            lineage=Lineage.from_dict(row["lineage"]),
             metrics=dict(row["metrics"]),
             card_path=root / row["card_path"],
             created_at=row["created_at"],
@@ -485,12 +560,12 @@ class ModelRegistry:
 def metric_rows(evaluation: Evaluation) -> list[tuple[str, str, str, str]]:
     """Rows of the model card's metrics table."""
     meanings = {
-        "roc_auc": "probability that a fraud scores above a genuine transaction",
+        "roc_auc": "probability that a positive row scores above a negative one",
         "average_precision": "area under the precision-recall curve",
-        "card_precision@100": "share of frauds among the 100 riskiest cards a day",
+        "card_precision@100": "share of positive entities among the 100 riskiest a day",
         "brier": "mean squared error of the probabilities (lower is better)",
-        "precision@100_per_day": "precision of the 100 riskiest transactions a day",
-        "recall@100_per_day": "share of frauds caught by those 100 a day",
+        "precision@100_per_day": "precision of the 100 riskiest rows a day",
+        "recall@100_per_day": "share of positives caught by those 100 a day",
     }
     rows = []
     for name in evaluation.folds[0].metrics:
@@ -502,13 +577,12 @@ def metric_rows(evaluation: Evaluation) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def calibration_summary(evaluation: Evaluation, y: Any) -> dict[str, float]:
+def calibration_summary(evaluation: Evaluation) -> dict[str, float]:
     """Brier score, mean predicted probability and observed rate over the test folds."""
     import numpy as np
 
-    labels = np.asarray(y)
     predicted = np.concatenate([r.scores for r in evaluation.folds])
-    observed = np.concatenate([labels[r.fold.test] for r in evaluation.folds])
+    observed = np.concatenate([np.asarray(r.labels, dtype=float) for r in evaluation.folds])
     return {
         "brier": evaluation.mean("brier"),
         "mean_predicted": float(predicted.mean()),

@@ -1,4 +1,9 @@
-"""Evaluation plots (PNG): ROC, precision-recall, calibration and feature importance."""
+"""The PNG plots of an evaluation, logged with its MLflow run and embedded in model cards.
+
+One ROC and one precision-recall curve per test fold, a reliability curve pooled over the
+folds, and the feature importance of the first fold's kept model (when one was kept).
+Labels come from the evaluation itself, so the plots need no column names.
+"""
 
 from __future__ import annotations
 
@@ -28,20 +33,19 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def evaluation_plots(evaluation: Evaluation, y: Any, folder: Path, title: str) -> list[Path]:
-    """Write roc.png, pr.png, calibration.png and importance.png (pooled over folds)."""
+def evaluation_plots(evaluation: Evaluation, folder: Path, title: str) -> list[Path]:
+    """Write roc.png and pr.png (per fold), calibration.png (pooled) and importance.png."""
     import numpy as np
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     from shipyard.training.metrics import reliability_curve
 
     folder.mkdir(parents=True, exist_ok=True)
-    y = np.asarray(y)
     paths = []
 
     fig, ax = _figure()
     for result in evaluation.folds:
-        yt = y[result.fold.test]
+        yt = result.labels
         fpr, tpr, _ = roc_curve(yt, result.scores)
         auc = result.metrics["roc_auc"]
         ax.plot(
@@ -57,7 +61,7 @@ def evaluation_plots(evaluation: Evaluation, y: Any, folder: Path, title: str) -
 
     fig, ax = _figure()
     for result in evaluation.folds:
-        yt = y[result.fold.test]
+        yt = result.labels
         precision, recall, _ = precision_recall_curve(yt, result.scores)
         ap = result.metrics["average_precision"]
         ax.step(
@@ -68,14 +72,14 @@ def evaluation_plots(evaluation: Evaluation, y: Any, folder: Path, title: str) -
     paths.append(_save(fig, folder / "pr.png"))
 
     fig, ax = _figure()
-    pooled_y = np.concatenate([y[r.fold.test] for r in evaluation.folds])
+    pooled_y = np.concatenate([r.labels for r in evaluation.folds])
     pooled_p = np.concatenate([r.scores for r in evaluation.folds])
     curve = reliability_curve(pooled_y, pooled_p, n_bins=15)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfectly calibrated")
     ax.plot(curve["predicted"], curve["observed"], "o-", label="model (quantile bins)")
     ax.set(
         xlabel="mean predicted probability",
-        ylabel="observed fraud rate",
+        ylabel="observed positive rate",
         title=f"Calibration — {title}",
     )
     ax.set_xscale("symlog", linthresh=0.01)

@@ -56,7 +56,6 @@ class Tracker:
         experiment: str,
         run_name: str,
         evaluation: Evaluation,
-        y: Any,
         *,
         params: dict[str, Any],
         tags: dict[str, str],
@@ -92,7 +91,7 @@ class Tracker:
             )
             with tempfile.TemporaryDirectory() as tmp:
                 folder = Path(tmp)
-                evaluation_plots(evaluation, y, folder / "plots", run_name)
+                evaluation_plots(evaluation, folder / "plots", run_name)
                 folds = [
                     {**r.fold.describe(), **r.metrics, "card_precision_per_day": r.cp_per_day}
                     for r in evaluation.folds

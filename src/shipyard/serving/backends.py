@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shipyard.integrity import file_sha256, verify_sha256
-from shipyard.serving.predictors import PROBABILITY
+from shipyard.training.trainers import PROBABILITY
 
 if TYPE_CHECKING:
     import numpy as np

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import PromotionRefusedError
 from shipyard.features.fraud import BASELINE_VIEWS_REF
+from shipyard.registry.card import GENERIC_LIMITATIONS, CardNotes
+from shipyard.types import ColumnRoles, Lineage
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,6 +43,26 @@ FEATURES_REF = BASELINE_VIEWS_REF
 EXPERIMENT = "fraud-baseline"
 MODEL_NAME = "fraud"
 SELECTION_METRIC = "average_precision"
+COLUMNS = ColumnRoles(label="TX_FRAUD", time="TX_DATETIME", entity="CUSTOMER_ID")
+"""The fraud data's label, time and entity (card) columns: what its lineage records."""
+CARD_NOTES = CardNotes(
+    intended_use=(
+        "Rank card transactions by fraud risk so that investigators review the riskiest cards "
+        "first (an alert budget of about 100 cards a day). Scores are probabilities estimated "
+        "on recent labelled data; use them to rank, and recalibrate before reading them as "
+        "absolute fraud rates."
+    ),
+    limitations=(
+        "Trained on simulated transactions (the Fraud Detection Handbook's generator); "
+        "real fraud patterns differ and drift.",
+        "Labels of the last 7 days before scoring are assumed unknown (delay period); "
+        "terminal risk features use only labels older than 7 days.",
+        "Metrics exclude cards already known to be compromised on each test day.",
+        *GENERIC_LIMITATIONS,
+        "No fairness assessment: the data set has no protected attributes.",
+    ),
+)
+"""What the fraud model cards say about intended use and limitations."""
 
 
 @dataclass
@@ -71,13 +93,14 @@ class BaselineReport:
 
 @dataclass(frozen=True)
 class Protocol:
-    """Dates of the handbook's validation and test protocols."""
+    """Dates of the handbook's validation and test protocols, and the columns they read."""
 
     start_date_training: str = "2018-07-25"
     n_folds: int = 4
     delta_train: int = 7
     delta_delay: int = 7
     delta_test: int = 7
+    columns: ColumnRoles = COLUMNS
 
     def validation_start(self) -> str:
         """Training start of validation fold 0: two weeks before the reference date."""
@@ -95,9 +118,13 @@ class Protocol:
 
         args = (self.n_folds, self.delta_train, self.delta_delay, self.delta_test)
         return (
-            PrequentialSplit(self.validation_start(), *args),
-            PrequentialSplit(self.test_start(), *args),
+            PrequentialSplit(self.validation_start(), *args, columns=self.columns),
+            PrequentialSplit(self.test_start(), *args, columns=self.columns),
         )
+
+    def lineage(self, dataset: Dataset) -> Lineage:
+        """The lineage of models trained on ``dataset`` with this protocol (no windows yet)."""
+        return Lineage.of(dataset, FEATURES_REF, columns=self.columns, protocol=self.describe())
 
     def window(self, dataset: Dataset) -> Window:
         """The days both protocols use: the first validation training day to the last test day."""
@@ -107,7 +134,7 @@ class Protocol:
         latest = date.fromisoformat(self.test_start()) + timedelta(
             days=self.delta_train + self.delta_delay + self.delta_test - 1
         )
-        return _window(dataset, earliest, latest)
+        return _window(self.lineage(dataset), earliest, latest)
 
     def describe(self) -> str:
         """One line for model cards and logs."""
@@ -174,7 +201,7 @@ def train_suite(
     folds. The best model on validation is registered as ``challenger``; with ``promote`` it
     is then promoted to ``champion`` through the promotion gate (directly if there is none).
     """
-    from shipyard.features.definitions import definitions_hash, load_views
+    from shipyard.features.definitions import load_views
     from shipyard.registry.tracking import Tracker
     from shipyard.training.frames import load_frame
     from shipyard.training.trainers import BASELINE_SUITE, make_config
@@ -189,7 +216,7 @@ def train_suite(
     run = _SuiteRun(
         frame=load_frame(workspace, protocol.window(dataset)),
         features=[name for view in views for name in view.feature_names],
-        features_hash=definitions_hash(views),
+        lineage=protocol.lineage(dataset),
         protocol=protocol,
         tracker=Tracker(workspace),
         dataset=dataset,
@@ -216,14 +243,10 @@ class _SuiteRun:
 
     frame: pd.DataFrame
     features: list[str]
-    features_hash: str
+    lineage: Lineage
     protocol: Protocol
     tracker: Tracker
     dataset: Dataset
-
-    @property
-    def y(self) -> Any:
-        return self.frame["TX_FRAUD"].to_numpy()
 
     def tags(self, model_type: str) -> dict[str, str]:
         ds = self.dataset
@@ -232,8 +255,9 @@ class _SuiteRun:
             "shipyard.dataset_version": str(ds.version),
             "shipyard.dataset_hash": ds.content_hash,
             "shipyard.dataset_time_range": f"{ds.time_min} .. {ds.time_max}",
-            "shipyard.features": FEATURES_REF,
-            "shipyard.features_hash": self.features_hash,
+            "shipyard.features": self.lineage.views,
+            "shipyard.features_hash": self.lineage.features_hash,
+            "shipyard.label": self.lineage.columns.label,
             "shipyard.model_type": model_type,
         }
 
@@ -272,10 +296,9 @@ class _SuiteRun:
             EXPERIMENT,
             model_type,
             tst,
-            self.y,
             params={
-                "split.validation": validation.get_params(),
-                "split.test": test.get_params(),
+                "split.validation": validation.describe(),
+                "split.test": test.describe(),
                 "selection_metric": SELECTION_METRIC,
                 "search.n_trials": n_trials,
                 "features": ",".join(self.features),
@@ -303,19 +326,18 @@ class _SuiteRun:
             raise RuntimeError("the most recent fold kept no model")
         registry = ModelRegistry(workspace, self.tracker)
         fold = newest.fold
+        lineage = self.lineage.with_windows(
+            train=(fold.train_start.isoformat(), fold.train_end.isoformat()),
+            evaluation=(fold.test_start.isoformat(), fold.test_end.isoformat()),
+        )
         version = registry.register(
             MODEL_NAME,
             newest.model,
-            run_id=best.run_id,
+            lineage=lineage,
             evaluation=best.test,
-            y=self.y,
-            dataset=self.dataset,
-            features_ref=FEATURES_REF,
-            features_hash=self.features_hash,
-            train_window=_window(self.dataset, fold.train_start, fold.train_end),
-            eval_window=_window(self.dataset, fold.test_start, fold.test_end),
-            protocol=self.protocol.describe(),
+            run_id=best.run_id,
             sample=self.frame.iloc[fold.test[:1000]],
+            notes=CARD_NOTES,
             reason=f"best {SELECTION_METRIC} on validation folds",
         )
         if promote:
@@ -332,10 +354,10 @@ class _SuiteRun:
         report.registered = registry.get(MODEL_NAME, version.version)
 
 
-def _window(dataset: Dataset, start: date, end: date) -> Window:
+def _window(lineage: Lineage, start: date, end: date) -> Window:
     from shipyard.training.frames import Window
 
-    return Window(dataset.name, dataset.version, start.isoformat(), end.isoformat(), FEATURES_REF)
+    return Window.of(lineage, start.isoformat(), end.isoformat())
 
 
 class _Clock:

@@ -22,10 +22,14 @@ HEADLINE = ("roc_auc", "average_precision", "card_precision@100")
 
 @dataclass
 class FoldResult:
-    """What one fold produced: its metrics, test scores and (optionally) the fitted model."""
+    """What one fold produced: metrics, test labels and scores, (optionally) the fitted model.
+
+    ``labels`` and ``scores`` are aligned with ``fold.test`` (one value per test row).
+    """
 
     fold: Fold
     metrics: dict[str, float]
+    labels: NDArray[Any]
     scores: NDArray[np.float64]
     cp_per_day: dict[str, float]
     model: TrainedModel | None = None
@@ -80,9 +84,6 @@ def evaluate(
     config: ModelConfig,
     split: HoldoutSplit,
     *,
-    label: str = "TX_FRAUD",
-    card: str = "CUSTOMER_ID",
-    time: str = "TX_DATETIME",
     top_k: int = 100,
     n_boot: int = 300,
     keep_models: bool = False,
@@ -91,16 +92,17 @@ def evaluate(
 ) -> Evaluation:
     """Fit ``config`` on each fold's training window and measure it on its test window.
 
+    The label, time and entity columns are the split's ``columns``; CP@k ranks entities.
     ``n_boot`` day-bootstrap draws give confidence intervals of the mean-over-folds AUC, AP
     and CP@k (0 skips them). ``keep_models`` keeps each fold's fitted model.
     """
-
-    check_features(frame, features, label)
+    roles = split.columns
+    check_features(frame, features, roles.label)
     folds = split.split(frame)
     X = frame[features]
-    y = frame[label].to_numpy()
-    days = frame[time].to_numpy().astype("datetime64[D]")
-    cards = frame[card].to_numpy()
+    y = frame[roles.label].to_numpy()
+    days = frame[roles.time].to_numpy().astype("datetime64[D]")
+    cards = frame[roles.entity].to_numpy()
 
     def run(fold: Fold) -> FoldResult:
         if len(fold.test) == 0:
@@ -125,18 +127,17 @@ def evaluate(
             f"precision@{top_k}_per_day": budget["precision"],
             f"recall@{top_k}_per_day": budget["recall"],
         }
-        return FoldResult(fold, values, scores, cp.per_day, model if keep_models else None)
+        return FoldResult(fold, values, yt, scores, cp.per_day, model if keep_models else None)
 
     results = (engine or LocalEngine()).map(run, folds)
     evaluation = Evaluation(config, results)
     if n_boot > 0:
-        evaluation.intervals = _intervals(results, y, days, top_k, n_boot, seed)
+        evaluation.intervals = _intervals(results, days, top_k, n_boot, seed)
     return evaluation
 
 
 def _intervals(
     results: list[FoldResult],
-    y: NDArray[Any],
     days: NDArray[Any],
     top_k: int,
     n_boot: int,
@@ -145,7 +146,7 @@ def _intervals(
     """Bootstrap over (fold, day) units of the mean-over-folds AUC, AP and CP@k."""
     import numpy as np
 
-    ranked = [m.RankedScores(y[r.fold.test], r.scores) for r in results]
+    ranked = [m.RankedScores(r.labels, r.scores) for r in results]
     sizes = np.cumsum([0] + [len(r.fold.test) for r in results])
     unit = np.concatenate(
         [

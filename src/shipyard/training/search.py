@@ -6,8 +6,12 @@ random K-fold on time-ordered data); the folds of a trial run through the worksp
 
 Example::
 
-    result = search(frame, features, "lightgbm", PrequentialSplit("2018-07-11"), n_trials=20)
+    split = PrequentialSplit("2018-07-11", columns=ColumnRoles("label", "time", "entity"))
+    result = search(frame, features, "lightgbm", split, n_trials=20)
     config = make_config("lightgbm", **result.best_params)
+
+The search space of a model type is its configuration's ``search_space``; pass ``space``
+to search another one.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import ParameterError
 from shipyard.training.evaluation import evaluate
-from shipyard.training.trainers import MODEL_TYPES, make_config
+from shipyard.training.trainers import make_config
 
 if TYPE_CHECKING:
     import optuna
@@ -28,51 +32,7 @@ if TYPE_CHECKING:
     from shipyard.training.splits import HoldoutSplit
 
 Space = Callable[["optuna.Trial"], dict[str, Any]]
-
-
-def _logistic(trial: optuna.Trial) -> dict[str, Any]:
-    return {"C": trial.suggest_float("C", 1e-3, 10.0, log=True)}
-
-
-def _tree(trial: optuna.Trial) -> dict[str, Any]:
-    return {
-        "max_depth": trial.suggest_int("max_depth", 2, 20),
-        "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 50, log=True),
-    }
-
-
-def _forest(trial: optuna.Trial) -> dict[str, Any]:
-    return {
-        "n_estimators": trial.suggest_int("n_estimators", 25, 150, step=25),
-        "max_depth": trial.suggest_int("max_depth", 5, 30),
-        "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 20, log=True),
-    }
-
-
-def _xgboost(trial: optuna.Trial) -> dict[str, Any]:
-    return {
-        "n_estimators": trial.suggest_int("n_estimators", 25, 300, step=25),
-        "max_depth": trial.suggest_int("max_depth", 2, 8),
-        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.5, log=True),
-    }
-
-
-def _lightgbm(trial: optuna.Trial) -> dict[str, Any]:
-    return {
-        "n_estimators": trial.suggest_int("n_estimators", 50, 400, step=50),
-        "num_leaves": trial.suggest_int("num_leaves", 7, 63),
-        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
-        "min_child_samples": trial.suggest_int("min_child_samples", 5, 100, log=True),
-    }
-
-
-SPACES: dict[str, Space] = {
-    "logistic_regression": _logistic,
-    "decision_tree": _tree,
-    "random_forest": _forest,
-    "xgboost": _xgboost,
-    "lightgbm": _lightgbm,
-}
+"""Parameters for one trial; each ModelConfig declares its own as ``search_space``."""
 
 
 @dataclass
@@ -102,13 +62,12 @@ def search(
     """Maximize the mean of ``metric`` over ``split``'s folds with Optuna's TPE sampler."""
     import optuna
 
-    if model_type not in MODEL_TYPES:
-        make_config(model_type)  # raises the one unknown-model error
+    config_class = type(make_config(model_type))  # an unknown type raises the one error
     if not isinstance(n_trials, int) or n_trials < 1:
         raise ParameterError(
             f"The 'n_trials' parameter of search must be an int >= 1. Got {n_trials!r} instead."
         )
-    suggest = space or SPACES[model_type]
+    suggest = space or config_class.search_space
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
 

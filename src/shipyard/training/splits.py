@@ -5,13 +5,15 @@ Both follow the *Fraud Detection Handbook* (chapter 5.2): a training window of
 ``delta_test`` test days. Prequential validation repeats this ``n_folds`` times, each fold
 shifted ``delta_test`` days further into the past. Never a random K-fold on time-ordered data.
 
-With ``remove_known_compromised`` (the handbook protocol on the fraud data), each test day
-drops the cards already known to be compromised: a fraud in the training window, or on any
-day up to test day - delay - 1.
+``columns`` names the frame's time, entity and label columns (a solution supplies them:
+see :class:`~shipyard.types.ColumnRoles`). With ``remove_known_compromised`` (the handbook
+protocol), each test day drops the entities already known to be positive: a positive label
+in the training window, or on any day up to test day - delay - 1.
 
 Example::
 
-    split = PrequentialSplit("2018-08-15", n_folds=4)
+    roles = ColumnRoles(label="default", time="application_date", entity="applicant_id")
+    split = PrequentialSplit("2018-08-15", n_folds=4, columns=roles)
     for fold in split.split(frame):
         model.fit(frame.iloc[fold.train] ...)
 """
@@ -23,6 +25,7 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import DataValidationError, invalid_parameter
+from shipyard.types import ColumnRoles
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,7 +59,10 @@ class Fold:
 
 
 class HoldoutSplit:
-    """Train window, delay (labels not yet known), test window; one fold."""
+    """Train window, delay (labels not yet known), test window; one fold.
+
+    ``columns`` says which columns of the frame are the time, the entity and the label.
+    """
 
     def __init__(
         self,
@@ -65,22 +71,30 @@ class HoldoutSplit:
         delta_delay: int = 7,
         delta_test: int = 7,
         remove_known_compromised: bool = True,
-        time_column: str = "TX_DATETIME",
-        entity_column: str = "CUSTOMER_ID",
-        label_column: str = "TX_FRAUD",
+        *,
+        columns: ColumnRoles,
     ) -> None:
         self.start_date_training = start_date_training
         self.delta_train = delta_train
         self.delta_delay = delta_delay
         self.delta_test = delta_test
         self.remove_known_compromised = remove_known_compromised
-        self.time_column = time_column
-        self.entity_column = entity_column
-        self.label_column = label_column
+        self.columns = columns
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters (what a training run logs)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def describe(self) -> dict[str, Any]:
+        """The parameters as JSON-serializable values (the column roles as a dict)."""
+        return {**self.get_params(), "columns": self.columns.to_dict()}
+
+    def _roles(self) -> ColumnRoles:
+        if not isinstance(self.columns, ColumnRoles):
+            raise invalid_parameter(
+                "columns", type(self).__name__, "a ColumnRoles(label, time, entity)", self.columns
+            )
+        return self.columns
 
     def _validate(self) -> date:
         owner = type(self).__name__
@@ -107,24 +121,25 @@ class HoldoutSplit:
         """Build the fold whose training window starts on ``start``."""
         import numpy as np
 
-        for column in (self.time_column, self.entity_column, self.label_column):
+        roles = self._roles()
+        for column in roles.names:
             if column not in frame.columns:
                 raise DataValidationError(
                     f"{type(self).__name__} needs column {column!r}; the frame has "
                     f"{', '.join(map(str, frame.columns))}."
                 )
-        days = frame[self.time_column].to_numpy().astype("datetime64[D]")
+        days = frame[roles.time].to_numpy().astype("datetime64[D]")
         first = np.datetime64(start, "D")
         offset = (days - first).astype(np.int64)
         train = np.flatnonzero((offset >= 0) & (offset < self.delta_train))
-        labels = frame[self.label_column].to_numpy()
-        entities = frame[self.entity_column].to_numpy()
+        labels = frame[roles.label].to_numpy()
+        entities = frame[roles.entity].to_numpy()
         known = set(entities[train][labels[train] == 1].tolist())
         test_parts = []
         for day in range(self.delta_test):
             on_day = np.flatnonzero(offset == self.delta_train + self.delta_delay + day)
             if self.remove_known_compromised:
-                # frauds discovered on the day that has just left the delay period
+                # positives revealed on the day that has just left the delay period
                 revealed = np.flatnonzero(offset == self.delta_train + day - 1)
                 known |= set(entities[revealed][labels[revealed] == 1].tolist())
                 on_day = on_day[~np.isin(entities[on_day], list(known))]
@@ -153,9 +168,8 @@ class PrequentialSplit(HoldoutSplit):
         delta_delay: int = 7,
         delta_test: int = 7,
         remove_known_compromised: bool = True,
-        time_column: str = "TX_DATETIME",
-        entity_column: str = "CUSTOMER_ID",
-        label_column: str = "TX_FRAUD",
+        *,
+        columns: ColumnRoles,
     ) -> None:
         super().__init__(
             start_date_training,
@@ -163,9 +177,7 @@ class PrequentialSplit(HoldoutSplit):
             delta_delay,
             delta_test,
             remove_known_compromised,
-            time_column,
-            entity_column,
-            label_column,
+            columns=columns,
         )
         self.n_folds = n_folds
 

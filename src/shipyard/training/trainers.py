@@ -1,10 +1,16 @@
 """Trainers for LightGBM, XGBoost and scikit-learn behind one small contract.
 
 A model configuration stores its keyword arguments and nothing else (cheap to clone,
-compare, log and search over); ``fit(X, y)`` does the work and returns a
-:class:`TrainedModel`, which scores with ``predict_proba`` and saves itself in its
-framework's native format (LightGBM text, XGBoost JSON, scikit-learn pickle), each file
-recorded with its SHA-256 so it is verified before it is ever loaded again.
+compare, log and search over) and declares its hyper-parameter search space;
+``fit(X, y)`` does the work and returns a :class:`TrainedModel`, which scores with
+``predict_proba`` and saves itself in its framework's native format (LightGBM text,
+XGBoost JSON, scikit-learn pickle), each file recorded with its SHA-256 so it is verified
+before it is ever loaded again. :class:`NativePredictor` scores a loaded native file
+behind the :class:`~shipyard.types.Predictor` contract.
+
+Everything one framework needs lives here: its configuration (parameters, search space,
+estimator) and its :class:`NativeFormat` (save, load, score). Adding a framework touches
+this module only.
 
 Example::
 
@@ -27,8 +33,12 @@ from shipyard.types import ColumnSpec, Schema
 
 if TYPE_CHECKING:
     import numpy as np
+    import optuna
     import pandas as pd
     from numpy.typing import NDArray
+
+PROBABILITY = Schema((ColumnSpec("probability", "float"),))
+"""The output schema of every binary classifier here: probability of the positive class."""
 
 
 class ModelConfig:
@@ -74,6 +84,11 @@ class ModelConfig:
         """A fresh, unfitted estimator."""
         raise NotImplementedError
 
+    @staticmethod
+    def search_space(trial: optuna.Trial) -> dict[str, Any]:
+        """Parameters for one Optuna trial (what :func:`~shipyard.training.search.search` tunes)."""
+        raise NotImplementedError
+
     def fit(self, X: pd.DataFrame, y: Any) -> TrainedModel:
         """Train on ``X`` (features as columns) and binary labels ``y``."""
         import numpy as np
@@ -83,7 +98,7 @@ class ModelConfig:
             raise TrainingError(f"{self!r}: the training window holds no rows.")
         positives = int(labels.sum())
         if positives == 0 or positives == len(labels):
-            kind = "no positive (fraud)" if positives == 0 else "only positive"
+            kind = "no positive" if positives == 0 else "only positive"
             raise TrainingError(
                 f"{self!r}: the training window holds {kind} labels among {len(labels):,} rows; "
                 "choose a window that contains both classes."
@@ -107,6 +122,11 @@ class LogisticRegressionConfig(ModelConfig):
 
         return make_pipeline(StandardScaler(), LogisticRegression(**self.params))
 
+    @staticmethod
+    def search_space(trial: optuna.Trial) -> dict[str, Any]:
+        """Inverse regularization strength, log-uniform in [1e-3, 10]."""
+        return {"C": trial.suggest_float("C", 1e-3, 10.0, log=True)}
+
 
 class DecisionTreeConfig(ModelConfig):
     """A single decision tree (scikit-learn)."""
@@ -119,6 +139,14 @@ class DecisionTreeConfig(ModelConfig):
         from sklearn.tree import DecisionTreeClassifier
 
         return DecisionTreeClassifier(**self.params)
+
+    @staticmethod
+    def search_space(trial: optuna.Trial) -> dict[str, Any]:
+        """Depth in [2, 20], leaf size log-uniform in [1, 50]."""
+        return {
+            "max_depth": trial.suggest_int("max_depth", 2, 20),
+            "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 50, log=True),
+        }
 
 
 class RandomForestConfig(ModelConfig):
@@ -138,6 +166,15 @@ class RandomForestConfig(ModelConfig):
         from sklearn.ensemble import RandomForestClassifier
 
         return RandomForestClassifier(**self.params)
+
+    @staticmethod
+    def search_space(trial: optuna.Trial) -> dict[str, Any]:
+        """Trees in 25..150, depth in [5, 30], leaf size log-uniform in [1, 20]."""
+        return {
+            "n_estimators": trial.suggest_int("n_estimators", 25, 150, step=25),
+            "max_depth": trial.suggest_int("max_depth", 5, 30),
+            "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 20, log=True),
+        }
 
 
 class XGBoostConfig(ModelConfig):
@@ -160,6 +197,15 @@ class XGBoostConfig(ModelConfig):
 
         return XGBClassifier(**self.params, eval_metric="logloss")
 
+    @staticmethod
+    def search_space(trial: optuna.Trial) -> dict[str, Any]:
+        """Trees in 25..300, depth in [2, 8], learning rate log-uniform in [0.01, 0.5]."""
+        return {
+            "n_estimators": trial.suggest_int("n_estimators", 25, 300, step=25),
+            "max_depth": trial.suggest_int("max_depth", 2, 8),
+            "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.5, log=True),
+        }
+
 
 class LightGBMConfig(ModelConfig):
     """Gradient-boosted trees (LightGBM)."""
@@ -180,6 +226,16 @@ class LightGBMConfig(ModelConfig):
         from lightgbm import LGBMClassifier
 
         return LGBMClassifier(**self.params)
+
+    @staticmethod
+    def search_space(trial: optuna.Trial) -> dict[str, Any]:
+        """Trees in 50..400, leaves in [7, 63], learning rate and leaf size log-uniform."""
+        return {
+            "n_estimators": trial.suggest_int("n_estimators", 50, 400, step=50),
+            "num_leaves": trial.suggest_int("num_leaves", 7, 63),
+            "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+            "min_child_samples": trial.suggest_int("min_child_samples", 5, 100, log=True),
+        }
 
 
 MODEL_TYPES: dict[str, type[ModelConfig]] = {
@@ -203,7 +259,101 @@ def make_config(model_type: str, **params: Any) -> ModelConfig:
     return cls(**params)
 
 
-NATIVE_FILES = {"lightgbm": "model.txt", "xgboost": "model.json", "sklearn": "model.pkl"}
+class NativeFormat:
+    """How one framework's models are saved, loaded and scored in its own file format."""
+
+    file: ClassVar[str]
+
+    def save(self, estimator: Any, path: Path) -> None:
+        """Write a fitted estimator to ``path``."""
+        raise NotImplementedError
+
+    def load(self, path: Path) -> Any:
+        """Read back what :meth:`save` wrote (only after its SHA-256 was checked)."""
+        raise NotImplementedError
+
+    def predict(self, model: Any, batch: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Probability of the positive class for each row, with a model :meth:`load` returned."""
+        raise NotImplementedError
+
+
+class LightGBMFormat(NativeFormat):
+    """LightGBM's text model file, scored by a ``lightgbm.Booster``."""
+
+    file = "model.txt"
+
+    def save(self, estimator: Any, path: Path) -> None:
+        estimator.booster_.save_model(str(path))
+
+    def load(self, path: Path) -> Any:
+        import lightgbm
+
+        return lightgbm.Booster(model_file=str(path))
+
+    def predict(self, model: Any, batch: NDArray[np.float64]) -> NDArray[np.float64]:
+        import numpy as np
+
+        return np.asarray(model.predict(batch), dtype=np.float64)
+
+
+class XGBoostFormat(NativeFormat):
+    """XGBoost's JSON model file, scored by an ``xgboost.Booster``."""
+
+    file = "model.json"
+
+    def save(self, estimator: Any, path: Path) -> None:
+        estimator.get_booster().save_model(str(path))
+
+    def load(self, path: Path) -> Any:
+        import xgboost
+
+        booster = xgboost.Booster()
+        booster.load_model(str(path))
+        return booster
+
+    def predict(self, model: Any, batch: NDArray[np.float64]) -> NDArray[np.float64]:
+        import numpy as np
+        import xgboost
+
+        return np.asarray(model.predict(xgboost.DMatrix(batch)), dtype=np.float64)
+
+
+class SklearnFormat(NativeFormat):
+    """A pickled scikit-learn estimator (loaded only after its SHA-256 matched)."""
+
+    file = "model.pkl"
+
+    def save(self, estimator: Any, path: Path) -> None:
+        with path.open("wb") as fh:
+            pickle.dump(estimator, fh, protocol=5)
+
+    def load(self, path: Path) -> Any:
+        with path.open("rb") as fh:
+            return pickle.load(fh)
+
+    def predict(self, model: Any, batch: NDArray[np.float64]) -> NDArray[np.float64]:
+        import numpy as np
+
+        return np.asarray(model.predict_proba(batch)[:, 1], dtype=np.float64)
+
+
+FORMATS: dict[str, NativeFormat] = {
+    "lightgbm": LightGBMFormat(),
+    "xgboost": XGBoostFormat(),
+    "sklearn": SklearnFormat(),
+}
+"""The native format of each framework a configuration names."""
+NATIVE_FILES = {framework: f.file for framework, f in FORMATS.items()}
+
+
+def native_format(framework: str) -> NativeFormat:
+    """The native format of ``framework``; ParameterError naming the known ones otherwise."""
+    found = FORMATS.get(framework)
+    if found is None:
+        raise ParameterError(
+            f"No native format for framework {framework!r}; known: {', '.join(FORMATS)}."
+        )
+    return found
 
 
 @dataclass
@@ -214,7 +364,7 @@ class TrainedModel:
     estimator: Any
     input_schema: Schema
 
-    output_schema: ClassVar[Schema] = Schema((ColumnSpec("probability", "float"),))
+    output_schema: ClassVar[Schema] = PROBABILITY
 
     @property
     def features(self) -> list[str]:
@@ -259,15 +409,9 @@ class TrainedModel:
     def save_native(self, folder: Path) -> tuple[Path, str]:
         """Write the model in its framework's native format; return (path, SHA-256)."""
         folder.mkdir(parents=True, exist_ok=True)
-        framework = self.config.framework
-        path = folder / NATIVE_FILES[framework]
-        if framework == "lightgbm":
-            self.estimator.booster_.save_model(str(path))
-        elif framework == "xgboost":
-            self.estimator.get_booster().save_model(str(path))
-        else:
-            with path.open("wb") as fh:
-                pickle.dump(self.estimator, fh, protocol=5)
+        native = native_format(self.config.framework)
+        path = folder / native.file
+        native.save(self.estimator, path)
         return path, file_sha256(path)
 
     def clone_config(self) -> ModelConfig:
@@ -277,16 +421,26 @@ class TrainedModel:
 
 def load_native(framework: str, path: Path, sha256: str) -> Any:
     """Load a native model file after checking its SHA-256; raise IntegrityError if it differs."""
+    native = native_format(framework)
     verify_sha256(path, sha256)
-    if framework == "lightgbm":
-        import lightgbm
+    return native.load(path)
 
-        return lightgbm.Booster(model_file=str(path))
-    if framework == "xgboost":
-        import xgboost
 
-        booster = xgboost.Booster()
-        booster.load_model(str(path))
-        return booster
-    with path.open("rb") as fh:
-        return pickle.load(fh)
+class NativePredictor:
+    """Scores a native model file (LightGBM, XGBoost, scikit-learn) as a Predictor.
+
+    No MLflow pyfunc and no pandas on the scoring path. Load one with
+    ``ModelRegistry.load(name, "champion")``: the file is verified against its recorded
+    SHA-256 first.
+    """
+
+    def __init__(self, framework: str, model: Any, input_schema: Schema) -> None:
+        self.framework = framework
+        self.model = model
+        self.input_schema = input_schema
+        self.output_schema = PROBABILITY
+        self._format = native_format(framework)
+
+    def predict(self, batch: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Probability of the positive class for each row of a 2-D float array."""
+        return self._format.predict(self.model, batch)
