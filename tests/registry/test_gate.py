@@ -45,15 +45,35 @@ def test_an_identical_or_worse_challenger_is_refused(
     assert "does not exceed" in worse.reason
 
 
-def test_without_significance_the_point_estimate_decides(window: tuple[np.ndarray, ...]) -> None:
+def test_a_strict_and_a_loose_gate_disagree_on_a_small_unproven_gain(
+    window: tuple[np.ndarray, ...],
+) -> None:
+    """Same pair, same draws: a gain whose interval includes 0 passes only the loose gate."""
     y, days, cards, signal = window
-    slightly = signal + np.random.default_rng(3).normal(0, 0.05, len(y))
-    strict = PromotionGate(n_boot=200).compare(y, days, cards, slightly, signal)
+    champion = signal + np.random.default_rng(5).normal(0, 0.1, len(y))  # a little noisier
+    strict = PromotionGate(n_boot=200).compare(y, days, cards, champion, signal)
     loose = PromotionGate(n_boot=200, require_significance=False).compare(
-        y, days, cards, slightly, signal
+        y, days, cards, champion, signal
     )
-    assert loose.passed == (loose.delta.estimate > 0)
-    assert strict.delta == loose.delta
+    assert strict.delta == loose.delta  # identical measurement ...
+    assert loose.delta.estimate > 0 and loose.delta.low < 0  # ... of a gain not significant
+    assert loose.passed and not strict.passed  # ... decided differently
+    assert "the estimate exceeds 0" in loose.reason
+    assert "the lower bound of the interval does not exceed 0" in strict.reason
+
+
+def test_a_margin_refuses_a_significant_gain_that_is_too_small(
+    window: tuple[np.ndarray, ...],
+) -> None:
+    y, days, cards, signal = window
+    champion = signal + np.random.default_rng(4).normal(0, 0.3, len(y))
+    plain = PromotionGate(n_boot=200).compare(y, days, cards, champion, signal)
+    assert plain.passed and 0 < plain.delta.low < 0.05
+    demanding = PromotionGate(n_boot=200, min_improvement=0.05).compare(
+        y, days, cards, champion, signal
+    )
+    assert not demanding.passed
+    assert demanding.delta == plain.delta
 
 
 @pytest.mark.parametrize(
