@@ -188,3 +188,36 @@ def test_with_constraints_sets_the_named_columns_and_keeps_the_rest() -> None:
     assert constrained.names == schema.names
     assert all(c.constraint is None for c in schema.columns)  # the original is unchanged
     assert Schema.from_dict(json.loads(json.dumps(constrained.to_dict()))) == constrained
+
+
+def test_column_roles_and_lineage_round_trip_through_json() -> None:
+    from shipyard.types import ColumnRoles, Lineage
+
+    roles = ColumnRoles(label="default", time="application_date", entity="applicant_id")
+    lineage = Lineage(
+        dataset="credit",
+        dataset_version=2,
+        dataset_hash="a" * 64,
+        views="my.features:VIEWS",
+        view_hashes={"application": "b" * 64},
+        features_hash="c" * 64,
+        columns=roles,
+        protocol="2 prequential folds",
+    ).with_windows(("2021-02-01", "2021-02-14"), ("2021-02-22", "2021-02-28"))
+    again = Lineage.from_dict(json.loads(json.dumps(lineage.to_dict())))
+    assert again == lineage
+    assert again.columns.names == ("application_date", "applicant_id", "default")
+    assert again.eval_window == ("2021-02-22", "2021-02-28")
+    assert ColumnRoles(label="y", time="t", entity="t").names == ("t", "y")
+
+
+def test_types_imports_no_heavy_library() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, shipyard.types; "
+        "print(sorted(m for m in ('pandas', 'numpy', 'sqlalchemy', 'mlflow') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
