@@ -73,3 +73,19 @@ def test_registry_and_training_name_no_fraud_column(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     named = [name for name in FRAUD_COLUMNS if name in text]
     assert not named, f"{path.relative_to(PACKAGE)} names {named}; read them from the Lineage"
+
+
+@pytest.mark.parametrize("package", ["shipyard", "shipyard.registry"])
+def test_every_public_name_resolves_lazily(package: str) -> None:
+    """Each name in ``__all__`` resolves, and importing the package loads no MLflow."""
+    import subprocess
+    import sys
+
+    code = (
+        f"import sys, {package} as p\n"
+        "assert 'mlflow' not in sys.modules and 'sqlalchemy' not in sys.modules\n"
+        "missing = [n for n in p.__all__ if getattr(p, n, None) is None]\n"
+        "print(missing)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
