@@ -21,6 +21,7 @@ from shipyard.features.definitions import Aggregation, FeatureView
 from shipyard.features.fraud import (
     BASELINE_FEATURES,
     BASELINE_VIEWS,
+    BASELINE_VIEWS_REF,
     CUSTOMER_SPENDING,
 )
 from shipyard.features.offline import OfflineStore
@@ -337,6 +338,21 @@ def test_a_version_never_materialized_is_a_clear_error(workspace: Workspace) -> 
         store.materialization(CUSTOMER_SPENDING, dataset_version=2)
     stored = store.materialization(CUSTOMER_SPENDING, dataset_version=1)
     assert (stored.dataset_version, stored.dataset_hash) == (1, old.content_hash)
+
+
+def test_training_frame_of_an_older_version_joins_that_versions_features(
+    workspace: Workspace,
+) -> None:
+    from shipyard.training.frames import Window, load_frame
+
+    old, _ = _two_versions(workspace)
+    store = OfflineStore(workspace)
+    store.materialize(BASELINE_VIEWS, dataset_version=1)
+    store.materialize(BASELINE_VIEWS, dataset_version=2)
+    window = Window(old.name, old.version, "2018-04-01", "2018-12-31", BASELINE_VIEWS_REF)
+    frame = load_frame(workspace, window)
+    history = old.read()
+    _assert_features_of(frame, history, history[EVENT_COLUMNS])
 
 
 def test_cli_materializes_and_gets_a_given_version(workspace: Workspace, tmp_path: Path) -> None:
