@@ -68,3 +68,46 @@ def test_policies_are_stored_as_revisions_and_roll_back(
     assert [p.actor for p in policy_history(ws, "fraud")][-3:] == ["a", "b", "c"]  # type: ignore[arg-type]
     with pytest.raises(ModelNotFoundError, match=r"version 99"):
         set_policy(ws, _policy((99, 1)), reason="typo")  # type: ignore[arg-type]
+
+
+def test_without_a_sticky_key_the_routing_header_is_ignored_and_assignment_is_random() -> None:
+    router = Router(_policy((1, 50), (2, 50)))
+    key = router.routing_key({b"x-routing-key": b"customer-1"}, {"routing_key": "customer-1"})
+    assert key is None
+    assert set(Counter(router.choose(key) for _ in range(200))) == {1, 2}
+
+
+@pytest.mark.parametrize(
+    ("headers", "parameters"),
+    [
+        ({b"x-routing-key": b"c-7"}, None),
+        ({b"customer": b"c-7"}, None),  # the header named by the sticky key (any case)
+        ({}, {"routing_key": "c-7"}),  # V2 request parameters
+        ({}, {"Customer": "c-7"}),  # parameters keep the exact name
+    ],
+)
+def test_with_a_sticky_key_the_routing_key_comes_from_headers_or_v2_parameters(
+    headers: dict[bytes, bytes], parameters: dict[str, object] | None
+) -> None:
+    router = Router(_policy((1, 50), (2, 50), sticky="Customer"))
+    assert router.routing_key(headers, parameters) == "c-7"
+    assert router.routing_key({}, None) is None  # no key: random
+
+
+def test_arms_with_different_inputs_are_refused_naming_versions_and_difference() -> None:
+    from shipyard.errors import SchemaError
+    from shipyard.serving.policy import check_same_inputs
+    from shipyard.types import ColumnSpec, Schema
+
+    base = Schema((ColumnSpec("amount", "float"), ColumnSpec("night", "int")))
+    policy = _policy((1, 50), (2, 50))
+    check_same_inputs(policy, {1: base, 2: Schema(base.columns)})
+    fewer = Schema((*base.columns[:1], ColumnSpec("risk", "float")))
+    with pytest.raises(SchemaError, match=r"v1 and v2 take different inputs \(v2 lacks "):
+        check_same_inputs(policy, {1: base, 2: fewer})
+    swapped = Schema(base.columns[::-1])
+    with pytest.raises(SchemaError, match="different order"):
+        check_same_inputs(policy, {1: base, 2: swapped})
+    retyped = Schema((ColumnSpec("amount", "float"), ColumnSpec("night", "float")))
+    with pytest.raises(SchemaError, match="'night' is int in v1 and float in v3"):
+        check_same_inputs(policy, {1: base, 3: retyped})

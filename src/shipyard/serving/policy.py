@@ -2,9 +2,15 @@
 
 A policy is a weighted split over versions (one arm: plain serving; two: A/B or canary),
 any number of shadow versions (scored and logged, never returned) and an optional sticky
-key (a request field or header, e.g. the customer id) so that a user stays in one arm.
-Every change is a new revision in the metadata database; workers poll the latest revision
-and switch without a restart. Rolling back re-applies the previous revision.
+key. Without a sticky key every request is assigned at random in proportion to the
+weights. With one (say ``customer``), a request's routing key is read from the
+``X-Routing-Key`` header, else from the header named by the sticky key (``customer``),
+else from the V2 request parameter ``routing_key`` or the one named by the sticky key; the
+key is hashed so that a customer stays in one arm on every worker, across restarts. A
+request with no key is assigned at random. Every arm and shadow must take the same input
+columns (a request is decoded once, then routed). Every change is a new revision in the
+metadata database; workers poll the latest revision and switch without a restart. Rolling
+back re-applies the previous revision.
 
 Example::
 
@@ -18,9 +24,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shipyard.errors import ModelNotFoundError, ParameterError
+from shipyard.errors import ModelNotFoundError, ParameterError, SchemaError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from shipyard.registry.models import ModelRegistry
+    from shipyard.types import Schema
     from shipyard.workspace import Workspace
 
 BUCKETS = 10_000
@@ -36,7 +46,8 @@ class Arm:
 
 @dataclass(frozen=True)
 class TrafficPolicy:
-    """What an endpoint serves."""
+    """What an endpoint serves: weighted arms, shadows, and the sticky key that keeps a
+    request's routing key (e.g. a customer id) in one arm (``None``: random per request)."""
 
     endpoint: str
     model: str
@@ -79,12 +90,21 @@ class TrafficPolicy:
 
 
 class Router:
-    """Chooses an arm for a request: by a stable hash of the sticky key, else at random."""
+    """Chooses an arm for a request: by a stable hash of its routing key when the policy has a
+    sticky key, else at random."""
 
     def __init__(self, policy: TrafficPolicy) -> None:
         import random
 
         self.policy = policy
+        self.sticky = bool(policy.sticky_key)
+        # ASGI headers arrive lower-case, as bytes
+        self.headers: tuple[bytes, ...] = ()
+        self.parameters: tuple[str, ...] = ()
+        if policy.sticky_key:
+            named = policy.sticky_key.lower().encode("latin-1", "replace")
+            self.headers = (b"x-routing-key", named) if named != b"x-routing-key" else (named,)
+            self.parameters = ("routing_key", policy.sticky_key)
         total = sum(a.weight for a in policy.arms)
         bounds, running = [], 0.0
         for arm in policy.arms:
@@ -92,6 +112,22 @@ class Router:
             bounds.append(running * BUCKETS)
         self._bounds = bounds
         self._random = random.Random()
+
+    def routing_key(
+        self, headers: dict[bytes, bytes], parameters: dict[str, Any] | None = None
+    ) -> str | None:
+        """The request's routing key (see the module doc); ``None`` without a sticky key."""
+        if not self.sticky:
+            return None
+        for name in self.headers:
+            value = headers.get(name)
+            if value:
+                return value.decode("latin-1")
+        if parameters:
+            for key in self.parameters:
+                if parameters.get(key) is not None:
+                    return str(parameters[key])
+        return None
 
     def choose(self, key: str | None) -> int:
         """The version that serves a request with routing key ``key`` (None: random)."""
@@ -118,8 +154,7 @@ def set_policy(
 
     policy.validate()
     registry = ModelRegistry(workspace)
-    for version in sorted(policy.versions):
-        registry.get(policy.model, version)  # every version must exist
+    check_same_inputs(policy, _input_schemas(registry, policy))
     with workspace.engine.begin() as conn:
         latest = conn.execute(
             select(func.max(table.c.revision)).where(table.c.endpoint == policy.endpoint)
@@ -141,6 +176,46 @@ def set_policy(
     return get_policy(workspace, policy.endpoint)
 
 
+def check_same_inputs(policy: TrafficPolicy, schemas: Mapping[int, Schema]) -> None:
+    """Raise SchemaError unless every version in ``schemas`` takes the same columns and types.
+
+    ``schemas`` maps each arm's and shadow's version to its input schema. A request is
+    decoded once against the endpoint's columns and then routed: versions with different
+    inputs cannot share an endpoint (serve them on two endpoints instead).
+    """
+    (first, reference), *others = sorted(schemas.items())
+    for version, schema in others:
+        if schema.names == reference.names and all(
+            a.dtype == b.dtype for a, b in zip(reference.columns, schema.columns, strict=True)
+        ):
+            continue
+        missing = [n for n in reference.names if n not in schema.names]
+        extra = [n for n in schema.names if n not in reference.names]
+        if missing or extra:
+            parts = [f"v{version} lacks {missing}"] if missing else []
+            parts += [f"v{version} adds {extra}"] if extra else []
+            detail = "; ".join(parts)
+        elif schema.names != reference.names:
+            detail = "same columns in a different order"
+        else:
+            detail = ", ".join(
+                f"{a.name!r} is {a.dtype} in v{first} and {b.dtype} in v{version}"
+                for a, b in zip(reference.columns, schema.columns, strict=True)
+                if a.dtype != b.dtype
+            )
+        raise SchemaError(
+            f"Traffic policy of {policy.endpoint!r} mixes input schemas: {policy.model} "
+            f"v{first} and v{version} take different inputs ({detail}). Every arm and shadow "
+            "of one endpoint must take the same columns; serve the other version on its own "
+            "endpoint (shipyard serve MODEL@VERSION --endpoint NAME)."
+        )
+
+
+def _input_schemas(registry: ModelRegistry, policy: TrafficPolicy) -> dict[int, Schema]:
+    """Each version's input schema; ModelNotFoundError names a version that does not exist."""
+    return {v: registry.get(policy.model, v).input_schema for v in sorted(policy.versions)}
+
+
 def apply_policy(
     workspace: Workspace, policy: TrafficPolicy, *, reason: str, actor: str | None = None
 ) -> TrafficPolicy:
@@ -154,6 +229,7 @@ def apply_policy(
 
     policy.validate()
     registry = ModelRegistry(workspace)
+    check_same_inputs(policy, _input_schemas(registry, policy))
     for version in sorted(policy.versions):
         prepare_backends(registry, policy.model, version)
     return set_policy(workspace, policy, reason=reason, actor=actor)
