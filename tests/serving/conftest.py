@@ -24,6 +24,9 @@ from shipyard.workspace import Workspace
 from tests.conftest import SMALL
 
 PROTOCOL_START = "2018-05-06"
+ADMIN_TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+"""Admin routes are refused unless a token is configured: the package server has this one."""
 
 
 @dataclass
@@ -91,6 +94,23 @@ class Server:
                 self.process.wait()
         if self.log_file is not None:
             self.log_file.close()
+
+
+def wait_for_revision(server: Server, revision: int, deadline_s: float = 120) -> None:
+    """Wait until the workers serve policy ``revision`` (20 answers in a row say so).
+
+    Workers poll the policy every second and load new versions before switching; on a busy
+    machine that takes a variable time, so tests wait for it instead of sleeping a guess.
+    """
+    deadline = time.monotonic() + deadline_s
+    in_a_row = 0
+    while in_a_row < 20:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the workers did not switch to policy revision {revision}")
+        status, _, body = server.request("GET", "/admin/traffic", headers=ADMIN)
+        in_a_row = in_a_row + 1 if status == 200 and json.loads(body)["revision"] == revision else 0
+        if not in_a_row:
+            time.sleep(0.2)
 
 
 def free_port() -> int:
@@ -168,7 +188,12 @@ def server(
     serving_workspace: tuple[Workspace, Dataset], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     ws, _ = serving_workspace
-    running = start_server(ws, "fraud@champion", tmp_path_factory.mktemp("server"))
+    running = start_server(
+        ws,
+        "fraud@champion",
+        tmp_path_factory.mktemp("server"),
+        env={"SHIPYARD_SERVING_ADMIN_TOKEN": ADMIN_TOKEN},
+    )
     yield running
     running.stop()
 

@@ -6,10 +6,17 @@ import struct
 import numpy as np
 import pytest
 
-from shipyard.serving.codec import RequestError, decode_mlflow, decode_v2, encode_mlflow, encode_v2
-from shipyard.types import ColumnSpec, Schema
+from shipyard.errors import RequestError, ShipyardError
+from shipyard.serving.codec import RequestError as CodecRequestError
+from shipyard.serving.codec import (
+    decode_csv,
+    decode_mlflow,
+    decode_v2,
+    encode_mlflow,
+    encode_v2,
+)
 
-SCHEMA = Schema((ColumnSpec("a", "float"), ColumnSpec("b", "float"), ColumnSpec("c", "float")))
+SCHEMA = ["a", "b", "c"]  # the model's input columns, in order
 ROWS = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
 
 
@@ -102,11 +109,6 @@ def test_v2_binary_tensor_extension() -> None:
             422,
             r"missing input\(s\) \['b', 'c'\]",
         ),
-        (
-            _v2([{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, None, 3]}]),
-            422,
-            r"input 'b' \(row 0\) must be a finite number",
-        ),
     ],
 )
 def test_v2_bad_requests_name_the_problem(body: bytes, status: int, message: str) -> None:
@@ -162,3 +164,32 @@ def test_responses() -> None:
         {"name": "probability", "shape": [2], "datatype": "FP64", "data": [0.25, 0.5]}
     ]
     assert json.loads(encode_mlflow(scores)) == {"predictions": [[0.75, 0.25], [0.5, 0.5]]}
+
+
+def test_request_error_is_one_of_shipyards_errors_and_still_importable_from_the_codec() -> None:
+    assert CodecRequestError is RequestError
+    error = RequestError(422, "input 'a' (row 0) must be a finite number")
+    assert isinstance(error, ShipyardError) and isinstance(error, ValueError)
+    assert error.status == 422 and str(error) == error.message
+
+
+def test_csv_with_a_header_row_decodes_to_the_model_columns() -> None:
+    body = b"b,a,c\r\n2,1,3\r\n5,4,6\r\n"
+    np.testing.assert_array_equal(decode_csv(body, SCHEMA), np.array(ROWS))
+    with_null = decode_csv(b"a,b,c\n1,,3\n", SCHEMA)
+    assert np.isnan(with_null[0, 1])  # an empty cell is null, judged by the validator
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"a,b,c\n", "at least one row"),
+        (b"a,b\n1,2\n", r"missing column\(s\) \['c'\]"),
+        (b"a,b,c\n1,2\n", "CSV row 0: expected 3 values"),
+        (b"a,b,c\n1,x,3\n", "CSV row 0, column 'b': expected a number, got 'x'"),
+    ],
+)
+def test_bad_csv_names_the_problem(body: bytes, message: str) -> None:
+    with pytest.raises(RequestError, match=message) as caught:
+        decode_csv(body, SCHEMA)
+    assert caught.value.status == 422

@@ -1,6 +1,10 @@
 """Reliability under load: policy changes, hot swaps, killed workers, a killed server.
 
 The load comes from client threads on 127.0.0.1 with keep-alive connections, bounded in time.
+Every run sends request ids under its own random prefix, and its loss check looks only at
+the ids answered in that run: records other tests wrote to the same log can never hide a
+loss. The check is shown to fail: with the prediction log's test-only drop fault on, it
+reports exactly the dropped ids.
 """
 
 from __future__ import annotations
@@ -8,9 +12,11 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +24,9 @@ from typing import Any
 import pandas as pd
 
 from shipyard.serving.policy import Arm, TrafficPolicy, rollback_policy, set_policy
-from shipyard.serving.predlog import query
-from tests.serving.conftest import Server, start_server
+from shipyard.serving.predlog import DROP_RECORD_ENV, query
+from shipyard.workspace import Workspace
+from tests.serving.conftest import ADMIN, ADMIN_TOKEN, Server, start_server
 
 
 @dataclass
@@ -29,6 +36,7 @@ class Load:
     server: Server
     body: bytes
     threads: int = 4
+    prefix: str = field(default_factory=lambda: f"load-{uuid.uuid4().hex[:12]}")
     statuses: list[int] = field(default_factory=list)
     answered: list[str] = field(default_factory=list)
     connection_errors: int = 0
@@ -40,7 +48,7 @@ class Load:
         connection: http.client.HTTPConnection | None = None
         sent = 0
         while not self._stop.is_set():
-            request_id = f"load-{index}-{sent}"
+            request_id = f"{self.prefix}-{index}-{sent}"
             sent += 1
             try:
                 if connection is None:
@@ -91,11 +99,28 @@ def _body(rows: pd.DataFrame) -> bytes:
     return json.dumps({"inputs": rows.head(2).to_numpy().tolist()}).encode()
 
 
+def missing_from_log(ws: Workspace, load: Load) -> set[str]:
+    """The request ids answered (200) in this load run that are not in the prediction log."""
+    logged = query(
+        ws,
+        "fraud",
+        f"SELECT DISTINCT request_id FROM predictions WHERE starts_with(request_id, "
+        f"'{load.prefix}-') AND arm <> 'shadow'",
+    )["request_id"]
+    return set(load.answered) - set(logged)
+
+
 def test_policy_changes_rollback_and_hot_swap_under_load_answer_everything(
     serving_workspace: Any, rows: pd.DataFrame, tmp_path: Path
 ) -> None:
     ws, _ = serving_workspace
-    server = start_server(ws, "fraud@champion", tmp_path, "--reset")
+    server = start_server(
+        ws,
+        "fraud@champion",
+        tmp_path,
+        "--reset",
+        env={"SHIPYARD_SERVING_ADMIN_TOKEN": ADMIN_TOKEN},
+    )
     try:
         with Load(server, _body(rows)) as load:
             time.sleep(1.5)
@@ -109,15 +134,19 @@ def test_policy_changes_rollback_and_hot_swap_under_load_answer_everything(
             time.sleep(2.5)
             rollback_policy(ws, "fraud", reason="back")
             time.sleep(1.0)
-            assert server.request("POST", "/admin/reload", b"")[0] == 200
+            assert server.request("POST", "/admin/reload", b"", ADMIN)[0] == 200
             time.sleep(2.0)
         assert load.count() > 200
         assert set(load.statuses) == {200}, f"non-2xx answers: {sorted(set(load.statuses))}"
         assert load.connection_errors == 0
+        assert missing_from_log(ws, load) == set()
         versions = query(
-            ws, "fraud", "SELECT DISTINCT version FROM predictions WHERE arm = 'primary'"
+            ws,
+            "fraud",
+            "SELECT DISTINCT version FROM predictions WHERE arm = 'primary' AND "
+            f"starts_with(request_id, '{load.prefix}-')",
         )
-        assert set(versions["version"]) == {1, 2}  # both served during the run
+        assert set(versions["version"]) == {1, 2}  # both served during this run
     finally:
         set_policy(ws, TrafficPolicy("fraud", "fraud", (Arm(1, 1),)), reason="reset")
         server.stop()
@@ -150,25 +179,42 @@ def test_a_killed_worker_is_replaced_and_the_other_keeps_serving(
         server.stop()
 
 
-def test_kill_9_of_the_whole_server_loses_no_answered_prediction(
-    serving_workspace: Any, rows: pd.DataFrame, tmp_path: Path
-) -> None:
-    ws, _ = serving_workspace
-    server = start_server(ws, "fraud@champion", tmp_path)
+def _kill_9_under_load(
+    ws: Workspace, rows: pd.DataFrame, tmp_path: Path, env: dict[str, str] | None = None
+) -> tuple[Load, Server]:
+    """Serve, load with 6 threads, SIGKILL the server and its workers mid-load."""
+    server = start_server(ws, "fraud@champion", tmp_path, env=env)
     with Load(server, _body(rows), threads=6) as load:
         time.sleep(3.0)
         os.killpg(server.process.pid, signal.SIGKILL)  # supervisor and workers, mid-load
         server.process.wait()
         time.sleep(0.5)
     server.stop()
-    answered = set(load.answered)
-    assert len(answered) > 200
-    logged = set(
-        query(ws, "fraud", "SELECT request_id FROM predictions WHERE request_id LIKE 'load-%'")[
-            "request_id"
-        ]
-    )
-    missing = answered - logged
+    assert len(set(load.answered)) > 200
+    return load, server
+
+
+def test_kill_9_of_the_whole_server_loses_no_answered_prediction(
+    serving_workspace: Any, rows: pd.DataFrame, tmp_path: Path
+) -> None:
+    ws, _ = serving_workspace
+    load, _ = _kill_9_under_load(ws, rows, tmp_path)
+    missing = missing_from_log(ws, load)
     assert not missing, (
         f"{len(missing)} answered request(s) missing from the log, e.g. {sorted(missing)[:3]}"
     )
+
+
+def test_the_loss_check_reports_a_dropped_record(
+    serving_workspace: Any, rows: pd.DataFrame, tmp_path: Path
+) -> None:
+    """The same kill -9 run with the prediction log's test-only fault: each worker drops its
+    25th record; the check must name exactly those ids."""
+    ws, _ = serving_workspace
+    load, server = _kill_9_under_load(ws, rows, tmp_path, env={DROP_RECORD_ENV: "25"})
+    dropped = set(
+        re.findall(r"dropped the prediction record of request (\S+) ", server.log.read_text())
+    )
+    assert dropped, f"the fault did not fire: {server.log.read_text()[-2000:]}"
+    assert dropped <= set(load.answered)  # answered, yet not logged: a silent loss
+    assert missing_from_log(ws, load) == dropped

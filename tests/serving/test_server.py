@@ -12,7 +12,7 @@ import pytest
 
 from shipyard.registry.models import ModelRegistry
 from shipyard.serving.predlog import query
-from tests.serving.conftest import Server
+from tests.serving.conftest import ADMIN, Server, start_server, wait_for_revision
 
 
 def _expected(server: Server, rows: pd.DataFrame, version: int = 1) -> np.ndarray:
@@ -54,7 +54,9 @@ def test_mlflow_scoring_client_works_unchanged(server: Server, rows: pd.DataFram
     from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 
     client = ScoringServerClient("127.0.0.1", server.port)
-    assert client.ping() is None or True
+    client.ping()  # raises unless GET /ping answers 200
+    status, _, body = server.request("GET", "/ping")
+    assert (status, json.loads(body)) == (200, {"live": True})
     predictions = client.invoke(rows.head(7)).get_predictions()
     np.testing.assert_allclose(
         np.asarray(predictions)[:, 1], _expected(server, rows.head(7)), atol=1e-5
@@ -169,18 +171,18 @@ def test_metrics_and_openapi(server: Server, rows: pd.DataFrame) -> None:
 def test_traffic_split_sticky_keys_and_shadow_without_restart(
     server: Server, rows: pd.DataFrame
 ) -> None:
-    from shipyard.serving.policy import Arm, TrafficPolicy, set_policy
+    from shipyard.serving.policy import Arm, TrafficPolicy, apply_policy, set_policy
 
     ws = server.workspace
     try:
-        set_policy(
+        stored = apply_policy(
             ws,
             TrafficPolicy(
                 "fraud", "fraud", (Arm(1, 50), Arm(2, 50)), shadows=(), sticky_key="customer"
             ),
             reason="A/B test",
         )
-        time.sleep(2.5)  # workers poll every second
+        wait_for_revision(server, stored.revision)  # workers poll every second
         seen: dict[str, set[str]] = {}
         for i in range(60):
             key = f"customer-{i % 12}"
@@ -193,49 +195,183 @@ def test_traffic_split_sticky_keys_and_shadow_without_restart(
             seen.setdefault(key, set()).add(headers["x-model-version"])
         assert all(len(v) == 1 for v in seen.values())  # sticky
         assert set().union(*seen.values()) == {"1", "2"}  # both arms used
-        set_policy(
+        for i in range(12):  # the header named by the sticky key, and the V2 parameter
+            key = f"customer-{i}"
+            status, headers, _ = server.post_json(
+                "/invocations", {"inputs": rows.iloc[[i]].to_numpy().tolist()}, {"Customer": key}
+            )
+            assert status == 200 and {headers["x-model-version"]} == seen[key]
+            x = rows.iloc[[i]].to_numpy().tolist()
+            status, _, answer = server.post_json(
+                "/v2/models/fraud/infer",
+                {
+                    "inputs": [
+                        {"name": "x", "shape": [1, len(x[0])], "datatype": "FP64", "data": x}
+                    ],
+                    "parameters": {"customer": key},
+                },
+            )
+            assert status == 200 and {answer["model_version"]} == seen[key]
+        stored = set_policy(
+            ws,
+            TrafficPolicy("fraud", "fraud", (Arm(1, 50), Arm(2, 50))),
+            reason="A/B without stickiness",
+        )
+        wait_for_revision(server, stored.revision)
+        versions = set()
+        for i in range(40):  # no sticky key: the routing header does not pin the arm
+            status, headers, _ = server.post_json(
+                "/invocations",
+                {"inputs": rows.iloc[[i]].to_numpy().tolist()},
+                {"X-Routing-Key": "customer-0"},
+            )
+            versions.add(headers["x-model-version"])
+        assert versions == {"1", "2"}
+        stored = set_policy(
             ws,
             TrafficPolicy("fraud", "fraud", (Arm(1, 1),), shadows=(2,)),
             reason="shadow the tree",
         )
-        time.sleep(2.5)
+        wait_for_revision(server, stored.revision)
         status, headers, _ = server.post_json(
             "/invocations",
             {"inputs": rows.head(1).to_numpy().tolist()},
             {"X-Request-Id": "shadowed-1"},
         )
         assert status == 200 and headers["x-model-version"] == "1"
-        time.sleep(0.5)
-        frame = query(
-            ws,
-            "fraud",
-            "SELECT version, arm FROM predictions WHERE request_id = 'shadowed-1' ORDER BY arm",
-        )
-        assert frame.values.tolist() == [[1, "primary"], [2, "shadow"]]
+        sql = "SELECT version, arm FROM predictions WHERE request_id = 'shadowed-1' ORDER BY arm"
+        deadline = time.monotonic() + 60  # the shadow scores after the answer went out
+        while len(query(ws, "fraud", sql)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert query(ws, "fraud", sql).values.tolist() == [[1, "primary"], [2, "shadow"]]
     finally:
-        set_policy(ws, TrafficPolicy("fraud", "fraud", (Arm(1, 1),)), reason="back to the champion")
-        time.sleep(2.5)
+        back = set_policy(ws, TrafficPolicy("fraud", "fraud", (Arm(1, 1),)), reason="champion")
+        wait_for_revision(server, back.revision)
 
 
-def test_admin_routes_require_the_token(serving_workspace: Any, tmp_path: Any) -> None:
-    from tests.serving.conftest import start_server
+def test_admin_routes_require_the_configured_token(server: Server) -> None:
+    assert server.request("GET", "/admin/traffic")[0] == 401
+    status, _, body = server.request("GET", "/admin/traffic", headers=ADMIN)
+    assert status == 200 and json.loads(body)["traffic"].startswith("v1")
+    assert server.request("POST", "/admin/reload", b"", {"Authorization": "Bearer wrong"})[0] == 401
 
+
+@pytest.fixture(scope="module")
+def strict_server(serving_workspace: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A server with no admin token that rejects values outside the training range."""
     ws, _ = serving_workspace
-    guarded = start_server(
-        ws, "fraud@champion", tmp_path, env={"SHIPYARD_SERVING_ADMIN_TOKEN": "s3cret"}
+    running = start_server(
+        ws, "fraud@champion", tmp_path_factory.mktemp("strict"), "--reject-out-of-range"
     )
-    try:
-        assert guarded.request("GET", "/admin/traffic")[0] == 401
-        status, _, body = guarded.request(
-            "GET", "/admin/traffic", headers={"Authorization": "Bearer s3cret"}
+    yield running
+    running.stop()
+
+
+def test_without_an_admin_token_admin_routes_are_refused_and_say_how_to_enable_them(
+    strict_server: Server,
+) -> None:
+    for method, path in (
+        ("GET", "/admin/traffic"),
+        ("POST", "/admin/traffic"),
+        ("POST", "/admin/rollback"),
+        ("POST", "/admin/reload"),
+    ):
+        body = b'{"reason": "x", "arms": [{"version": 2}]}' if method == "POST" else None
+        status, _, answer = strict_server.request(method, path, body, ADMIN)
+        assert status == 403, (method, path)
+        assert "SHIPYARD_SERVING_ADMIN_TOKEN" in json.loads(answer)["error"]
+    from shipyard.serving.policy import get_policy
+
+    assert get_policy(strict_server.workspace, "fraud").arms[0].version == 1  # nothing changed
+
+
+def _outside(server: Server, rows: pd.DataFrame, column: str) -> dict[str, Any]:
+    """A real row whose ``column`` is ten times above the largest value seen in training."""
+    schema = ModelRegistry(server.workspace).get("fraud", 1).input_schema
+    spec = next(c for c in schema.columns if c.name == column)
+    assert spec.observed is not None, "registration records the training range"
+    record: dict[str, Any] = rows.head(1).to_dict(orient="records")[0]
+    record[column] = spec.observed[1] * 10 + 1
+    return record
+
+
+def test_values_outside_the_training_range_are_scored_and_flagged_in_the_log(
+    server: Server, rows: pd.DataFrame
+) -> None:
+    record = _outside(server, rows, "TX_AMOUNT")
+    status, _, body = server.post_json(
+        "/invocations", {"dataframe_records": [record]}, {"X-Request-Id": "outside-1"}
+    )
+    assert status == 200, body
+    status, _, _ = server.post_json(
+        "/invocations",
+        {"dataframe_records": rows.head(1).to_dict(orient="records")},
+        {"X-Request-Id": "inside-1"},
+    )
+    frame = query(
+        server.workspace,
+        "fraud",
+        "SELECT request_id, coalesce(list_contains(out_of_range, 'TX_AMOUNT'), false) AS flagged "
+        "FROM predictions WHERE request_id IN ('outside-1', 'inside-1')",
+    )
+    assert dict(zip(frame["request_id"], frame["flagged"], strict=True)) == {
+        "outside-1": True,
+        "inside-1": False,
+    }
+
+
+def test_an_endpoint_can_reject_values_outside_the_training_range(
+    strict_server: Server, rows: pd.DataFrame
+) -> None:
+    record = _outside(strict_server, rows, "TX_AMOUNT")
+    status, _, body = strict_server.post_json("/invocations", {"dataframe_records": [record]})
+    assert status == 422
+    assert "input 'TX_AMOUNT' (row 0) is outside the range seen in training" in body["error"]
+
+
+@pytest.mark.parametrize(("column", "value"), [("TX_AMOUNT", -5.0), ("TX_DURING_NIGHT", 2.0)])
+def test_impossible_values_are_never_scored_silently(
+    server: Server, rows: pd.DataFrame, column: str, value: float
+) -> None:
+    """A declared constraint rejects them (422); a schema registered before constraints were
+    recorded at least flags them, since training never saw them."""
+    schema = ModelRegistry(server.workspace).get("fraud", 1).input_schema
+    spec = next(c for c in schema.columns if c.name == column)
+    record = {**rows.head(1).to_dict(orient="records")[0], column: value}
+    request_id = f"impossible-{column}"
+    status, _, body = server.post_json(
+        "/invocations", {"dataframe_records": [record]}, {"X-Request-Id": request_id}
+    )
+    if spec.constraint is not None:
+        assert status == 422, body
+        assert body["error"] == (
+            f"input {column!r} (row 0) must be {spec.constraint.describe()}; got {value:g}"
         )
-        assert status == 200 and json.loads(body)["traffic"].startswith("v1")
-        assert (
-            guarded.request("POST", "/admin/reload", b"", {"Authorization": "Bearer wrong"})[0]
-            == 401
-        )
-    finally:
-        guarded.stop()
+        return
+    assert status == 200
+    flagged = query(
+        server.workspace,
+        "fraud",
+        f"SELECT list_contains(out_of_range, '{column}') AS flagged FROM predictions "
+        f"WHERE request_id = '{request_id}'",
+    )["flagged"]
+    assert flagged.tolist() == [True]
+
+
+def test_mlflow_csv_payloads_are_accepted(server: Server, rows: pd.DataFrame) -> None:
+    head = rows.head(4)
+    body = head[list(head.columns)[::-1]].to_csv(index=False).encode()  # any column order
+    status, _, answer = server.request(
+        "POST", "/invocations", body, {"Content-Type": "text/csv; charset=utf-8"}
+    )
+    assert status == 200, answer
+    np.testing.assert_allclose(
+        np.asarray(json.loads(answer)["predictions"])[:, 1], _expected(server, head), atol=1e-5
+    )
+    status, _, answer = server.request(
+        "POST", "/invocations", b"TX_AMOUNT\n1\n", {"Content-Type": "text/csv"}
+    )
+    assert status == 422 and "missing column(s)" in json.loads(answer)["error"]
 
 
 def test_schemathesis_finds_no_server_error(server: Server) -> None:
@@ -281,20 +417,21 @@ def test_admin_api_sets_and_rolls_back_traffic(server: Server, rows: pd.DataFram
                 "reason": "shadow via the API",
                 "actor": "ops",
             },
+            ADMIN,
         )
         assert status == 200, body
         stored = get_policy(ws, "fraud")
         assert (stored.shadows, stored.reason, stored.actor) == ((2,), "shadow via the API", "ops")
         assert body["revision"] == stored.revision  # this worker switched at once
         status, _, body = server.post_json(
-            "/admin/traffic", {"arms": [{"version": 99}], "reason": "typo"}
+            "/admin/traffic", {"arms": [{"version": 99}], "reason": "typo"}, ADMIN
         )
         assert status == 422 and "version 99" in body["error"]
-        status, _, body = server.post_json("/admin/traffic", {"arms": []})
+        status, _, body = server.post_json("/admin/traffic", {"arms": []}, ADMIN)
         assert status == 422 and "reason" in body["error"]
         assert get_policy(ws, "fraud").revision == stored.revision  # refusals change nothing
-        status, _, body = server.post_json("/admin/rollback", {"reason": "undo"})
+        status, _, body = server.post_json("/admin/rollback", {"reason": "undo"}, ADMIN)
         assert status == 200 and get_policy(ws, "fraud").shadows == ()
     finally:
-        set_policy(ws, TrafficPolicy("fraud", "fraud", (Arm(1, 1),)), reason="back to the champion")
-        time.sleep(2.5)
+        back = set_policy(ws, TrafficPolicy("fraud", "fraud", (Arm(1, 1),)), reason="champion")
+        wait_for_revision(server, back.revision)

@@ -26,7 +26,13 @@ def endpoint() -> None:
     "--version", "arms", multiple=True, required=True, help="VERSION=WEIGHT (repeatable)."
 )
 @click.option("--shadow", "shadows", multiple=True, type=int, help="Shadow version (repeatable).")
-@click.option("--sticky-key", default=None, help="Keep a routing key (X-Routing-Key) in one arm.")
+@click.option(
+    "--sticky-key",
+    default=None,
+    help="Keep each request's routing key in one arm, e.g. customer: the key is read from "
+    "the X-Routing-Key header, else the header of that name, else the V2 parameter "
+    "routing_key or of that name. Without it, arms are drawn at random per request.",
+)
 @click.option("--model", default=None, help="Model name (default: the endpoint's current model).")
 @click.option("--reason", required=True, help="Why (recorded).")
 @click.pass_context

@@ -25,6 +25,12 @@ from shipyard.cli._common import console, open_workspace
     "--reset", is_flag=True, help="Replace the endpoint's traffic policy with TARGET alone."
 )
 @click.option("--no-log", is_flag=True, help="Do not write the prediction log.")
+@click.option(
+    "--reject-out-of-range",
+    is_flag=True,
+    help="Answer 422 for values outside the range seen in training (default: score them and "
+    "flag them in the prediction log's out_of_range column).",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -38,18 +44,24 @@ def serve(
     timeout_ms: float,
     reset: bool,
     no_log: bool,
+    reject_out_of_range: bool,
 ) -> None:
     """Serve TARGET (MODEL@ALIAS or MODEL@VERSION, e.g. fraud@champion) on HOST:PORT.
 
     KServe V2 at /v2/models/NAME/infer, MLflow scoring at /invocations, /metrics,
     /openapi.json. An endpoint that already has a traffic policy keeps it (see
-    `shipyard endpoint status`); --reset starts over with TARGET alone.
+    `shipyard endpoint status`); --reset starts over with TARGET alone. Admin routes
+    (/admin/...) answer only with SHIPYARD_SERVING_ADMIN_TOKEN set; `shipyard endpoint`
+    needs no token.
     """
-    from shipyard.serving.server import prepare
+    from shipyard.serving.server import exposure_warning, prepare
     from shipyard.serving.server import serve as run
 
     ws = open_workspace(ctx)
     out = console()
+    warning = exposure_warning(host, ws.settings.serving_predict_token)
+    if warning:
+        out.print(f"[bold yellow]Warning:[/] {warning}")
     prepared = prepare(ws, target, endpoint, reset=reset)
     out.print(
         f"[bold]Endpoint {prepared.policy.endpoint}[/]: {prepared.policy.describe()} "
@@ -63,6 +75,11 @@ def serve(
         f"Listening on http://{host}:{port} with {workers or 'one per core'} worker(s); "
         "Ctrl-C stops."
     )
+    if ws.settings.serving_admin_token is None:
+        out.print(
+            "Admin routes are off (no SHIPYARD_SERVING_ADMIN_TOKEN); `shipyard endpoint` "
+            "changes traffic through the database."
+        )
     run(
         ws,
         target,
@@ -74,4 +91,5 @@ def serve(
         max_wait_ms=max_wait_ms,
         timeout_ms=timeout_ms,
         log_predictions=not no_log,
+        reject_out_of_range=reject_out_of_range,
     )

@@ -1,23 +1,38 @@
-"""Request and response codecs: Open Inference Protocol (KServe V2) and MLflow scoring.
+"""Request and response codecs: Open Inference Protocol (KServe V2), MLflow scoring, CSV.
 
 Every decoder turns a request body into one 2-D float64 array whose columns follow the
-model's input schema, or raises :class:`RequestError` with an HTTP status and a message
-that names the field, what was expected and what came. msgspec does the JSON work; pandas
-never touches the hot path.
+model's input columns (``names``, in order), or raises :class:`RequestError` with an HTTP
+status and a message that names the field, what was expected and what came. What the
+values may be (finite, constraints, training range) is checked afterwards by the
+deployment's :class:`~shipyard.serving.validation.InputValidator`. msgspec does the JSON
+work; pandas never touches the hot path.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+
+from shipyard.errors import RequestError
 
 if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
-    from shipyard.types import Schema
+__all__ = [
+    "RequestError",
+    "decode_csv",
+    "decode_mlflow",
+    "decode_v2",
+    "encode_error",
+    "encode_mlflow",
+    "encode_v2",
+]
+
+Names = Sequence[str]
 
 NUMERIC_TYPES = frozenset(
     {
@@ -35,15 +50,6 @@ NUMERIC_TYPES = frozenset(
         "FP64",
     }
 )
-
-
-class RequestError(Exception):
-    """A request the server refuses, with the HTTP status to answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class RequestInput(msgspec.Struct, forbid_unknown_fields=False):
@@ -111,23 +117,6 @@ def _preview(values: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _check_finite(matrix: NDArray[np.float64], schema: Schema) -> None:
-    import numpy as np
-
-    if math.isfinite(float(matrix.sum())):  # NaN and inf propagate: one reduction decides
-        return
-    bad = ~np.isfinite(matrix)
-    if bad.any():
-        row, column = (int(i) for i in np.argwhere(bad)[0])
-        spec = schema.columns[column]
-        if not spec.nullable:
-            raise RequestError(
-                422,
-                f"input {spec.name!r} (row {row}) must be a finite number; got "
-                f"{'null/NaN' if math.isnan(matrix[row, column]) else matrix[row, column]}",
-            )
-
-
 _NUMPY_TYPES = {
     "BOOL": "?",
     "UINT8": "<u1",
@@ -172,7 +161,7 @@ def _tensor_values(
 
 
 def decode_v2(
-    body: bytes, schema: Schema, header_length: int | None = None
+    body: bytes, names: Names, header_length: int | None = None
 ) -> tuple[NDArray[np.float64], InferenceRequest]:
     """Decode a V2 request: one [n, n_features] tensor, or one [n] tensor per feature.
 
@@ -198,7 +187,6 @@ def decode_v2(
         raise RequestError(400, f"malformed JSON: {exc}") from None
     if not request.inputs:
         raise RequestError(422, "inputs: expected at least one input tensor, got none")
-    names = schema.names
     for tensor in request.inputs:
         if tensor.datatype.upper() not in NUMERIC_TYPES:
             raise RequestError(
@@ -252,7 +240,6 @@ def decode_v2(
         matrix = np.column_stack(columns)
     if matrix.shape[0] == 0:
         raise RequestError(422, "inputs: expected at least one row, got 0")
-    _check_finite(matrix, schema)
     return np.ascontiguousarray(matrix), request
 
 
@@ -271,7 +258,7 @@ def encode_v2(
     )
 
 
-def decode_mlflow(body: bytes, schema: Schema) -> NDArray[np.float64]:
+def decode_mlflow(body: bytes, names: Names) -> NDArray[np.float64]:
     """Decode an MLflow ``/invocations`` JSON body (dataframe_split, dataframe_records,
     instances or inputs) into the model's columns."""
     import numpy as np
@@ -280,7 +267,6 @@ def decode_mlflow(body: bytes, schema: Schema) -> NDArray[np.float64]:
         payload = _any_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise RequestError(400, f"malformed JSON: {exc}") from None
-    names = schema.names
     if not isinstance(payload, dict):
         raise RequestError(
             422,
@@ -309,16 +295,16 @@ def decode_mlflow(body: bytes, schema: Schema) -> NDArray[np.float64]:
                 f"dataframe_split.data: expected rows of {len(columns)} values, got shape "
                 f"{list(matrix.shape)}",
             )
-        return _reorder(matrix, list(columns), schema, key)
+        return _reorder(matrix, list(columns), names, key)
     if (
         key in ("dataframe_records", "instances")
         and isinstance(value, list)
         and value
         and isinstance(value[0], dict)
     ):
-        return _records(value, schema, key)
+        return _records(value, names, key)
     if isinstance(value, dict):  # columnar tensor input: {column: [values]}
-        return _columns(value, schema, key)
+        return _columns(value, names, key)
     if isinstance(value, list):  # rows in schema order
         matrix = _floats(value, key)
         if matrix.ndim == 1:
@@ -329,30 +315,27 @@ def decode_mlflow(body: bytes, schema: Schema) -> NDArray[np.float64]:
                 f"{key}: expected rows of {len(names)} values ({', '.join(names)}), got shape "
                 f"{list(matrix.shape)}",
             )
-        _check_finite(matrix, schema)
         return np.ascontiguousarray(matrix)
     raise RequestError(422, f"{key}: expected a list or an object, got {type(value).__name__}")
 
 
 def _reorder(
-    matrix: NDArray[np.float64], columns: list[str], schema: Schema, key: str
+    matrix: NDArray[np.float64], columns: list[str], names: Names, key: str
 ) -> NDArray[np.float64]:
     import numpy as np
 
-    names = schema.names
     missing = [n for n in names if n not in columns]
     extra = [c for c in columns if c not in names]
     if missing or extra:
         parts = [f"missing column(s) {missing}"] if missing else []
         parts += [f"unexpected column(s) {extra}"] if extra else []
         raise RequestError(422, f"{key}: {'; '.join(parts)}; the model takes {', '.join(names)}")
-    ordered = matrix[:, [columns.index(n) for n in names]] if columns != names else matrix
-    _check_finite(ordered, schema)
+    same = len(columns) == len(names) and all(a == b for a, b in zip(columns, names, strict=True))
+    ordered = matrix if same else matrix[:, [columns.index(n) for n in names]]
     return np.ascontiguousarray(ordered)
 
 
-def _records(records: list[Any], schema: Schema, key: str) -> NDArray[np.float64]:
-    names = schema.names
+def _records(records: list[Any], names: Names, key: str) -> NDArray[np.float64]:
     for i, record in enumerate(records):
         if not isinstance(record, dict):
             raise RequestError(
@@ -364,19 +347,51 @@ def _records(records: list[Any], schema: Schema, key: str) -> NDArray[np.float64
             parts = [f"missing column(s) {missing}"] if missing else []
             parts += [f"unexpected column(s) {extra}"] if extra else []
             raise RequestError(422, f"{key}[{i}]: {'; '.join(parts)}")
-    matrix = _floats([[record[n] for n in names] for record in records], key)
-    _check_finite(matrix, schema)
-    return matrix
+    return _floats([[record[n] for n in names] for record in records], key)
 
 
-def _columns(value: dict[str, Any], schema: Schema, key: str) -> NDArray[np.float64]:
+def _columns(value: dict[str, Any], names: Names, key: str) -> NDArray[np.float64]:
     import numpy as np
 
     columns = list(value)
     arrays = [_floats(value[c], f"{key}.{c}").reshape(-1) for c in columns]
     if len({a.size for a in arrays}) > 1:
         raise RequestError(422, f"{key}: every column needs the same number of values")
-    return _reorder(np.column_stack(arrays) if arrays else np.zeros((0, 0)), columns, schema, key)
+    return _reorder(np.column_stack(arrays) if arrays else np.zeros((0, 0)), columns, names, key)
+
+
+def decode_csv(body: bytes, names: Names) -> NDArray[np.float64]:
+    """Decode a ``text/csv`` body (MLflow's other ``/invocations`` format): a header row of
+    column names, then one row of numbers per line; an empty cell is null."""
+    import csv
+
+    import numpy as np
+
+    try:
+        lines = body.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise RequestError(400, f"CSV body is not UTF-8: {exc}") from None
+    table = [row for row in csv.reader(lines) if row]
+    if len(table) < 2:
+        raise RequestError(
+            422, "CSV: expected a header row of column names and at least one row of values"
+        )
+    header = [name.strip() for name in table[0]]
+    matrix = np.empty((len(table) - 1, len(header)), dtype=np.float64)
+    for i, row in enumerate(table[1:]):
+        if len(row) != len(header):
+            raise RequestError(
+                422, f"CSV row {i}: expected {len(header)} values like the header, got {len(row)}"
+            )
+        for j, cell in enumerate(row):
+            text = cell.strip()
+            try:
+                matrix[i, j] = float(text) if text else math.nan
+            except ValueError:
+                raise RequestError(
+                    422, f"CSV row {i}, column {header[j]!r}: expected a number, got {text!r}"
+                ) from None
+    return _reorder(matrix, header, names, "CSV")
 
 
 def encode_mlflow(scores: NDArray[np.float64]) -> bytes:

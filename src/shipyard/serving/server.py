@@ -64,6 +64,26 @@ def prepare(
     return Prepared(policy, backends)
 
 
+def exposure_warning(host: str, predict_token: str | None) -> str | None:
+    """A warning to print when ``host`` is reachable from other machines and prediction
+    routes need no token; ``None`` when serving on loopback or with a token."""
+    import ipaddress
+
+    if predict_token is not None:
+        return None
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost: assume it is reachable
+        loopback = False
+    if loopback:
+        return None
+    return (
+        f"serving on {host}, reachable from other machines, and the prediction routes need "
+        "no token: anyone who reaches the port can score. Set SHIPYARD_SERVING_PREDICT_TOKEN "
+        "(or serving_predict_token in shipyard.toml) to require one."
+    )
+
+
 def serve(
     workspace: Workspace,
     target: str,
@@ -77,12 +97,17 @@ def serve(
     timeout_ms: float = 1000.0,
     reset: bool = False,
     log_predictions: bool = True,
+    reject_out_of_range: bool = False,
 ) -> None:
-    """Serve ``target`` (e.g. ``fraud@champion``) until interrupted."""
+    """Serve ``target`` (e.g. ``fraud@champion``) until interrupted.
+
+    ``reject_out_of_range``: answer 422 for values outside the range seen in training
+    (default: score them and flag them in the prediction log).
+    """
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    from shipyard.serving.app import CONFIG_ENV, ServeConfig
+    from shipyard.serving.runtime import CONFIG_ENV, ServeConfig
 
     prepared = prepare(workspace, target, endpoint, reset=reset)
     config = ServeConfig(
@@ -94,6 +119,7 @@ def serve(
         admin_token=workspace.settings.serving_admin_token,
         predict_token=workspace.settings.serving_predict_token,
         log_predictions=log_predictions,
+        reject_out_of_range=reject_out_of_range,
     )
     os.environ[CONFIG_ENV] = config.to_env()
     count = workers or os.cpu_count() or 1

@@ -1,0 +1,353 @@
+"""The endpoint runtime of one worker: load versions, build their state, watch the policy,
+reload, retire, and log what was answered.
+
+The state a request needs (policy, router, loaded versions) is one :class:`EndpointState`,
+swapped as a whole when the policy changes: new versions load beside the old ones, one
+reference changes, requests in flight finish on the state that accepted them, and versions
+no longer in the policy are retired after the longest a request may wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Coroutine
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from shipyard.errors import RequestError
+from shipyard.serving.batcher import MicroBatcher
+from shipyard.serving.validation import InputValidator
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from shipyard.registry.models import ModelVersion
+    from shipyard.serving.backends import BackendReport
+    from shipyard.serving.metrics import ServingMetrics
+    from shipyard.serving.policy import Router, TrafficPolicy
+    from shipyard.serving.predlog import PredictionLog
+    from shipyard.types import Predictor, Schema
+    from shipyard.workspace import Workspace
+
+CONFIG_ENV = "SHIPYARD_SERVE_CONFIG"
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How a worker serves: endpoint, batching, limits, tokens (passed to workers as JSON).
+
+    ``reject_out_of_range``: answer 422 for values outside the range seen in training
+    instead of scoring them and flagging them in the prediction log.
+    """
+
+    workspace: str
+    endpoint: str
+    max_batch_size: int = 64
+    max_wait_ms: float = 0.0
+    timeout_ms: float = 1000.0
+    max_body_bytes: int = 8 << 20
+    poll_interval_s: float = 1.0
+    admin_token: str | None = None
+    predict_token: str | None = None
+    log_predictions: bool = True
+    fsync_interval_s: float = 1.0
+    reject_out_of_range: bool = False
+
+    def to_env(self) -> str:
+        """JSON for the workers' environment."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> ServeConfig:
+        """Read the configuration the server put in the environment."""
+        raw = os.environ.get(CONFIG_ENV)
+        if not raw:
+            raise RuntimeError(f"{CONFIG_ENV} is not set: start workers with shipyard serve")
+        return cls(**json.loads(raw))
+
+
+@dataclass
+class Deployment:
+    """One loaded version: its predictor, batcher and input checks."""
+
+    version: ModelVersion
+    predictor: Predictor
+    batcher: MicroBatcher
+    report: BackendReport
+    validator: InputValidator
+
+    @property
+    def schema(self) -> Schema:
+        """The version's input schema."""
+        return self.version.input_schema
+
+
+@dataclass
+class EndpointState:
+    """Everything one request needs, swapped as a whole when the policy changes."""
+
+    policy: TrafficPolicy
+    router: Router
+    deployments: dict[int, Deployment] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)
+    """The input columns every arm takes (a policy with mixed inputs is refused when set)."""
+
+    def assign(
+        self,
+        headers: dict[bytes, bytes],
+        parameters: dict[str, Any] | None,
+        explicit: int | None,
+    ) -> tuple[Deployment, str, str | None]:
+        """The deployment that answers, its arm (primary or explicit) and the routing key."""
+        key = self.router.routing_key(headers, parameters)
+        if explicit is None:
+            return self.deployments[self.router.choose(key)], "primary", key
+        deployment = self.deployments.get(explicit)
+        if deployment is None:
+            raise RequestError(
+                404, f"version {explicit} is not served; loaded: {sorted(self.deployments)}"
+            )
+        return deployment, "explicit", key
+
+
+class EndpointRuntime:
+    """Loads and swaps the versions of one endpoint in one worker; logs their answers."""
+
+    def __init__(self, workspace: Workspace, config: ServeConfig, metrics: ServingMetrics) -> None:
+        self.workspace = workspace
+        self.config = config
+        self.metrics = metrics
+        self.state: EndpointState | None = None
+        self.log: PredictionLog | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._reloading = asyncio.Lock()
+        self._id_prefix = uuid.uuid4().hex[:12]
+        self._id_counter = 0
+
+    @property
+    def model(self) -> str:
+        """The registered model the endpoint serves (the endpoint's name before loading)."""
+        return self.state.policy.model if self.state is not None else self.config.endpoint
+
+    def next_id(self) -> str:
+        """A unique request id: a random per-worker prefix and a counter (no uuid per request)."""
+        self._id_counter += 1
+        return f"{self._id_prefix}-{self._id_counter}"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the prediction log, load the current policy's versions, watch for changes."""
+        from shipyard.serving.policy import get_policy
+        from shipyard.serving.predlog import PredictionLog, log_folder
+
+        if self.config.log_predictions:
+            self.log = PredictionLog(
+                log_folder(self.workspace, self.config.endpoint),
+                worker=f"w{os.getpid()}",
+                fsync_interval_s=self.config.fsync_interval_s,
+            )
+        policy = await asyncio.to_thread(get_policy, self.workspace, self.config.endpoint)
+        self.state = await self._build(policy, {})
+        self._poller = asyncio.get_running_loop().create_task(self._watch_policy())
+
+    async def stop(self) -> None:
+        """Stop watching, close batchers and the prediction log."""
+        if self._poller is not None:
+            self._poller.cancel()
+        if self.state is not None:
+            for deployment in self.state.deployments.values():
+                await deployment.batcher.close()
+        if self.log is not None:
+            self.log.close()
+
+    async def reload(self) -> None:
+        """Load the latest policy beside the current one, then switch atomically."""
+        from shipyard.serving.policy import get_policy
+
+        async with self._reloading:
+            old = self.state
+            policy = await asyncio.to_thread(get_policy, self.workspace, self.config.endpoint)
+            self.state = await self._build(policy, old.deployments if old else {})
+            if old is not None:
+                retired = [d for v, d in old.deployments.items() if v not in self.state.deployments]
+                if retired:
+                    self.spawn(self._retire(retired))
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background, holding a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _build(self, policy: TrafficPolicy, loaded: dict[int, Deployment]) -> EndpointState:
+        from shipyard.serving.policy import Router
+
+        deployments: dict[int, Deployment] = {}
+        for version in sorted(policy.versions):
+            existing = loaded.get(version)
+            if existing is None or existing.version.name != policy.model:
+                existing = await asyncio.to_thread(self._load, policy.model, version)
+            deployments[version] = existing
+        names = deployments[policy.arms[0].version].validator.names
+        return EndpointState(policy, Router(policy), deployments, names)
+
+    def _load(self, model: str, version: int) -> Deployment:
+        from shipyard.registry.models import ModelRegistry
+        from shipyard.serving.backends import load_backend
+
+        registry = ModelRegistry(self.workspace)
+        predictor, report = load_backend(registry, model, version)
+        batch_sizes = self.metrics.batch[str(version)]
+
+        def observe(rows: int, seconds: float) -> None:
+            batch_sizes.observe(rows)
+
+        batcher = MicroBatcher(
+            predictor.predict,
+            max_batch_size=self.config.max_batch_size,
+            max_wait_ms=self.config.max_wait_ms,
+            timeout_ms=self.config.timeout_ms,
+            on_batch=observe,
+        )
+        mv = registry.get(model, version)
+        validator = InputValidator(
+            mv.input_schema, reject_out_of_range=self.config.reject_out_of_range
+        )
+        return Deployment(mv, predictor, batcher, report, validator)
+
+    async def _watch_policy(self) -> None:
+        from shipyard.serving.policy import current_revision
+
+        while True:
+            await asyncio.sleep(self.config.poll_interval_s)
+            try:
+                revision = await asyncio.to_thread(
+                    current_revision, self.workspace, self.config.endpoint
+                )
+                if self.state is not None and revision != self.state.policy.revision:
+                    await self.reload()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep serving the current policy; say why
+                logger.exception(
+                    "worker %d: reloading the traffic policy of %r failed; still serving "
+                    "revision %s",
+                    os.getpid(),
+                    self.config.endpoint,
+                    self.state.policy.revision if self.state else None,
+                )
+
+    async def _retire(self, deployments: list[Deployment]) -> None:
+        # requests in flight hold the old state; give them the full timeout to finish
+        await asyncio.sleep(self.config.timeout_ms / 1000 + 1)
+        for deployment in deployments:
+            await deployment.batcher.close()
+
+    # -- the prediction log ----------------------------------------------------------------
+
+    async def log_answer(
+        self,
+        request_id: str,
+        version: int,
+        arm: str,
+        key: str | None,
+        protocol: str,
+        matrix: NDArray[np.float64],
+        scores: NDArray[np.float64],
+        latency: float,
+        out_of_range: tuple[str, ...],
+    ) -> None:
+        """Write the record of an answer; return once it is written (before the answer)."""
+        if self.log is not None:
+            await self.log.commit(
+                self._record(
+                    request_id, version, arm, key, protocol, matrix, scores, latency, out_of_range
+                )
+            )
+
+    def shadow(
+        self,
+        state: EndpointState,
+        answered_by: int,
+        request_id: str,
+        key: str | None,
+        protocol: str,
+        matrix: NDArray[np.float64],
+    ) -> None:
+        """Score ``matrix`` with the policy's shadow versions in the background and log it."""
+        for version in state.policy.shadows:
+            if version != answered_by and version in state.deployments:
+                self.spawn(
+                    self._shadow(state.deployments[version], request_id, key, protocol, matrix)
+                )
+
+    async def _shadow(
+        self,
+        deployment: Deployment,
+        request_id: str,
+        key: str | None,
+        protocol: str,
+        matrix: NDArray[np.float64],
+    ) -> None:
+        version = deployment.version.version
+        started = time.perf_counter()
+        try:
+            out_of_range = deployment.validator.check(matrix)
+            scores = await deployment.batcher.submit(matrix)
+        except Exception as exc:
+            self.metrics.error(500, f"shadow_v{version}")
+            logger.warning("shadow v%d failed on request %s: %s", version, request_id, exc)
+            return
+        if self.log is not None:
+            latency = time.perf_counter() - started
+            self.log.append(
+                self._record(
+                    request_id,
+                    version,
+                    "shadow",
+                    key,
+                    protocol,
+                    matrix,
+                    scores,
+                    latency,
+                    out_of_range,
+                )
+            )
+
+    def _record(
+        self,
+        request_id: str,
+        version: int,
+        arm: str,
+        key: str | None,
+        protocol: str,
+        matrix: NDArray[np.float64],
+        scores: NDArray[np.float64],
+        latency: float,
+        out_of_range: tuple[str, ...],
+    ) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "request_id": request_id,
+            "time": time.time(),
+            "endpoint": self.config.endpoint,
+            "model": self.model,
+            "version": version,
+            "arm": arm,
+            "routing_key": key,
+            "protocol": protocol,
+            "inputs": matrix.tolist(),
+            "outputs": scores.tolist(),
+            "latency_ms": round(latency * 1000, 3),
+        }
+        if out_of_range:  # absent (NULL in queries) when every value was seen in training
+            record["out_of_range"] = out_of_range
+        return record
