@@ -187,9 +187,16 @@ def test_csv_with_a_header_row_decodes_to_the_model_columns() -> None:
         (b"a,b\n1,2\n", r"missing column\(s\) \['c'\]"),
         (b"a,b,c\n1,2\n", "CSV row 0: expected 3 values"),
         (b"a,b,c\n1,x,3\n", "CSV row 0, column 'b': expected a number, got 'x'"),
+        (b"a,a,b,c\n1,1,2,3\n", r"column\(s\) \['a'\] appear more than once"),
     ],
 )
 def test_bad_csv_names_the_problem(body: bytes, message: str) -> None:
     with pytest.raises(RequestError, match=message) as caught:
         decode_csv(body, SCHEMA)
     assert caught.value.status == 422
+
+
+def test_csv_that_is_not_text_is_a_400() -> None:
+    with pytest.raises(RequestError, match="not UTF-8") as caught:
+        decode_csv(b"\xff\xfe,b\n", SCHEMA)
+    assert caught.value.status == 400

@@ -195,52 +195,63 @@ def decode_v2(
                 f"got {tensor.datatype!r}",
             )
     if len(request.inputs) == 1 and request.inputs[0].name not in names:
-        tensor = request.inputs[0]
-        values = _tensor_values(tensor, binary, offset)
-        expected = math.prod(tensor.shape) if tensor.shape else -1
-        if values.size != expected:
-            raise RequestError(
-                422,
-                f"input {tensor.name!r}: shape {tensor.shape} holds {expected} values, data "
-                f"has {values.size}",
-            )
-        if len(tensor.shape) != 2 or tensor.shape[1] != len(names):
-            raise RequestError(
-                422,
-                f"input {tensor.name!r}: expected shape [n, {len(names)}] (columns "
-                f"{', '.join(names)}), "
-                f"got {tensor.shape}",
-            )
-        matrix = values.reshape(tensor.shape)
+        matrix = _one_tensor(request.inputs[0], names, binary, offset)
     else:
-        by_name = {t.name: t for t in request.inputs}
-        missing = [n for n in names if n not in by_name]
-        extra = [n for n in by_name if n not in names]
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"missing input(s) {missing}")
-            if extra:
-                parts.append(f"unexpected input(s) {extra}")
-            raise RequestError(422, f"{'; '.join(parts)}; the model takes {', '.join(names)}")
-        columns = []
-        rows = None
-        for name in names:
-            tensor = by_name[name]
-            values = _tensor_values(tensor, binary, offset).reshape(-1)
-            if rows is None:
-                rows = values.size
-            if values.size != rows or math.prod(tensor.shape or [0]) != values.size:
-                raise RequestError(
-                    422,
-                    f"input {name!r}: {values.size} values for shape {tensor.shape}; every "
-                    f"input needs {rows}",
-                )
-            columns.append(values)
-        matrix = np.column_stack(columns)
+        matrix = _tensor_per_column(request.inputs, names, binary, offset)
     if matrix.shape[0] == 0:
         raise RequestError(422, "inputs: expected at least one row, got 0")
     return np.ascontiguousarray(matrix), request
+
+
+def _one_tensor(
+    tensor: RequestInput, names: Names, binary: memoryview | None, offset: list[int]
+) -> NDArray[np.float64]:
+    """One [n, n_features] tensor, columns in the model's order."""
+    values = _tensor_values(tensor, binary, offset)
+    expected = math.prod(tensor.shape) if tensor.shape else -1
+    if values.size != expected:
+        raise RequestError(
+            422,
+            f"input {tensor.name!r}: shape {tensor.shape} holds {expected} values, data "
+            f"has {values.size}",
+        )
+    if len(tensor.shape) != 2 or tensor.shape[1] != len(names):
+        raise RequestError(
+            422,
+            f"input {tensor.name!r}: expected shape [n, {len(names)}] (columns "
+            f"{', '.join(names)}), got {tensor.shape}",
+        )
+    return values.reshape(tensor.shape)
+
+
+def _tensor_per_column(
+    inputs: list[RequestInput], names: Names, binary: memoryview | None, offset: list[int]
+) -> NDArray[np.float64]:
+    """One [n] tensor per model column, in any order."""
+    import numpy as np
+
+    by_name = {t.name: t for t in inputs}
+    missing = [n for n in names if n not in by_name]
+    extra = [n for n in by_name if n not in names]
+    if missing or extra:
+        parts = [f"missing input(s) {missing}"] if missing else []
+        parts += [f"unexpected input(s) {extra}"] if extra else []
+        raise RequestError(422, f"{'; '.join(parts)}; the model takes {', '.join(names)}")
+    columns = []
+    rows = None
+    for name in names:
+        tensor = by_name[name]
+        values = _tensor_values(tensor, binary, offset).reshape(-1)
+        if rows is None:
+            rows = values.size
+        if values.size != rows or math.prod(tensor.shape or [0]) != values.size:
+            raise RequestError(
+                422,
+                f"input {name!r}: {values.size} values for shape {tensor.shape}; every "
+                f"input needs {rows}",
+            )
+        columns.append(values)
+    return np.column_stack(columns)
 
 
 def encode_v2(
@@ -371,12 +382,18 @@ def decode_csv(body: bytes, names: Names) -> NDArray[np.float64]:
         lines = body.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as exc:
         raise RequestError(400, f"CSV body is not UTF-8: {exc}") from None
-    table = [row for row in csv.reader(lines) if row]
+    try:
+        table = [row for row in csv.reader(lines) if row]
+    except csv.Error as exc:
+        raise RequestError(400, f"malformed CSV: {exc}") from None
     if len(table) < 2:
         raise RequestError(
             422, "CSV: expected a header row of column names and at least one row of values"
         )
     header = [name.strip() for name in table[0]]
+    if len(set(header)) != len(header):
+        twice = sorted({n for n in header if header.count(n) > 1})
+        raise RequestError(422, f"CSV header: column(s) {twice} appear more than once")
     matrix = np.empty((len(table) - 1, len(header)), dtype=np.float64)
     for i, row in enumerate(table[1:]):
         if len(row) != len(header):

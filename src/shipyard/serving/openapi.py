@@ -7,14 +7,76 @@ from typing import Any
 
 def document(endpoint: str, features: list[str]) -> dict[str, Any]:
     """OpenAPI 3.0 for one endpoint whose model takes ``features``."""
-    number = {"type": "number"}
-    row_object = {
-        "type": "object",
-        "properties": dict.fromkeys(features, number),
-        "required": features,
-        "additionalProperties": False,
+    error = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+    errors = {
+        str(code): {"description": text, "content": {"application/json": {"schema": error}}}
+        for code, text in (
+            (400, "malformed request"),
+            (401, "token required"),
+            (404, "unknown model or version"),
+            (413, "payload too large"),
+            (422, "request does not match the model's schema"),
+            (503, "not ready or timed out"),
+        )
     }
-    v2_request = {
+
+    def ok(schema: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "200": {"description": "OK", "content": {"application/json": {"schema": schema}}},
+            **errors,
+        }
+
+    v2_request = _v2_request()
+    mlflow_request = _mlflow_request(features)
+    simple = {"type": "object"}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": f"Shipyard endpoint {endpoint}", "version": "1"},
+        "paths": {
+            "/v2/health/live": {"get": {"responses": ok(simple)}},
+            "/v2/health/ready": {"get": {"responses": ok(simple)}},
+            f"/v2/models/{endpoint}": {"get": {"responses": ok(simple)}},
+            f"/v2/models/{endpoint}/ready": {"get": {"responses": ok(simple)}},
+            f"/v2/models/{endpoint}/infer": {
+                "post": {
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": v2_request}},
+                    },
+                    "responses": ok(simple),
+                }
+            },
+            "/invocations": {
+                "post": {
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": mlflow_request},
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "responses": ok(
+                        {"type": "object", "properties": {"predictions": {"type": "array"}}}
+                    ),
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus metrics",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    }
+                }
+            },
+        },
+    }
+
+
+def _v2_request() -> dict[str, Any]:
+    """The body of a V2 inference request."""
+    return {
         "type": "object",
         "required": ["inputs"],
         "properties": {
@@ -39,26 +101,18 @@ def document(endpoint: str, features: list[str]) -> dict[str, Any]:
             },
         },
     }
-    error = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
-    errors = {
-        str(code): {"description": text, "content": {"application/json": {"schema": error}}}
-        for code, text in (
-            (400, "malformed request"),
-            (401, "token required"),
-            (404, "unknown model or version"),
-            (413, "payload too large"),
-            (422, "request does not match the model's schema"),
-            (503, "not ready or timed out"),
-        )
+
+
+def _mlflow_request(features: list[str]) -> dict[str, Any]:
+    """The four JSON forms MLflow's /invocations takes."""
+    number = {"type": "number"}
+    row_object = {
+        "type": "object",
+        "properties": dict.fromkeys(features, number),
+        "required": features,
+        "additionalProperties": False,
     }
-
-    def ok(schema: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "200": {"description": "OK", "content": {"application/json": {"schema": schema}}},
-            **errors,
-        }
-
-    mlflow_request = {
+    return {
         "oneOf": [
             {
                 "type": "object",
@@ -106,45 +160,4 @@ def document(endpoint: str, features: list[str]) -> dict[str, Any]:
                 },
             },
         ]
-    }
-    simple = {"type": "object"}
-    return {
-        "openapi": "3.0.3",
-        "info": {"title": f"Shipyard endpoint {endpoint}", "version": "1"},
-        "paths": {
-            "/v2/health/live": {"get": {"responses": ok(simple)}},
-            "/v2/health/ready": {"get": {"responses": ok(simple)}},
-            f"/v2/models/{endpoint}": {"get": {"responses": ok(simple)}},
-            f"/v2/models/{endpoint}/ready": {"get": {"responses": ok(simple)}},
-            f"/v2/models/{endpoint}/infer": {
-                "post": {
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": v2_request}},
-                    },
-                    "responses": ok(simple),
-                }
-            },
-            "/invocations": {
-                "post": {
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": mlflow_request}},
-                    },
-                    "responses": ok(
-                        {"type": "object", "properties": {"predictions": {"type": "array"}}}
-                    ),
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "responses": {
-                        "200": {
-                            "description": "Prometheus metrics",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
-                    }
-                }
-            },
-        },
     }
