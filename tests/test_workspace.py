@@ -7,7 +7,12 @@ import pytest
 from sqlalchemy import UniqueConstraint
 
 from shipyard.config import Settings
-from shipyard.errors import ConfigError, WorkspaceExistsError, WorkspaceNotFoundError
+from shipyard.errors import (
+    ConfigError,
+    WorkspaceExistsError,
+    WorkspaceNotFoundError,
+    WorkspaceOutdatedError,
+)
 from shipyard.tables import metadata
 from shipyard.workspace import Workspace
 
@@ -100,3 +105,19 @@ def test_unknown_key_in_the_workspace_file_fails_on_open(tmp_path: Path) -> None
         fh.write('colour = "blue"\n')
     with pytest.raises(ConfigError, match="colour"):
         Workspace.open(tmp_path)
+
+
+def test_a_workspace_from_an_earlier_version_is_refused_with_what_is_missing(
+    tmp_path: Path,
+) -> None:
+    """An existing table lacking a column (create_all never alters tables) is named on open."""
+    ws = Workspace.init(tmp_path / "ws")
+    database = ws.database_url[len("sqlite:///") :]
+    ws.close()
+    with sqlite3.connect(database) as conn:  # what a workspace made before lineage looks like
+        conn.execute("ALTER TABLE shipyard_model_versions DROP COLUMN lineage")
+    with pytest.raises(WorkspaceOutdatedError, match="shipyard_model_versions lacks column"):
+        Workspace.open(tmp_path / "ws")
+    with sqlite3.connect(database) as conn:  # refused, not altered
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(shipyard_model_versions)")]
+    assert "lineage" not in columns

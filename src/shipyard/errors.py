@@ -28,6 +28,10 @@ class WorkspaceExistsError(ShipyardError, FileExistsError):
     """``shipyard init`` was asked to create a workspace where one already exists."""
 
 
+class WorkspaceOutdatedError(ShipyardError, RuntimeError):
+    """The workspace's metadata tables were made by an earlier Shipyard and lack columns."""
+
+
 class DatasetNotFoundError(ShipyardError, KeyError):
     """No data set of that name (and version) is registered in the workspace."""
 

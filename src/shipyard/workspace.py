@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shipyard.config import SETTINGS_FILE, Settings
-from shipyard.errors import WorkspaceExistsError, WorkspaceNotFoundError
+from shipyard.errors import (
+    WorkspaceExistsError,
+    WorkspaceNotFoundError,
+    WorkspaceOutdatedError,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -136,6 +140,29 @@ class Workspace:
         if self.database_url.startswith("sqlite:///"):
             Path(self.database_url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         metadata.create_all(self.engine)
+        self._check_tables()
+
+    def _check_tables(self) -> None:
+        """Raise WorkspaceOutdatedError if a table made by an earlier Shipyard lacks columns.
+
+        ``create_all`` creates missing tables but never alters existing ones: without this
+        check, an old workspace would fail later with an SQL error about a missing column.
+        """
+        from sqlalchemy import inspect
+
+        from shipyard.tables import metadata
+
+        inspector = inspect(self.engine)
+        for table in metadata.sorted_tables:
+            have = {column["name"] for column in inspector.get_columns(table.name)}
+            missing = [column.name for column in table.columns if column.name not in have]
+            if missing:
+                raise WorkspaceOutdatedError(
+                    f"The workspace at {self.root} was made by an earlier version of Shipyard: "
+                    f"its table {table.name} lacks column(s) {', '.join(missing)}. This version "
+                    "cannot read it; create a new workspace (`shipyard init NEW_FOLDER`) and run "
+                    "the job again there."
+                )
 
     def close(self) -> None:
         """Release database connections (the workspace can still be used afterwards)."""
