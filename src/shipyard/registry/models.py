@@ -199,8 +199,6 @@ class ModelRegistry:
         """
         from sqlalchemy import insert
 
-        from shipyard.registry.card import CardNotes, ModelCard
-        from shipyard.registry.plots import evaluation_plots
         from shipyard.tables import model_versions
 
         input_schema = self._input_schema(model, lineage)
@@ -209,24 +207,11 @@ class ModelRegistry:
         folder = self.workspace.artifact_root / "models" / name / f"v{version}"
         try:
             native_path, sha256 = model.save_native(folder)
-            plots = evaluation_plots(evaluation, folder / "plots", f"{name} v{version}")
-            card = ModelCard(
-                name=name,
-                version=version,
-                model_type=model.config.model_type,
-                params=model.config.get_params(),
-                run_id=run_id,
-                lineage=lineage,
-                features=model.features,
-                metrics=metric_rows(evaluation),
-                calibration=calibration_summary(evaluation),
-                notes=notes or CardNotes(),
-                plots={PLOT_TITLES.get(p.stem, p.stem): p for p in plots},
+            card_md = self._write_card(
+                name, version, model, lineage, evaluation, run_id, notes, folder
             )
-            card_md, card_html = card.write(folder)
-            client.log_artifact(run_id, str(card_md), "model_card")
-            client.log_artifact(run_id, str(card_html), "model_card")
             client.set_registered_model_alias(name, CHALLENGER, str(version))
+            root = self.workspace.artifact_root
             row = {
                 "name": name,
                 "version": version,
@@ -234,11 +219,12 @@ class ModelRegistry:
                 "model_type": model.config.model_type,
                 "framework": model.config.framework,
                 "params": _jsonable(model.config.get_params()),
-                "native_path": str(native_path.relative_to(self.workspace.artifact_root)),
+                "native_path": str(native_path.relative_to(root)),
                 "native_sha256": sha256,
                 "input_schema": input_schema.to_dict(),
                 "output_schema": model.output_schema.to_dict(),
                 "lineage": lineage.to_dict(),
+                # the lineage's headline fields again, as columns that SQL can filter on
                 "dataset": lineage.dataset,
                 "dataset_version": lineage.dataset_version,
                 "dataset_hash": lineage.dataset_hash,
@@ -247,7 +233,7 @@ class ModelRegistry:
                 "train_window": _window_dict(lineage, lineage.train_window),
                 "eval_window": _window_dict(lineage, lineage.eval_window),
                 "metrics": {k: float(v) for k, v in evaluation.summary().items()},
-                "card_path": str(card_md.relative_to(self.workspace.artifact_root)),
+                "card_path": str(card_md.relative_to(root)),
                 "created_at": _now(),
             }
             with self.workspace.engine.begin() as conn:
@@ -259,6 +245,40 @@ class ModelRegistry:
             raise
         self._record(name, version, "register", CHALLENGER, None, actor, reason, {"run_id": run_id})
         return self.get(name, version)
+
+    def _write_card(
+        self,
+        name: str,
+        version: int,
+        model: TrainedModel,
+        lineage: Lineage,
+        evaluation: Evaluation,
+        run_id: str,
+        notes: CardNotes | None,
+        folder: Path,
+    ) -> Path:
+        """Write the model card (Markdown, HTML, plots) into ``folder`` and log it to the run."""
+        from shipyard.registry.card import CardNotes, ModelCard
+        from shipyard.registry.plots import evaluation_plots
+
+        plots = evaluation_plots(evaluation, folder / "plots", f"{name} v{version}")
+        card = ModelCard(
+            name=name,
+            version=version,
+            model_type=model.config.model_type,
+            params=model.config.get_params(),
+            run_id=run_id,
+            lineage=lineage,
+            features=model.features,
+            metrics=metric_rows(evaluation),
+            calibration=calibration_summary(evaluation),
+            notes=notes or CardNotes(),
+            plots={PLOT_TITLES.get(p.stem, p.stem): p for p in plots},
+        )
+        card_md, card_html = card.write(folder)
+        self.tracker.client.log_artifact(run_id, str(card_md), "model_card")
+        self.tracker.client.log_artifact(run_id, str(card_html), "model_card")
+        return card_md
 
     @staticmethod
     def _input_schema(model: TrainedModel, lineage: Lineage) -> Schema:
