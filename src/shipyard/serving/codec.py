@@ -11,7 +11,7 @@ work; pandas never touches the hot path.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -231,12 +231,9 @@ def _tensor_per_column(
     import numpy as np
 
     by_name = {t.name: t for t in inputs}
-    missing = [n for n in names if n not in by_name]
-    extra = [n for n in by_name if n not in names]
-    if missing or extra:
-        parts = [f"missing input(s) {missing}"] if missing else []
-        parts += [f"unexpected input(s) {extra}"] if extra else []
-        raise RequestError(422, f"{'; '.join(parts)}; the model takes {', '.join(names)}")
+    mismatch = _mismatch(names, by_name, "input")
+    if mismatch:
+        raise RequestError(422, f"{mismatch}; the model takes {', '.join(names)}")
     columns = []
     rows = None
     for name in names:
@@ -335,15 +332,22 @@ def _reorder(
 ) -> NDArray[np.float64]:
     import numpy as np
 
-    missing = [n for n in names if n not in columns]
-    extra = [c for c in columns if c not in names]
-    if missing or extra:
-        parts = [f"missing column(s) {missing}"] if missing else []
-        parts += [f"unexpected column(s) {extra}"] if extra else []
-        raise RequestError(422, f"{key}: {'; '.join(parts)}; the model takes {', '.join(names)}")
+    mismatch = _mismatch(names, columns, "column")
+    if mismatch:
+        raise RequestError(422, f"{key}: {mismatch}; the model takes {', '.join(names)}")
     same = len(columns) == len(names) and all(a == b for a, b in zip(columns, names, strict=True))
     ordered = matrix if same else matrix[:, [columns.index(n) for n in names]]
     return np.ascontiguousarray(ordered)
+
+
+def _mismatch(names: Names, given: Iterable[str], noun: str) -> str:
+    """``"missing column(s) [...]; unexpected column(s) [...]"``; empty when they match."""
+    given = list(given)
+    missing = [n for n in names if n not in given]
+    extra = [g for g in given if g not in names]
+    parts = [f"missing {noun}(s) {missing}"] if missing else []
+    parts += [f"unexpected {noun}(s) {extra}"] if extra else []
+    return "; ".join(parts)
 
 
 def _records(records: list[Any], names: Names, key: str) -> NDArray[np.float64]:
@@ -353,11 +357,7 @@ def _records(records: list[Any], names: Names, key: str) -> NDArray[np.float64]:
                 422, f"{key}[{i}]: expected an object of column values, got {_preview(record)}"
             )
         if len(record) != len(names) or any(n not in record for n in names):
-            missing = [n for n in names if n not in record]
-            extra = [c for c in record if c not in names]
-            parts = [f"missing column(s) {missing}"] if missing else []
-            parts += [f"unexpected column(s) {extra}"] if extra else []
-            raise RequestError(422, f"{key}[{i}]: {'; '.join(parts)}")
+            raise RequestError(422, f"{key}[{i}]: {_mismatch(names, record, 'column')}")
     return _floats([[record[n] for n in names] for record in records], key)
 
 
