@@ -69,6 +69,27 @@ class Settings(BaseModel):
     serving_predict_token: str | None = Field(
         default=None, description="Bearer token required on prediction routes (none by default)."
     )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Lowest level of the log records Shipyard's processes write."
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="Log records on stderr as JSON lines ('json') or plain lines ('text').",
+    )
+    serving_access_log: bool = Field(
+        default=False,
+        description="Log one JSON line per served request (request id, endpoint, version, arm, "
+        "status, latency_ms).",
+    )
+    serving_tracing: Literal["off", "console", "otlp"] = Field(
+        default="off",
+        description="OpenTelemetry spans of each request: 'off', 'console' (JSON lines on "
+        "stdout) or 'otlp' (OTLP/HTTP to serving_otlp_endpoint).",
+    )
+    serving_otlp_endpoint: str = Field(
+        default="http://127.0.0.1:4318/v1/traces",
+        description="Where 'otlp' tracing sends spans (an OTLP/HTTP traces URL).",
+    )
 
     @classmethod
     def load(cls, root: Path, environ: Mapping[str, str] | None = None) -> Settings:
@@ -102,6 +123,8 @@ class Settings(BaseModel):
             lines.append(f"# {field.description}")
             if value is None:
                 lines.append(f"# {name} = ")
+            elif isinstance(value, bool):  # TOML spells them in lower case
+                lines.append(f"{name} = {str(value).lower()}")
             elif isinstance(value, str):
                 lines.append(f"{name} = {_toml_string(value)}")
             else:

@@ -24,10 +24,13 @@ STAGE_LABELS = {
 
 def open_workspace(ctx: click.Context) -> Workspace:
     """The workspace named by --workspace / SHIPYARD_WORKSPACE, or found above the cwd."""
+    from shipyard.logs import configure_logging
     from shipyard.workspace import Workspace
 
     path = (ctx.find_root().obj or {}).get("workspace")
-    return Workspace.open(path)
+    workspace = Workspace.open(path)
+    configure_logging(workspace.settings)
+    return workspace
 
 
 def console() -> Console:

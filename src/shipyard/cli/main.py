@@ -30,6 +30,7 @@ EXTRAS = {
         ("uvicorn", "uvloop", "httptools", "msgspec", "onnxruntime", "onnxmltools", "skl2onnx"),
         "serve",
     ),
+    "opentelemetry": "observability",
 }
 
 
@@ -60,6 +61,11 @@ class LazyGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, workspace: str | None) -> None:
     """Shipyard: data, features, training, registry and serving for production ML."""
+    from shipyard.logs import configure_logging
+
+    # diagnostics as JSON lines on stderr; a command that opens a workspace applies its
+    # log_level and log_format (the rich output on stdout is not logging)
+    configure_logging()
     ctx.obj = {"workspace": workspace}
 
 

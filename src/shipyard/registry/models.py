@@ -25,7 +25,6 @@ Example::
 from __future__ import annotations
 
 import getpass
-import logging
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -312,11 +311,13 @@ class ModelRegistry:
         import mlflow.sklearn
         from mlflow.models import infer_signature
 
+        from shipyard.logs import dropping
+
         client = self.tracker.client
         # MLflow warns that pickled models run code when loaded; Shipyard loads only files
-        # whose SHA-256 it recorded (load_native), so the warning says nothing new here.
-        logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
-        with tempfile.TemporaryDirectory() as tmp:
+        # whose SHA-256 it recorded (load_native), so that one warning says nothing new here.
+        pickle_warning = "Saving scikit-learn models in the pickle or cloudpickle format"
+        with tempfile.TemporaryDirectory() as tmp, dropping("mlflow.sklearn", pickle_warning):
             flavor_dir = Path(tmp) / "model"
             X = sample[model.features].astype(float)
             mlflow.sklearn.save_model(

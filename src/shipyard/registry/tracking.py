@@ -31,13 +31,11 @@ class Tracker:
     def client(self) -> MlflowClient:
         """The MLflow client bound to the workspace's tracking and registry URI."""
         if self._client is None:
-            import logging
-
             from mlflow import MlflowClient
 
-            # Alembic and MLflow announce every migration of a new SQLite store at INFO.
-            logging.getLogger("alembic").setLevel(logging.WARNING)
-            logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+            # Alembic's and MLflow's INFO lines about a new SQLite store are quieted by the
+            # entry points' logging setup (shipyard.logs), not here: library code leaves
+            # the process's loggers alone.
             uri = self.workspace.mlflow_tracking_uri
             self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         return self._client
