@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import RequestError
@@ -26,7 +27,8 @@ from shipyard.serving.codec import (
     encode_mlflow,
     encode_v2,
 )
-from shipyard.serving.metrics import ServingMetrics
+from shipyard.serving.metrics import ServingMetrics, request_cause
+from shipyard.serving.predlog import PredictionLogClosedError
 from shipyard.serving.runtime import CONFIG_ENV, EndpointRuntime, EndpointState, ServeConfig
 
 if TYPE_CHECKING:
@@ -54,7 +56,8 @@ class ServingApp:
 
     def __init__(self, workspace: Workspace, config: ServeConfig) -> None:
         self.config = config
-        self.metrics = ServingMetrics(config.endpoint)
+        folder = Path(config.metrics_dir) if config.metrics_dir else None
+        self.metrics = ServingMetrics(config.endpoint, folder)
         self.runtime = EndpointRuntime(workspace, config, self.metrics)
         self._openapi: bytes | None = None
         self._routes: dict[tuple[str, str], Handler] = {
@@ -84,13 +87,18 @@ class ServingApp:
         try:
             status, body, headers = await self._route(scope, receive, started)
         except RequestError as exc:
-            self.metrics.error(exc.status, "bad_request" if exc.status < 500 else "server")
+            self.metrics.error(exc.status, request_cause(exc.status), _predicting(scope))
             status, body, headers = exc.status, encode_error(exc.message), JSON
         except BatchTimeoutError as exc:
-            self.metrics.error(503, "timeout")
+            self.metrics.error(503, "timeout", True)
             status, body, headers = 503, encode_error(str(exc)), JSON
         except Exception as exc:  # the model failed: answer, never crash the worker
-            self.metrics.error(500, "model")
+            predicting = _predicting(scope)
+            if isinstance(exc, OSError | PredictionLogClosedError):
+                cause = "prediction_log"
+            else:
+                cause = "model" if predicting else "server"
+            self.metrics.error(500, cause, predicting)
             message = f"prediction failed: {type(exc).__name__}: {exc}"
             status, body, headers = 500, encode_error(message), JSON
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -235,7 +243,7 @@ class ServingApp:
         state = self.runtime.state
         if state is not None:
             for version, deployment in state.deployments.items():
-                self.metrics.queue_depth[str(version)] = deployment.batcher.queue_depth
+                self.metrics.set_queue_depth(version, deployment.batcher.queue_depth)
         return 200, self.metrics.render().encode(), TEXT
 
     async def _server_metadata(
@@ -305,6 +313,12 @@ class ServingApp:
         admin.authorize(headers, self.config.admin_token, admin=True)
         await self.runtime.reload()
         return 200, encode(admin.traffic_status(self.runtime)), JSON
+
+
+def _predicting(scope: Scope) -> bool:
+    """Whether the request went to a prediction route (counted in shipyard_requests_total)."""
+    path: str = scope["path"].rstrip("/")
+    return path == "/invocations" or (path.startswith("/v2/models/") and path.endswith("/infer"))
 
 
 def _model_path(path: str) -> tuple[str, int | None]:

@@ -1,96 +1,356 @@
-"""Prometheus metrics of one worker, in the text exposition format (no client library).
+"""Prometheus metrics of a multi-worker server: every scrape shows the whole server.
 
-Counters and histograms carry ``endpoint``, ``version`` and ``worker`` labels; a scrape
-reaches one worker (they share the port), so Prometheus sums over ``worker``.
+Each worker writes its values into its own slot of a shared, memory-mapped store
+(:mod:`shipyard.serving.metricstore`); a scrape, whichever worker answers it, reads every
+slot and adds them up, in the text exposition format (no client library). A worker that is
+killed and replaced continues its slot, so counters never go backwards; the only worker
+identity exposed is that slot number (``worker="0"``), never a process id.
+
+Aggregation over workers: counters and histograms are summed over every slot, live or dead;
+gauges only over live workers: ``shipyard_queue_depth`` and ``shipyard_loaded_versions`` are
+sums (requests waiting in the whole server, workers that have a version loaded), and
+``shipyard_policy_revision`` is one series per worker, since a sum of revisions means nothing.
+
+The hot path does no string formatting: a request's cells are looked up once per
+(version, arm) and an answered request costs four writes into the map (see
+``benchmarks/serving/README.md`` for the measured cost).
 """
 
 from __future__ import annotations
 
-import bisect
-import os
-from collections import defaultdict
+import tempfile
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+from shipyard.serving.metricstore import Slot, StoreReader
+
+LATENCY_BUCKETS = (
+    0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+"""Request latency and model-call buckets, in seconds (upper bounds, inclusive)."""
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+"""Rows per model call (upper bounds, inclusive)."""
+WRITE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)
+"""Prediction-log group write buckets, in seconds (upper bounds, inclusive)."""
 
 
-class Histogram:
-    """Cumulative-bucket histogram."""
+@dataclass(frozen=True)
+class Family:
+    """One metric: name, type, help text, label names and, for a histogram, its buckets.
 
-    def __init__(self, buckets: tuple[float, ...]) -> None:
-        self.buckets = buckets
-        self.counts = [0] * (len(buckets) + 1)
-        self.total = 0.0
-        self.n = 0
+    ``per_worker``: a gauge exposed once per live worker (label ``worker``, the slot number)
+    rather than summed; ``hide_zero``: a gauge series whose sum is 0 is left out.
+    """
 
-    def observe(self, value: float) -> None:
-        """Record one observation."""
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.total += value
-        self.n += 1
+    name: str
+    kind: str
+    help: str
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...] = ()
+    per_worker: bool = False
+    hide_zero: bool = False
+
+    @property
+    def width(self) -> int:
+        """Cells per series: one, or a histogram's buckets, its +Inf bucket and its sum."""
+        return len(self.buckets) + 2 if self.kind == "histogram" else 1
+
+
+REQUESTS = Family(
+    "shipyard_requests_total",
+    "counter",
+    "Prediction requests answered, by HTTP status code; version and arm are empty for a "
+    "request that failed.",
+    ("endpoint", "version", "arm", "code"),
+)
+ERRORS = Family(
+    "shipyard_errors_total",
+    "counter",
+    "Requests of any route answered with an error status, by code and cause; cause=shadow "
+    "counts failed shadow scores (never answered).",
+    ("endpoint", "code", "cause"),
+)
+LATENCY = Family(
+    "shipyard_request_latency_seconds",
+    "histogram",
+    "Seconds from receiving a prediction request to its answer, of answered requests.",
+    ("endpoint", "version"),
+    LATENCY_BUCKETS,
+)
+BATCH = Family(
+    "shipyard_batch_size_rows",
+    "histogram",
+    "Rows per model call.",
+    ("endpoint", "version"),
+    BATCH_BUCKETS,
+)
+MODEL_CALL = Family(
+    "shipyard_model_call_seconds",
+    "histogram",
+    "Seconds per model call (one batch), by version and backend.",
+    ("endpoint", "version", "backend"),
+    LATENCY_BUCKETS,
+)
+LOG_WRITE = Family(
+    "shipyard_prediction_log_write_seconds",
+    "histogram",
+    "Seconds per group write to the prediction log (one write for the records of one turn "
+    "of a worker's event loop).",
+    ("endpoint",),
+    WRITE_BUCKETS,
+)
+LOG_FAILURES = Family(
+    "shipyard_prediction_log_write_failures_total",
+    "counter",
+    "Group writes to the prediction log that failed; their requests were answered with an error.",
+    ("endpoint",),
+)
+QUEUE = Family(
+    "shipyard_queue_depth",
+    "gauge",
+    "Requests waiting for a model call, summed over live workers (each worker updates its "
+    "value after every model call and when it answers a scrape).",
+    ("endpoint", "version"),
+)
+REVISION = Family(
+    "shipyard_policy_revision",
+    "gauge",
+    "Traffic-policy revision each live worker serves (worker is a stable slot number).",
+    ("endpoint", "worker"),
+    per_worker=True,
+)
+LOADED = Family(
+    "shipyard_loaded_versions",
+    "gauge",
+    "Live workers that have the model version loaded, by backend.",
+    ("endpoint", "version", "backend"),
+    hide_zero=True,
+)
+FAMILIES = (
+    REQUESTS, ERRORS, LATENCY, BATCH, MODEL_CALL, LOG_WRITE, LOG_FAILURES, QUEUE, REVISION, LOADED
+)  # fmt: skip
+"""Every metric the server exposes, in exposition order."""
+_BY_NAME = {f.name: f for f in FAMILIES}
+
+REQUEST_CAUSES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    413: "too_large",
+    422: "invalid_input",
+    503: "not_ready",
+}
+"""The ``cause`` label of a refused request (a :class:`~shipyard.errors.RequestError`)."""
+
+
+def rules_file() -> Path:
+    """The Prometheus recording and alerting rules for Shipyard servers (a YAML file to load
+    with ``rule_files``; each alert is explained in docs/observability.md)."""
+    return Path(__file__).parent / "prometheus" / "rules.yml"
+
+
+def request_cause(status: int) -> str:
+    """The ``cause`` label for a request refused with ``status``."""
+    return REQUEST_CAUSES.get(status, "bad_request" if status < 500 else "server")
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(family: Family, values: Iterable[object]) -> str:
+    names = [n for n in family.labels if n != "worker"]  # the reader adds the slot number
+    return ",".join(f'{n}="{_escape(str(v))}"' for n, v in zip(names, values, strict=True))
 
 
 class ServingMetrics:
-    """Requests, errors, latency, batch sizes and queue depth per model version."""
+    """One worker's metrics: claims a slot in ``folder`` and renders the whole server's.
 
-    def __init__(self, endpoint: str) -> None:
+    ``folder`` is the server's metrics folder (``ServeConfig.metrics_dir``); without one the
+    metrics are this process's alone, in a private temporary folder.
+    """
+
+    def __init__(self, endpoint: str, folder: Path | None = None) -> None:
         self.endpoint = endpoint
-        self.worker = str(os.getpid())
-        self.requests: defaultdict[tuple[str, str, str], int] = defaultdict(int)
-        self.errors: defaultdict[tuple[str, str], int] = defaultdict(int)
-        self.latency: defaultdict[str, Histogram] = defaultdict(lambda: Histogram(LATENCY_BUCKETS))
-        self.batch: defaultdict[str, Histogram] = defaultdict(lambda: Histogram(BATCH_BUCKETS))
-        self.queue_depth: dict[str, int] = {}
+        self._private = None
+        if folder is None:
+            self._private = tempfile.TemporaryDirectory(prefix="shipyard-metrics-")
+            folder = Path(self._private.name)
+        self.slot = Slot.claim(folder)
+        self._values = self.slot.values
+        self._reader = StoreReader(folder)
+        for (name, _), (offset, _width) in self.slot.series.items():
+            family = _BY_NAME.get(name)
+            if family is not None and family.kind == "gauge":  # a dead worker's last values
+                self._values[offset] = 0.0
+        self._answered: dict[tuple[int, str], tuple[int, int]] = {}
+        self._errors: dict[tuple[int, str, bool], tuple[int, int]] = {}
+        self._queues: dict[int, int] = {}
+        self._loaded: dict[tuple[int, str], int] = {}
+        self._log_write = self._cell(LOG_WRITE)
+        self._log_failures = self._cell(LOG_FAILURES)
+        self._revision = self._cell(REVISION)
+        # failures appear as series before they happen, so rate() and increase() see the
+        # first one (a series born at 1 has no earlier sample to grow from)
+        for status, cause in ((500, "model"), (500, "prediction_log"), (503, "timeout")):
+            self._error_cells(status, cause, True)
+
+    def _cell(self, family: Family, *values: object) -> int:
+        return self.slot.allocate(
+            family.name, _labels(family, (self.endpoint, *values)), family.width
+        )
+
+    # -- the hot path ----------------------------------------------------------------------
 
     def request(self, version: int, arm: str, seconds: float) -> None:
-        """Count one answered request and its latency."""
-        self.requests[(str(version), arm, "200")] += 1
-        self.latency[str(version)].observe(seconds)
+        """Count one answered prediction request (200) and its latency."""
+        cells = self._answered.get((version, arm))
+        if cells is None:
+            cells = self._answered[(version, arm)] = (
+                self._cell(REQUESTS, version, arm, 200),
+                self._cell(LATENCY, version),
+            )
+        counter, latency = cells
+        values = self._values
+        values[counter] += 1.0
+        values[latency + bisect_left(LATENCY_BUCKETS, seconds)] += 1.0
+        values[latency + len(LATENCY_BUCKETS) + 1] += seconds
 
-    def error(self, status: int, reason: str) -> None:
-        """Count one refused or failed request."""
-        self.errors[(str(status), reason)] += 1
+    def error(self, status: int, cause: str, prediction: bool = False) -> None:
+        """Count one request answered with error ``status``; ``prediction``: of a prediction
+        route (also counted in ``shipyard_requests_total``)."""
+        cells = self._errors.get((status, cause, prediction))
+        if cells is None:
+            cells = self._error_cells(status, cause, prediction)
+        errors, requests = cells
+        self._values[errors] += 1.0
+        if prediction:
+            self._values[requests] += 1.0
+
+    def _error_cells(self, status: int, cause: str, prediction: bool) -> tuple[int, int]:
+        cells = self._errors[(status, cause, prediction)] = (
+            self._cell(ERRORS, status, cause),
+            self._cell(REQUESTS, "", "", status) if prediction else 0,
+        )
+        return cells
+
+    def batch_observer(
+        self, version: int, backend: str, queue_depth: Callable[[], int]
+    ) -> Callable[[int, float], None]:
+        """A batcher's ``on_batch``: records rows, model-call seconds and the queue depth."""
+        batch = self._cell(BATCH, version)
+        call = self._cell(MODEL_CALL, version, backend)
+        queue = self._queue_cell(version)
+        values = self._values
+        batch_sum = batch + len(BATCH_BUCKETS) + 1
+        call_sum = call + len(LATENCY_BUCKETS) + 1
+
+        def observe(rows: int, seconds: float) -> None:
+            values[batch + bisect_left(BATCH_BUCKETS, rows)] += 1.0
+            values[batch_sum] += rows
+            values[call + bisect_left(LATENCY_BUCKETS, seconds)] += 1.0
+            values[call_sum] += seconds
+            values[queue] = queue_depth()
+
+        return observe
+
+    def log_write(self, seconds: float, ok: bool) -> None:
+        """Record one prediction-log group write: its duration, and whether it failed."""
+        values = self._values
+        values[self._log_write + bisect_left(WRITE_BUCKETS, seconds)] += 1.0
+        values[self._log_write + len(WRITE_BUCKETS) + 1] += seconds
+        if not ok:
+            values[self._log_failures] += 1.0
+
+    # -- state gauges ----------------------------------------------------------------------
+
+    def _queue_cell(self, version: int) -> int:
+        cell = self._queues.get(version)
+        if cell is None:
+            cell = self._queues[version] = self._cell(QUEUE, version)
+        return cell
+
+    def set_queue_depth(self, version: int, depth: int) -> None:
+        """Set this worker's number of requests waiting for ``version``."""
+        self._values[self._queue_cell(version)] = depth
+
+    def set_state(self, revision: int, loaded: dict[int, str]) -> None:
+        """Publish the policy revision this worker serves and its loaded versions → backend."""
+        self._values[self._revision] = revision
+        for key, cell in self._loaded.items():
+            self._values[cell] = 1.0 if loaded.get(key[0]) == key[1] else 0.0
+        for version, backend in loaded.items():
+            if (version, backend) not in self._loaded:
+                cell = self._loaded[(version, backend)] = self._cell(LOADED, version, backend)
+                self._values[cell] = 1.0
+            if (version, "primary") not in self._answered:  # at 0 before its first request
+                self._answered[(version, "primary")] = (
+                    self._cell(REQUESTS, version, "primary", 200),
+                    self._cell(LATENCY, version),
+                )
+        for version in self._queues.keys() - loaded.keys():
+            self._values[self._queues[version]] = 0.0
+
+    # -- exposition ------------------------------------------------------------------------
 
     def render(self) -> str:
-        """The exposition text."""
-        base = f'endpoint="{self.endpoint}",worker="{self.worker}"'
-        lines = [
-            "# HELP shipyard_requests_total Answered prediction requests.",
-            "# TYPE shipyard_requests_total counter",
-        ]
-        for (version, arm, code), n in sorted(self.requests.items()):
-            lines.append(
-                f'shipyard_requests_total{{{base},version="{version}",arm="{arm}",code="{code}"}}'
-                f" {n}"
-            )
-        lines += [
-            "# HELP shipyard_errors_total Refused or failed requests.",
-            "# TYPE shipyard_errors_total counter",
-        ]
-        for (code, reason), n in sorted(self.errors.items()):
-            lines.append(f'shipyard_errors_total{{{base},code="{code}",reason="{reason}"}} {n}')
-        lines += _histogram(
-            "shipyard_request_latency_seconds", "Request latency.", self.latency, base
-        )
-        lines += _histogram("shipyard_batch_size_rows", "Rows per model call.", self.batch, base)
-        lines += [
-            "# HELP shipyard_queue_depth Requests waiting for a batch.",
-            "# TYPE shipyard_queue_depth gauge",
-        ]
-        for version, depth in sorted(self.queue_depth.items()):
-            lines.append(f'shipyard_queue_depth{{{base},version="{version}"}} {depth}')
-        return "\n".join(lines) + "\n"
+        """The exposition text of the whole server: every worker's slot, added up."""
+        return exposition(self._reader)
+
+    def close(self) -> None:
+        """Release this worker's slot (its values stay for the worker that takes it next)."""
+        self._reader.close()
+        self.slot.close()
+        if self._private is not None:
+            self._private.cleanup()
 
 
-def _histogram(name: str, help_text: str, series: dict[str, Histogram], base: str) -> list[str]:
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-    for version, hist in sorted(series.items()):
-        labels = f'{base},version="{version}"'
-        running = 0
-        for bound, count in zip(hist.buckets, hist.counts, strict=False):
+def exposition(reader: StoreReader) -> str:
+    """The exposition text of every slot ``reader`` sees, added up (see the module's doc)."""
+    totals: dict[str, dict[str, list[float]]] = {f.name: {} for f in FAMILIES}
+    for slot in reader.snapshot():
+        for (name, labels), (offset, width) in slot.series.items():
+            family = _BY_NAME.get(name)
+            if family is None or family.width != width:
+                continue
+            if family.kind == "gauge":
+                if not slot.alive:
+                    continue
+                if family.per_worker:
+                    labels = f'{labels},worker="{slot.index}"'
+            cells = list(slot.values[offset : offset + width])
+            into = totals[name].get(labels)
+            if into is None:
+                totals[name][labels] = cells
+            else:
+                for i, value in enumerate(cells):
+                    into[i] += value
+    lines: list[str] = []
+    for family in FAMILIES:
+        lines += _render(family, totals[family.name])
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _render(family: Family, series: dict[str, list[float]]) -> list[str]:
+    name = family.name
+    lines = [f"# HELP {name} {family.help}", f"# TYPE {name} {family.kind}"]
+    for labels, cells in sorted(series.items()):
+        if family.kind != "histogram":
+            if not (family.hide_zero and cells[0] == 0):
+                lines.append(f"{name}{{{labels}}} {_number(cells[0])}")
+            continue
+        running = 0.0
+        for bound, count in zip((*family.buckets, float("inf")), cells, strict=False):
             running += count
-            lines.append(f'{name}_bucket{{{labels},le="{bound:g}"}} {running}')
-        lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {hist.n}')
-        lines.append(f"{name}_sum{{{labels}}} {hist.total}")
-        lines.append(f"{name}_count{{{labels}}} {hist.n}")
+            le = "+Inf" if bound == float("inf") else repr(float(bound))
+            lines.append(f'{name}_bucket{{{labels},le="{le}"}} {_number(running)}')
+        lines.append(f"{name}_sum{{{labels}}} {_number(cells[-1])}")
+        lines.append(f"{name}_count{{{labels}}} {_number(running)}")
     return lines

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from shipyard.workspace import Workspace
 
 _encode = msgspec.json.Encoder().encode
@@ -56,11 +58,14 @@ class PredictionLog:
         worker: str,
         segment_bytes: int = 64 << 20,
         fsync_interval_s: float = 1.0,
+        on_write: Callable[[float, bool], None] | None = None,
     ) -> None:
         self.folder = folder
         self.worker = worker
         self.segment_bytes = segment_bytes
         self.fsync_interval_s = fsync_interval_s
+        self.on_write = on_write
+        """Called after each group write with its seconds and whether it succeeded (metrics)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         self._fd = -1
         self._size = 0
@@ -126,12 +131,17 @@ class PredictionLog:
         records = len(self._pending)
         self._pending.clear()
         waiters, self._waiters = self._waiters, []
+        started = time.perf_counter()
         try:
             if data:
                 if self._fd < 0:
                     raise PredictionLogClosedError(f"the prediction log of {self.worker} is closed")
                 self._write(b"\n" + data if self._torn else data)
+                if self.on_write is not None:
+                    self.on_write(time.perf_counter() - started, True)
         except (OSError, PredictionLogClosedError) as exc:
+            if self.on_write is not None:
+                self.on_write(time.perf_counter() - started, False)
             logger.error(
                 "prediction log %s: could not write %d record(s): %s; their requests are "
                 "answered with an error",

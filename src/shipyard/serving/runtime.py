@@ -59,6 +59,8 @@ class ServeConfig:
     log_predictions: bool = True
     fsync_interval_s: float = 1.0
     reject_out_of_range: bool = False
+    metrics_dir: str | None = None
+    """The server's shared metrics folder (one slot per worker); ``None``: this worker's own."""
 
     def to_env(self) -> str:
         """JSON for the workers' environment."""
@@ -154,6 +156,7 @@ class EndpointRuntime:
                 log_folder(self.workspace, self.config.endpoint),
                 worker=f"w{os.getpid()}",
                 fsync_interval_s=self.config.fsync_interval_s,
+                on_write=self.metrics.log_write,
             )
         policy = await asyncio.to_thread(get_policy, self.workspace, self.config.endpoint)
         self.state = await self._build(policy, {})
@@ -198,6 +201,9 @@ class EndpointRuntime:
                 existing = await asyncio.to_thread(self._load, policy.model, version)
             deployments[version] = existing
         names = deployments[policy.arms[0].version].validator.names
+        self.metrics.set_state(
+            policy.revision, {v: d.report.chosen for v, d in deployments.items()}
+        )
         return EndpointState(policy, Router(policy), deployments, names)
 
     def _load(self, model: str, version: int) -> Deployment:
@@ -206,11 +212,8 @@ class EndpointRuntime:
 
         registry = ModelRegistry(self.workspace)
         predictor, report = load_backend(registry, model, version)
-        batch_sizes = self.metrics.batch[str(version)]
-
-        def observe(rows: int, seconds: float) -> None:
-            batch_sizes.observe(rows)
-
+        # the observer reads the batcher's queue after each model call
+        observe = self.metrics.batch_observer(version, report.chosen, lambda: batcher.queue_depth)
         batcher = MicroBatcher(
             predictor.predict,
             max_batch_size=self.config.max_batch_size,
@@ -304,7 +307,7 @@ class EndpointRuntime:
             out_of_range = deployment.validator.check(matrix)
             scores = await deployment.batcher.submit(matrix)
         except Exception as exc:
-            self.metrics.error(500, f"shadow_v{version}")
+            self.metrics.error(500, "shadow")
             logger.warning("shadow v%d failed on request %s: %s", version, request_id, exc)
             return
         if self.log is not None:

@@ -107,9 +107,15 @@ def serve(
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    from shipyard.serving.metricstore import release_folder, server_folder
     from shipyard.serving.runtime import CONFIG_ENV, ServeConfig
 
     prepared = prepare(workspace, target, endpoint, reset=reset)
+    # the workers' shared metrics, fresh for this server; left by a killed server until the
+    # next one starts
+    metrics_dir, metrics_lock = server_folder(
+        workspace.artifact_root / "tmp" / "metrics", prepared.policy.endpoint
+    )
     config = ServeConfig(
         workspace=str(workspace.root),
         endpoint=prepared.policy.endpoint,
@@ -120,6 +126,7 @@ def serve(
         predict_token=workspace.settings.serving_predict_token,
         log_predictions=log_predictions,
         reject_out_of_range=reject_out_of_range,
+        metrics_dir=str(metrics_dir),
     )
     os.environ[CONFIG_ENV] = config.to_env()
     count = workers or os.cpu_count() or 1
@@ -139,5 +146,8 @@ def serve(
         server_header=False,
         date_header=False,
     )
-    socket = uv_config.bind_socket()
-    Multiprocess(uv_config, sockets=[socket]).run()
+    try:
+        socket = uv_config.bind_socket()
+        Multiprocess(uv_config, sockets=[socket]).run()
+    finally:
+        release_folder(metrics_dir, metrics_lock)
