@@ -18,11 +18,17 @@ environment keeps its pins away from ours)::
 
     python3 -m venv /tmp/bento && /tmp/bento/bin/pip install bentoml lightgbm
     .venv/bin/python benchmarks/serving/bench_serving.py --bentoml /tmp/bento/bin/bentoml
+
+``--tracing`` runs the Shipyard cases once more with OpenTelemetry tracing on
+(``SHIPYARD_SERVING_TRACING=otlp``), the spans posted over OTLP/HTTP to a sink in this
+process that accepts and discards them: the cost of tracing on, beside the same server with
+tracing off in the same run. Without the flag the output is unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.server
 import json
 import os
 import platform
@@ -31,6 +37,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -129,6 +136,27 @@ def _ms(text: str) -> float:
         return float("nan")
     value, unit = match.groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+class _DiscardSpans(http.server.BaseHTTPRequestHandler):
+    """An OTLP/HTTP receiver that reads each export and answers 200 (the spans are dropped)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def span_sink() -> str:
+    """Start an OTLP/HTTP sink on 127.0.0.1 in a daemon thread; its traces URL."""
+    sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DiscardSpans)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{sink.server_address[1]}/v1/traces"
 
 
 def run_wrk(url: str, body: bytes, connections: int, duration: int, pgid: int) -> dict[str, Any]:
@@ -238,6 +266,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=10, help="seconds per case")
     parser.add_argument("--bentoml", default=None, help="a bentoml executable to compare with")
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also run the Shipyard cases with tracing on (OTLP to an in-process sink)",
+    )
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     ws, version = prepare_model()
@@ -297,6 +330,14 @@ def main() -> None:
             [("v2", "/v2/models/bench/infer"), ("mlflow", "/invocations")],
         ),
     }
+    if args.tracing:
+        command, environ, health, routes = servers["Shipyard (2 workers)"]
+        traced = {
+            **environ,
+            "SHIPYARD_SERVING_TRACING": "otlp",
+            "SHIPYARD_SERVING_OTLP_ENDPOINT": span_sink(),
+        }
+        servers["Shipyard (2 workers, tracing on)"] = (command, traced, health, routes)
     if args.bentoml:
         from shipyard.registry.models import ModelRegistry
 

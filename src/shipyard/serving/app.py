@@ -6,10 +6,17 @@ into the endpoint's input columns, the policy's router picks the version, its va
 checks the values, its micro-batcher scores them, the record is group-committed to the
 prediction log, shadows score after the answer. Loading, policy watching and reloading
 live in :mod:`shipyard.serving.runtime`; the admin routes in :mod:`shipyard.serving.admin`.
+
+Predictions are refused (503) while the prediction log cannot be written, and
+``/v2/health/ready`` says why. With ``serving_tracing`` on, the app takes
+:meth:`ServingApp._predict_traced` (one span per stage) instead of ``_predict``, chosen once
+at start; the access log (``serving_access_log``) is one logging call per request.
 """
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,12 +36,19 @@ from shipyard.serving.codec import (
 )
 from shipyard.serving.metrics import ServingMetrics, request_cause
 from shipyard.serving.predlog import PredictionLogClosedError
-from shipyard.serving.runtime import CONFIG_ENV, EndpointRuntime, EndpointState, ServeConfig
+from shipyard.serving.runtime import (
+    CONFIG_ENV,
+    EndpointRuntime,
+    EndpointState,
+    ServeConfig,
+    unlogged_message,
+)
 
 if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
+    from shipyard.serving.tracing import Tracing
     from shipyard.workspace import Workspace
 
 __all__ = ["CONFIG_ENV", "ServeConfig", "ServingApp", "create_app"]
@@ -50,12 +64,24 @@ JSON = [(b"content-type", b"application/json")]
 TEXT = [(b"content-type", b"text/plain; version=0.0.4")]
 LIVE = encode({"live": True})
 
+access_logger = logging.getLogger("shipyard.access")
+# (request id, version, arm) of the prediction being answered; set only with the access log on
+_ANSWERING: contextvars.ContextVar[tuple[str, int, str] | None] = contextvars.ContextVar(
+    "shipyard_answering", default=None
+)
+
 
 class ServingApp:
     """The ASGI application of one endpoint in one worker process."""
 
-    def __init__(self, workspace: Workspace, config: ServeConfig) -> None:
+    def __init__(
+        self, workspace: Workspace, config: ServeConfig, tracing: Tracing | None = None
+    ) -> None:
         self.config = config
+        self.tracing = tracing
+        self._access_log = config.access_log
+        # chosen once: with tracing off the hot path holds no tracing code at all
+        self._predict_route = self._predict if tracing is None else self._predict_traced
         folder = Path(config.metrics_dir) if config.metrics_dir else None
         self.metrics = ServingMetrics(config.endpoint, folder)
         self.runtime = EndpointRuntime(workspace, config, self.metrics)
@@ -103,6 +129,33 @@ class ServingApp:
             status, body, headers = 500, encode_error(message), JSON
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        if self._access_log:
+            self._log_access(scope, status, started)
+
+    def _log_access(self, scope: Scope, status: int, started: float) -> None:
+        """One access-log record: route, status, latency and, for predictions, what answered."""
+        answering = _ANSWERING.get()
+        request_id: str | None = None
+        version: int | None = None
+        arm: str | None = None
+        if answering is not None:
+            request_id, version, arm = answering
+        else:  # not a prediction, or refused before it was assigned: the client's id if any
+            given = dict(scope["headers"]).get(b"x-request-id")
+            request_id = given.decode("latin-1") if given else None
+        access_logger.info(
+            "request",
+            extra={
+                "request_id": request_id,
+                "endpoint": self.config.endpoint,
+                "version": version,
+                "arm": arm,
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            },
+        )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -116,6 +169,8 @@ class ServingApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.runtime.stop()
+                if self.tracing is not None:
+                    self.tracing.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -152,7 +207,7 @@ class ServingApp:
         self, path: str, headers: Headers, receive: Receive, started: float
     ) -> Response:
         admin.authorize(headers, self.config.predict_token)
-        return await self._predict("mlflow", None, headers, receive, started)
+        return await self._predict_route("mlflow", None, headers, receive, started)
 
     async def _infer(
         self, path: str, headers: Headers, receive: Receive, started: float
@@ -163,7 +218,7 @@ class ServingApp:
             raise RequestError(
                 404, f"unknown model {name!r}; this server serves {self.config.endpoint!r}"
             )
-        return await self._predict("v2", version, headers, receive, started)
+        return await self._predict_route("v2", version, headers, receive, started)
 
     async def _predict(
         self,
@@ -173,14 +228,19 @@ class ServingApp:
         receive: Receive,
         started: float,
     ) -> Response:
-        """Decode → score → log/shadow → encode."""
+        """Decode → score → log/shadow → encode (:meth:`_predict_traced` mirrors it)."""
         body = await self._body(receive)
         state = self._state()
+        log = self.runtime.log
+        if log is not None and log.error is not None:  # never answer what cannot be logged
+            raise RequestError(503, unlogged_message(log.error))
         matrix, request_id, parameters = self._decode(protocol, body, headers, state)
         deployment, arm, key = state.assign(headers, parameters, explicit)
+        version = deployment.version.version
+        if self._access_log:
+            _ANSWERING.set((request_id, version, arm))
         out_of_range = deployment.validator.check(matrix)
         scores = await deployment.batcher.submit(matrix)
-        version = deployment.version.version
         latency = time.perf_counter() - started
         await self.runtime.log_answer(
             request_id, version, arm, key, protocol, matrix, scores, latency, out_of_range
@@ -188,6 +248,72 @@ class ServingApp:
         self.metrics.request(version, arm, latency)
         if state.policy.shadows:
             self.runtime.shadow(state, version, request_id, key, protocol, matrix)
+        return self._answer(protocol, request_id, version, arm, scores)
+
+    async def _predict_traced(
+        self,
+        protocol: str,
+        explicit: int | None,
+        headers: Headers,
+        receive: Receive,
+        started: float,
+    ) -> Response:
+        """:meth:`_predict` with one span per stage, children of one ``predict`` span."""
+        from opentelemetry.trace import SpanKind
+
+        assert self.tracing is not None
+        tracer = self.tracing.tracer
+        with tracer.start_as_current_span("predict", kind=SpanKind.SERVER) as span:
+            span.set_attributes(
+                {"shipyard.endpoint": self.config.endpoint, "shipyard.protocol": protocol}
+            )
+            with tracer.start_as_current_span("decode"):
+                body = await self._body(receive)
+                state = self._state()
+                log = self.runtime.log
+                if log is not None and log.error is not None:
+                    raise RequestError(503, unlogged_message(log.error))
+                matrix, request_id, parameters = self._decode(protocol, body, headers, state)
+                deployment, arm, key = state.assign(headers, parameters, explicit)
+                version = deployment.version.version
+                if self._access_log:
+                    _ANSWERING.set((request_id, version, arm))
+                out_of_range = deployment.validator.check(matrix)
+            span.set_attributes(
+                {
+                    "shipyard.request_id": request_id,
+                    "shipyard.model.version": version,
+                    "shipyard.arm": arm,
+                    "shipyard.rows": len(matrix),
+                }
+            )
+            queued = time.time_ns()
+            scores, run = await deployment.batcher.submit_timed(matrix)
+            tracer.start_span("queue", start_time=queued).end(end_time=run.started_ns)
+            model = tracer.start_span(
+                "model",
+                start_time=run.started_ns,
+                attributes={
+                    "shipyard.batch.rows": run.rows,
+                    "shipyard.batch.requests": run.requests,
+                    "shipyard.backend": deployment.report.chosen,
+                },
+            )
+            model.end(end_time=run.ended_ns)
+            latency = time.perf_counter() - started
+            with tracer.start_as_current_span("log"):
+                await self.runtime.log_answer(
+                    request_id, version, arm, key, protocol, matrix, scores, latency, out_of_range
+                )
+            self.metrics.request(version, arm, latency)
+            if state.policy.shadows:
+                self.runtime.shadow(state, version, request_id, key, protocol, matrix)
+            with tracer.start_as_current_span("encode"):
+                return self._answer(protocol, request_id, version, arm, scores)
+
+    def _answer(
+        self, protocol: str, request_id: str, version: int, arm: str, scores: NDArray[np.float64]
+    ) -> Response:
         extra = [
             (b"x-request-id", request_id.encode()),
             (b"x-model-version", str(version).encode()),
@@ -234,8 +360,11 @@ class ServingApp:
     async def _ready(
         self, path: str, headers: Headers, receive: Receive, started: float
     ) -> Response:
-        ready = self.runtime.state is not None
-        return (200 if ready else 503), encode({"ready": ready}), JSON
+        """Ready: the policy's versions loaded and parity-checked, the prediction log writable."""
+        reason = self.runtime.not_ready()
+        if reason is None:
+            return 200, encode({"ready": True}), JSON
+        return 503, encode({"ready": False, "reason": reason}), JSON
 
     async def _metrics(
         self, path: str, headers: Headers, receive: Receive, started: float
@@ -276,6 +405,9 @@ class ServingApp:
         if version is not None and version not in state.deployments:
             raise RequestError(404, f"model {name!r} has no loaded version {version}")
         if ready:
+            reason = self.runtime.not_ready()
+            if reason is not None:
+                return 503, encode({"name": name, "ready": False, "reason": reason}), JSON
             return 200, encode({"name": name, "ready": True}), JSON
         first = state.deployments[version or state.policy.arms[0].version]
         inputs = [{"name": c.name, "datatype": "FP64", "shape": [-1]} for c in first.schema.columns]
@@ -344,7 +476,11 @@ def _version() -> str:
 
 def create_app() -> ServingApp:
     """The worker's app factory (uvicorn calls it in each worker process)."""
+    from shipyard.logs import configure_logging
+    from shipyard.serving.tracing import start_tracing
     from shipyard.workspace import Workspace
 
     config = ServeConfig.from_env()
-    return ServingApp(Workspace.open(config.workspace), config)
+    configure_logging(config.log_level, json=config.log_format == "json")
+    tracing = start_tracing(config.tracing, config.endpoint, otlp_endpoint=config.otlp_endpoint)
+    return ServingApp(Workspace.open(config.workspace), config, tracing)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,10 +36,22 @@ class BatchTimeoutError(Exception):
     """A request waited longer than the batcher's timeout for its result."""
 
 
+@dataclass(frozen=True)
+class BatchRun:
+    """One model call as a request saw it (traced batchers only): when it ran, how big."""
+
+    started_ns: int
+    """Wall-clock start of the model call (ns since the epoch, OpenTelemetry's clock)."""
+    ended_ns: int
+    rows: int
+    requests: int
+
+
 @dataclass
 class _Pending:
     rows: Batch
     future: asyncio.Future[Any]
+    run: BatchRun | None = None
 
 
 class MicroBatcher:
@@ -51,6 +64,7 @@ class MicroBatcher:
         max_wait_ms: float = 0.0,
         timeout_ms: float = 1000.0,
         on_batch: Callable[[int, float], None] | None = None,
+        timed: bool = False,
     ) -> None:
         owner = type(self).__name__
         if not isinstance(max_batch_size, int) or max_batch_size < 1:
@@ -64,6 +78,8 @@ class MicroBatcher:
         self.max_wait_ms = max_wait_ms
         self.timeout_ms = timeout_ms
         self.on_batch = on_batch
+        self.timed = timed
+        """Record each request's :class:`BatchRun` (for tracing; see :meth:`submit_timed`)."""
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="shipyard-model")
@@ -75,20 +91,36 @@ class MicroBatcher:
 
     async def submit(self, rows: Batch) -> Batch:
         """Score ``rows`` (2-D) together with whatever else arrives; return their scores."""
-        if self._task is None or self._task.done():
-            self._queue = asyncio.Queue()
-            self._task = asyncio.get_running_loop().create_task(self._run())
-        assert self._queue is not None
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put_nowait(_Pending(rows, future))
+        pending = self._enqueue(loop, rows)
         # one timer handle per request: cheaper than wait_for's extra task on the hot path
-        timer = loop.call_later(self.timeout_ms / 1000, self._expire, future)
+        timer = loop.call_later(self.timeout_ms / 1000, self._expire, pending.future)
         try:
-            result: Batch = await future
+            result: Batch = await pending.future
         finally:
             timer.cancel()
         return result
+
+    async def submit_timed(self, rows: Batch) -> tuple[Batch, BatchRun]:
+        """:meth:`submit`, and the model call that scored ``rows`` (needs ``timed=True``)."""
+        loop = asyncio.get_running_loop()
+        pending = self._enqueue(loop, rows)
+        timer = loop.call_later(self.timeout_ms / 1000, self._expire, pending.future)
+        try:
+            result: Batch = await pending.future
+        finally:
+            timer.cancel()
+        assert pending.run is not None, "submit_timed needs a MicroBatcher(timed=True)"
+        return result, pending.run
+
+    def _enqueue(self, loop: asyncio.AbstractEventLoop, rows: Batch) -> _Pending:
+        if self._task is None or self._task.done():
+            self._queue = asyncio.Queue()
+            self._task = loop.create_task(self._run())
+        assert self._queue is not None
+        pending = _Pending(rows, loop.create_future())
+        self._queue.put_nowait(pending)
+        return pending
 
     def _expire(self, future: asyncio.Future[Any]) -> None:
         if not future.done():
@@ -128,6 +160,7 @@ class MicroBatcher:
                 continue
             rows = live[0].rows if len(live) == 1 else np.concatenate([p.rows for p in live])
             started = loop.time()
+            started_ns = time.time_ns() if self.timed else 0
             try:
                 scores = await loop.run_in_executor(self._executor, self.predict, rows)
             except Exception as exc:  # a failed batch answers every request in it
@@ -137,6 +170,10 @@ class MicroBatcher:
                 continue
             if self.on_batch is not None:
                 self.on_batch(len(rows), loop.time() - started)
+            if self.timed:
+                run = BatchRun(started_ns, time.time_ns(), len(rows), len(live))
+                for pending in live:
+                    pending.run = run
             offset = 0
             for pending in live:
                 n = len(pending.rows)

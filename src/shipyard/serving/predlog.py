@@ -13,12 +13,19 @@ acknowledged) and the next write starts on a fresh line, so a line torn by the f
 never swallows a later record. ``close()`` writes what is pending and resolves (or fails)
 every request still waiting; nothing waits forever.
 
+A failed write, or a failed :meth:`PredictionLog.probe` (a write and an ``fsync`` of a
+probe file in the folder), marks the log unwritable (``error`` says why); the server then
+reports not ready and refuses predictions rather than serve them unlogged. The next
+successful probe opens a fresh segment and marks it writable again.
+
 DuckDB reads the segments directly: ``shipyard logs query "SELECT ..."``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import os
 import time
@@ -66,7 +73,8 @@ class PredictionLog:
         self.fsync_interval_s = fsync_interval_s
         self.on_write = on_write
         """Called after each group write with its seconds and whether it succeeded (metrics)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.error: str | None = None
+        """Why the log cannot be written now (``None`` while it can)."""
         self._fd = -1
         self._size = 0
         self._sequence = 0
@@ -78,7 +86,72 @@ class PredictionLog:
         self._closed = False
         self._committed = 0
         self._drop_at = int(os.environ.get(DROP_RECORD_ENV) or 0)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._open_segment()
+        except OSError as exc:  # start unwritable: a later probe may succeed
+            self._unwritable(exc)
+
+    @property
+    def writable(self) -> bool:
+        """Whether the last write and the last probe succeeded."""
+        return self.error is None
+
+    def _unwritable(self, exc: OSError) -> None:
+        if self.error is None:
+            logger.error(
+                "prediction log %s: %s cannot be written (%s); predictions are refused "
+                "until it can",
+                self.worker,
+                self.folder,
+                exc,
+                extra={"worker": self.worker, "folder": str(self.folder)},
+            )
+        self.error = f"{self.folder}: {exc.strerror or exc}"
+
+    async def probe(self) -> bool:
+        """Check that the folder takes a write and an fsync; update and return ``writable``.
+
+        The check runs in a thread (an fsync may take a while). After a failure, a success
+        opens a fresh segment, so nothing is appended to a file that failed.
+        """
+        try:
+            await asyncio.to_thread(self._probe_folder)
+            if self.error is not None and not self._closed:
+                self._reopen()
+        except OSError as exc:
+            self._unwritable(exc)
+            return False
+        if self.error is not None:
+            logger.warning(
+                "prediction log %s: %s can be written again; predictions resume",
+                self.worker,
+                self.folder,
+                extra={"worker": self.worker, "folder": str(self.folder)},
+            )
+            self.error = None
+        return True
+
+    def _probe_folder(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f".probe-{self.worker}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            if os.write(fd, b"probe\n") != 6:
+                raise OSError(errno.ENOSPC, "short write to the probe file")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+
+    def _reopen(self) -> None:
+        """Leave the current segment (it failed) for a new one."""
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):  # it failed already; a new one replaces it
+                os.close(self._fd)
+            self._fd = -1
         self._open_segment()
+        self._torn = False
 
     def _open_segment(self) -> None:
         if self._fd >= 0:
@@ -134,14 +207,18 @@ class PredictionLog:
         started = time.perf_counter()
         try:
             if data:
-                if self._fd < 0:
+                if self._fd < 0 and self._closed:
                     raise PredictionLogClosedError(f"the prediction log of {self.worker} is closed")
+                if self._fd < 0:
+                    raise OSError(errno.EBADF, f"no open segment ({self.error})")
                 self._write(b"\n" + data if self._torn else data)
                 if self.on_write is not None:
                     self.on_write(time.perf_counter() - started, True)
         except (OSError, PredictionLogClosedError) as exc:
             if self.on_write is not None:
                 self.on_write(time.perf_counter() - started, False)
+            if isinstance(exc, OSError):
+                self._unwritable(exc)
             logger.error(
                 "prediction log %s: could not write %d record(s): %s; their requests are "
                 "answered with an error",

@@ -44,7 +44,9 @@ class ServeConfig:
     """How a worker serves: endpoint, batching, limits, tokens (passed to workers as JSON).
 
     ``reject_out_of_range``: answer 422 for values outside the range seen in training
-    instead of scoring them and flagging them in the prediction log.
+    instead of scoring them and flagging them in the prediction log. ``access_log``,
+    ``tracing``, ``otlp_endpoint``, ``log_level`` and ``log_format`` come from the
+    workspace's settings of the same names (``serving_*``, ``log_*``).
     """
 
     workspace: str
@@ -59,6 +61,11 @@ class ServeConfig:
     log_predictions: bool = True
     fsync_interval_s: float = 1.0
     reject_out_of_range: bool = False
+    access_log: bool = False
+    tracing: str = "off"
+    otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    log_level: str = "INFO"
+    log_format: str = "json"
     metrics_dir: str | None = None
     """The server's shared metrics folder (one slot per worker); ``None``: this worker's own."""
 
@@ -129,6 +136,7 @@ class EndpointRuntime:
         self.state: EndpointState | None = None
         self.log: PredictionLog | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._log_prober: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._reloading = asyncio.Lock()
         self._id_prefix = uuid.uuid4().hex[:12]
@@ -139,6 +147,18 @@ class EndpointRuntime:
         """The registered model the endpoint serves (the endpoint's name before loading)."""
         return self.state.policy.model if self.state is not None else self.config.endpoint
 
+    def not_ready(self) -> str | None:
+        """Why this worker cannot serve now, or ``None`` when it is ready.
+
+        Ready means: every version of the policy is loaded on a backend that passed its
+        parity check, and the prediction log (when on) takes writes.
+        """
+        if self.state is None:
+            return "loading the traffic policy's versions"
+        if self.log is not None and self.log.error is not None:
+            return f"the prediction log cannot be written ({self.log.error})"
+        return None
+
     def next_id(self) -> str:
         """A unique request id: a random per-worker prefix and a counter (no uuid per request)."""
         self._id_counter += 1
@@ -147,7 +167,7 @@ class EndpointRuntime:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the prediction log, load the current policy's versions, watch for changes."""
+        """Open and probe the prediction log, load the current policy's versions, watch both."""
         from shipyard.serving.policy import get_policy
         from shipyard.serving.predlog import PredictionLog, log_folder
 
@@ -158,14 +178,17 @@ class EndpointRuntime:
                 fsync_interval_s=self.config.fsync_interval_s,
                 on_write=self.metrics.log_write,
             )
+            await self.log.probe()  # not writable: start, but not ready (probed again)
+            self._log_prober = asyncio.get_running_loop().create_task(self._watch_log(self.log))
         policy = await asyncio.to_thread(get_policy, self.workspace, self.config.endpoint)
         self.state = await self._build(policy, {})
         self._poller = asyncio.get_running_loop().create_task(self._watch_policy())
 
     async def stop(self) -> None:
         """Stop watching, close batchers and the prediction log."""
-        if self._poller is not None:
-            self._poller.cancel()
+        for task in (self._poller, self._log_prober):
+            if task is not None:
+                task.cancel()
         if self.state is not None:
             for deployment in self.state.deployments.values():
                 await deployment.batcher.close()
@@ -212,6 +235,7 @@ class EndpointRuntime:
 
         registry = ModelRegistry(self.workspace)
         predictor, report = load_backend(registry, model, version)
+        _require_parity(model, version, report)
         # the observer reads the batcher's queue after each model call
         observe = self.metrics.batch_observer(version, report.chosen, lambda: batcher.queue_depth)
         batcher = MicroBatcher(
@@ -220,6 +244,7 @@ class EndpointRuntime:
             max_wait_ms=self.config.max_wait_ms,
             timeout_ms=self.config.timeout_ms,
             on_batch=observe,
+            timed=self.config.tracing != "off",
         )
         mv = registry.get(model, version)
         validator = InputValidator(
@@ -247,7 +272,19 @@ class EndpointRuntime:
                     os.getpid(),
                     self.config.endpoint,
                     self.state.policy.revision if self.state else None,
+                    extra={"endpoint": self.config.endpoint},
                 )
+
+    async def _watch_log(self, log: PredictionLog) -> None:
+        """Probe the prediction log's folder every poll interval: readiness follows it."""
+        while True:
+            await asyncio.sleep(self.config.poll_interval_s)
+            try:
+                await log.probe()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never stop probing
+                logger.exception("probing the prediction log of %r failed", self.config.endpoint)
 
     async def _retire(self, deployments: list[Deployment]) -> None:
         # requests in flight hold the old state; give them the full timeout to finish
@@ -269,13 +306,21 @@ class EndpointRuntime:
         latency: float,
         out_of_range: tuple[str, ...],
     ) -> None:
-        """Write the record of an answer; return once it is written (before the answer)."""
+        """Write the record of an answer; return once it is written (before the answer).
+
+        Raises RequestError(503) when the record cannot be written: no prediction is
+        answered unlogged.
+        """
+        from shipyard.serving.predlog import PredictionLogClosedError
+
         if self.log is not None:
-            await self.log.commit(
-                self._record(
-                    request_id, version, arm, key, protocol, matrix, scores, latency, out_of_range
-                )
+            record = self._record(
+                request_id, version, arm, key, protocol, matrix, scores, latency, out_of_range
             )
+            try:
+                await self.log.commit(record)
+            except (OSError, PredictionLogClosedError) as exc:
+                raise RequestError(503, unlogged_message(str(exc))) from exc
 
     def shadow(
         self,
@@ -308,7 +353,17 @@ class EndpointRuntime:
             scores = await deployment.batcher.submit(matrix)
         except Exception as exc:
             self.metrics.error(500, "shadow")
-            logger.warning("shadow v%d failed on request %s: %s", version, request_id, exc)
+            logger.warning(
+                "shadow v%d failed on request %s: %s",
+                version,
+                request_id,
+                exc,
+                extra={
+                    "request_id": request_id,
+                    "endpoint": self.config.endpoint,
+                    "version": version,
+                },
+            )
             return
         if self.log is not None:
             latency = time.perf_counter() - started
@@ -354,3 +409,25 @@ class EndpointRuntime:
         if out_of_range:  # absent (NULL in queries) when every value was seen in training
             record["out_of_range"] = out_of_range
         return record
+
+
+def unlogged_message(reason: str) -> str:
+    """The 503 answer to a prediction that cannot be logged."""
+    return (
+        f"the prediction log cannot be written ({reason}); predictions are refused rather "
+        "than served unlogged until it can (see /v2/health/ready)"
+    )
+
+
+def _require_parity(model: str, version: int, report: BackendReport) -> None:
+    """Refuse a backend whose parity check (in ``serving.json``) did not pass."""
+    from shipyard.errors import IntegrityError
+    from shipyard.serving.backends import PARITY_TOLERANCE
+
+    chosen = report.candidates.get(report.chosen)
+    if chosen is None or chosen.note or not chosen.max_abs_diff <= PARITY_TOLERANCE:
+        found = "no check" if chosen is None else chosen.note or f"max |Δ| {chosen.max_abs_diff}"
+        raise IntegrityError(
+            f"{model} v{version}: backend {report.chosen!r} has not passed its parity check "
+            f"({found}); prepare the version again (shipyard serve does)"
+        )

@@ -107,9 +107,14 @@ def serve(
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    from shipyard.logs import configure_logging
     from shipyard.serving.metricstore import release_folder, server_folder
     from shipyard.serving.runtime import CONFIG_ENV, ServeConfig
+    from shipyard.serving.tracing import require as require_tracing
 
+    settings = workspace.settings
+    configure_logging(settings)  # the supervisor's records; each worker sets up its own
+    require_tracing(settings.serving_tracing)
     prepared = prepare(workspace, target, endpoint, reset=reset)
     # the workers' shared metrics, fresh for this server; left by a killed server until the
     # next one starts
@@ -127,6 +132,11 @@ def serve(
         log_predictions=log_predictions,
         reject_out_of_range=reject_out_of_range,
         metrics_dir=str(metrics_dir),
+        access_log=settings.serving_access_log,
+        tracing=settings.serving_tracing,
+        otlp_endpoint=settings.serving_otlp_endpoint,
+        log_level=settings.log_level,
+        log_format=settings.log_format,
     )
     os.environ[CONFIG_ENV] = config.to_env()
     count = workers or os.cpu_count() or 1
@@ -139,7 +149,8 @@ def serve(
         loop="uvloop",
         http="httptools",
         lifespan="on",
-        access_log=False,
+        access_log=False,  # Shipyard's own access log is a setting (serving_access_log)
+        log_config=None,  # records go through shipyard.logs (JSON lines), not uvicorn's setup
         log_level="warning",
         timeout_graceful_shutdown=10,
         proxy_headers=False,
