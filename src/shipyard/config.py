@@ -86,6 +86,13 @@ class Settings(BaseModel):
         description="OpenTelemetry spans of each request: 'off', 'console' (JSON lines on "
         "stdout) or 'otlp' (OTLP/HTTP to serving_otlp_endpoint).",
     )
+    serving_trace_sample_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of requests traced when serving_tracing is on (decided per request "
+        "before any span is made; 0.01 keeps the cost of tracing at about 1% of its full cost).",
+    )
     serving_otlp_endpoint: str = Field(
         default="http://127.0.0.1:4318/v1/traces",
         description="Where 'otlp' tracing sends spans (an OTLP/HTTP traces URL).",

@@ -11,6 +11,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -144,6 +145,27 @@ def test_tracing_off_takes_the_untraced_path_and_answers_the_same(
     traced = _serve_in_process(on, requests)
     assert [(s, b) for s, _, b in untraced] == [(s, b) for s, _, b in traced]
     assert all(not batcher.timed for batcher in _batchers(off))
+
+
+def test_a_sample_ratio_traces_that_share_of_requests_decided_before_any_span(
+    serving_workspace: Any, traced_endpoint: ServeConfig, rows: pd.DataFrame
+) -> None:
+    ws, _ = serving_workspace
+    exporter = InMemorySpanExporter()
+    config = replace(traced_endpoint, trace_sample_ratio=0.5)
+    tracing = start_tracing("console", "traced", exporter=exporter)
+    app = ServingApp(ws, config, tracing)
+    assert app._predict_route == app._predict_sampled
+    draws = iter([0.9, 0.1, 0.7, 0.3])  # the draws of four requests: traced when < 0.5
+    app._random = lambda: next(draws)
+    answers = _serve_in_process(app, _requests(rows) * 2)
+    assert tracing is not None
+    tracing.shutdown()  # export what the batch processor holds
+    assert [status for status, _, _ in answers] == [200] * 4
+    roots = [s for s in exporter.get_finished_spans() if s.name == "predict"]
+    # requests 2 and 4 (the V2 ones, whose id is trace-v2) were traced, 1 and 3 not at all
+    assert [dict(r.attributes or {})["shipyard.request_id"] for r in roots] == ["trace-v2"] * 2
+    assert len(exporter.get_finished_spans()) == 2 * (1 + len(STAGES))
 
 
 def _batchers(app: ServingApp) -> list[Any]:

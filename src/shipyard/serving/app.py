@@ -10,15 +10,18 @@ live in :mod:`shipyard.serving.runtime`; the admin routes in :mod:`shipyard.serv
 Predictions are refused (503) while the prediction log cannot be written, and
 ``/v2/health/ready`` says why. With ``serving_tracing`` on, the app takes
 :meth:`ServingApp._predict_traced` (one span per stage) instead of ``_predict``, chosen once
-at start; the access log (``serving_access_log``) is one logging call per request.
+at start (per request for the ``serving_trace_sample_ratio`` share when it is below 1); both
+run the same stages. The access log (``serving_access_log``) is one logging call per request.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
+    from shipyard.serving.runtime import Deployment
     from shipyard.serving.tracing import Tracing
     from shipyard.workspace import Workspace
 
@@ -71,6 +75,22 @@ _ANSWERING: contextvars.ContextVar[tuple[str, int, str] | None] = contextvars.Co
 )
 
 
+@dataclass(slots=True)
+class Accepted:
+    """A prediction request decoded, assigned to a version and validated: what the later
+    stages (score, log, shadow, encode) need."""
+
+    protocol: str
+    request_id: str
+    key: str | None
+    matrix: NDArray[np.float64]
+    state: EndpointState
+    deployment: Deployment
+    version: int
+    arm: str
+    out_of_range: tuple[str, ...]
+
+
 class ServingApp:
     """The ASGI application of one endpoint in one worker process."""
 
@@ -81,7 +101,11 @@ class ServingApp:
         self.tracing = tracing
         self._access_log = config.access_log
         # chosen once: with tracing off the hot path holds no tracing code at all
-        self._predict_route = self._predict if tracing is None else self._predict_traced
+        self._predict_route = self._predict
+        if tracing is not None:
+            sampled = config.trace_sample_ratio < 1.0
+            self._predict_route = self._predict_sampled if sampled else self._predict_traced
+        self._random = random.Random().random
         folder = Path(config.metrics_dir) if config.metrics_dir else None
         self.metrics = ServingMetrics(config.endpoint, folder)
         self.runtime = EndpointRuntime(workspace, config, self.metrics)
@@ -228,27 +252,12 @@ class ServingApp:
         receive: Receive,
         started: float,
     ) -> Response:
-        """Decode → score → log/shadow → encode (:meth:`_predict_traced` mirrors it)."""
+        """Decode → score → log/shadow → encode."""
         body = await self._body(receive)
-        state = self._state()
-        log = self.runtime.log
-        if log is not None and log.error is not None:  # never answer what cannot be logged
-            raise RequestError(503, unlogged_message(log.error))
-        matrix, request_id, parameters = self._decode(protocol, body, headers, state)
-        deployment, arm, key = state.assign(headers, parameters, explicit)
-        version = deployment.version.version
-        if self._access_log:
-            _ANSWERING.set((request_id, version, arm))
-        out_of_range = deployment.validator.check(matrix)
-        scores = await deployment.batcher.submit(matrix)
-        latency = time.perf_counter() - started
-        await self.runtime.log_answer(
-            request_id, version, arm, key, protocol, matrix, scores, latency, out_of_range
-        )
-        self.metrics.request(version, arm, latency)
-        if state.policy.shadows:
-            self.runtime.shadow(state, version, request_id, key, protocol, matrix)
-        return self._answer(protocol, request_id, version, arm, scores)
+        request = self._accept(protocol, explicit, headers, body)
+        scores = await request.deployment.batcher.submit(request.matrix)
+        await self._record(request, scores, started)
+        return self._answer(request, scores)
 
     async def _predict_traced(
         self,
@@ -269,26 +278,18 @@ class ServingApp:
             )
             with tracer.start_as_current_span("decode"):
                 body = await self._body(receive)
-                state = self._state()
-                log = self.runtime.log
-                if log is not None and log.error is not None:
-                    raise RequestError(503, unlogged_message(log.error))
-                matrix, request_id, parameters = self._decode(protocol, body, headers, state)
-                deployment, arm, key = state.assign(headers, parameters, explicit)
-                version = deployment.version.version
-                if self._access_log:
-                    _ANSWERING.set((request_id, version, arm))
-                out_of_range = deployment.validator.check(matrix)
+                request = self._accept(protocol, explicit, headers, body)
+            deployment = request.deployment
             span.set_attributes(
                 {
-                    "shipyard.request_id": request_id,
-                    "shipyard.model.version": version,
-                    "shipyard.arm": arm,
-                    "shipyard.rows": len(matrix),
+                    "shipyard.request_id": request.request_id,
+                    "shipyard.model.version": request.version,
+                    "shipyard.arm": request.arm,
+                    "shipyard.rows": len(request.matrix),
                 }
             )
             queued = time.time_ns()
-            scores, run = await deployment.batcher.submit_timed(matrix)
+            scores, run = await deployment.batcher.submit_timed(request.matrix)
             tracer.start_span("queue", start_time=queued).end(end_time=run.started_ns)
             model = tracer.start_span(
                 "model",
@@ -300,26 +301,76 @@ class ServingApp:
                 },
             )
             model.end(end_time=run.ended_ns)
-            latency = time.perf_counter() - started
             with tracer.start_as_current_span("log"):
-                await self.runtime.log_answer(
-                    request_id, version, arm, key, protocol, matrix, scores, latency, out_of_range
-                )
-            self.metrics.request(version, arm, latency)
-            if state.policy.shadows:
-                self.runtime.shadow(state, version, request_id, key, protocol, matrix)
+                await self._record(request, scores, started)
             with tracer.start_as_current_span("encode"):
-                return self._answer(protocol, request_id, version, arm, scores)
+                return self._answer(request, scores)
 
-    def _answer(
-        self, protocol: str, request_id: str, version: int, arm: str, scores: NDArray[np.float64]
+    async def _predict_sampled(
+        self,
+        protocol: str,
+        explicit: int | None,
+        headers: Headers,
+        receive: Receive,
+        started: float,
     ) -> Response:
+        """Trace a ``serving_trace_sample_ratio`` share of requests, decided before any span."""
+        if self._random() < self.config.trace_sample_ratio:
+            return await self._predict_traced(protocol, explicit, headers, receive, started)
+        return await self._predict(protocol, explicit, headers, receive, started)
+
+    def _accept(
+        self, protocol: str, explicit: int | None, headers: Headers, body: bytes
+    ) -> Accepted:
+        """Decode, assign and validate a prediction request (every path's first stage)."""
+        state = self._state()
+        log = self.runtime.log
+        if log is not None and log.error is not None:  # never answer what cannot be logged
+            raise RequestError(503, unlogged_message(log.error))
+        matrix, request_id, parameters = self._decode(protocol, body, headers, state)
+        deployment, arm, key = state.assign(headers, parameters, explicit)
+        version = deployment.version.version
+        if self._access_log:
+            _ANSWERING.set((request_id, version, arm))
+        out_of_range = deployment.validator.check(matrix)
+        return Accepted(
+            protocol, request_id, key, matrix, state, deployment, version, arm, out_of_range
+        )
+
+    async def _record(self, request: Accepted, scores: NDArray[np.float64], started: float) -> None:
+        """Log the answer (before it is sent), count it, and hand the rows to the shadows."""
+        latency = time.perf_counter() - started
+        version, arm = request.version, request.arm
+        await self.runtime.log_answer(
+            request.request_id,
+            version,
+            arm,
+            request.key,
+            request.protocol,
+            request.matrix,
+            scores,
+            latency,
+            request.out_of_range,
+        )
+        self.metrics.request(version, arm, latency)
+        if request.state.policy.shadows:
+            self.runtime.shadow(
+                request.state,
+                version,
+                request.request_id,
+                request.key,
+                request.protocol,
+                request.matrix,
+            )
+
+    def _answer(self, request: Accepted, scores: NDArray[np.float64]) -> Response:
+        request_id, version = request.request_id, request.version
         extra = [
             (b"x-request-id", request_id.encode()),
             (b"x-model-version", str(version).encode()),
         ]
-        if protocol == "v2":
-            answer = encode_v2(self.runtime.model, version, request_id, scores, arm)
+        if request.protocol == "v2":
+            answer = encode_v2(self.runtime.model, version, request_id, scores, request.arm)
         else:
             answer = encode_mlflow(scores)
         return 200, answer, JSON + extra

@@ -45,8 +45,8 @@ class ServeConfig:
 
     ``reject_out_of_range``: answer 422 for values outside the range seen in training
     instead of scoring them and flagging them in the prediction log. ``access_log``,
-    ``tracing``, ``otlp_endpoint``, ``log_level`` and ``log_format`` come from the
-    workspace's settings of the same names (``serving_*``, ``log_*``).
+    ``tracing``, ``trace_sample_ratio``, ``otlp_endpoint``, ``log_level`` and ``log_format``
+    come from the workspace's settings of the same names (``serving_*``, ``log_*``).
     """
 
     workspace: str
@@ -63,6 +63,7 @@ class ServeConfig:
     reject_out_of_range: bool = False
     access_log: bool = False
     tracing: str = "off"
+    trace_sample_ratio: float = 1.0
     otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
     log_level: str = "INFO"
     log_format: str = "json"

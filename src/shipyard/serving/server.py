@@ -134,6 +134,7 @@ def serve(
         metrics_dir=str(metrics_dir),
         access_log=settings.serving_access_log,
         tracing=settings.serving_tracing,
+        trace_sample_ratio=settings.serving_trace_sample_ratio,
         otlp_endpoint=settings.serving_otlp_endpoint,
         log_level=settings.log_level,
         log_format=settings.log_format,
