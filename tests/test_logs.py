@@ -82,8 +82,9 @@ def test_dropping_drops_only_the_named_message_and_only_inside_the_block(
 ) -> None:
     stream = io.StringIO()
     configure_logging("INFO", stream=stream)
-    log = logging.getLogger("mlflow.sklearn.test")
-    with dropping("mlflow.sklearn.test", "Saving scikit-learn models"):
+    # not under "mlflow": once MLflow is imported, its logger keeps its records to itself
+    log = logging.getLogger("thirdparty.sklearn_flavor")
+    with dropping("thirdparty.sklearn_flavor", "Saving scikit-learn models"):
         log.warning("Saving scikit-learn models in the pickle format ...")
         log.warning("another warning")
     log.warning("Saving scikit-learn models again, after the block")
