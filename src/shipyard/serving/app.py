@@ -21,7 +21,6 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +40,7 @@ from shipyard.serving.metrics import ServingMetrics, request_cause
 from shipyard.serving.predlog import PredictionLogClosedError
 from shipyard.serving.runtime import (
     CONFIG_ENV,
+    Accepted,
     EndpointRuntime,
     EndpointState,
     ServeConfig,
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
-    from shipyard.serving.runtime import Deployment
     from shipyard.serving.tracing import Tracing
     from shipyard.workspace import Workspace
 
@@ -73,22 +72,6 @@ access_logger = logging.getLogger("shipyard.access")
 _ANSWERING: contextvars.ContextVar[tuple[str, int, str] | None] = contextvars.ContextVar(
     "shipyard_answering", default=None
 )
-
-
-@dataclass(slots=True)
-class Accepted:
-    """A prediction request decoded, assigned to a version and validated: what the later
-    stages (score, log, shadow, encode) need."""
-
-    protocol: str
-    request_id: str
-    key: str | None
-    matrix: NDArray[np.float64]
-    state: EndpointState
-    deployment: Deployment
-    version: int
-    arm: str
-    out_of_range: tuple[str, ...]
 
 
 class ServingApp:
@@ -340,28 +323,10 @@ class ServingApp:
     async def _record(self, request: Accepted, scores: NDArray[np.float64], started: float) -> None:
         """Log the answer (before it is sent), count it, and hand the rows to the shadows."""
         latency = time.perf_counter() - started
-        version, arm = request.version, request.arm
-        await self.runtime.log_answer(
-            request.request_id,
-            version,
-            arm,
-            request.key,
-            request.protocol,
-            request.matrix,
-            scores,
-            latency,
-            request.out_of_range,
-        )
-        self.metrics.request(version, arm, latency)
+        await self.runtime.log_answer(request, scores, latency)
+        self.metrics.request(request.version, request.arm, latency)
         if request.state.policy.shadows:
-            self.runtime.shadow(
-                request.state,
-                version,
-                request.request_id,
-                request.key,
-                request.protocol,
-                request.matrix,
-            )
+            self.runtime.shadow(request)
 
     def _answer(self, request: Accepted, scores: NDArray[np.float64]) -> Response:
         request_id, version = request.request_id, request.version

@@ -127,6 +127,22 @@ class EndpointState:
         return deployment, "explicit", key
 
 
+@dataclass(slots=True)
+class Accepted:
+    """A prediction request decoded, assigned to a version and validated: what the later
+    stages (score, log, shadow, encode) need."""
+
+    protocol: str
+    request_id: str
+    key: str | None
+    matrix: NDArray[np.float64]
+    state: EndpointState
+    deployment: Deployment
+    version: int
+    arm: str
+    out_of_range: tuple[str, ...]
+
+
 class EndpointRuntime:
     """Loads and swaps the versions of one endpoint in one worker; logs their answers."""
 
@@ -296,16 +312,7 @@ class EndpointRuntime:
     # -- the prediction log ----------------------------------------------------------------
 
     async def log_answer(
-        self,
-        request_id: str,
-        version: int,
-        arm: str,
-        key: str | None,
-        protocol: str,
-        matrix: NDArray[np.float64],
-        scores: NDArray[np.float64],
-        latency: float,
-        out_of_range: tuple[str, ...],
+        self, request: Accepted, scores: NDArray[np.float64], latency: float
     ) -> None:
         """Write the record of an answer; return once it is written (before the answer).
 
@@ -316,51 +323,35 @@ class EndpointRuntime:
 
         if self.log is not None:
             record = self._record(
-                request_id, version, arm, key, protocol, matrix, scores, latency, out_of_range
+                request, request.version, request.arm, scores, latency, request.out_of_range
             )
             try:
                 await self.log.commit(record)
             except (OSError, PredictionLogClosedError) as exc:
                 raise RequestError(503, unlogged_message(str(exc))) from exc
 
-    def shadow(
-        self,
-        state: EndpointState,
-        answered_by: int,
-        request_id: str,
-        key: str | None,
-        protocol: str,
-        matrix: NDArray[np.float64],
-    ) -> None:
-        """Score ``matrix`` with the policy's shadow versions in the background and log it."""
-        for version in state.policy.shadows:
-            if version != answered_by and version in state.deployments:
-                self.spawn(
-                    self._shadow(state.deployments[version], request_id, key, protocol, matrix)
-                )
+    def shadow(self, request: Accepted) -> None:
+        """Score the request's rows with the policy's shadow versions in the background; log."""
+        deployments = request.state.deployments
+        for version in request.state.policy.shadows:
+            if version != request.version and version in deployments:
+                self.spawn(self._shadow(deployments[version], request))
 
-    async def _shadow(
-        self,
-        deployment: Deployment,
-        request_id: str,
-        key: str | None,
-        protocol: str,
-        matrix: NDArray[np.float64],
-    ) -> None:
+    async def _shadow(self, deployment: Deployment, request: Accepted) -> None:
         version = deployment.version.version
         started = time.perf_counter()
         try:
-            out_of_range = deployment.validator.check(matrix)
-            scores = await deployment.batcher.submit(matrix)
+            out_of_range = deployment.validator.check(request.matrix)
+            scores = await deployment.batcher.submit(request.matrix)
         except Exception as exc:
             self.metrics.error(500, "shadow")
             logger.warning(
                 "shadow v%d failed on request %s: %s",
                 version,
-                request_id,
+                request.request_id,
                 exc,
                 extra={
-                    "request_id": request_id,
+                    "request_id": request.request_id,
                     "endpoint": self.config.endpoint,
                     "version": version,
                 },
@@ -368,42 +359,28 @@ class EndpointRuntime:
             return
         if self.log is not None:
             latency = time.perf_counter() - started
-            self.log.append(
-                self._record(
-                    request_id,
-                    version,
-                    "shadow",
-                    key,
-                    protocol,
-                    matrix,
-                    scores,
-                    latency,
-                    out_of_range,
-                )
-            )
+            self.log.append(self._record(request, version, "shadow", scores, latency, out_of_range))
 
     def _record(
         self,
-        request_id: str,
+        request: Accepted,
         version: int,
         arm: str,
-        key: str | None,
-        protocol: str,
-        matrix: NDArray[np.float64],
         scores: NDArray[np.float64],
         latency: float,
         out_of_range: tuple[str, ...],
     ) -> dict[str, Any]:
+        """The prediction-log record of ``version``'s answer to ``request``."""
         record: dict[str, Any] = {
-            "request_id": request_id,
+            "request_id": request.request_id,
             "time": time.time(),
             "endpoint": self.config.endpoint,
             "model": self.model,
             "version": version,
             "arm": arm,
-            "routing_key": key,
-            "protocol": protocol,
-            "inputs": matrix.tolist(),
+            "routing_key": request.key,
+            "protocol": request.protocol,
+            "inputs": request.matrix.tolist(),
             "outputs": scores.tolist(),
             "latency_ms": round(latency * 1000, 3),
         }
