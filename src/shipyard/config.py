@@ -98,6 +98,16 @@ class Settings(BaseModel):
         description="Where 'otlp' tracing sends spans (an OTLP/HTTP traces URL).",
     )
 
+    online_store: Literal["sqlite", "redis"] = Field(
+        default="sqlite",
+        description="Where online feature state lives: 'sqlite' (a file in the workspace) or "
+        "'redis' (at redis_url; needs the 'online' extra).",
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="Redis URL of the online store when online_store = 'redis'.",
+    )
+
     @classmethod
     def load(cls, root: Path, environ: Mapping[str, str] | None = None) -> Settings:
         """Read ``root/shipyard.toml`` and overlay ``SHIPYARD_*`` environment variables."""
