@@ -1,0 +1,394 @@
+"""Streaming window aggregates: a view's features computed event by event, as offline.
+
+A :class:`StreamingView` derives everything from one :class:`FeatureView` (there is no
+second definition): per entity it keeps the events of the longest window (timestamps in
+integer microseconds and the aggregated columns) in the online store, updates that state
+with each event and reads the features at the event's time with the offline store's exact
+semantics:
+
+* an :class:`Aggregation` covers ``(t - window, t]``: the event itself and every event of
+  the entity at the same instant are included, so all events of one instant are applied
+  before any of them is read (a call to :meth:`StreamingView.process` must carry every
+  event of an instant; :func:`replay` splits a history only between instants);
+* ``decimals`` sums are exact: the column is cast to ``DECIMAL(18, decimals)`` by DuckDB (the
+  offline cast) and kept as an integer number of units;
+* ``fill_value`` answers an empty window; a count is 0;
+* a :class:`RowFeature` is its SQL expression, evaluated by DuckDB over the raw events of the
+  batch, as offline.
+
+Aggregations with a ``delay`` (label-based, such as terminal risk) are not computed here:
+their labels arrive late, so they are materialized from the offline store (issue 8).
+
+**Late events.** ``lateness`` bounds how far an event may lag behind the newest event already
+stored for its entity: an event older than ``newest - lateness`` raises
+:class:`LateEventError` before anything is stored (or, with ``on_late="count"``, is skipped,
+reported in :attr:`StreamingResult.rejected` and gets no features). An accepted late event
+is read exactly (its window sees only events at or before it); features already returned for
+later events are not revised. State keeps the events newer than
+``newest - lateness - longest window``; older ones expire.
+
+Example::
+
+    stream = StreamingView(CUSTOMER_SPENDING, open_online_store(ws))
+    result = stream.process(events_df)       # features per event, in input order
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import struct
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from shipyard.errors import DataValidationError, FeatureDefinitionError, ShipyardError
+from shipyard.features.definitions import Aggregation, FeatureView, RowFeature, micros
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from shipyard.features.online import OnlineStore
+
+_FORMAT = 1
+_HEADER = struct.Struct("<BI")
+_NULL_UNITS = -(2**63)  # a null in a fixed-point column (never a real cast result)
+_TS = "__shipyard_ts"
+_KEY = "__shipyard_key"
+
+
+class LateEventError(ShipyardError, ValueError):
+    """An event arrived later than the lateness bound allows; nothing was stored."""
+
+
+@dataclass(frozen=True)
+class _Series:
+    """One stored column: ``column`` as double, or as integer units of 10**-decimals."""
+
+    column: str
+    decimals: int | None
+
+    @property
+    def name(self) -> str:
+        suffix = "" if self.decimals is None else f"__d{self.decimals}"
+        return f"__series_{self.column}{suffix}"
+
+    def sql(self) -> str:
+        column = '"' + self.column.replace('"', '""') + '"'
+        if self.decimals is None:
+            return f"CAST({column} AS DOUBLE)"
+        # the offline cast, then exact integer units
+        return (
+            f"CAST(CAST({column} AS DECIMAL(18, {self.decimals})) * {10**self.decimals} AS BIGINT)"
+        )
+
+
+@dataclass
+class EntityState:
+    """The events of one entity still inside the longest window, oldest first."""
+
+    times: list[int] = field(default_factory=list)
+    values: list[list[float | int | None]] = field(default_factory=list)
+
+    def add(self, time_us: int, row: list[float | int | None]) -> None:
+        """Insert one event, keeping time order (a late event goes before newer ones)."""
+        at = bisect.bisect_right(self.times, time_us)
+        self.times.insert(at, time_us)
+        for series, value in zip(self.values, row, strict=True):
+            series.insert(at, value)
+
+    def expire(self, before_us: int) -> None:
+        """Forget events at or before ``before_us``."""
+        cut = bisect.bisect_right(self.times, before_us)
+        if cut:
+            del self.times[:cut]
+            for series in self.values:
+                del series[:cut]
+
+    def to_bytes(self, series: tuple[_Series, ...]) -> bytes:
+        """A compact blob: format, count, int64 times, then one array per series."""
+        parts = [_HEADER.pack(_FORMAT, len(self.times)), array("q", self.times).tobytes()]
+        for spec, values in zip(series, self.values, strict=True):
+            if spec.decimals is None:
+                parts.append(array("d", [math.nan if v is None else v for v in values]).tobytes())
+            else:
+                parts.append(
+                    array("q", [_NULL_UNITS if v is None else v for v in values]).tobytes()
+                )
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, series: tuple[_Series, ...]) -> EntityState:
+        """Read a blob written by :meth:`to_bytes` with the same series."""
+        version, n = _HEADER.unpack_from(blob)
+        if version != _FORMAT:
+            raise DataValidationError(f"online state blob of format {version}; expected {_FORMAT}")
+        offset = _HEADER.size
+        times = array("q")
+        times.frombytes(blob[offset : offset + 8 * n])
+        offset += 8 * n
+        values: list[list[float | int | None]] = []
+        for spec in series:
+            column = array("d" if spec.decimals is None else "q")
+            column.frombytes(blob[offset : offset + 8 * n])
+            offset += 8 * n
+            if spec.decimals is None:
+                values.append([None if math.isnan(v) else v for v in column])
+            else:
+                values.append([None if v == _NULL_UNITS else v for v in column])
+        return cls(times.tolist(), values)
+
+
+@dataclass(frozen=True)
+class StreamingResult:
+    """Features of a batch of events, in input order; rejected (late) rows have none."""
+
+    features: pd.DataFrame
+    rejected: list[int]
+    """Input positions of the late events skipped under ``on_late="count"``."""
+
+
+def _aggregate(feature: Aggregation, spec: _Series | None, values: list[Any]) -> float | int | None:
+    if feature.function == "count":
+        return len(values) if spec is None else sum(1 for v in values if v is not None)
+    present = [v for v in values if v is not None]
+    if not present:
+        return feature.fill_value
+    result: float
+    if feature.function == "min":
+        result = min(present)
+    elif feature.function == "max":
+        result = max(present)
+    else:
+        result = sum(present) if feature.function == "sum" else sum(present) / len(present)
+    if spec is not None and spec.decimals is not None:
+        scale: int = 10**spec.decimals
+        return result / scale
+    return float(result)
+
+
+class StreamingView:
+    """A feature view computed per event from state kept in an online store."""
+
+    def __init__(
+        self,
+        view: FeatureView,
+        store: OnlineStore,
+        *,
+        lateness: timedelta = timedelta(minutes=5),
+        on_late: Literal["raise", "count"] = "raise",
+    ) -> None:
+        for feature in view.features:
+            if isinstance(feature, Aggregation) and feature.delay:
+                raise FeatureDefinitionError(
+                    f"Aggregation {feature.name!r} of view {view.name!r} has a delay of "
+                    f"{feature.delay}: delayed (label-based) features are not computed by the "
+                    "streaming path; they are materialized from the offline store, see issue 8."
+                )
+        if not isinstance(lateness, timedelta) or lateness < timedelta(0):
+            raise FeatureDefinitionError(
+                f"The 'lateness' parameter of StreamingView must be a timedelta >= 0. "
+                f"Got {lateness!r} instead."
+            )
+        if on_late not in ("raise", "count"):
+            raise FeatureDefinitionError(
+                f"The 'on_late' parameter of StreamingView must be 'raise' or 'count'. "
+                f"Got {on_late!r} instead."
+            )
+        self.view = view
+        self.store = store
+        self.lateness = lateness
+        self.on_late = on_late
+        self.aggregations = tuple(f for f in view.features if isinstance(f, Aggregation))
+        self.row_features = tuple(f for f in view.features if isinstance(f, RowFeature))
+        self.series = tuple(
+            dict.fromkeys(
+                _Series(f.column, f.decimals) for f in self.aggregations if f.column is not None
+            )
+        )
+        self._series_of = {
+            f.name: None if f.column is None else self.series.index(_Series(f.column, f.decimals))
+            for f in self.aggregations
+        }
+        longest = max((micros(f.window) for f in self.aggregations), default=0)
+        self.retention_us = longest + micros(lateness)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _read(self, state: EntityState, time_us: int) -> dict[str, float | int | None]:
+        hi = bisect.bisect_right(state.times, time_us)
+        out: dict[str, float | int | None] = {}
+        for feature in self.aggregations:
+            lo = bisect.bisect_right(state.times, time_us - micros(feature.window), 0, hi)
+            index = self._series_of[feature.name]
+            spec = None if index is None else self.series[index]
+            values: list[Any] = [None] * (hi - lo) if index is None else state.values[index][lo:hi]
+            out[feature.name] = _aggregate(feature, spec, values)
+        return out
+
+    def _load(self, keys: list[str]) -> dict[str, EntityState]:
+        blobs = self.store.get_many(self.view, keys)
+        return {
+            key: EntityState([], [[] for _ in self.series])
+            if blob is None
+            else EntityState.from_bytes(blob, self.series)
+            for key, blob in zip(keys, blobs, strict=True)
+        }
+
+    def read(self, entities: list[Any], at: Any) -> pd.DataFrame:
+        """The aggregations of ``entities`` at time ``at`` without an event (nothing stored).
+
+        An entity never seen has zero history: counts are 0, the other aggregations their
+        ``fill_value`` (null without one).
+        """
+        import pandas as pd
+
+        time_us = int(pd.Timestamp(at).value // 1000)
+        keys = [_key(e) for e in entities]
+        states = self._load(list(dict.fromkeys(keys)))
+        rows = [self._read(states[key], time_us) for key in keys]
+        return pd.DataFrame(rows, columns=[f.name for f in self.aggregations])
+
+    # -- processing --------------------------------------------------------------------------
+
+    def _prepare(self, events: Any) -> pa.Table:
+        """Timestamps (us), entity keys, row features and series of ``events``, via DuckDB."""
+        import duckdb
+        import pyarrow as pa
+
+        table = events if isinstance(events, pa.Table) else pa.Table.from_pandas(events)
+        self.view.check_columns(table.column_names, where="the events")
+        entity, ts = (f'"{c}"' for c in (self.view.entity, self.view.timestamp))
+        selects = [f"epoch_us(CAST({ts} AS TIMESTAMP)) AS {_TS}", f"{entity} AS {_KEY}"]
+        selects += [f'({f.expression}) AS "{f.name}"' for f in self.row_features]
+        selects += [f"{s.sql()} AS {s.name}" for s in self.series]
+        con = duckdb.connect()
+        try:
+            con.register("__events", table)
+            prepared = con.sql(f"SELECT {', '.join(selects)} FROM __events").to_arrow_table()
+        except duckdb.Error as exc:
+            raise FeatureDefinitionError(
+                f"Computing feature view {self.view.name!r} over the events failed in DuckDB: {exc}"
+            ) from None
+        finally:
+            con.close()
+        for column in (_TS, _KEY):
+            nulls = prepared.column(column).null_count
+            if nulls:
+                name = self.view.timestamp if column == _TS else self.view.entity
+                raise DataValidationError(
+                    f"events column {name!r} has {nulls} null value(s); every event needs an "
+                    "entity key and a timestamp."
+                )
+        return prepared
+
+    def process(self, events: Any) -> StreamingResult:
+        """Apply ``events`` (a pandas DataFrame or Arrow table) and return their features.
+
+        Events are applied in time order (ties in input order), every event of one instant
+        before any of them is read. The call must hold every event of each instant it
+        touches. Late events (see the module docstring) raise :class:`LateEventError` before
+        anything is stored, or are skipped with ``on_late="count"``.
+        """
+        prepared = self._prepare(events)
+        times: list[int] = prepared.column(_TS).to_pylist()
+        keys = [_key(k) for k in prepared.column(_KEY).to_pylist()]
+        rows = list(zip(*(prepared.column(s.name).to_pylist() for s in self.series), strict=True))
+        if not self.series:
+            rows = [()] * len(times)
+        states = self._load(list(dict.fromkeys(keys))) if self.aggregations else {}
+        rejected = self._late(times, keys, states)
+        skip = set(rejected)
+        order = sorted((i for i in range(len(times)) if i not in skip), key=times.__getitem__)
+        results: list[dict[str, float | int | None] | None] = [None] * len(times)
+        touched: set[str] = set()
+        start = 0
+        while start < len(order):
+            instant = times[order[start]]
+            stop = start
+            while stop < len(order) and times[order[stop]] == instant:
+                stop += 1
+            group = order[start:stop]
+            if self.aggregations:
+                for i in group:
+                    states[keys[i]].add(instant, list(rows[i]))
+                    touched.add(keys[i])
+                cache: dict[str, dict[str, float | int | None]] = {}
+                for i in group:
+                    if keys[i] not in cache:
+                        cache[keys[i]] = self._read(states[keys[i]], instant)
+                    results[i] = cache[keys[i]]
+            else:
+                for i in group:
+                    results[i] = {}
+            start = stop
+        if touched:
+            for key in touched:
+                state = states[key]
+                state.expire(state.times[-1] - self.retention_us)
+            self.store.put_many(self.view, {k: states[k].to_bytes(self.series) for k in touched})
+        return StreamingResult(self._frame(prepared, results), rejected)
+
+    def _late(self, times: list[int], keys: list[str], states: dict[str, EntityState]) -> list[int]:
+        bound = micros(self.lateness)
+        late = [
+            i
+            for i, (t, key) in enumerate(zip(times, keys, strict=True))
+            if key in states and states[key].times and t < states[key].times[-1] - bound
+        ]
+        if late and self.on_late == "raise":
+            i = late[0]
+            import pandas as pd
+
+            newest = pd.Timestamp(states[keys[i]].times[-1], unit="us")
+            raise LateEventError(
+                f"{len(late)} event(s) of view {self.view.name!r} arrived later than the "
+                f"lateness bound of {self.lateness}: the first, row {i} ({self.view.entity} = "
+                f"{keys[i]}, at {pd.Timestamp(times[i], unit='us')}), is older than that "
+                f"entity's newest event ({newest}) minus the bound. Nothing was stored."
+            )
+        return late
+
+    def _frame(
+        self, prepared: pa.Table, results: list[dict[str, float | int | None] | None]
+    ) -> pd.DataFrame:
+        import pandas as pd
+
+        frame = pd.DataFrame(index=range(prepared.num_rows))
+        valid = [r is not None for r in results]
+        for feature in self.view.features:
+            if isinstance(feature, RowFeature):
+                column = prepared.column(feature.name).to_pandas()
+                frame[feature.name] = (
+                    column.where(pd.Series(valid), None) if not all(valid) else column
+                )
+            else:
+                values = [None if r is None else r[feature.name] for r in results]
+                dtype = "Int64" if feature.function == "count" else "float64"
+                frame[feature.name] = pd.array(values, dtype=dtype)
+        return frame
+
+
+def _key(value: Any) -> str:
+    """The online key of an entity value (integers and strings alike, never '42.0')."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def replay(
+    stream: StreamingView, events: pd.DataFrame, *, batch_rows: int = 10_000
+) -> Iterator[StreamingResult]:
+    """Process ``events`` in time order, in batches that never split an instant."""
+    ordered = events.sort_values(stream.view.timestamp, kind="stable")
+    times = ordered[stream.view.timestamp].to_numpy()
+    start = 0
+    while start < len(ordered):
+        stop = min(start + batch_rows, len(ordered))
+        while stop < len(ordered) and times[stop] == times[stop - 1]:
+            stop += 1
+        yield stream.process(ordered.iloc[start:stop])
+        start = stop

@@ -1,0 +1,226 @@
+"""Streaming window aggregates equal the offline store's values, on SQLite and on Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from shipyard.data.catalog import Dataset
+from shipyard.errors import FeatureDefinitionError
+from shipyard.features.definitions import Aggregation, FeatureView, RowFeature
+from shipyard.features.fraud import CUSTOMER_SPENDING, TERMINAL_RISK, TRANSACTION
+from shipyard.features.offline import OfflineStore, view_sql
+from shipyard.features.online import OnlineStore, RedisOnlineStore, SQLiteOnlineStore
+from shipyard.features.streaming import EntityState, LateEventError, StreamingView, replay
+from shipyard.workspace import Workspace
+from tests.features.test_online import redis_server  # noqa: F401  (a fixture)
+
+KEYS = ["TRANSACTION_ID", "CUSTOMER_ID", "TX_DATETIME"]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def reopen(store_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
+    """Opens the same fresh store again each call (a restart); closes them all at teardown."""
+    opened: list[OnlineStore] = []
+    url = request.getfixturevalue("redis_server") if store_kind == "redis" else ""
+    if url:
+        import redis
+
+        redis.Redis.from_url(url).flushdb()
+
+    def factory() -> OnlineStore:
+        store: OnlineStore = (
+            RedisOnlineStore(url) if url else SQLiteOnlineStore(tmp_path / "online.db")
+        )
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        store.close()
+
+
+def _replay(view: FeatureView, events: pd.DataFrame, reopen: object) -> pd.DataFrame:
+    """Replay ``events`` through the streaming path, restarting the store halfway."""
+    assert callable(reopen)
+    ordered = events.sort_values(view.timestamp, kind="stable")
+    half = ordered[view.timestamp].iloc[len(ordered) // 2]
+    parts = []
+    for part in (ordered[ordered[view.timestamp] < half], ordered[ordered[view.timestamp] >= half]):
+        store = reopen()  # the second part runs on a reopened store: the state must survive
+        stream = StreamingView(view, store)
+        parts += [r.features for r in replay(stream, part, batch_rows=4_000)]
+        assert all(not r.rejected for r in replay(stream, part.iloc[:0]))
+    online = pd.concat(parts, ignore_index=True)
+    online.index = ordered.index
+    return online.sort_index()
+
+
+@pytest.mark.parametrize("view", [TRANSACTION, CUSTOMER_SPENDING], ids=lambda v: v.name)
+def test_replay_equals_offline_point_in_time_retrieval(
+    small_workspace: tuple[Workspace, Dataset], view: FeatureView, reopen: object
+) -> None:
+    ws, dataset = small_workspace
+    events = dataset.read()
+    offline = OfflineStore(ws).get_historical_features(events[KEYS], [view]).to_pandas()
+    online = _replay(view, events, reopen)
+    assert len(online) == len(offline) == len(events)
+    for name in view.feature_names:
+        got, want = online[name], offline[name]
+        if name.startswith("CUSTOMER_ID_NB_TX"):
+            assert got.astype("int64").tolist() == want.astype("int64").tolist(), name
+        else:
+            np.testing.assert_allclose(
+                got.astype("float64"), want.astype("float64"), rtol=0, atol=1e-9, err_msg=name
+            )
+
+
+def _at(day: int, hour: int = 0, minute: int = 0, second: int = 0) -> pd.Timestamp:
+    return pd.Timestamp("2018-04-01") + pd.Timedelta(
+        days=day, hours=hour, minutes=minute, seconds=second
+    )
+
+
+MIXED = FeatureView(
+    name="mixed",
+    entity="CARD",
+    timestamp="TS",
+    source="none",
+    features=(
+        RowFeature("DOUBLED", '2 * "AMOUNT"', inputs=("AMOUNT",)),
+        Aggregation("N_1H", "count", timedelta(hours=1)),
+        Aggregation("N_AMOUNT_1H", "count", timedelta(hours=1), column="AMOUNT"),
+        Aggregation("SUM_2D", "sum", timedelta(days=2), column="AMOUNT", decimals=2),
+        Aggregation("SUM_2D_FLOAT", "sum", timedelta(days=2), column="AMOUNT"),
+        Aggregation("MEAN_1H", "mean", timedelta(hours=1), column="AMOUNT", fill_value=-1.0),
+        Aggregation("MIN_1D", "min", timedelta(days=1), column="AMOUNT", decimals=1),
+        Aggregation("MAX_1D", "max", timedelta(days=1), column="AMOUNT"),
+    ),
+)
+
+
+def _mixed_events() -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    times = [_at(0) + pd.Timedelta(minutes=int(m)) for m in rng.integers(0, 6 * 24 * 60, 600)]
+    times += [_at(2, 5)] * 4 + [_at(2, 6)] * 3  # same-instant events
+    times += [_at(1, 1) + pd.Timedelta(hours=1), _at(1, 1) + pd.Timedelta(microseconds=1)]
+    amounts = [round(float(a), 2) for a in rng.uniform(0, 300, len(times))]
+    amounts[5] = amounts[17] = None  # type: ignore[call-overload]
+    amounts[0] = 0.125  # a cast that rounds
+    cards = rng.integers(0, 4, len(times)).tolist()
+    return pd.DataFrame({"CARD": cards, "TS": times, "AMOUNT": amounts})
+
+
+def test_every_function_equals_the_offline_sql(reopen: object) -> None:
+    """count, count of a column, exact and float sums, mean with fill, min, max; nulls too."""
+    assert callable(reopen)
+    events = _mixed_events()
+    con = duckdb.connect()
+    con.register("events", events)
+    offline = con.sql(f"SELECT *, row_number() OVER () AS r FROM ({view_sql(MIXED, 'events')})")
+    expected = offline.df()
+    # view_sql keeps no row order: match on (card, time, row feature) via the events' order
+    stream = StreamingView(MIXED, reopen())
+    online = pd.concat([r.features for r in replay(stream, events, batch_rows=50)])
+    ordered = events.sort_values("TS", kind="stable").reset_index(drop=True)
+    online = pd.concat([ordered, online.reset_index(drop=True)], axis=1)
+    keys = ["CARD", "TS", "DOUBLED"]
+    merged = online.merge(expected, on=keys, suffixes=("", "_offline"), how="left")
+    assert len(merged) >= len(events)
+    for feature in MIXED.features:
+        if isinstance(feature, Aggregation):
+            np.testing.assert_allclose(
+                merged[feature.name].astype("float64"),
+                merged[f"{feature.name}_offline"].astype("float64"),
+                rtol=0,
+                atol=1e-9,
+                err_msg=feature.name,
+            )
+
+
+def _one(card: int, at: pd.Timestamp, amount: float = 10.0) -> pd.DataFrame:
+    return pd.DataFrame({"CARD": [card], "TS": [at], "AMOUNT": [amount]})
+
+
+def test_same_instant_events_see_each_other(reopen: object) -> None:
+    assert callable(reopen)
+    stream = StreamingView(MIXED, reopen())
+    events = pd.concat([_one(1, _at(0, 1), 10.0), _one(1, _at(0, 1), 20.0), _one(2, _at(0, 1))])
+    features = stream.process(events).features
+    assert features["N_1H"].tolist() == [2, 2, 1]
+    assert features["MEAN_1H"].tolist() == [15.0, 15.0, 10.0]
+    assert features["DOUBLED"].tolist() == [20.0, 40.0, 20.0]
+
+
+def test_late_events_are_rejected_and_change_nothing(reopen: object) -> None:
+    assert callable(reopen)
+    store = reopen()
+    stream = StreamingView(MIXED, store, lateness=timedelta(minutes=5))
+    stream.process(pd.concat([_one(1, _at(0, 10)), _one(2, _at(0, 10))]))
+    before = store.get_many(MIXED, ["1", "2"])
+    batch = pd.concat([_one(2, _at(0, 11)), _one(1, _at(0, 9, 54, 59))])
+    with pytest.raises(LateEventError, match="lateness bound of 0:05:00") as error:
+        stream.process(batch)
+    assert "row 1" in str(error.value)
+    assert "CARD = 1" in str(error.value)
+    assert "Nothing was stored" in str(error.value)
+    assert store.get_many(MIXED, ["1", "2"]) == before  # not even card 2's good event
+
+    counting = StreamingView(MIXED, store, lateness=timedelta(minutes=5), on_late="count")
+    result = counting.process(batch)
+    assert result.rejected == [1]
+    assert result.features["N_1H"].isna().tolist() == [False, True]
+    assert store.get(MIXED, "1") == before[0]
+    assert store.get(MIXED, "2") != before[1]
+
+    # within the bound: accepted, and read exactly at its own time (newer events unseen)
+    accepted = counting.process(_one(1, _at(0, 9, 56), 30.0))
+    assert accepted.rejected == []
+    assert accepted.features["N_1H"].tolist() == [1]
+    assert stream.read([1], _at(0, 10))["N_1H"].tolist() == [2]
+
+
+def test_an_unseen_entity_has_zero_history(reopen: object) -> None:
+    assert callable(reopen)
+    stream = StreamingView(MIXED, reopen())
+    stream.process(_one(1, _at(0, 1)))
+    read = stream.read([1, 99], _at(0, 1, 30))
+    assert read["N_1H"].tolist() == [1, 0]
+    assert read["MEAN_1H"].tolist() == [10.0, -1.0]  # fill_value
+    assert np.isnan(read["SUM_2D"].iloc[1])  # no fill_value: null
+    assert read.loc[0, "SUM_2D"] == 10.0
+
+
+def test_state_is_bounded_by_the_longest_window(reopen: object) -> None:
+    assert callable(reopen)
+    store = reopen()
+    stream = StreamingView(MIXED, store, lateness=timedelta(hours=1))
+    hourly = pd.concat([_one(1, _at(0) + pd.Timedelta(hours=h)) for h in range(24 * 10)])
+    for _ in replay(stream, hourly, batch_rows=10):
+        pass
+    blob = store.get(MIXED, "1")
+    assert blob is not None
+    state = EntityState.from_bytes(blob, stream.series)
+    # 2 days + 1 hour of lateness, hourly events: 49 kept, the 240 - 49 older ones expired
+    assert len(state.times) == 49
+    assert len(blob) == 5 + 8 * 49 * (1 + len(stream.series))
+
+
+def test_delayed_aggregations_are_refused(tmp_path: Path) -> None:
+    store = SQLiteOnlineStore(tmp_path / "online.db")
+    with pytest.raises(FeatureDefinitionError, match="materialized from the offline store"):
+        StreamingView(TERMINAL_RISK, store)
+    with pytest.raises(FeatureDefinitionError, match="'lateness' parameter"):
+        StreamingView(CUSTOMER_SPENDING, store, lateness=timedelta(seconds=-1))
+    store.close()
