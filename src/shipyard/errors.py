@@ -58,6 +58,10 @@ class FeatureNotFoundError(ShipyardError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class OnlineStoreUnavailableError(ShipyardError, ConnectionError):
+    """The online store cannot be reached (Redis down, wrong URL): no features can be served."""
+
+
 class ParameterError(ShipyardError, ValueError):
     """A function or constructor argument is outside its allowed range or type."""
 

@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 
 from shipyard.config import Settings
-from shipyard.errors import ConfigError, FeatureDefinitionError
+from shipyard.errors import ConfigError, FeatureDefinitionError, OnlineStoreUnavailableError
 from shipyard.features.definitions import Aggregation
 from shipyard.features.fraud import CUSTOMER_SPENDING
 from shipyard.features.online import (
     OnlineStore,
-    OnlineStoreUnavailableError,
     RedisOnlineStore,
     SQLiteOnlineStore,
     online_store_path,

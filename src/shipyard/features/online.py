@@ -30,17 +30,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from shipyard.errors import FeatureDefinitionError, ShipyardError
+from shipyard.errors import FeatureDefinitionError, OnlineStoreUnavailableError, ShipyardError
 
 if TYPE_CHECKING:
     from shipyard.features.definitions import FeatureView
     from shipyard.workspace import Workspace
 
 _SQLITE_CHUNK = 500  # entity keys per IN (...) query, well under SQLite's variable limit
-
-
-class OnlineStoreUnavailableError(ShipyardError, ConnectionError):
-    """The online store cannot be reached (Redis down, wrong URL): no features can be served."""
 
 
 class OnlineStore(Protocol):
