@@ -122,3 +122,82 @@ def get(
     )
     path = result.to_parquet(out_path)
     console().print(f"Wrote {path} in {time.perf_counter() - started:.1f} s")
+
+
+@features.command("parity")
+@views_option
+@click.option(
+    "--from",
+    "start",
+    required=True,
+    help="Start of the replayed range (a date or timestamp, included).",
+)
+@click.option(
+    "--to", "end", required=True, help="End of the replayed range (a date or timestamp, included)."
+)
+@click.option(
+    "--version",
+    "version",
+    type=int,
+    default=None,
+    help="Source data set version to replay and compare with (default: the latest).",
+)
+@click.option(
+    "--store",
+    type=click.Choice(["sqlite", "redis"]),
+    default="sqlite",
+    show_default=True,
+    help="Online store to replay into: a temporary SQLite file, or the workspace's Redis "
+    "under a fresh key space (dropped afterwards).",
+)
+@click.pass_context
+def parity_(
+    ctx: click.Context, views_ref: str, start: str, end: str, version: int | None, store: str
+) -> None:
+    """Replay a time range through the online path and compare with offline retrieval.
+
+    Exits with status 1 when any row differs (or no event was compared).
+    """
+    from rich.table import Table
+
+    from shipyard.features.parity import parity
+
+    ws = open_workspace(ctx)
+    out = console()
+    report = parity(
+        ws,
+        load_views(views_ref),
+        start=start,
+        end=end,
+        dataset_version=version,
+        store="redis" if store == "redis" else "sqlite",
+    )
+    share = 100.0 * report.rows_equal / report.events_compared if report.events_compared else 0.0
+    status = "[green]OK[/green]" if report.ok else "[red]FAILED[/red]"
+    out.print(f"Parity {report.start} .. {report.end} on {report.store}: {status}")
+    out.print(
+        f"{report.events_compared:,} events compared, {report.rows_equal:,} rows equal "
+        f"({share:.2f}%), {report.features_compared} features, {report.seconds:.2f} s, "
+        f"{report.events_per_s:,.0f} events/s"
+    )
+    for name, reason in report.not_covered.items():
+        out.print(f"[yellow]{name}[/yellow]: {reason}")
+    if report.mismatches:
+        table = Table("feature", "rows", "view", "entity", "time", "online", "offline")
+        table.title = "Mismatches (up to 5 examples per feature)"
+        for feature, count in report.mismatches.items():
+            for i, ex in enumerate(report.examples.get(feature, [])):
+                table.add_row(
+                    feature if i == 0 else "",
+                    f"{count:,}" if i == 0 else "",
+                    ex.view,
+                    str(ex.entity),
+                    str(ex.time),
+                    repr(ex.online),
+                    repr(ex.offline),
+                )
+        out.print(table)
+    if report.events_compared == 0:
+        out.print("[red]No event was compared: parity is not shown.[/red]")
+    if not report.ok:
+        raise SystemExit(1)
