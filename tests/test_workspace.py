@@ -31,6 +31,7 @@ def test_init_creates_settings_database_and_roots(tmp_path: Path) -> None:
         "shipyard_datasets",
         "shipyard_feature_materializations",
         "shipyard_model_versions",
+        "shipyard_online_freshness",
         "shipyard_registry_events",
         "shipyard_traffic_policies",
     }

@@ -1,10 +1,11 @@
 """Shipyard's own metadata tables, all declared here so the whole schema is in one place.
 
 MLflow keeps runs and model versions; these tables keep what MLflow lacks: data sets,
-feature materializations, each model version's lineage, files and schema, the registry's
-audit trail (registrations, promotions, gate refusals, rollbacks) and the traffic policies
-of endpoints. They live in the workspace's database: SQLite by default, any SQLAlchemy URL
-(PostgreSQL) by setting. ``Workspace.init`` creates them.
+feature materializations, the freshness of the features written online, each model
+version's lineage, files and schema, the registry's audit trail (registrations, promotions,
+gate refusals, rollbacks) and the traffic policies of endpoints. They live in the
+workspace's database: SQLite by default, any SQLAlchemy URL (PostgreSQL) by setting.
+``Workspace.init`` creates them.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
+    Float,
     Integer,
     MetaData,
     String,
@@ -66,6 +69,29 @@ feature_materializations = Table(
     Column("seconds", JSON, nullable=False, doc="wall time of the computation"),
     Column("created_at", DateTime, nullable=False),
     UniqueConstraint("view", "definition_hash", "dataset_hash", name="uq_materialization"),
+)
+
+online_freshness = Table(
+    "shipyard_online_freshness",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("view", String(200), nullable=False),
+    Column("definition_hash", String(64), nullable=False),
+    Column("dataset", String(200), nullable=False),
+    Column("dataset_version", Integer, nullable=False),
+    Column("dataset_hash", String(64), nullable=False),
+    Column("as_of", DateTime, nullable=True, doc="the cutoff asked for (None: end of the data)"),
+    Column(
+        "newest_row_at",
+        DateTime,
+        nullable=True,
+        doc="time of the newest row written or kept online: the watermark of the next run",
+    ),
+    Column("rows_written", BigInteger, nullable=False, doc="entities whose row changed"),
+    Column("entities", BigInteger, nullable=False, doc="entities with a row online"),
+    Column("incremental", Boolean, nullable=False, doc="only rows past the watermark looked at"),
+    Column("seconds", Float, nullable=False),
+    Column("run_at", DateTime, nullable=False),
 )
 
 model_versions = Table(

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import click
 
 from shipyard.cli._common import console, open_workspace, progress_bars
 from shipyard.features.definitions import load_views
 from shipyard.features.fraud import BASELINE_VIEWS_REF
+
+if TYPE_CHECKING:
+    from shipyard.features.definitions import FeatureView
+    from shipyard.workspace import Workspace
 
 DEFAULT_VIEWS = BASELINE_VIEWS_REF
 views_option = click.option(
@@ -63,8 +69,16 @@ def _describe(d: dict[str, object]) -> str:
     help="Version of the source data set to compute the features of (default: the latest).",
 )
 @click.option("--force", is_flag=True, help="Recompute even if an identical result is stored.")
+@click.option(
+    "--online",
+    is_flag=True,
+    help="Then write each entity's latest row into the online store (incremental): the views "
+    "with a delayed aggregation, or every view given if none has one.",
+)
 @click.pass_context
-def materialize(ctx: click.Context, views_ref: str, version: int | None, force: bool) -> None:
+def materialize(
+    ctx: click.Context, views_ref: str, version: int | None, force: bool, online: bool
+) -> None:
     """Compute the feature views over their source data set with DuckDB and store them."""
     from rich.table import Table
 
@@ -86,7 +100,78 @@ def materialize(ctx: click.Context, views_ref: str, version: int | None, force: 
             str(m.path),
         )
     out.print(table)
+    if online:
+        _materialize_online(ws, views, version)
     out.print(f"Done in {time.perf_counter() - started:.1f} s")
+
+
+def _materialize_online(ws: Workspace, views: list[FeatureView], version: int | None) -> None:
+    from rich.table import Table
+
+    from shipyard.features.materialize_online import has_delay, materialize_online
+
+    chosen = [v for v in views if has_delay(v)] or views
+    runs = materialize_online(ws, chosen, dataset_version=version)
+    table = Table("view", "data set", "newest row", "entities", "written", title="Online features")
+    for r in runs:
+        table.add_row(
+            r.view,
+            f"{r.dataset} v{r.dataset_version}",
+            str(r.newest_row_at),
+            f"{r.entities:,}",
+            f"{r.rows_written:,}" + (" (incremental)" if r.incremental else ""),
+        )
+    console().print(table)
+
+
+@features.command()
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Freshness of the features written online: the last run of each view."""
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    from shipyard.features.materialize_online import online_status
+
+    ws = open_workspace(ctx)
+    runs = online_status(ws)
+    out = console()
+    if not runs:
+        out.print("No features written online yet: shipyard features materialize --online")
+        return
+    now = datetime.now(UTC).replace(tzinfo=None)
+    table = Table(
+        "view",
+        "definition",
+        "data set",
+        "newest row",
+        "age",
+        "rows",
+        "last run",
+        title="Online feature freshness",
+    )
+    for r in runs:
+        age = "-" if r.newest_row_at is None else _age(now - r.newest_row_at)
+        table.add_row(
+            r.view,
+            r.definition_hash[:12],
+            f"{r.dataset} v{r.dataset_version}",
+            str(r.newest_row_at),
+            age,
+            f"{r.entities:,} ({r.rows_written:,} written)",
+            r.run_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    out.print(table)
+
+
+def _age(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    if abs(seconds) >= 86_400:
+        return f"{seconds / 86_400:.1f} d"
+    if abs(seconds) >= 3_600:
+        return f"{seconds / 3_600:.1f} h"
+    return f"{seconds:.0f} s"
 
 
 @features.command()
