@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from shipyard.data.catalog import Dataset
-from shipyard.errors import FeatureDefinitionError
+from shipyard.errors import DataValidationError, FeatureDefinitionError
 from shipyard.features.definitions import Aggregation, FeatureView, RowFeature
 from shipyard.features.fraud import CUSTOMER_SPENDING, TERMINAL_RISK, TRANSACTION
 from shipyard.features.offline import OfflineStore, view_sql
@@ -224,3 +224,130 @@ def test_delayed_aggregations_are_refused(tmp_path: Path) -> None:
     with pytest.raises(FeatureDefinitionError, match="'lateness' parameter"):
         StreamingView(CUSTOMER_SPENDING, store, lateness=timedelta(seconds=-1))
     store.close()
+
+
+# -- bad events ---------------------------------------------------------------------------------
+
+NOW = pd.Timestamp("2018-04-10 12:00")
+
+
+def _blobs(store: OnlineStore, view: FeatureView, keys: list[str]) -> list[bytes | None]:
+    return store.get_many(view, keys)
+
+
+def _bad_stream(reopen: object, view: FeatureView = MIXED) -> tuple[StreamingView, OnlineStore]:
+    assert callable(reopen)
+    store = reopen()
+    return StreamingView(view, store, now=lambda: NOW.to_pydatetime()), store
+
+
+def _three(**changes: object) -> pd.DataFrame:
+    """Three good events of cards 1 and 2 at day 1, one column of row 1 replaced by ``changes``."""
+    frame = pd.DataFrame(
+        {"CARD": [1, 2, 1], "TS": [_at(1, 1), _at(1, 2), _at(1, 3)], "AMOUNT": [5.0, 6.0, 7.0]}
+    )
+    frame = frame.astype(object)
+    for column, value in changes.items():
+        frame.at[1, column] = value
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("changes", "column", "expected"),
+    [
+        ({"CARD": None}, "CARD", "expected an entity key"),
+        ({"TS": None}, "TS", "expected a timestamp"),
+        ({"TS": "yesterday"}, "TS", "expected a timestamp"),
+        ({"TS": NOW + pd.Timedelta(days=1, seconds=1)}, "TS", "in the future"),
+        ({"AMOUNT": "abc"}, "AMOUNT", "'abc'; expected a finite number"),
+        ({"AMOUNT": float("inf")}, "AMOUNT", "inf; expected a finite number"),
+        ({"AMOUNT": 1e20}, "AMOUNT", "fits DECIMAL(18, 2)"),
+    ],
+    ids=["null key", "null time", "not a time", "future", "text", "infinite", "too big"],
+)
+def test_bad_events_are_rejected_and_change_nothing(
+    reopen: object, changes: dict[str, object], column: str, expected: str
+) -> None:
+    stream, store = _bad_stream(reopen)
+    stream.process(pd.concat([_one(1, _at(1)), _one(2, _at(1))]))
+    before = _blobs(store, MIXED, ["1", "2"])
+    assert all(before)
+    with pytest.raises(DataValidationError) as error:
+        stream.process(_three(**changes))  # rows 0 and 2 are good: nothing of them is stored
+    message = str(error.value)
+    assert f"column {column!r}" in message
+    assert "row 1" in message
+    assert expected in message
+    assert "Nothing of the batch was stored" in message
+    assert _blobs(store, MIXED, ["1", "2"]) == before
+    # the same batch without the bad value goes through
+    assert stream.process(_three()).features["N_1H"].tolist() == [1, 1, 1]
+
+
+def test_an_arrow_nan_is_rejected_a_pandas_nan_is_a_null(reopen: object) -> None:
+    import pyarrow as pa
+
+    stream, store = _bad_stream(reopen)
+    table = pa.Table.from_pandas(_three(), preserve_index=False)
+    amounts = pa.array([5.0, float("nan"), 7.0], from_pandas=False)
+    table = table.set_column(2, "AMOUNT", amounts)
+    with pytest.raises(DataValidationError, match=r"row 1.*column 'AMOUNT'.*nan"):
+        stream.process(table)
+    assert _blobs(store, MIXED, ["1", "2"]) == [None, None]
+    # in pandas NaN is the null marker: skipped by the aggregations, as offline
+    features = stream.process(_three(AMOUNT=float("nan"))).features
+    assert features["N_AMOUNT_1H"].tolist() == [1, 0, 1]
+    assert features["N_1H"].tolist() == [1, 1, 1]
+
+
+def test_the_future_bound_uses_the_injected_clock(reopen: object) -> None:
+    assert callable(reopen)
+    # a replay of old history is in the past: fine with the real clock
+    history = StreamingView(MIXED, reopen())
+    assert len(list(replay(history, _three()))) == 1
+    store = reopen()
+    at_bound = NOW + pd.Timedelta(hours=1)
+    stream = StreamingView(
+        MIXED, store, max_future=timedelta(hours=1), now=lambda: NOW.to_pydatetime()
+    )
+    assert stream.process(_one(1, at_bound)).features["N_1H"].tolist() == [1]
+    with pytest.raises(DataValidationError, match="now \\+ 1:00:00"):
+        stream.process(_one(1, at_bound + pd.Timedelta(microseconds=1)))
+    with pytest.raises(FeatureDefinitionError, match="'max_future' parameter"):
+        StreamingView(MIXED, store, max_future=timedelta(seconds=-1))
+
+
+def test_a_row_feature_breaking_its_constraint_is_rejected(reopen: object) -> None:
+    stream, store = _bad_stream(reopen, TRANSACTION)
+    good = pd.DataFrame(
+        {
+            "TRANSACTION_ID": [1, 2, 3],
+            "TX_DATETIME": [_at(1, 1), _at(1, 2), _at(1, 3)],
+            "TX_AMOUNT": [5.0, 6.0, 7.0],
+        }
+    )
+    assert stream.process(good).features["TX_AMOUNT"].tolist() == [5.0, 6.0, 7.0]
+    bad = good.assign(TRANSACTION_ID=[4, 5, 6], TX_AMOUNT=[5.0, 6.0, -0.01])
+    with pytest.raises(DataValidationError) as error:
+        stream.process(bad)
+    message = str(error.value)
+    assert "row 2" in message
+    assert "column 'TX_AMOUNT'" in message
+    assert "-0.01" in message
+    assert "expected a number >= 0" in message
+    text = good.astype(object).assign(TRANSACTION_ID=[7, 8, 9])
+    text.at[0, "TX_AMOUNT"] = "abc"
+    with pytest.raises(DataValidationError, match=r"row 0.*'abc'.*expected a number >= 0"):
+        stream.process(text)
+    assert _blobs(store, TRANSACTION, ["1", "4"]) == [None, None]  # row features store nothing
+
+
+def test_one_bad_row_in_a_replay_stores_nothing_of_its_batch(reopen: object) -> None:
+    stream, store = _bad_stream(reopen)
+    events = pd.concat([_one(c, _at(1, h)) for c in (1, 2) for h in range(6)], ignore_index=True)
+    events = events.astype({"AMOUNT": object})
+    events.at[7, "AMOUNT"] = "12,5"  # card 2 at 01:00: the 4th event in time order
+    with pytest.raises(DataValidationError, match=r"row 3 \(index 7\).*column 'AMOUNT'.*'12,5'"):
+        for _ in replay(stream, events, batch_rows=100):
+            pass
+    assert _blobs(store, MIXED, ["1", "2"]) == [None, None]

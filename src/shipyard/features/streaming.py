@@ -27,6 +27,18 @@ is read exactly (its window sees only events at or before it); features already 
 later events are not revised. State keeps the events newer than
 ``newest - lateness - longest window``; older ones expire.
 
+**Bad events.** Before anything is read or stored, :meth:`StreamingView.process` checks the
+raw events and raises :class:`DataValidationError` naming the column, the row (its position
+in the batch) and what was expected against what came; a batch with one bad row stores
+nothing. Rejected: a null entity key or timestamp, a timestamp that is not one, a timestamp
+later than ``now() + max_future`` (default one day; history in the past is fine), a value of
+a column an aggregation reads that is not a finite number (for a ``decimals`` aggregation:
+outside ``DECIMAL(18, decimals)``), and a row feature value breaking the feature's declared
+constraint (checked on the values DuckDB computed, so ``TX_AMOUNT`` < 0 is refused by the
+``transaction`` view). Nulls are missing values, not bad ones: an aggregation skips them as
+offline (SQL semantics) and a row feature passes them on as null. In a pandas frame NaN is
+pandas' null; in an Arrow table a NaN *value* (not a null) or an infinity is rejected.
+
 Example::
 
     stream = StreamingView(CUSTOMER_SPENDING, open_online_store(ws))
@@ -39,10 +51,11 @@ import bisect
 import math
 import struct
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from shipyard.errors import DataValidationError, FeatureDefinitionError, ShipyardError
 from shipyard.features.definitions import Aggregation, FeatureView, RowFeature, micros
@@ -52,6 +65,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from shipyard.features.online import OnlineStore
+    from shipyard.types import Constraint
 
 _FORMAT = 1
 _HEADER = struct.Struct("<BI")
@@ -77,13 +91,20 @@ class _Series:
         return f"__series_{self.column}{suffix}"
 
     def sql(self) -> str:
+        """The offline cast; ``TRY_CAST`` so that a bad value becomes a null to report."""
         column = '"' + self.column.replace('"', '""') + '"'
         if self.decimals is None:
-            return f"CAST({column} AS DOUBLE)"
+            return f"TRY_CAST({column} AS DOUBLE)"
         # the offline cast, then exact integer units
         return (
-            f"CAST(CAST({column} AS DECIMAL(18, {self.decimals})) * {10**self.decimals} AS BIGINT)"
+            f"TRY_CAST(TRY_CAST({column} AS DECIMAL(18, {self.decimals})) "
+            f"* {10**self.decimals} AS BIGINT)"
         )
+
+    def expected(self) -> str:
+        if self.decimals is None:
+            return "a finite number or null"
+        return f"a number or null that fits DECIMAL(18, {self.decimals})"
 
 
 @dataclass
@@ -180,6 +201,8 @@ class StreamingView:
         *,
         lateness: timedelta = timedelta(minutes=5),
         on_late: Literal["raise", "count"] = "raise",
+        max_future: timedelta = timedelta(days=1),
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         for feature in view.features:
             if isinstance(feature, Aggregation) and feature.delay:
@@ -198,8 +221,15 @@ class StreamingView:
                 f"The 'on_late' parameter of StreamingView must be 'raise' or 'count'. "
                 f"Got {on_late!r} instead."
             )
+        if not isinstance(max_future, timedelta) or max_future < timedelta(0):
+            raise FeatureDefinitionError(
+                f"The 'max_future' parameter of StreamingView must be a timedelta >= 0. "
+                f"Got {max_future!r} instead."
+            )
         self.view = view
         self.store = store
+        self.max_future = max_future
+        self.now: Callable[[], datetime] = now or (lambda: datetime.now(UTC))
         self.lateness = lateness
         self.on_late = on_late
         self.aggregations = tuple(f for f in view.features if isinstance(f, Aggregation))
@@ -255,35 +285,126 @@ class StreamingView:
     # -- processing --------------------------------------------------------------------------
 
     def _prepare(self, events: Any) -> pa.Table:
-        """Timestamps (us), entity keys, row features and series of ``events``, via DuckDB."""
-        import duckdb
+        """Timestamps (us), entity keys, row features and series of ``events``, via DuckDB.
+
+        Every bad event is refused here (see "Bad events" in the module docstring), before
+        the caller reads or stores anything.
+        """
         import pyarrow as pa
 
-        table = events if isinstance(events, pa.Table) else pa.Table.from_pandas(events)
+        table = _to_arrow(events)
         self.view.check_columns(table.column_names, where="the events")
-        entity, ts = (f'"{c}"' for c in (self.view.entity, self.view.timestamp))
-        selects = [f"epoch_us(CAST({ts} AS TIMESTAMP)) AS {_TS}", f"{entity} AS {_KEY}"]
-        selects += [f'({f.expression}) AS "{f.name}"' for f in self.row_features]
+        labels = list(events.index) if not isinstance(events, pa.Table) else None
+        entity, ts = (_quote(c) for c in (self.view.entity, self.view.timestamp))
+        selects = [f"epoch_us(TRY_CAST({ts} AS TIMESTAMP)) AS {_TS}", f"{entity} AS {_KEY}"]
         selects += [f"{s.sql()} AS {s.name}" for s in self.series]
+        prepared = self._duckdb(table, selects)
+        self._check_raw(table, prepared, labels)
+        if self.row_features:
+            rows = self._duckdb(
+                table, [f"({f.expression}) AS {_quote(f.name)}" for f in self.row_features]
+            )
+            for name in rows.column_names:
+                prepared = prepared.append_column(name, rows.column(name))
+            self._check_constraints(prepared, labels)
+        return prepared
+
+    def _duckdb(self, table: pa.Table, selects: list[str]) -> pa.Table:
+        import duckdb
+
         con = duckdb.connect()
         try:
             con.register("__events", table)
-            prepared = con.sql(f"SELECT {', '.join(selects)} FROM __events").to_arrow_table()
+            return con.sql(f"SELECT {', '.join(selects)} FROM __events").to_arrow_table()
         except duckdb.Error as exc:
             raise FeatureDefinitionError(
                 f"Computing feature view {self.view.name!r} over the events failed in DuckDB: {exc}"
             ) from None
         finally:
             con.close()
-        for column in (_TS, _KEY):
-            nulls = prepared.column(column).null_count
-            if nulls:
-                name = self.view.timestamp if column == _TS else self.view.entity
-                raise DataValidationError(
-                    f"events column {name!r} has {nulls} null value(s); every event needs an "
-                    "entity key and a timestamp."
+
+    def _bad(
+        self, column: str, rows: list[int], labels: list[Any] | None, problem: str
+    ) -> NoReturn:
+        i = rows[0]
+        where = f"row {i}"
+        if labels is not None and labels[i] != i:
+            where += f" (index {labels[i]!r})"
+        raise DataValidationError(
+            f"{len(rows)} bad event(s) for view {self.view.name!r}: the first, {where}, has in "
+            f"column {column!r} {problem}. Nothing of the batch was stored."
+        )
+
+    def _check_raw(self, table: pa.Table, prepared: pa.Table, labels: list[Any] | None) -> None:
+        """Entity keys and timestamps present and valid, aggregated columns numeric."""
+        import pyarrow.compute as pc
+
+        entity, ts = self.view.entity, self.view.timestamp
+        for column, name in ((_KEY, entity), (_TS, ts)):
+            raw = table.column(name)
+            if raw.null_count:
+                nulls = [i for i, v in enumerate(raw.is_null().to_pylist()) if v]
+                what = "an entity key" if name == entity else "a timestamp"
+                self._bad(name, nulls, labels, f"a null; expected {what}")
+            values = prepared.column(column)
+            if values.null_count:
+                raw_values = raw.to_pylist()
+                bad = [i for i, v in enumerate(values.to_pylist()) if v is None]
+                self._bad(name, bad, labels, f"{raw_values[bad[0]]!r}; expected a timestamp")
+        times = prepared.column(_TS)
+        if len(times):
+            now = _epoch_us(self.now())
+            bound_us = now + micros(self.max_future)
+            late_mask = pc.greater(times, bound_us)
+            future = (
+                [i for i, v in enumerate(late_mask.to_pylist()) if v]
+                if pc.any(late_mask).as_py()
+                else []
+            )
+            if future:
+                import pandas as pd
+
+                got = pd.Timestamp(times[future[0]].as_py(), unit="us")
+                limit = pd.Timestamp(bound_us, unit="us")
+                self._bad(
+                    ts,
+                    future,
+                    labels,
+                    f"{got}, in the future; expected a time at or before now + "
+                    f"{self.max_future} ({limit} UTC)",
                 )
-        return prepared
+        for spec in self.series:
+            raw = table.column(spec.column)
+            values = prepared.column(spec.name)
+            bad_mask = pc.and_(pc.is_null(values), pc.invert(pc.is_null(raw)))
+            if spec.decimals is None:
+                bad_mask = pc.or_(bad_mask, pc.invert(pc.fill_null(pc.is_finite(values), True)))
+            if pc.any(bad_mask).as_py():
+                bad = [i for i, v in enumerate(bad_mask.to_pylist()) if v]
+                got = raw[bad[0]].as_py()
+                self._bad(spec.column, bad, labels, f"{got!r}; expected {spec.expected()}")
+
+    def _check_constraints(self, prepared: pa.Table, labels: list[Any] | None) -> None:
+        """Row feature values against their declared constraints (nulls are missing)."""
+        for feature in self.row_features:
+            constraint = feature.declared_constraint
+            if constraint is None:
+                continue
+            bad = [
+                i
+                for i, v in enumerate(prepared.column(feature.name).to_pylist())
+                if v is not None and not _allows(constraint, v)
+            ]
+            if bad:
+                got = prepared.column(feature.name)[bad[0]].as_py()
+                inputs = ", ".join(repr(c) for c in feature.columns)
+                self._bad(
+                    feature.name,
+                    bad,
+                    labels,
+                    f"{got!r} (row feature computed from {inputs}); expected "
+                    f"{constraint.describe()}, its declared constraint",
+                )
 
     def process(self, events: Any) -> StreamingResult:
         """Apply ``events`` (a pandas DataFrame or Arrow table) and return their features.
@@ -370,6 +491,47 @@ class StreamingView:
                 dtype = "Int64" if feature.function == "count" else "float64"
                 frame[feature.name] = pd.array(values, dtype=dtype)
         return frame
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _to_arrow(events: Any) -> pa.Table:
+    """``events`` as Arrow; a pandas column of mixed types (``[10.0, "abc"]``) as strings."""
+    import pyarrow as pa
+
+    if isinstance(events, pa.Table):
+        return events
+    try:
+        return pa.Table.from_pandas(events)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        frame = events.copy()
+        for name in frame.columns:
+            try:
+                pa.array(frame[name], from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                frame[name] = [None if _missing(v) else str(v) for v in frame[name]]
+        return pa.Table.from_pandas(frame)
+
+
+def _missing(value: Any) -> bool:
+    import pandas as pd
+
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _allows(constraint: Constraint, value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        return False
+    return constraint.allows(float(value))
+
+
+def _epoch_us(value: datetime) -> int:
+    """Epoch microseconds of ``value``; a naive datetime is UTC (as event timestamps are)."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return (value - datetime(1970, 1, 1)) // timedelta(microseconds=1)
 
 
 def _key(value: Any) -> str:
