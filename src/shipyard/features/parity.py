@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from shipyard.features.online import OnlineStore
+    from shipyard.features.streaming import StreamingView
     from shipyard.workspace import Workspace
 
 MAX_EXAMPLES = 5
@@ -193,9 +194,8 @@ def parity(
     """
     import pandas as pd
 
-    from shipyard.data.catalog import get_dataset
     from shipyard.features.offline import OfflineStore
-    from shipyard.features.streaming import StreamingView, replay
+    from shipyard.features.streaming import StreamingView
 
     begin, finish = pd.Timestamp(start), pd.Timestamp(end)
     if finish < begin:
@@ -219,22 +219,9 @@ def parity(
     offline = OfflineStore(workspace)
     try:
         for view in covered:
-            dataset = get_dataset(workspace, view.source, dataset_version)
-            source_key = f"{dataset.name}:v{dataset.version}"
-            longest = max(
-                (f.window for f in view.features if isinstance(f, Aggregation)),
-                default=timedelta(0),
+            source_key, warm, events = _events(
+                workspace, view, begin, finish, dataset_version, lateness
             )
-            warm_from = begin - pd.Timedelta(microseconds=micros(longest) + micros(lateness))
-            columns = list(
-                dict.fromkeys(
-                    [view.entity, view.timestamp, *(c for f in view.features for c in f.columns)]
-                )
-            )
-            history = dataset.read(columns=columns)
-            ts = pd.to_datetime(history[view.timestamp])
-            warm = history[(ts >= warm_from) & (ts < begin)]
-            events = history[(ts >= begin) & (ts <= finish)]
             sizes[source_key] = len(events)
             if events.empty:
                 continue
@@ -242,15 +229,9 @@ def parity(
             replayed_views.append(fresh)
             stream = StreamingView(fresh, online_store, lateness=lateness)
             t0 = time.perf_counter()
-            for _ in replay(stream, warm, batch_rows=batch_rows):
-                pass
-            ordered = events.sort_values(view.timestamp, kind="stable")
-            parts = [r.features for r in replay(stream, ordered, batch_rows=batch_rows)]
+            online = _replay_online(stream, warm, events, batch_rows)
             report.replay_seconds += time.perf_counter() - t0
             report.events_replayed += len(warm) + len(events)
-            online = pd.concat(parts, ignore_index=True)
-            online.index = ordered.index
-            online = online.loc[events.index]
             keys = events[[view.entity, view.timestamp]].reset_index(drop=True)
             want = offline.get_historical_features(
                 keys, [view], dataset_version=dataset_version
@@ -276,6 +257,52 @@ def parity(
     report.rows_equal = report.events_compared - sum(len(rows) for rows in failing.values())
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _events(
+    workspace: Workspace,
+    view: FeatureView,
+    begin: pd.Timestamp,
+    finish: pd.Timestamp,
+    dataset_version: int | None,
+    lateness: timedelta,
+) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    """The source data set's key, the warm-up history before ``begin`` and the compared events."""
+    import pandas as pd
+
+    from shipyard.data.catalog import get_dataset
+
+    dataset = get_dataset(workspace, view.source, dataset_version)
+    longest = max(
+        (f.window for f in view.features if isinstance(f, Aggregation)),
+        default=timedelta(0),
+    )
+    warm_from = begin - pd.Timedelta(microseconds=micros(longest) + micros(lateness))
+    columns = list(
+        dict.fromkeys([view.entity, view.timestamp, *(c for f in view.features for c in f.columns)])
+    )
+    history = dataset.read(columns=columns)
+    ts = pd.to_datetime(history[view.timestamp])
+    warm = history[(ts >= warm_from) & (ts < begin)]
+    events = history[(ts >= begin) & (ts <= finish)]
+    return f"{dataset.name}:v{dataset.version}", warm, events
+
+
+def _replay_online(
+    stream: StreamingView, warm: pd.DataFrame, events: pd.DataFrame, batch_rows: int
+) -> pd.DataFrame:
+    """Warm ``stream`` up, replay ``events`` in time order; their online features, same order."""
+    import pandas as pd
+
+    from shipyard.features.streaming import replay
+
+    for _ in replay(stream, warm, batch_rows=batch_rows):
+        pass
+    ordered = events.sort_values(stream.view.timestamp, kind="stable")
+    parts = [r.features for r in replay(stream, ordered, batch_rows=batch_rows)]
+    online = pd.concat(parts, ignore_index=True)
+    online.index = ordered.index
+    return online.loc[events.index]
 
 
 def _compare(
