@@ -21,7 +21,7 @@ from shipyard.features.streaming import EntityState, LateEventError, StreamingVi
 from shipyard.workspace import Workspace
 from tests.features.test_online import redis_server  # noqa: F401  (a fixture)
 
-KEYS = ["TRANSACTION_ID", "CUSTOMER_ID", "TX_DATETIME"]
+KEYS = ["TRANSACTION_ID", "CUSTOMER_ID", "TERMINAL_ID", "TX_DATETIME"]
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -67,7 +67,9 @@ def _replay(view: FeatureView, events: pd.DataFrame, reopen: object) -> pd.DataF
     return online.sort_index()
 
 
-@pytest.mark.parametrize("view", [TRANSACTION, CUSTOMER_SPENDING], ids=lambda v: v.name)
+@pytest.mark.parametrize(
+    "view", [TRANSACTION, CUSTOMER_SPENDING, TERMINAL_RISK], ids=lambda v: v.name
+)
 def test_replay_equals_offline_point_in_time_retrieval(
     small_workspace: tuple[Workspace, Dataset], view: FeatureView, reopen: object
 ) -> None:
@@ -217,10 +219,26 @@ def test_state_is_bounded_by_the_longest_window(reopen: object) -> None:
     assert len(blob) == 5 + 8 * 49 * (1 + len(stream.series))
 
 
-def test_delayed_aggregations_are_refused(tmp_path: Path) -> None:
+def test_a_delayed_view_keeps_delay_plus_window_and_reads_at_each_time(tmp_path: Path) -> None:
     store = SQLiteOnlineStore(tmp_path / "online.db")
-    with pytest.raises(FeatureDefinitionError, match="materialized from the offline store"):
-        StreamingView(TERMINAL_RISK, store)
+    stream = StreamingView(TERMINAL_RISK, store, lateness=timedelta(0))
+    assert stream.retention_us == (7 + 30) * 86_400 * 10**6
+    events = pd.DataFrame(
+        {
+            "TERMINAL_ID": [5, 5, 5],
+            "TX_DATETIME": pd.to_datetime(["2018-04-01", "2018-04-03", "2018-04-20"]),
+            "TX_FRAUD": [1, 0, 0],
+        }
+    )
+    stream.process(events)
+    # at 04-09 12:00 the 1-day window is (04-01 12:00, 04-02 12:00]: empty; 7 days: 04-01 in
+    read = stream.read_at([5, 5, 6], ["2018-04-09 12:00", "2018-04-10 00:00", "2018-04-10"])
+    assert read["TERMINAL_ID_NB_TX_1DAY_WINDOW"].tolist() == [0, 1, 0]
+    assert read["TERMINAL_ID_RISK_1DAY_WINDOW"].tolist() == [0.0, 0.0, 0.0]
+    assert read["TERMINAL_ID_NB_TX_7DAY_WINDOW"].tolist() == [1, 2, 0]
+    assert read["TERMINAL_ID_RISK_7DAY_WINDOW"].tolist() == [1.0, 0.5, 0.0]
+    with pytest.raises(DataValidationError, match="one time per entity"):
+        stream.read_at([5], [])
     with pytest.raises(FeatureDefinitionError, match="'lateness' parameter"):
         StreamingView(CUSTOMER_SPENDING, store, lateness=timedelta(seconds=-1))
     store.close()

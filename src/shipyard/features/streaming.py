@@ -16,8 +16,14 @@ semantics:
 * a :class:`RowFeature` is its SQL expression, evaluated by DuckDB over the raw events of the
   batch, as offline.
 
-Aggregations with a ``delay`` (label-based, such as terminal risk) are not computed here:
-their labels arrive late, so they are materialized from the offline store (issue 8).
+**Delayed aggregations** (label-based, such as terminal risk over ``(t - 7 - n, t - 7]``
+days) are read over ``(t - delay - window, t - delay]``, so the state of such a view keeps
+``delay + window`` of events. Its events must carry their labels, which a live event does
+not have yet: the state of a delayed view is fed with *labelled* history, by
+:func:`~shipyard.features.materialize_online.materialize_online` from the data set (on a
+schedule or a command) or by a parity replay, and read at serving time with
+:meth:`StreamingView.read_at`. A read at ``t`` is exact when the events up to ``t - delay``
+have been fed, that is up to ``delay`` after the last materialization.
 
 **Late events.** ``lateness`` bounds how far an event may lag behind the newest event already
 stored for its entity: an event older than ``newest - lateness`` raises
@@ -204,13 +210,6 @@ class StreamingView:
         max_future: timedelta = timedelta(days=1),
         now: Callable[[], datetime] | None = None,
     ) -> None:
-        for feature in view.features:
-            if isinstance(feature, Aggregation) and feature.delay:
-                raise FeatureDefinitionError(
-                    f"Aggregation {feature.name!r} of view {view.name!r} has a delay of "
-                    f"{feature.delay}: delayed (label-based) features are not computed by the "
-                    "streaming path; they are materialized from the offline store, see issue 8."
-                )
         if not isinstance(lateness, timedelta) or lateness < timedelta(0):
             raise FeatureDefinitionError(
                 f"The 'lateness' parameter of StreamingView must be a timedelta >= 0. "
@@ -243,16 +242,21 @@ class StreamingView:
             f.name: None if f.column is None else self.series.index(_Series(f.column, f.decimals))
             for f in self.aggregations
         }
-        longest = max((micros(f.window) for f in self.aggregations), default=0)
+        # (feature name, window in us, delay in us): a window is (t - delay - window, t - delay]
+        self._windows = tuple((f.name, micros(f.window), micros(f.delay)) for f in self.aggregations)
+        self.delayed = any(delay for _, _, delay in self._windows)
+        longest = max((window + delay for _, window, delay in self._windows), default=0)
         self.retention_us = longest + micros(lateness)
 
     # -- reading -----------------------------------------------------------------------------
 
     def _read(self, state: EntityState, time_us: int) -> dict[str, float | int | None]:
-        hi = bisect.bisect_right(state.times, time_us)
+        times = state.times
+        now = bisect.bisect_right(times, time_us)
         out: dict[str, float | int | None] = {}
-        for feature in self.aggregations:
-            lo = bisect.bisect_right(state.times, time_us - micros(feature.window), 0, hi)
+        for feature, (_, window, delay) in zip(self.aggregations, self._windows, strict=True):
+            hi = now if not delay else bisect.bisect_right(times, time_us - delay, 0, now)
+            lo = bisect.bisect_right(times, time_us - delay - window, 0, hi)
             index = self._series_of[feature.name]
             spec = None if index is None else self.series[index]
             values: list[Any] = [None] * (hi - lo) if index is None else state.values[index][lo:hi]
@@ -274,12 +278,26 @@ class StreamingView:
         An entity never seen has zero history: counts are 0, the other aggregations their
         ``fill_value`` (null without one).
         """
+        return self.read_at(entities, [at] * len(entities))
+
+    def read_at(self, entities: list[Any], times: list[Any]) -> pd.DataFrame:
+        """The aggregations of each entity at its own time (nothing stored), in input order.
+
+        This is how a delayed view is read when serving: its state is fed with labelled
+        events by :func:`~shipyard.features.materialize_online.materialize_online`, and a
+        read at ``t`` sees the window ``(t - delay - window, t - delay]``.
+        """
         import pandas as pd
 
-        time_us = int(pd.Timestamp(at).value // 1000)
+        if len(entities) != len(times):
+            raise DataValidationError(
+                f"read_at: {len(entities)} entities but {len(times)} times; expected one "
+                "time per entity."
+            )
+        micros_at = [int(pd.Timestamp(t).value // 1000) for t in times]
         keys = [_key(e) for e in entities]
         states = self._load(list(dict.fromkeys(keys)))
-        rows = [self._read(states[key], time_us) for key in keys]
+        rows = [self._read(states[k], t) for k, t in zip(keys, micros_at, strict=True)]
         return pd.DataFrame(rows, columns=[f.name for f in self.aggregations])
 
     # -- processing --------------------------------------------------------------------------
