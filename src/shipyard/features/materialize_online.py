@@ -173,6 +173,20 @@ def _read_mark(store: OnlineStore, view: FeatureView) -> dict[str, Any] | None:
     return mark if isinstance(mark, dict) and mark.get("kind") == "watermark" else None
 
 
+def fed_until(store: OnlineStore, view: FeatureView) -> datetime | None:
+    """The time of the newest event materialized online for ``view`` (None: never written).
+
+    Serving reads a delayed view at time ``t`` exactly when ``t - delay`` is at or before
+    this time; a later read is stale and is flagged as such.
+    """
+    if store.stored_hash(view.name) != view.definition_hash:
+        return None
+    mark = _read_mark(store, view)
+    if mark is None or mark.get("t") is None:
+        return None
+    return _from_micros(int(mark["t"]))
+
+
 def materialize_online(
     workspace: Workspace,
     views: Sequence[FeatureView],
