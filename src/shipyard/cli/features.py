@@ -72,8 +72,9 @@ def _describe(d: dict[str, object]) -> str:
 @click.option(
     "--online",
     is_flag=True,
-    help="Then write each entity's latest row into the online store (incremental): the views "
-    "with a delayed aggregation, or every view given if none has one.",
+    help="Then feed the online event state from the data set: delayed (label-based) views "
+    "incrementally up to the end of the data, streamed views only while the store has none "
+    "(a backfill before serving feeds them live).",
 )
 @click.pass_context
 def materialize(
@@ -110,24 +111,41 @@ def _materialize_online(ws: Workspace, views: list[FeatureView], version: int | 
 
     from shipyard.features.materialize_online import has_delay, materialize_online
 
-    chosen = [v for v in views if has_delay(v)] or views
-    runs = materialize_online(ws, chosen, dataset_version=version)
-    table = Table("view", "data set", "newest row", "entities", "written", title="Online features")
+    delayed = {v.name for v in views if has_delay(v)}
+    runs = materialize_online(ws, views, dataset_version=version)
+    table = Table(
+        "view", "data set", "run", "events fed", "entities written", "entities", "fed until",
+        "seconds", title="Online features",
+    )  # fmt: skip
     for r in runs:
+        if r.skipped is not None:
+            kind = f"skipped: {r.skipped}"
+        elif r.incremental:
+            kind = "incremental"
+        else:
+            kind = "rebuilt" if r.view in delayed else "backfilled"
         table.add_row(
             r.view,
             f"{r.dataset} v{r.dataset_version}",
-            str(r.newest_row_at),
+            kind,
+            f"{r.events_fed:,}",
+            f"{r.entities_written:,}",
             f"{r.entities:,}",
-            f"{r.rows_written:,}" + (" (incremental)" if r.incremental else ""),
+            str(r.fed_until),
+            f"{r.seconds:.2f}",
         )
     console().print(table)
 
 
 @features.command()
+@views_option
 @click.pass_context
-def status(ctx: click.Context) -> None:
-    """Freshness of the features written online: the last run of each view."""
+def status(ctx: click.Context, views_ref: str) -> None:
+    """Freshness of the online features: the last run that fed each view.
+
+    For a delayed view, reads at serving time t are exact while t - delay is at or before
+    "fed until", i.e. until "exact until"; serving flags later reads as stale.
+    """
     from datetime import UTC, datetime
 
     from rich.table import Table
@@ -138,31 +156,38 @@ def status(ctx: click.Context) -> None:
     runs = online_status(ws)
     out = console()
     if not runs:
-        out.print("No features written online yet: shipyard features materialize --online")
+        out.print("No features fed online yet: shipyard features materialize --online")
         return
+    delays = {v.name: _delay(v) for v in load_views(views_ref)}
     now = datetime.now(UTC).replace(tzinfo=None)
     table = Table(
-        "view",
-        "definition",
-        "data set",
-        "newest row",
-        "age",
-        "rows",
-        "last run",
-        title="Online feature freshness",
-    )
+        "view", "definition", "data set", "fed until", "age", "exact until", "entities",
+        "last run", "incremental", title="Online feature freshness",
+    )  # fmt: skip
     for r in runs:
-        age = "-" if r.newest_row_at is None else _age(now - r.newest_row_at)
+        age = "-" if r.fed_until is None else _age(now - r.fed_until)
+        delay = delays.get(r.view)
+        exact = "-" if not delay or r.fed_until is None else str(r.fed_until + delay)
         table.add_row(
             r.view,
             r.definition_hash[:12],
             f"{r.dataset} v{r.dataset_version}",
-            str(r.newest_row_at),
+            str(r.fed_until),
             age,
-            f"{r.entities:,} ({r.rows_written:,} written)",
+            exact,
+            f"{r.entities:,} ({r.entities_written:,} written)",
             r.run_at.strftime("%Y-%m-%d %H:%M:%S"),
+            "yes" if r.incremental else "no (from scratch)",
         )
     out.print(table)
+
+
+def _delay(view: FeatureView) -> timedelta:
+    """The shortest delay of the view's delayed aggregations (zero: none is delayed)."""
+    from shipyard.features.definitions import Aggregation
+
+    delays = [f.delay for f in view.features if isinstance(f, Aggregation) and f.delay]
+    return min(delays, default=timedelta(0))
 
 
 def _age(delta: timedelta) -> str:

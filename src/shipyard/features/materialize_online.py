@@ -1,42 +1,46 @@
-"""Delayed, label-based features online: the offline store's latest row per entity.
+"""Feed a view's online event state from its labelled data set, incrementally.
 
-Features with a ``delay`` (terminal risk over ``(t - 7 - n, t - 7]`` days) need labels that
-arrive late, so they are not computed event by event (:mod:`shipyard.features.streaming`
-refuses them). :func:`materialize_online` copies, for each entity, its **latest** feature row
-at or before ``as_of`` (default: the end of the data) from the offline materialization of a
-data set version into the online store, under the view's definition hash;
-:func:`read_online` reads those rows back. Any view may be written this way; the CLI writes
-the views with a delayed aggregation (``shipyard features materialize --online``).
+Online features are the per-entity event state of
+:class:`~shipyard.features.streaming.StreamingView`; there is one implementation of the
+windows. :func:`materialize_online` feeds that state with the **source data set's** events
+(the entity, the timestamp and every column the view's features read, labels included)
+through :func:`~shipyard.features.streaming.replay`, and :func:`read_online` reads it at any
+time with :meth:`StreamingView.read_at <shipyard.features.streaming.StreamingView.read_at>`.
 
-**Incremental.** Each run leaves, per view and definition, a watermark in the online store
-itself, written with the rows (the data set content hash and the time of the newest row it
-covered), and records the run in ``shipyard_online_freshness``. The next run over the same
-data set content only looks at entities with a row after the watermark (and at or before
-``as_of``); a run over other content (a new data set version), an earlier ``as_of``, or a
-store without the watermark (dropped, new) looks at every entity. Either way an entity is
-written only if its stored row differs, so a rerun with no new data writes 0 rows.
+**Delayed views** (terminal risk over ``(t - 7 - n, t - 7]`` days) need labels, which a live
+event does not have: their state is fed only here, and serving only reads it. A read at
+``t`` is exact while ``t - delay`` is at or before :func:`fed_until` (the newest event fed),
+that is for ``delay`` after each run; serving flags a later read as stale.
 
-**What the online value means, and how stale it is.** The online value of terminal risk read
-at serving time t is the value of the entity's latest offline row at or before ``as_of`` of
-the last materialization: it is fresh up to that materialization, not up to t. The window
-``(t - 7 - n, t - 7]`` moves with t, so the value is exact only when materialized at t (and
-for a terminal whose latest row is at t); between runs it lags by up to the schedule interval
-(plus the time since the terminal's last transaction). ``shipyard features status`` shows,
-per view, the newest row time, its age and the last run. The delay itself is no staleness:
-the labels of the last 7 days are unknown both offline and online.
+* The first run feeds the events of ``(as_of - retention, as_of]`` (``retention`` =
+  delay + window + lateness, :attr:`StreamingView.retention_us`; ``as_of`` defaults to the
+  end of the data).
+* Later runs over the same data set content are **incremental**: only the events of
+  ``(watermark, as_of]``, where the watermark is the newest event fed. An ``as_of`` before
+  the watermark is refused (fed events cannot be taken back out).
+* A run over other content (a new data set version), or on a store without the watermark,
+  or after a run that did not finish, **rebuilds**: the view's state is dropped first.
 
-**Unseen entities.** :func:`read_online` answers an entity with no stored row with
-zero-history features: 0 for a count, the ``fill_value`` of an aggregation that has one,
-None otherwise (a row feature, a mean without fill value), and a None timestamp.
+The watermark lives in the store beside the states (key :data:`_MARK`): the data set content
+hash, the newest event fed and the number of entities. Before feeding, a run marks it as
+*feeding*; only the final write clears that. A run that dies half-way therefore leaves a
+mark that makes the next run rebuild instead of feeding the same events twice. Runs of one
+view must not overlap (schedule them one after the other).
 
-One view is either streamed or materialized online, not both: the two keep different state
-under the same key, and state of the other kind is refused.
+**Streamed views** (no delay) are fed live by serving, event by event. Here they are only
+*backfilled* from history while the store holds no state for them (before going live);
+afterwards they are skipped ("fed live by serving; not refed"): feeding them again would
+count the events served live twice. A view without aggregations keeps no state and is
+skipped too.
+
+Every run that feeds is recorded in ``shipyard_online_freshness``; :func:`online_status`
+reads the last run per view, ``shipyard features status`` shows it.
 
 Example::
 
     store = open_online_store(ws)
     materialize_online(ws, [TERMINAL_RISK], store=store)
-    read_online(store, TERMINAL_RISK, [17, 42])   # [{"TERMINAL_ID": "17", ...}, ...]
+    read_online(store, TERMINAL_RISK, [17, 42], at="2018-09-30 12:00")
 """
 
 from __future__ import annotations
@@ -45,27 +49,30 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from shipyard.errors import FeatureDefinitionError
+from shipyard.errors import ParameterError
 from shipyard.features.definitions import Aggregation, FeatureView
 
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from shipyard.data.catalog import Dataset
     from shipyard.features.online import OnlineStore
+    from shipyard.features.streaming import StreamingView
     from shipyard.workspace import Workspace
 
-_FORMAT = 1
+_FORMAT = 2  # 1 was the latest offline row per entity (JSON); its state is rebuilt
 _EPOCH = datetime(1970, 1, 1)
-_TS = "__shipyard_ts"
-_ROW = "__shipyard_file_row"
-_MARK = "\x00shipyard:watermark"  # the view's watermark, kept in the store beside its rows
+_MARK = "\x00shipyard:watermark"  # the view's watermark, kept in the store beside its states
+LIVE = "fed live by serving; not refed"
+NO_STATE = "no aggregation: nothing is kept online"
 
 
 @dataclass(frozen=True)
 class OnlineMaterialization:
-    """One run writing a view's latest feature rows into the online store."""
+    """One run feeding a view's online event state (or skipping it, with the reason)."""
 
     view: str
     definition_hash: str
@@ -73,17 +80,32 @@ class OnlineMaterialization:
     dataset_version: int
     dataset_hash: str
     as_of: datetime | None
-    newest_row_at: datetime | None
-    rows_written: int
+    """The cutoff of the run: the end of the data unless asked otherwise."""
+    fed_until: datetime | None
+    """The newest event fed so far (the watermark after the run); None: none."""
+    entities_written: int
+    """Entities whose state this run wrote."""
     entities: int
+    """Entities with state online after the run."""
     incremental: bool
+    """Only the events after the watermark were fed (False: rebuilt from scratch)."""
     seconds: float
     run_at: datetime
+    events_fed: int = 0
+    """Events fed by this run (not kept in ``shipyard_online_freshness``)."""
+    skipped: str | None = None
+    """Why the view was not fed (then nothing was written or recorded)."""
 
 
 def has_delay(view: FeatureView) -> bool:
-    """Whether ``view`` has an aggregation with a delay (served from the offline store)."""
+    """Whether ``view`` has an aggregation with a delay (its state is fed only from history)."""
     return any(isinstance(f, Aggregation) and f.delay > timedelta(0) for f in view.features)
+
+
+def event_columns(view: FeatureView) -> list[str]:
+    """The source columns the events of ``view`` carry: entity, timestamp, feature inputs."""
+    columns = (c for f in view.features for c in f.columns)
+    return list(dict.fromkeys([view.entity, view.timestamp, *columns]))
 
 
 def _key(value: Any) -> str:
@@ -93,91 +115,60 @@ def _key(value: Any) -> str:
     return str(value)
 
 
-def _to_micros(value: datetime | str) -> int:
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+def _to_micros(value: Any) -> int:
+    import pandas as pd
+
+    moment = pd.Timestamp(value)
     if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return (moment - _EPOCH) // timedelta(microseconds=1)
+        moment = moment.tz_convert("UTC").tz_localize(None)
+    return int(moment.value // 1000)
 
 
 def _from_micros(value: int | None) -> datetime | None:
     return None if value is None else _EPOCH + timedelta(microseconds=value)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return {"$decimal": str(value)}
-    if isinstance(value, datetime):
-        return {"$datetime": value.isoformat()}
-    if isinstance(value, date):
-        return {"$date": value.isoformat()}
-    raise FeatureDefinitionError(
-        f"A feature value of type {type(value).__name__} cannot be stored online."
-    )
-
-
-def _restore(obj: dict[str, Any]) -> Any:
-    if len(obj) == 1:
-        ((kind, text),) = obj.items()
-        if kind == "$decimal":
-            return Decimal(text)
-        if kind == "$datetime":
-            return datetime.fromisoformat(text)
-        if kind == "$date":
-            return date.fromisoformat(text)
-    return obj
-
-
-def encode_row(ts_us: int, values: Sequence[Any]) -> bytes:
-    """The stored form of one latest row: JSON, deterministic (equal rows, equal bytes)."""
-    body = {"kind": "latest", "v": _FORMAT, "t": ts_us, "f": list(values)}
-    return json.dumps(body, default=_plain, separators=(",", ":")).encode()
-
-
-def decode_row(view: FeatureView, state: bytes) -> tuple[int, list[Any]]:
-    """(row time in microseconds, feature values) of a stored latest row."""
-    try:
-        body = json.loads(state, object_hook=_restore) if state[:1] == b"{" else None
-    except ValueError:
-        body = None
-    if not isinstance(body, dict) or body.get("kind") != "latest":
-        raise FeatureDefinitionError(
-            f"The online state of view {view.name!r} is not a materialized latest row (it was "
-            "written by the streaming path?). A view is either streamed or materialized "
-            f"online, not both: drop its state (store.drop_view({view.name!r})) first."
-        )
-    values = list(body["f"])
-    if len(values) != len(view.feature_names):
-        raise FeatureDefinitionError(
-            f"The online row of view {view.name!r} has {len(values)} features; the view has "
-            f"{len(view.feature_names)}."
-        )
-    return int(body["t"]), values
-
-
-def _q(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _read_mark(store: OnlineStore, view: FeatureView) -> dict[str, Any] | None:
-    """The watermark the last run left in the store with the rows (None: none there)."""
+    """The watermark the last run left in the store (None: none, or of an older format).
+
+    Raises the store's error when the stored state is of another definition.
+    """
     state = store.get(view, _MARK)
     try:
         mark = None if state is None else json.loads(state)
     except ValueError:
         return None
-    return mark if isinstance(mark, dict) and mark.get("kind") == "watermark" else None
+    if not isinstance(mark, dict) or mark.get("kind") != "watermark":
+        return None
+    return mark if mark.get("v") == _FORMAT else None
+
+
+def _write_mark(
+    store: OnlineStore,
+    view: FeatureView,
+    dataset_hash: str,
+    fed: int | None,
+    entities: int,
+    *,
+    feeding: bool,
+) -> None:
+    body = {
+        "kind": "watermark",
+        "v": _FORMAT,
+        "dataset_hash": dataset_hash,
+        "t": fed,
+        "entities": entities,
+        "feeding": feeding,
+    }
+    store.put_many(view, {_MARK: json.dumps(body).encode()})
 
 
 def fed_until(store: OnlineStore, view: FeatureView) -> datetime | None:
     """The time of the newest event materialized online for ``view`` (None: never written).
 
     Serving reads a delayed view at time ``t`` exactly when ``t - delay`` is at or before
-    this time; a later read is stale and is flagged as such.
+    this time; a later read is stale and is flagged as such. While a run is feeding, this is
+    still the watermark of the last finished run (None during a rebuild).
     """
     if store.stored_hash(view.name) != view.definition_hash:
         return None
@@ -195,134 +186,261 @@ def materialize_online(
     store: OnlineStore | None = None,
     as_of: datetime | str | None = None,
 ) -> list[OnlineMaterialization]:
-    """Write each view's latest feature row per entity (at or before ``as_of``) online.
+    """Feed each view's online event state with its source events up to ``as_of``.
 
-    Rows come from the offline materialization of ``dataset_version`` of each view's source
-    (the latest version by default; it must be materialized). Only entities whose latest row
-    changed since the last run are written; each run is recorded in
-    ``shipyard_online_freshness``. ``store`` defaults to the workspace's online store (opened
-    and closed here).
+    Events come from ``dataset_version`` of each view's source data set (the latest by
+    default). Delayed views are fed incrementally (see the module docstring); streamed
+    views are backfilled only while the store has no state for them. ``store`` defaults to
+    the workspace's online store (opened and closed here).
     """
-    from shipyard.features.offline import OfflineStore
+    from shipyard.data.catalog import get_dataset
     from shipyard.features.online import open_online_store
 
     own = store is None
     target = open_online_store(workspace) if store is None else store
-    offline = OfflineStore(workspace)
     cutoff = None if as_of is None else _to_micros(as_of)
     results = []
     try:
         for view in views:
-            stored = offline.materialization(view, dataset_version)
-            results.append(_one(workspace, offline, target, view, stored, cutoff))
+            dataset = get_dataset(workspace, view.source, dataset_version)
+            results.append(_feed(workspace, target, view, dataset, cutoff))
     finally:
         if own:
             target.close()
     return results
 
 
-def _one(
+def _feed(
     workspace: Workspace,
-    offline: Any,
     store: OnlineStore,
     view: FeatureView,
-    stored: Any,
+    dataset: Dataset,
     cutoff: int | None,
 ) -> OnlineMaterialization:
+    """One view: skip it, feed it incrementally or rebuild it (see the module docstring)."""
+    from shipyard.features.streaming import StreamingView
+
+    started = time.perf_counter()
+    stream = StreamingView(view, store)
+    mark = _read_mark(store, view)  # the store refuses state of another definition here
+    as_of = cutoff if cutoff is not None else _newest_event(dataset, view)
+    fed = None if mark is None or mark["t"] is None else int(mark["t"])
+    entities = 0 if mark is None else int(mark["entities"])
+    reason = _skip_reason(stream, store, mark)
+    if reason is not None:
+        return _result(
+            view,
+            dataset,
+            as_of,
+            started,
+            fed_until=_from_micros(fed),
+            entities_written=0,
+            entities=entities,
+            incremental=False,
+            skipped=reason,
+        )
+    incremental = (
+        stream.delayed
+        and mark is not None
+        and not mark["feeding"]
+        and mark["dataset_hash"] == dataset.content_hash
+        and fed is not None
+    )
+    if incremental:
+        assert fed is not None
+        if as_of is not None and as_of < fed:
+            raise ParameterError(
+                f"Cannot materialize view {view.name!r} online as of {_from_micros(as_of)}: "
+                f"its state is already fed until {_from_micros(fed)} (data set "
+                f"{dataset.name} v{dataset.version}), and fed events cannot be taken back "
+                f"out. Use an as_of at or after that time, or drop the state "
+                f"(store.drop_view({view.name!r})) to rebuild it."
+            )
+        after: int | None = fed
+    else:
+        if store.stored_hash(view.name) is not None:
+            store.drop_view(view.name)
+        fed, entities = None, 0
+        after = None if as_of is None else as_of - stream.retention_us
+    events = _empty_events(view) if as_of is None else _read_events(dataset, view, after, as_of)
+    written, new, newest = _replay(stream, events, dataset.content_hash, fed, entities)
+    if events.empty and not incremental:  # a rebuild with nothing to feed: mark it done
+        _write_mark(store, view, dataset.content_hash, None, 0, feeding=False)
+    result = _result(
+        view,
+        dataset,
+        as_of,
+        started,
+        fed_until=_from_micros(newest if newest is not None else fed),
+        entities_written=written,
+        entities=entities + new,
+        incremental=incremental,
+        events_fed=len(events),
+    )
+    _record(workspace, result)
+    return result
+
+
+def _result(
+    view: FeatureView, dataset: Dataset, as_of: int | None, started: float, **values: Any
+) -> OnlineMaterialization:
+    return OnlineMaterialization(
+        view=view.name,
+        definition_hash=view.definition_hash,
+        dataset=dataset.name,
+        dataset_version=dataset.version,
+        dataset_hash=dataset.content_hash,
+        as_of=_from_micros(as_of),
+        seconds=round(time.perf_counter() - started, 3),
+        run_at=datetime.now(UTC).replace(tzinfo=None),
+        **values,
+    )
+
+
+def _skip_reason(
+    stream: StreamingView, store: OnlineStore, mark: dict[str, Any] | None
+) -> str | None:
+    """Why ``stream`` must not be fed now (None: feed it)."""
+    if not stream.aggregations:
+        return NO_STATE
+    backfill_died = mark is not None and mark["feeding"]
+    live = store.stored_hash(stream.view.name) is not None and not backfill_died
+    return LIVE if not stream.delayed and live else None
+
+
+def _replay(
+    stream: StreamingView,
+    events: pd.DataFrame,
+    dataset_hash: str,
+    watermark: int | None,
+    entities: int,
+) -> tuple[int, int, int | None]:
+    """Feed ``events``; (entities written, entities new to the store, newest event fed)."""
+    from shipyard.features.streaming import replay
+
+    if events.empty:
+        return 0, 0, None
+    view, store = stream.view, stream.store
+    keys = list(dict.fromkeys(_key(k) for k in events[view.entity].tolist()))
+    new = sum(1 for state in store.get_many(view, keys) if state is None)
+    # marked first: a run that dies before the final mark makes the next run rebuild
+    _write_mark(store, view, dataset_hash, watermark, entities, feeding=True)
+    for _ in replay(stream, events):
+        pass
+    newest = _to_micros(events[view.timestamp].max())
+    _write_mark(store, view, dataset_hash, newest, entities + new, feeding=False)
+    return len(keys), new, newest
+
+
+def _partitions(dataset: Dataset) -> list[Any]:
+    dataset.verify()
+    return dataset.partition_files()
+
+
+def _newest_event(dataset: Dataset, view: FeatureView) -> int | None:
+    """The time of the data set's newest event (None: no event)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    files = _partitions(dataset)
+    if not files:
+        return None
+    column = pa.chunked_array(
+        [c for p in files for c in pq.read_table(p, columns=[view.timestamp]).column(0).chunks]
+    )
+    newest = pc.max(column).as_py()
+    return None if newest is None else _to_micros(newest)
+
+
+def _read_events(
+    dataset: Dataset, view: FeatureView, after: int | None, until: int
+) -> pd.DataFrame:
+    """The events of ``(after, until]`` (microseconds; None: from the start), in file order."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    high = pd.Timestamp(until, unit="us").to_pydatetime()
+    filters: list[tuple[str, str, Any]] = [(view.timestamp, "<=", high)]
+    if after is not None:
+        filters.append((view.timestamp, ">", pd.Timestamp(after, unit="us").to_pydatetime()))
+    columns = event_columns(view)
+    tables = [pq.read_table(p, columns=columns, filters=filters) for p in _partitions(dataset)]
+    if not tables:
+        return _empty_events(view)
+    return pa.concat_tables(tables).to_pandas()
+
+
+def _empty_events(view: FeatureView) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(columns=event_columns(view))
+
+
+def _record(workspace: Workspace, run: OnlineMaterialization) -> None:
     from sqlalchemy import insert
 
     from shipyard.tables import online_freshness as table
 
-    started = time.perf_counter()
-    registered = store.stored_hash(view.name) == view.definition_hash
-    previous = _read_mark(store, view) if registered else None
-    watermark: int | None = None
-    if previous is not None and previous["dataset_hash"] == stored.dataset_hash:
-        seen = previous["t"]
-        if seen is not None and (cutoff is None or cutoff >= seen):
-            watermark = int(seen)
-    entity, features = _q(view.entity), ", ".join(_q(n) for n in view.feature_names)
-    where = "" if cutoff is None else f"WHERE {_TS} <= {cutoff}"
-    base = (
-        f"SELECT *, epoch_us({_q(view.timestamp)}) AS {_TS}, file_row_number AS {_ROW} "
-        f"FROM read_parquet({_lit(str(stored.path))}, file_row_number = true)"
-    )
-    latest = (
-        f"SELECT * FROM ({base}) {where} QUALIFY row_number() OVER "
-        f"(PARTITION BY {entity} ORDER BY {_TS} DESC, {_ROW} DESC) = 1"
-    )
-    changed = "" if watermark is None else f"WHERE {_TS} > {watermark}"
-    con = offline.connect()
-    try:
-        con.execute(f"CREATE TEMP TABLE latest AS {latest}")
-        newest, entities = con.execute(f"SELECT max({_TS}), count(*) FROM latest").fetchone()
-        rows = con.execute(f"SELECT {entity}, {_TS}, {features} FROM latest {changed}").fetchall()
-    finally:
-        con.close()
-    keys = [_key(row[0]) for row in rows]
-    states = {key: encode_row(row[1], row[2:]) for key, row in zip(keys, rows, strict=True)}
-    current = store.get_many(view, keys) if registered else [None] * len(keys)
-    for state in current:
-        if state is not None:
-            decode_row(view, state)  # refuses state of another kind
-    write = {k: v for (k, v), old in zip(states.items(), current, strict=True) if v != old}
-    mark = {"kind": "watermark", "dataset_hash": stored.dataset_hash, "t": newest}
-    store.put_many(view, {**write, _MARK: json.dumps(mark).encode()})
-    record = {
-        "view": view.name,
-        "definition_hash": view.definition_hash,
-        "dataset": stored.dataset,
-        "dataset_version": stored.dataset_version,
-        "dataset_hash": stored.dataset_hash,
-        "as_of": _from_micros(cutoff),
-        "newest_row_at": _from_micros(newest),
-        "rows_written": len(write),
-        "entities": int(entities),
-        "incremental": watermark is not None,
-        "seconds": round(time.perf_counter() - started, 3),
-        "run_at": datetime.now(UTC).replace(tzinfo=None),
-    }
     with workspace.engine.begin() as conn:
-        conn.execute(insert(table).values(**record))
-    return OnlineMaterialization(**record)
+        conn.execute(
+            insert(table).values(
+                view=run.view,
+                definition_hash=run.definition_hash,
+                dataset=run.dataset,
+                dataset_version=run.dataset_version,
+                dataset_hash=run.dataset_hash,
+                as_of=run.as_of,
+                newest_row_at=run.fed_until,
+                rows_written=run.entities_written,
+                entities=run.entities,
+                incremental=run.incremental,
+                seconds=run.seconds,
+                run_at=run.run_at,
+            )
+        )
 
 
 def read_online(
-    store: OnlineStore, view: FeatureView, entities: Sequence[Any]
+    store: OnlineStore, view: FeatureView, entities: Sequence[Any], at: Any
 ) -> list[dict[str, Any]]:
-    """The stored latest features of ``entities``, in their order.
+    """The aggregations of ``entities`` read at ``at`` from their online state, in order.
 
-    Each row maps the entity column to the entity key (a string), the view's timestamp
-    column to the time of the stored row, and each feature to its value. An entity never
-    materialized gets zero-history features: 0 for a count, an aggregation's ``fill_value``
-    where it has one, None otherwise; its timestamp is None.
+    ``at`` is one time for all or a sequence of one time per entity. Each row maps the
+    entity column to the entity key (a string), the view's timestamp column to the read
+    time, and each aggregation to its value over its window ending at that time (minus the
+    delay). An entity never fed has zero history: 0 for a count, an aggregation's
+    ``fill_value`` where it has one, None otherwise. Row features are not kept online (they
+    come from the event itself) and are not in the rows.
     """
+    import pandas as pd
+
+    from shipyard.features.streaming import StreamingView
+
     keys = [_key(e) for e in entities]
-    empty = [_empty(f) for f in view.features]
+    times = list(at) if isinstance(at, (list, tuple)) else [at] * len(keys)
+    frame = StreamingView(view, store).read_at(list(entities), times)
     out = []
-    for key, state in zip(keys, store.get_many(view, keys), strict=True):
-        if state is None:
-            ts, values = None, empty
-        else:
-            micros, values = decode_row(view, state)
-            ts = _from_micros(micros)
-        row: dict[str, Any] = {view.entity: key, view.timestamp: ts}
-        row.update(zip(view.feature_names, values, strict=True))
+    for i, key in enumerate(keys):
+        row: dict[str, Any] = {view.entity: key, view.timestamp: pd.Timestamp(times[i])}
+        for name in frame.columns:
+            row[name] = _plain(frame.iat[i, frame.columns.get_loc(name)])
         out.append(row)
     return out
 
 
-def _empty(feature: Any) -> Any:
-    if isinstance(feature, Aggregation):
-        if feature.fill_value is not None:
-            return feature.fill_value
-        if feature.function == "count":
-            return 0
-    return None
+def _plain(value: Any) -> Any:
+    import pandas as pd
+
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return None
+    item = getattr(value, "item", None)
+    return item() if callable(item) else value
 
 
 def online_status(workspace: Workspace) -> list[OnlineMaterialization]:
-    """The last run of each (view, definition hash) written online, by view name."""
+    """The last run of each (view, definition hash) fed online, by view name."""
     from sqlalchemy import func, select
 
     from shipyard.tables import online_freshness as table
@@ -331,5 +449,20 @@ def online_status(workspace: Workspace) -> list[OnlineMaterialization]:
     query = select(table).where(table.c.id.in_(last)).order_by(table.c.view, table.c.id)
     with workspace.engine.connect() as conn:
         rows = conn.execute(query).mappings().all()
-    fields = OnlineMaterialization.__dataclass_fields__
-    return [OnlineMaterialization(**{k: v for k, v in r.items() if k in fields}) for r in rows]
+    return [
+        OnlineMaterialization(
+            view=r["view"],
+            definition_hash=r["definition_hash"],
+            dataset=r["dataset"],
+            dataset_version=r["dataset_version"],
+            dataset_hash=r["dataset_hash"],
+            as_of=r["as_of"],
+            fed_until=r["newest_row_at"],
+            entities_written=r["rows_written"],
+            entities=r["entities"],
+            incremental=r["incremental"],
+            seconds=r["seconds"],
+            run_at=r["run_at"],
+        )
+        for r in rows
+    ]
