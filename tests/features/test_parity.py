@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -15,7 +16,7 @@ from shipyard.features import parity as parity_module
 from shipyard.features.definitions import Aggregation, FeatureView
 from shipyard.features.fraud import BASELINE_VIEWS, CUSTOMER_SPENDING, TERMINAL_RISK
 from shipyard.features.online import RedisOnlineStore
-from shipyard.features.parity import NOT_COVERED, parity
+from shipyard.features.parity import parity
 from shipyard.features.streaming import StreamingView
 from shipyard.workspace import Workspace
 from tests.features.test_online import redis_server  # noqa: F401  (a fixture)
@@ -51,16 +52,15 @@ def test_replay_equals_offline_on_both_stores(
     finally:
         ws.close()
     assert report.ok, report.describe()
-    assert report.views == ["transaction", "customer_spending"]
+    assert report.views == ["transaction", "customer_spending", "terminal_risk"]
     assert report.events_compared > 2_000
     assert report.rows_equal == report.events_compared
     assert report.mismatches == {} and report.examples == {}
-    assert report.features_compared == 9
-    assert report.not_covered == {"terminal_risk": NOT_COVERED}
+    assert report.features_compared == 15
     assert report.events_replayed > report.events_compared  # the warm-up was replayed too
     assert report.events_per_s > 0
     text = report.describe()
-    assert "OK" in text and "terminal_risk: not covered" in text
+    assert "OK" in text and "terminal_risk" in text and "not covered" not in text
     if redis_env:
         import redis
 
@@ -89,11 +89,25 @@ def test_a_given_store_is_used_under_a_fresh_key_space(
         store.close()
 
 
-def test_only_delayed_views_compare_nothing_and_are_not_ok(
+def test_a_delayed_view_is_replayed_with_a_warm_up_of_delay_plus_window(
     small_workspace: tuple[Workspace, Dataset],
 ) -> None:
-    report = parity(small_workspace[0], [TERMINAL_RISK], start=START, end=END)
-    assert report.not_covered == {"terminal_risk": NOT_COVERED}
+    ws, dataset = small_workspace
+    report = parity(ws, [TERMINAL_RISK], start=START, end=END, lateness=timedelta(0))
+    assert report.ok, report.describe()
+    assert report.views == ["terminal_risk"] and report.features_compared == 6
+    times = dataset.read(columns=["TX_DATETIME"])["TX_DATETIME"]
+    begin, end = pd.Timestamp(START), pd.Timestamp(END)
+    warm = ((times >= begin - pd.Timedelta(days=7 + 30)) & (times < begin)).sum()
+    compared = ((times >= begin) & (times <= end)).sum()
+    assert report.events_compared == compared
+    assert report.events_replayed == warm + compared
+
+
+def test_nothing_in_range_compares_nothing_and_is_not_ok(
+    small_workspace: tuple[Workspace, Dataset],
+) -> None:
+    report = parity(small_workspace[0], [TERMINAL_RISK], start="2030-01-01", end="2030-01-08")
     assert report.events_compared == 0
     assert not report.ok
     assert "parity is not shown" in report.describe()
@@ -114,22 +128,47 @@ def _wrong_window(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("shipyard.features.streaming.StreamingView", streaming)
 
 
+def test_a_wrong_delay_fails_per_terminal_feature(
+    small_workspace: tuple[Workspace, Dataset], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The online replay gets a 6-day delay where the offline store materialized 7 days."""
+
+    def streaming(view: FeatureView, store: Any, **kwargs: Any) -> StreamingView:
+        features = tuple(
+            replace(f, delay=timedelta(days=6)) if isinstance(f, Aggregation) and f.delay else f
+            for f in view.features
+        )
+        return StreamingView(replace(view, features=features), store, **kwargs)
+
+    monkeypatch.setattr("shipyard.features.streaming.StreamingView", streaming)
+    report = parity(small_workspace[0], BASELINE_VIEWS, start=START, end=END)
+    assert not report.ok
+    assert set(report.mismatches) == set(TERMINAL_RISK.feature_names)
+    for feature in report.mismatches:
+        assert all(ex.view == "terminal_risk" for ex in report.examples[feature])
+    assert 0 < report.rows_equal < report.events_compared
+    text = report.describe()
+    assert "FAILED" in text and "MISMATCH TERMINAL_ID_NB_TX_7DAY_WINDOW" in text
+
+
 def test_a_wrong_definition_produces_mismatches_with_examples(
     small_workspace: tuple[Workspace, Dataset], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _wrong_window(monkeypatch)
     report = parity(small_workspace[0], BASELINE_VIEWS, start=START, end=END)
     assert not report.ok
-    assert set(report.mismatches) == {
+    assert set(report.mismatches) == {  # the 1-day windows of both windowed views
         "CUSTOMER_ID_NB_TX_1DAY_WINDOW",
         "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW",
+        "TERMINAL_ID_NB_TX_1DAY_WINDOW",
+        "TERMINAL_ID_RISK_1DAY_WINDOW",
     }
     assert 0 < report.rows_equal < report.events_compared
     for feature, count in report.mismatches.items():
         examples = report.examples[feature]
         assert len(examples) == min(count, parity_module.MAX_EXAMPLES)
         for ex in examples:
-            assert ex.view == "customer_spending"
+            assert ex.view == ("customer_spending" if "CUSTOMER" in feature else "terminal_risk")
             assert ex.online != ex.offline
     counts = report.examples["CUSTOMER_ID_NB_TX_1DAY_WINDOW"]
     assert all(ex.online > ex.offline for ex in counts)  # a longer window counts more
@@ -168,7 +207,7 @@ def test_cli_exit_codes(
     done = _cli(ws, "--from", START, "--to", END, "--store", store)
     assert done.exit_code == 0, done.output
     assert "OK" in done.output and "rows equal (100.00%)" in done.output
-    assert "terminal_risk" in done.output and "not covered" in done.output
+    assert "terminal_risk" in done.output and "15 features" in done.output
 
     _wrong_window(monkeypatch)
     failed = _cli(ws, "--from", START, "--to", END, "--store", store)

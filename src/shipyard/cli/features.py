@@ -290,8 +290,7 @@ def parity_(
         f"({share:.2f}%), {report.features_compared} features, {report.seconds:.2f} s, "
         f"{report.events_per_s:,.0f} events/s"
     )
-    for name, reason in report.not_covered.items():
-        out.print(f"[yellow]{name}[/yellow]: {reason}")
+    out.print(f"Views replayed: {', '.join(report.views) or '(none)'}")
     if report.mismatches:
         table = Table("feature", "rows", "view", "entity", "time", "online", "offline")
         table.title = "Mismatches (up to 5 examples per feature)"

@@ -2,15 +2,18 @@
 
 :func:`parity` builds a *fresh* online state (a temporary SQLite store, or the given store
 under a fresh key space that is dropped afterwards), warms it by replaying the source
-history from ``start - longest window - lateness`` up to (not including) ``start``, then
-replays the events of ``[start, end]`` through :class:`~shipyard.features.streaming.StreamingView`
-and compares every assembled vector with the offline point-in-time retrieval
+history of the retention before ``start`` (:attr:`StreamingView.retention_us
+<shipyard.features.streaming.StreamingView.retention_us>`: delay + longest window +
+lateness), then replays the events of ``[start, end]`` through
+:class:`~shipyard.features.streaming.StreamingView` and compares every assembled vector with
+the offline point-in-time retrieval
 (:meth:`~shipyard.features.offline.OfflineStore.get_historical_features`) of the same
 events: counts exactly, every other value within ``tolerance`` (nulls equal only to nulls).
 
-Views with delayed (label-based) aggregations are not computed by the streaming path: they
-are materialized from the offline store. They are listed in :attr:`ParityReport.not_covered`
-and are never counted as passing.
+Every view is covered, delayed (label-based) ones included: the source events carry their
+labels, as the events :func:`~shipyard.features.materialize_online.materialize_online` feeds
+a delayed view's online state with, and a delayed window ends at ``t - delay``, so the
+features of an event read at its own time are those serving reads at ``t``.
 
 Example::
 
@@ -32,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from shipyard.errors import DataValidationError, FeatureDefinitionError
-from shipyard.features.definitions import Aggregation, FeatureView, micros
+from shipyard.features.definitions import Aggregation, FeatureView
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,7 +45,6 @@ if TYPE_CHECKING:
     from shipyard.workspace import Workspace
 
 MAX_EXAMPLES = 5
-NOT_COVERED = "not covered (materialized from the offline store, not replayed)"
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,6 @@ class ParityReport:
     store: str
     views: list[str] = field(default_factory=list)
     """The views replayed and compared."""
-    not_covered: dict[str, str] = field(default_factory=dict)
-    """View name -> why it was not replayed (never counted as passing)."""
     events_compared: int = 0
     rows_equal: int = 0
     events_replayed: int = 0
@@ -106,8 +106,6 @@ class ParityReport:
             f"(streaming replay: {self.events_replayed:,} events, "
             f"{self.replay_events_per_s:,.0f} events/s)",
         ]
-        for name, reason in self.not_covered.items():
-            lines.append(f"  {name}: {reason}")
         if self.events_compared == 0:
             lines.append("  no event was compared: parity is not shown")
         for feature, count in self.mismatches.items():
@@ -118,10 +116,6 @@ class ParityReport:
                 for ex in self.examples.get(feature, [])
             )
         return "\n".join(lines)
-
-
-def _delayed(view: FeatureView) -> bool:
-    return any(isinstance(f, Aggregation) and f.delay for f in view.features)
 
 
 def _is_null(value: Any) -> bool:
@@ -202,12 +196,6 @@ def parity(
         raise DataValidationError(f"parity: end {finish} is before start {begin}.")
     started = time.perf_counter()
     report = ParityReport(start=begin, end=finish, store="")
-    covered = []
-    for view in views:
-        if _delayed(view):
-            report.not_covered[view.name] = NOT_COVERED
-        else:
-            covered.append(view)
     tmp_root = workspace.artifact_root / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="parity-", dir=tmp_root))
@@ -218,16 +206,16 @@ def parity(
     replayed_views: list[FeatureView] = []
     offline = OfflineStore(workspace)
     try:
-        for view in covered:
+        for view in views:
+            fresh = replace(view, name=f"{view.name}__parity_{token}")
+            stream = StreamingView(fresh, online_store, lateness=lateness)
             source_key, warm, events = _events(
-                workspace, view, begin, finish, dataset_version, lateness
+                workspace, view, begin, finish, dataset_version, stream.retention_us
             )
             sizes[source_key] = len(events)
             if events.empty:
                 continue
-            fresh = replace(view, name=f"{view.name}__parity_{token}")
             replayed_views.append(fresh)
-            stream = StreamingView(fresh, online_store, lateness=lateness)
             t0 = time.perf_counter()
             online = _replay_online(stream, warm, events, batch_rows)
             report.replay_seconds += time.perf_counter() - t0
@@ -265,23 +253,21 @@ def _events(
     begin: pd.Timestamp,
     finish: pd.Timestamp,
     dataset_version: int | None,
-    lateness: timedelta,
+    retention_us: int,
 ) -> tuple[str, pd.DataFrame, pd.DataFrame]:
-    """The source data set's key, the warm-up history before ``begin`` and the compared events."""
+    """The source data set's key, the warm-up history before ``begin`` and the compared events.
+
+    The warm-up covers the view's retention (delay + longest window + lateness): every event
+    a window of a compared event can reach.
+    """
     import pandas as pd
 
     from shipyard.data.catalog import get_dataset
+    from shipyard.features.materialize_online import event_columns
 
     dataset = get_dataset(workspace, view.source, dataset_version)
-    longest = max(
-        (f.window for f in view.features if isinstance(f, Aggregation)),
-        default=timedelta(0),
-    )
-    warm_from = begin - pd.Timedelta(microseconds=micros(longest) + micros(lateness))
-    columns = list(
-        dict.fromkeys([view.entity, view.timestamp, *(c for f in view.features for c in f.columns)])
-    )
-    history = dataset.read(columns=columns)
+    warm_from = begin - pd.Timedelta(microseconds=retention_us)
+    history = dataset.read(columns=event_columns(view))
     ts = pd.to_datetime(history[view.timestamp])
     warm = history[(ts >= warm_from) & (ts < begin)]
     events = history[(ts >= begin) & (ts <= finish)]
