@@ -1,0 +1,54 @@
+"""Monitoring: profiles of reference and current data, drift tests with stated error rates.
+
+``import shipyard.monitoring`` loads NumPy and pandas but not SciPy (imported when a test
+runs); ``import shipyard`` loads none of them. See ``docs/monitoring.md``.
+
+Example::
+
+    >>> import numpy as np
+    >>> from shipyard.monitoring import DatasetDriftTest, DatasetProfile
+    >>> rng = np.random.default_rng(0)
+    >>> reference = DatasetProfile.from_reference({"amount": rng.lognormal(size=5000)})
+    >>> current = reference.empty().update({"amount": rng.lognormal(size=5000)})
+    >>> DatasetDriftTest().compare(reference, current).verdict.value
+    'no drift'
+"""
+
+from shipyard.monitoring.drift import (
+    ChiSquareTest,
+    DriftResult,
+    JensenShannonDistance,
+    KolmogorovSmirnovTest,
+    PopulationStabilityIndex,
+    Verdict,
+    WassersteinDistance,
+)
+from shipyard.monitoring.multiple import Correction, adjust_p_values
+from shipyard.monitoring.profiles import (
+    CategoricalProfile,
+    ColumnKind,
+    DatasetProfile,
+    Histogram,
+    NumericProfile,
+)
+from shipyard.monitoring.report import ColumnDrift, DatasetDriftTest, DriftReport
+
+__all__ = [
+    "CategoricalProfile",
+    "ChiSquareTest",
+    "ColumnDrift",
+    "ColumnKind",
+    "Correction",
+    "DatasetDriftTest",
+    "DatasetProfile",
+    "DriftReport",
+    "DriftResult",
+    "Histogram",
+    "JensenShannonDistance",
+    "KolmogorovSmirnovTest",
+    "NumericProfile",
+    "PopulationStabilityIndex",
+    "Verdict",
+    "WassersteinDistance",
+    "adjust_p_values",
+]
