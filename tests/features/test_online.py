@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shipyard.config import Settings
-from shipyard.errors import ConfigError, FeatureDefinitionError, OnlineStoreUnavailableError
+from shipyard.errors import (
+    ConfigError,
+    FeatureDefinitionError,
+    OnlineStoreUnavailableError,
+    ParameterError,
+)
 from shipyard.features.definitions import Aggregation
-from shipyard.features.fraud import CUSTOMER_SPENDING
+from shipyard.features.fraud import CUSTOMER_SPENDING, TERMINAL_RISK
 from shipyard.features.online import (
+    OnlineContentionError,
     OnlineStore,
     RedisOnlineStore,
     SQLiteOnlineStore,
@@ -138,6 +146,7 @@ def test_state_of_another_definition_is_refused(open_store: StoreFactory) -> Non
     for action in (
         lambda s: s.get(changed, "1"),
         lambda s: s.put(changed, "1", b"new"),
+        lambda s: s.update_many(changed, ["1"], lambda old: {"1": b"new"}),
     ):
         for s in (store, open_store()):  # the same process and a restarted one
             with pytest.raises(FeatureDefinitionError) as error:
@@ -184,8 +193,13 @@ def test_redis_going_away_is_a_clear_error(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
-    with pytest.raises(OnlineStoreUnavailableError, match="cannot be reached"):
-        store.get(CUSTOMER_SPENDING, "1")
+    for action in (
+        lambda: store.get(CUSTOMER_SPENDING, "1"),
+        lambda: store.update_many(CUSTOMER_SPENDING, ["1"], lambda old: {"1": b"y"}),
+        lambda: store.drop_view(CUSTOMER_SPENDING.name),
+    ):
+        with pytest.raises(OnlineStoreUnavailableError, match="cannot be reached"):
+            action()
     store.close()
 
 
@@ -204,3 +218,211 @@ def test_the_setting_chooses_the_store(tmp_path: Path, redis_server: str) -> Non
     store.close()
     with pytest.raises(ConfigError, match="online_store"):
         Settings.load(tmp_path, environ={"SHIPYARD_ONLINE_STORE": "memcached"})
+
+
+# -- read-modify-write ---------------------------------------------------------------------------
+
+
+def test_update_many_reads_the_current_states_and_writes_what_it_returns(
+    open_store: StoreFactory,
+) -> None:
+    store = open_store()
+    view = CUSTOMER_SPENDING
+    seen: list[list[bytes | None]] = []
+
+    def first(states: list[bytes | None]) -> dict[str, bytes]:
+        seen.append(states)
+        return {"1": b"one"}
+
+    store.update_many(view, ["1", "2"], first)  # a view with no state yet: all None
+    assert seen == [[None, None]]
+    assert store.stored_hash(view.name) == view.definition_hash
+    store.put(view, "3", b"three")
+
+    def second(states: list[bytes | None]) -> dict[str, bytes]:
+        seen.append(states)
+        return {"2": b"two", "3": (states[0] or b"") + b"!"}
+
+    store.update_many(view, ["3", "1", "2"], second)
+    assert seen[1] == [b"three", b"one", None]  # in the order of the keys
+    assert store.get_many(view, ["1", "2", "3"]) == [b"one", b"two", b"three!"]
+    store.update_many(view, ["1"], lambda states: {})  # nothing to write: nothing changes
+    assert store.get(view, "1") == b"one"
+
+
+def test_update_many_that_raises_writes_nothing(open_store: StoreFactory) -> None:
+    store = open_store()
+    view = CUSTOMER_SPENDING
+
+    def broken(states: list[bytes | None]) -> dict[str, bytes]:
+        raise ZeroDivisionError("the update failed")
+
+    with pytest.raises(ZeroDivisionError, match="the update failed"):
+        store.update_many(view, ["1"], broken)
+    assert store.stored_hash(view.name) is None  # not even registered
+    store.put_many(view, {"1": b"one", "2": b"two"})
+    with pytest.raises(ZeroDivisionError):
+        store.update_many(view, ["1", "2"], broken)
+    assert store.get_many(view, ["1", "2"]) == [b"one", b"two"]
+    # the store still works after the rollback
+    store.update_many(view, ["1"], lambda states: {"1": b"uno"})
+    assert store.get_many(view, ["1", "2"]) == [b"uno", b"two"]
+
+
+def test_update_many_refuses_a_key_it_was_not_given(open_store: StoreFactory) -> None:
+    store = open_store()
+    view = CUSTOMER_SPENDING
+    store.put(view, "1", b"one")
+    with pytest.raises(ParameterError, match="'9'") as error:
+        store.update_many(view, ["1"], lambda states: {"1": b"uno", "9": b"nine"})
+    assert "Nothing was written" in str(error.value)
+    assert isinstance(error.value, ValueError)
+    assert store.get_many(view, ["1", "9"]) == [b"one", None]
+
+
+def _increment(chosen: Sequence[str]) -> Callable[[list[bytes | None]], dict[str, bytes]]:
+    def update(states: list[bytes | None]) -> dict[str, bytes]:
+        return {k: str(int(s or b"0") + 1).encode() for k, s in zip(chosen, states, strict=True)}
+
+    return update
+
+
+KEYS = ["a", "b", "c"]
+
+
+def _chosen(i: int) -> list[str]:
+    """The keys the i-th update of a worker increments (several overlapping subsets)."""
+    return [KEYS, KEYS[:1], KEYS[1:], ["c", "a"]][i % 4]
+
+
+def _increment_worker(kind: str, where: str, n: int, barrier: Any) -> None:
+    """A separate process applying ``n`` increments through update_many."""
+    store: OnlineStore = RedisOnlineStore(where) if kind == "redis" else SQLiteOnlineStore(where)
+    barrier.wait()  # all workers start together, so that their updates overlap
+    for i in range(n):
+        chosen = _chosen(i)
+        store.update_many(CUSTOMER_SPENDING, chosen, _increment(chosen))
+    store.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(kind, URL or path) of a fresh store that separate processes open."""
+    if request.param == "redis":
+        import redis
+
+        url = str(request.getfixturevalue("redis_server"))
+        redis.Redis.from_url(url).flushdb()
+        return "redis", url
+    return "sqlite", str(tmp_path / "online" / "online.db")
+
+
+def test_concurrent_processes_lose_no_update(shared_store: tuple[str, str]) -> None:
+    """Three OS processes increment the same keys at once; the totals are exact.
+
+    With ``get_many`` then ``put_many`` instead of ``update_many`` this fails: two processes
+    read the same old value and the second write overwrites the first's increment.
+    """
+    kind, where = shared_store
+    workers, n = 3, 150
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(workers)
+    processes = [
+        context.Process(target=_increment_worker, args=(kind, where, n, barrier))
+        for _ in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=300)
+    assert [p.exitcode for p in processes] == [0] * workers
+    expected = {k: workers * sum(k in _chosen(i) for i in range(n)) for k in KEYS}
+    store: OnlineStore = RedisOnlineStore(where) if kind == "redis" else SQLiteOnlineStore(where)
+    got = store.get_many(CUSTOMER_SPENDING, KEYS)
+    store.close()
+    assert {k: int(v or b"0") for k, v in zip(KEYS, got, strict=True)} == expected
+
+
+# -- Redis: one key per entity -------------------------------------------------------------------
+
+
+def test_redis_keeps_one_key_per_entity_and_drop_view_removes_them_all(
+    redis_server: str,
+) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_server)
+    client.flushdb()
+    store = RedisOnlineStore(redis_server)
+    view = CUSTOMER_SPENDING
+    store.put_many(view, {str(i): b"x" * 10 for i in range(2_500)})  # more than a SCAN step
+    store.put(TERMINAL_RISK, "1", b"other view")
+    key = f"shipyard:online:state:customer_spending:{view.definition_hash}:42"
+    assert client.get(key) == b"x" * 10
+    assert len(client.keys("shipyard:online:state:customer_spending:*")) == 2_500
+    assert store.drop_view(view.name) == 2_500
+    assert client.keys("shipyard:online:state:customer_spending:*") == []
+    assert store.stored_hash(view.name) is None
+    assert store.get(TERMINAL_RISK, "1") == b"other view"  # another view is untouched
+    assert store.get(view, "42") is None
+    store.close()
+
+
+def test_redis_state_of_the_older_layout_is_refused(redis_server: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_server)
+    client.flushdb()
+    view = CUSTOMER_SPENDING
+    # how an older Shipyard kept it: one hash per (view, definition), one field per entity
+    client.hset("shipyard:online:views", view.name, view.definition_hash)
+    client.hset(f"shipyard:online:state:{view.name}:{view.definition_hash}", "1", b"old")
+    store = RedisOnlineStore(redis_server)
+    with pytest.raises(FeatureDefinitionError, match="older Shipyard") as error:
+        store.get(view, "1")
+    assert f"drop_view('{view.name}')" in str(error.value)
+    assert store.drop_view(view.name) == 1
+    store.put(view, "1", b"new")
+    assert store.get(view, "1") == b"new"
+    store.close()
+
+
+def test_redis_update_many_retries_when_another_writer_got_in_between(redis_server: str) -> None:
+    """The update is computed again from the state the other writer left; bounded retries."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server)
+    client.flushdb()
+    view = CUSTOMER_SPENDING
+    store = RedisOnlineStore(redis_server, max_attempts=3)
+    store.put(view, "1", b"0")
+    key = f"shipyard:online:state:{view.name}:{view.definition_hash}:1"
+    calls: list[bytes | None] = []
+
+    def racing(states: list[bytes | None]) -> dict[str, bytes]:
+        calls.append(states[0])
+        if len(calls) < 3:  # another process writes between this read and this write
+            client.set(key, f"other {len(calls)}".encode())
+        return {"1": (states[0] or b"") + b"+mine"}
+
+    store.update_many(view, ["1"], racing)
+    assert calls == [b"0", b"other 1", b"other 2"]
+    assert store.get(view, "1") == b"other 2+mine"  # the last computation was written
+
+    calls.clear()
+    always = RedisOnlineStore(redis_server, max_attempts=2, backoff_s=0.0)
+
+    def losing(states: list[bytes | None]) -> dict[str, bytes]:
+        calls.append(states[0])
+        client.set(key, b"the other's")
+        return {"1": b"never written"}
+
+    with pytest.raises(OnlineContentionError, match="'customer_spending'") as error:
+        always.update_many(view, ["1"], losing)
+    assert "2 times" in str(error.value)
+    assert len(calls) == 2
+    assert store.get(view, "1") == b"the other's"
+    with pytest.raises(ParameterError, match="'max_attempts' parameter of RedisOnlineStore"):
+        RedisOnlineStore(redis_server, max_attempts=0)
+    store.close()
+    always.close()

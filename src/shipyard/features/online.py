@@ -7,36 +7,69 @@ definitions: a view whose stored state was written under another definition hash
 refused with a :class:`~shipyard.errors.FeatureDefinitionError` naming both hashes (drop the
 old state with ``drop_view`` and rebuild it).
 
+**Read-modify-write.** :meth:`OnlineStore.update_many` reads the states of some entities,
+calls a function of them and writes what it returns, atomically against other threads and
+other processes (several serving workers updating the same customer lose no event). Use it
+whenever the new state depends on the old one; ``get_many`` then ``put_many`` is a race.
+The function must be *pure* (no effect outside its return value and what it overwrites on
+each call): on Redis it is called again when another writer got there first.
+
 Two implementations behind one protocol, chosen by the ``online_store`` setting:
 
 * :class:`SQLiteOnlineStore` (default): one file in the workspace,
-  ``<artifact_root>/online/online.db``, in WAL mode;
-* :class:`RedisOnlineStore`: one Redis hash per (view, definition) at ``redis_url`` (needs
-  the ``online`` extra). An unreachable server raises :class:`OnlineStoreUnavailableError`.
+  ``<artifact_root>/online/online.db``, in WAL mode; ``update_many`` holds the write lock
+  (``BEGIN IMMEDIATE``) from the read to the commit, so writers queue (up to
+  ``busy_timeout``, 10 s) and the function runs once;
+* :class:`RedisOnlineStore`: one Redis string per entity,
+  ``shipyard:online:state:{view}:{definition hash}:{entity}``, at ``redis_url`` (needs the
+  ``online`` extra), and the hash ``shipyard:online:views`` of view name to definition hash.
+  ``update_many`` is optimistic (``WATCH`` the entities' keys, read, compute, ``MULTI`` /
+  ``EXEC``): when another writer changed one of them in between, it reads and computes
+  again, a bounded number of times with a short random backoff, then raises
+  :class:`OnlineContentionError`. An unreachable server raises
+  :class:`OnlineStoreUnavailableError`. Redis state written by Shipyard before this layout
+  (one hash per view) is refused with a clear error: drop the view and replay its events.
 
 Example::
 
     store = open_online_store(ws)
     store.put_many(view, {"42": b"..."})
     store.get_many(view, ["42", "43"])   # [b"...", None]
+    store.update_many(view, ["42"], lambda old: {"42": (old[0] or b"") + b"!"})
 """
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from shipyard.errors import FeatureDefinitionError, OnlineStoreUnavailableError, ShipyardError
+from shipyard.errors import (
+    FeatureDefinitionError,
+    OnlineStoreUnavailableError,
+    ParameterError,
+    ShipyardError,
+    invalid_parameter,
+)
 
 if TYPE_CHECKING:
     from shipyard.features.definitions import FeatureView
     from shipyard.workspace import Workspace
 
 _SQLITE_CHUNK = 500  # entity keys per IN (...) query, well under SQLite's variable limit
+_REDIS_CHUNK = 1_000  # keys per UNLINK and per SCAN step
+
+Update = Callable[[list[bytes | None]], Mapping[str, bytes]]
+"""The states of the keys (in order, None where absent) -> the new states of some of them."""
+
+
+class OnlineContentionError(ShipyardError, RuntimeError):
+    """An update kept losing to other writers of the same entities; nothing was written."""
 
 
 class OnlineStore(Protocol):
@@ -56,6 +89,19 @@ class OnlineStore(Protocol):
 
     def put_many(self, view: FeatureView, states: Mapping[str, bytes]) -> None:
         """Store the states of several entities at once (atomically where the store can)."""
+        ...
+
+    def update_many(self, view: FeatureView, keys: Sequence[str], update: Update) -> None:
+        """Atomically read the states of ``keys``, call ``update`` on them, write its result.
+
+        ``update`` gets the current states in the order of ``keys`` (None where an entity has
+        none) and returns the new states of some of those keys (others are refused with a
+        :class:`~shipyard.errors.ParameterError`). No other writer,
+        thread or process, changes these entities between the read and the write. When
+        ``update`` raises, nothing is written and the exception propagates. ``update`` may be
+        called more than once (Redis retries on contention): it must be pure, and only its
+        last call's result is written.
+        """
         ...
 
     def stored_hash(self, view_name: str) -> str | None:
@@ -80,6 +126,34 @@ def _mismatch(view: FeatureView, stored: str) -> FeatureDefinitionError:
     )
 
 
+def _refuse_foreign(view: FeatureView, keys: Sequence[str], states: Mapping[str, bytes]) -> None:
+    """An update may only write the keys it read (it was not given the others' state)."""
+    allowed = set(keys)
+    foreign = [k for k in states if k not in allowed]
+    if foreign:
+        raise ParameterError(
+            f"An update of feature view {view.name!r} returned the state of {len(foreign)} "
+            f"entity key(s) it was not given, the first {foreign[0]!r}; expected only keys "
+            f"among the {len(keys)} read. Nothing was written."
+        )
+
+
+class _DefinitionHashes:
+    """``view.definition_hash`` per view, computed once (it hashes the whole definition)."""
+
+    def __init__(self) -> None:
+        self._hashes: dict[FeatureView, str] = {}
+
+    def __call__(self, view: FeatureView) -> str:
+        try:
+            return self._hashes[view]
+        except KeyError:
+            value = self._hashes[view] = view.definition_hash
+            return value
+        except TypeError:  # an unhashable definition: compute it each time
+            return view.definition_hash
+
+
 class SQLiteOnlineStore:
     """The default online store: one SQLite file (WAL) with one row per (view, entity)."""
 
@@ -88,6 +162,7 @@ class SQLiteOnlineStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._checked: dict[str, str] = {}
+        self._hash = _DefinitionHashes()
         self._con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._con.execute("PRAGMA journal_mode=WAL")
         self._con.execute("PRAGMA synchronous=NORMAL")
@@ -113,41 +188,55 @@ class SQLiteOnlineStore:
 
     def _check(self, view: FeatureView, register: bool) -> bool:
         """True if ``view`` is registered with its hash (registering it if asked)."""
-        if self._checked.get(view.name) == view.definition_hash:
+        definition = self._hash(view)
+        if self._checked.get(view.name) == definition:
             return True
         stored = self.stored_hash(view.name)
-        if stored is None and register:
+        registering = stored is None and register
+        if registering:
             self._con.execute(
                 "INSERT OR IGNORE INTO online_views VALUES (?, ?, ?)",
-                (view.name, view.definition_hash, datetime.now(UTC).isoformat()),
+                (view.name, definition, datetime.now(UTC).isoformat()),
             )
             stored = self.stored_hash(view.name)
         if stored is None:
             return False
-        if stored != view.definition_hash:
+        if stored != definition:
             raise _mismatch(view, stored)
-        self._checked[view.name] = stored
+        if not (registering and self._con.in_transaction):  # a rollback would undo it
+            self._checked[view.name] = stored
         return True
 
     def get(self, view: FeatureView, key: str) -> bytes | None:
         return self.get_many(view, [key])[0]
 
+    def _select(self, view: FeatureView, keys: Sequence[str]) -> list[bytes | None]:
+        found: dict[str, bytes] = {}
+        unique = list(dict.fromkeys(keys))
+        definition = self._hash(view)
+        for i in range(0, len(unique), _SQLITE_CHUNK):
+            chunk = unique[i : i + _SQLITE_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._con.execute(
+                "SELECT entity, state FROM online_state WHERE view = ? AND "
+                f"definition_hash = ? AND entity IN ({marks})",
+                (view.name, definition, *chunk),
+            )
+            found.update((str(entity), bytes(state)) for entity, state in rows)
+        return [found.get(key) for key in keys]
+
+    def _write(self, view: FeatureView, states: Mapping[str, bytes]) -> None:
+        definition = self._hash(view)
+        self._con.executemany(
+            "INSERT OR REPLACE INTO online_state VALUES (?, ?, ?, ?)",
+            [(view.name, definition, k, v) for k, v in states.items()],
+        )
+
     def get_many(self, view: FeatureView, keys: Sequence[str]) -> list[bytes | None]:
         with self._lock:
             if not self._check(view, register=False):
                 return [None] * len(keys)
-            found: dict[str, bytes] = {}
-            unique = list(dict.fromkeys(keys))
-            for i in range(0, len(unique), _SQLITE_CHUNK):
-                chunk = unique[i : i + _SQLITE_CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                rows = self._con.execute(
-                    "SELECT entity, state FROM online_state WHERE view = ? AND "
-                    f"definition_hash = ? AND entity IN ({marks})",
-                    (view.name, view.definition_hash, *chunk),
-                )
-                found.update((str(entity), bytes(state)) for entity, state in rows)
-        return [found.get(key) for key in keys]
+            return self._select(view, keys)
 
     def put(self, view: FeatureView, key: str, state: bytes) -> None:
         self.put_many(view, {key: state})
@@ -155,16 +244,35 @@ class SQLiteOnlineStore:
     def put_many(self, view: FeatureView, states: Mapping[str, bytes]) -> None:
         with self._lock:
             self._check(view, register=True)
-            rows = [(view.name, view.definition_hash, k, v) for k, v in states.items()]
             self._con.execute("BEGIN")
             try:
-                self._con.executemany(
-                    "INSERT OR REPLACE INTO online_state VALUES (?, ?, ?, ?)", rows
-                )
+                self._write(view, states)
             except BaseException:
                 self._con.execute("ROLLBACK")
                 raise
             self._con.execute("COMMIT")
+
+    def update_many(self, view: FeatureView, keys: Sequence[str], update: Update) -> None:
+        """Read, update and write under SQLite's write lock (other writers wait for it)."""
+        with self._lock:
+            # IMMEDIATE takes the write lock now: a second process waits here (busy_timeout)
+            # instead of reading the same old state and overwriting this update.
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                registered = self._check(view, register=False)
+                current: list[bytes | None] = [None] * len(keys)
+                if registered:
+                    current = self._select(view, keys)
+                states = update(current)
+                _refuse_foreign(view, keys, states)
+                if states:
+                    self._check(view, register=True)
+                    self._write(view, states)
+                self._con.execute("COMMIT")
+            except BaseException:
+                if self._con.in_transaction:
+                    self._con.execute("ROLLBACK")
+                raise
 
     def drop_view(self, view_name: str) -> int:
         with self._lock:
@@ -180,24 +288,43 @@ class SQLiteOnlineStore:
             self._con.close()
 
 
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis glob pattern (SCAN MATCH)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 class RedisOnlineStore:
-    """The online store on Redis: one hash per (view, definition), one field per entity."""
+    """The online store on Redis: one key per (view, definition, entity), holding its state.
+
+    ``max_attempts`` bounds how many times :meth:`update_many` reads and computes again after
+    losing a race to another writer of the same entities (with a random backoff of up to
+    ``backoff_s`` times the attempt number, capped at 50 ms) before it raises
+    :class:`OnlineContentionError`.
+    """
 
     PREFIX = "shipyard:online"
 
-    def __init__(self, url: str, *, timeout_s: float = 2.0) -> None:
+    def __init__(
+        self, url: str, *, timeout_s: float = 2.0, max_attempts: int = 50, backoff_s: float = 0.001
+    ) -> None:
         try:
             import redis
         except ImportError:
             raise ShipyardError(
                 "online_store = 'redis' needs the redis client: pip install 'shipyard[online]'"
             ) from None
+        if not isinstance(max_attempts, int) or max_attempts < 1:
+            raise invalid_parameter("max_attempts", "RedisOnlineStore", "an int >= 1", max_attempts)
         self.url = url
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
         self._checked: dict[str, str] = {}
+        self._hash = _DefinitionHashes()
         self._errors: tuple[type[Exception], ...] = (
             redis.exceptions.ConnectionError,
             redis.exceptions.TimeoutError,
         )
+        self._watch_error: type[Exception] = redis.exceptions.WatchError
         self._client: Any = redis.Redis.from_url(
             url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
         )
@@ -206,33 +333,48 @@ class RedisOnlineStore:
     def __repr__(self) -> str:
         return f"RedisOnlineStore({self.url!r})"
 
+    def _unavailable(self, exc: Exception) -> OnlineStoreUnavailableError:
+        return OnlineStoreUnavailableError(
+            f"The Redis online store at {self.url} cannot be reached ({exc}); no online "
+            "features can be read or written. Start Redis there or set online_store = "
+            "'sqlite' / the right redis_url."
+        )
+
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
             return getattr(self._client, method)(*args, **kwargs)
         except self._errors as exc:
-            raise OnlineStoreUnavailableError(
-                f"The Redis online store at {self.url} cannot be reached ({exc}); no online "
-                "features can be read or written. Start Redis there or set online_store = "
-                "'sqlite' / the right redis_url."
-            ) from None
+            raise self._unavailable(exc) from None
 
-    def _state_key(self, view: FeatureView) -> str:
-        return f"{self.PREFIX}:state:{view.name}:{view.definition_hash}"
+    def _prefix(self, view: FeatureView) -> str:
+        return f"{self.PREFIX}:state:{view.name}:{self._hash(view)}:"
+
+    def _keys(self, view: FeatureView, keys: Sequence[str]) -> list[str]:
+        prefix = self._prefix(view)
+        return [prefix + key for key in keys]
 
     def stored_hash(self, view_name: str) -> str | None:
         value = self._call("hget", f"{self.PREFIX}:views", view_name)
         return None if value is None else bytes(value).decode()
 
     def _check(self, view: FeatureView, register: bool) -> bool:
-        if self._checked.get(view.name) == view.definition_hash:
+        definition = self._hash(view)
+        if self._checked.get(view.name) == definition:
             return True
         if register:
-            self._call("hsetnx", f"{self.PREFIX}:views", view.name, view.definition_hash)
+            self._call("hsetnx", f"{self.PREFIX}:views", view.name, definition)
         stored = self.stored_hash(view.name)
         if stored is None:
             return False
-        if stored != view.definition_hash:
+        if stored != definition:
             raise _mismatch(view, stored)
+        # before this layout, a view's state was one Redis hash at the prefix without ':'
+        if self._call("type", self._prefix(view)[:-1]) == b"hash":
+            raise FeatureDefinitionError(
+                f"The Redis online store holds state of feature view {view.name!r} in the "
+                "layout of an older Shipyard (one hash per view), which this version does not "
+                f"read. Drop it (store.drop_view({view.name!r})) and replay the events again."
+            )
         self._checked[view.name] = stored
         return True
 
@@ -242,7 +384,7 @@ class RedisOnlineStore:
     def get_many(self, view: FeatureView, keys: Sequence[str]) -> list[bytes | None]:
         if not keys or not self._check(view, register=False):
             return [None] * len(keys)
-        values = self._call("hmget", self._state_key(view), list(keys))
+        values = self._call("mget", self._keys(view, keys))
         return [None if v is None else bytes(v) for v in values]
 
     def put(self, view: FeatureView, key: str, state: bytes) -> None:
@@ -251,14 +393,58 @@ class RedisOnlineStore:
     def put_many(self, view: FeatureView, states: Mapping[str, bytes]) -> None:
         self._check(view, register=True)
         if states:
-            self._call("hset", self._state_key(view), mapping=dict(states))
+            prefix = self._prefix(view)
+            self._call("mset", {prefix + k: v for k, v in states.items()})
+
+    def update_many(self, view: FeatureView, keys: Sequence[str], update: Update) -> None:
+        """WATCH, MGET, ``update``, MULTI/SET/EXEC; again while another writer got in between."""
+        registered = self._check(view, register=False)
+        names = self._keys(view, keys)
+        try:
+            for attempt in range(1, self.max_attempts + 1):
+                with self._client.pipeline(transaction=True) as pipe:
+                    try:
+                        if names:
+                            pipe.watch(*names)
+                        values = pipe.mget(names) if registered and names else [None] * len(keys)
+                        states = update([None if v is None else bytes(v) for v in values])
+                        _refuse_foreign(view, keys, states)
+                        if not states:
+                            return
+                        if not registered:
+                            registered = self._check(view, register=True)
+                        prefix = self._prefix(view)
+                        pipe.multi()
+                        pipe.mset({prefix + k: v for k, v in states.items()})
+                        pipe.execute()
+                        return
+                    except self._watch_error:
+                        pass
+                time.sleep(random.uniform(0, min(0.05, self.backoff_s * attempt)))
+        except self._errors as exc:
+            raise self._unavailable(exc) from None
+        raise OnlineContentionError(
+            f"Updating {len(set(keys))} entity state(s) of feature view {view.name!r} in the "
+            f"Redis online store at {self.url} lost to other writers of the same entities "
+            f"{self.max_attempts} times in a row; nothing was written. Too many processes "
+            "update these entities at once: retry later, or raise max_attempts."
+        )
 
     def drop_view(self, view_name: str) -> int:
+        pattern = f"{self.PREFIX}:state:{_glob_escape(view_name)}:*"
         removed = 0
-        for key in self._call("keys", f"{self.PREFIX}:state:{view_name}:*"):
-            removed += int(self._call("hlen", key))
-            self._call("delete", key)
-        self._call("hdel", f"{self.PREFIX}:views", view_name)
+        batch: list[bytes] = []
+        try:  # SCAN walks the key space in steps (never KEYS, which blocks the server)
+            for key in self._client.scan_iter(match=pattern, count=_REDIS_CHUNK):
+                batch.append(key)
+                if len(batch) >= _REDIS_CHUNK:
+                    removed += int(self._client.unlink(*batch))
+                    batch.clear()
+            if batch:
+                removed += int(self._client.unlink(*batch))
+            self._client.hdel(f"{self.PREFIX}:views", view_name)
+        except self._errors as exc:
+            raise self._unavailable(exc) from None
         self._checked.pop(view_name, None)
         return removed
 
