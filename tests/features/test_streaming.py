@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import multiprocessing
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -16,7 +18,7 @@ from shipyard.errors import DataValidationError, FeatureDefinitionError
 from shipyard.features.definitions import Aggregation, FeatureView, RowFeature
 from shipyard.features.fraud import CUSTOMER_SPENDING, TERMINAL_RISK, TRANSACTION
 from shipyard.features.offline import OfflineStore, view_sql
-from shipyard.features.online import OnlineStore, RedisOnlineStore, SQLiteOnlineStore
+from shipyard.features.online import OnlineStore, RedisOnlineStore, SQLiteOnlineStore, Update
 from shipyard.features.streaming import EntityState, LateEventError, StreamingView, replay
 from shipyard.workspace import Workspace
 from tests.features.test_online import redis_server  # noqa: F401  (a fixture)
@@ -369,3 +371,126 @@ def test_one_bad_row_in_a_replay_stores_nothing_of_its_batch(reopen: object) -> 
         for _ in replay(stream, events, batch_rows=100):
             pass
     assert _blobs(store, MIXED, ["1", "2"]) == [None, None]
+
+
+# -- concurrent writers ---------------------------------------------------------------------------
+
+
+def _open(kind: str, where: str) -> OnlineStore:
+    return RedisOnlineStore(where) if kind == "redis" else SQLiteOnlineStore(where)
+
+
+def _customer_events(first_second: int, n: int) -> list[pd.DataFrame]:
+    """``n`` one-event batches of customer 7, two seconds apart from ``first_second``."""
+    return [
+        pd.DataFrame(
+            {
+                "TRANSACTION_ID": [first_second + 2 * i],
+                "CUSTOMER_ID": [7],
+                "TX_DATETIME": [_at(1) + pd.Timedelta(seconds=first_second + 2 * i)],
+                "TX_AMOUNT": [1.25],
+            }
+        )
+        for i in range(n)
+    ]
+
+
+def _streaming_worker(kind: str, where: str, first_second: int, n: int, barrier: Any) -> None:
+    """A separate process (a serving worker) streaming its events of customer 7, in time order."""
+    stream = StreamingView(CUSTOMER_SPENDING, _open(kind, where), lateness=timedelta(days=1))
+    barrier.wait()
+    for batch in _customer_events(first_second, n):
+        stream.process(batch)
+    stream.store.close()
+
+
+def test_two_processes_streaming_one_customer_lose_no_event(
+    store_kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Two processes process events of the same customer at once; every event is counted.
+
+    Each call's read-modify-write of the customer's state is one ``update_many``: with a
+    separate read and write, both processes would read the same old state and the second
+    write would drop the first's event.
+    """
+    where = str(tmp_path / "online.db")
+    if store_kind == "redis":
+        import redis
+
+        where = str(request.getfixturevalue("redis_server"))
+        redis.Redis.from_url(where).flushdb()
+    n = 60
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    processes = [
+        context.Process(target=_streaming_worker, args=(store_kind, where, first, n, barrier))
+        for first in (0, 1)  # interleaved in time: one process has the even seconds
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=300)
+    assert [p.exitcode for p in processes] == [0, 0]
+    store = _open(store_kind, where)
+    stream = StreamingView(CUSTOMER_SPENDING, store)
+    read = stream.read([7], _at(1) + pd.Timedelta(seconds=2 * n))
+    assert read["CUSTOMER_ID_NB_TX_30DAY_WINDOW"].tolist() == [2 * n]
+    assert read["CUSTOMER_ID_NB_TX_1DAY_WINDOW"].tolist() == [2 * n]
+    assert read["CUSTOMER_ID_AVG_AMOUNT_30DAY_WINDOW"].tolist() == [1.25]
+    store.close()
+
+
+class _AnotherWriterFirst(RedisOnlineStore):
+    """A real Redis store where ``between`` runs once, after the first computation of an
+    update and before its write: another writer's turn, at the worst moment."""
+
+    def __init__(self, url: str, between: Callable[[], object]) -> None:
+        super().__init__(url)
+        self.between: Callable[[], object] | None = between
+
+    def update_many(self, view: FeatureView, keys: Sequence[str], update: Update) -> None:
+        def then_the_other(states: list[bytes | None]) -> Mapping[str, bytes]:
+            result = update(states)
+            if self.between is not None:
+                between, self.between = self.between, None
+                between()
+            return result
+
+        super().update_many(view, keys, then_the_other)
+
+
+def test_a_retried_update_returns_the_features_of_the_state_it_wrote(
+    redis_server: str,  # noqa: F811  (the fixture)
+) -> None:
+    import redis
+
+    redis.Redis.from_url(redis_server).flushdb()
+    other = StreamingView(MIXED, RedisOnlineStore(redis_server))
+    store = _AnotherWriterFirst(redis_server, lambda: other.process(_one(1, _at(0, 1), 30.0)))
+    stream = StreamingView(MIXED, store)
+    features = stream.process(_one(1, _at(0, 1, 30), 10.0)).features
+    # computed first without the other event, then again with it: the second is the answer
+    assert features["N_1H"].tolist() == [2]
+    assert features["MEAN_1H"].tolist() == [20.0]
+    assert stream.read([1], _at(0, 1, 45))["N_1H"].tolist() == [2]  # both were stored
+    store.close()
+    other.store.close()
+
+
+def test_threads_share_one_streaming_view(tmp_path: Path) -> None:
+    """Serving threads call process on one view at once (one DuckDB cursor per call)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = SQLiteOnlineStore(tmp_path / "online.db")
+    stream = StreamingView(MIXED, store)
+
+    def card(c: int) -> list[int]:
+        return [
+            int(stream.process(_one(c, _at(0, 1, m), 1.0)).features["N_1H"].iloc[0])
+            for m in range(30)
+        ]
+
+    with ThreadPoolExecutor(4) as pool:
+        counts = list(pool.map(card, range(8)))
+    assert counts == [list(range(1, 31))] * 8
+    store.close()

@@ -55,7 +55,9 @@ from __future__ import annotations
 
 import bisect
 import math
+import os
 import struct
+import threading
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -178,6 +180,15 @@ class StreamingResult:
     """Input positions of the late events skipped under ``on_late="count"``."""
 
 
+@dataclass
+class _Applied:
+    """What one application of a batch to the entities' states gave."""
+
+    rejected: list[int]
+    results: list[dict[str, float | int | None] | None]
+    touched: set[str]
+
+
 def _aggregate(feature: Aggregation, spec: _Series | None, values: list[Any]) -> float | int | None:
     if feature.function == "count":
         return len(values) if spec is None else sum(1 for v in values if v is not None)
@@ -243,10 +254,24 @@ class StreamingView:
             for f in self.aggregations
         }
         # (feature name, window in us, delay in us): a window is (t - delay - window, t - delay]
-        self._windows = tuple((f.name, micros(f.window), micros(f.delay)) for f in self.aggregations)
+        self._windows = tuple(
+            (f.name, micros(f.window), micros(f.delay)) for f in self.aggregations
+        )
         self.delayed = any(delay for _, _, delay in self._windows)
         longest = max((window + delay for _, window, delay in self._windows), default=0)
         self.retention_us = longest + micros(lateness)
+        entity, ts = (_quote(c) for c in (view.entity, view.timestamp))
+        self._raw_selects = [
+            f"epoch_us(TRY_CAST({ts} AS TIMESTAMP)) AS {_TS}",
+            f"{entity} AS {_KEY}",
+        ]
+        self._raw_selects += [f"{s.sql()} AS {s.name}" for s in self.series]
+        self._row_selects = [f"({f.expression}) AS {_quote(f.name)}" for f in self.row_features]
+        # one DuckDB database per view and process (opening one costs milliseconds), a cursor
+        # per call so that threads never share a connection
+        self._duckdb: Any = None
+        self._duckdb_pid = 0
+        self._duckdb_lock = threading.Lock()
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -265,12 +290,7 @@ class StreamingView:
 
     def _load(self, keys: list[str]) -> dict[str, EntityState]:
         blobs = self.store.get_many(self.view, keys)
-        return {
-            key: EntityState([], [[] for _ in self.series])
-            if blob is None
-            else EntityState.from_bytes(blob, self.series)
-            for key, blob in zip(keys, blobs, strict=True)
-        }
+        return {key: self._state(blob) for key, blob in zip(keys, blobs, strict=True)}
 
     def read(self, entities: list[Any], at: Any) -> pd.DataFrame:
         """The aggregations of ``entities`` at time ``at`` without an event (nothing stored).
@@ -313,33 +333,49 @@ class StreamingView:
         table = _to_arrow(events)
         self.view.check_columns(table.column_names, where="the events")
         labels = list(events.index) if not isinstance(events, pa.Table) else None
-        entity, ts = (_quote(c) for c in (self.view.entity, self.view.timestamp))
-        selects = [f"epoch_us(TRY_CAST({ts} AS TIMESTAMP)) AS {_TS}", f"{entity} AS {_KEY}"]
-        selects += [f"{s.sql()} AS {s.name}" for s in self.series]
-        prepared = self._duckdb(table, selects)
+        if self.row_features:
+            # one query for everything; when it fails (a row feature over a bad raw value),
+            # the two steps below report the bad value, or the row feature's error, as before
+            try:
+                both = self._duckdb_select(table, self._raw_selects + self._row_selects)
+            except FeatureDefinitionError:
+                pass
+            else:
+                self._check_raw(table, both, labels)
+                self._check_constraints(both, labels)
+                return both
+        prepared = self._duckdb_select(table, self._raw_selects)
         self._check_raw(table, prepared, labels)
         if self.row_features:
-            rows = self._duckdb(
-                table, [f"({f.expression}) AS {_quote(f.name)}" for f in self.row_features]
-            )
+            rows = self._duckdb_select(table, self._row_selects)
             for name in rows.column_names:
                 prepared = prepared.append_column(name, rows.column(name))
             self._check_constraints(prepared, labels)
         return prepared
 
-    def _duckdb(self, table: pa.Table, selects: list[str]) -> pa.Table:
+    def _cursor(self) -> Any:
+        """A fresh cursor on this view's DuckDB database (opened once per process)."""
         import duckdb
 
-        con = duckdb.connect()
+        with self._duckdb_lock:
+            if self._duckdb is None or self._duckdb_pid != os.getpid():
+                self._duckdb = duckdb.connect()
+                self._duckdb_pid = os.getpid()
+            return self._duckdb.cursor()
+
+    def _duckdb_select(self, table: pa.Table, selects: list[str]) -> pa.Table:
+        import duckdb
+
+        cursor = self._cursor()
         try:
-            con.register("__events", table)
-            return con.sql(f"SELECT {', '.join(selects)} FROM __events").to_arrow_table()
+            cursor.register("__events", table)
+            return cursor.sql(f"SELECT {', '.join(selects)} FROM __events").to_arrow_table()
         except duckdb.Error as exc:
             raise FeatureDefinitionError(
                 f"Computing feature view {self.view.name!r} over the events failed in DuckDB: {exc}"
             ) from None
         finally:
-            con.close()
+            cursor.close()
 
     def _bad(
         self, column: str, rows: list[int], labels: list[Any] | None, problem: str
@@ -431,14 +467,46 @@ class StreamingView:
         before any of them is read. The call must hold every event of each instant it
         touches. Late events (see the module docstring) raise :class:`LateEventError` before
         anything is stored, or are skipped with ``on_late="count"``.
+
+        The states of the batch's entities are read, updated and written back in one
+        :meth:`~shipyard.features.online.OnlineStore.update_many`, so that processes and
+        threads processing events of the same entities at once lose none of them; the late
+        check and the features are those of the state the update was applied to.
         """
         prepared = self._prepare(events)
         times: list[int] = prepared.column(_TS).to_pylist()
+        if not self.aggregations or not times:  # row features only: nothing is stored
+            return StreamingResult(self._frame(prepared, [{}] * len(times)), [])
         keys = [_key(k) for k in prepared.column(_KEY).to_pylist()]
-        rows = list(zip(*(prepared.column(s.name).to_pylist() for s in self.series), strict=True))
-        if not self.series:
-            rows = [()] * len(times)
-        states = self._load(list(dict.fromkeys(keys))) if self.aggregations else {}
+        rows: list[tuple[float | int | None, ...]] = [()] * len(times)
+        if self.series:
+            columns = (prepared.column(s.name).to_pylist() for s in self.series)
+            rows = list(zip(*columns, strict=True))
+        entities = list(dict.fromkeys(keys))
+        applied: list[_Applied] = []
+
+        def update(blobs: list[bytes | None]) -> dict[str, bytes]:
+            # called again on a retry (Redis): recomputed from the state it is applied to
+            states = {key: self._state(blob) for key, blob in zip(entities, blobs, strict=True)}
+            applied[:] = [self._apply(times, keys, rows, states)]
+            return {key: states[key].to_bytes(self.series) for key in applied[0].touched}
+
+        self.store.update_many(self.view, entities, update)
+        return StreamingResult(self._frame(prepared, applied[0].results), applied[0].rejected)
+
+    def _state(self, blob: bytes | None) -> EntityState:
+        if blob is None:
+            return EntityState([], [[] for _ in self.series])
+        return EntityState.from_bytes(blob, self.series)
+
+    def _apply(
+        self,
+        times: list[int],
+        keys: list[str],
+        rows: list[tuple[float | int | None, ...]],
+        states: dict[str, EntityState],
+    ) -> _Applied:
+        """Add the accepted events to ``states`` (in place) and read each at its time."""
         rejected = self._late(times, keys, states)
         skip = set(rejected)
         order = sorted((i for i in range(len(times)) if i not in skip), key=times.__getitem__)
@@ -451,25 +519,19 @@ class StreamingView:
             while stop < len(order) and times[order[stop]] == instant:
                 stop += 1
             group = order[start:stop]
-            if self.aggregations:
-                for i in group:
-                    states[keys[i]].add(instant, list(rows[i]))
-                    touched.add(keys[i])
-                cache: dict[str, dict[str, float | int | None]] = {}
-                for i in group:
-                    if keys[i] not in cache:
-                        cache[keys[i]] = self._read(states[keys[i]], instant)
-                    results[i] = cache[keys[i]]
-            else:
-                for i in group:
-                    results[i] = {}
+            for i in group:
+                states[keys[i]].add(instant, list(rows[i]))
+                touched.add(keys[i])
+            cache: dict[str, dict[str, float | int | None]] = {}
+            for i in group:
+                if keys[i] not in cache:
+                    cache[keys[i]] = self._read(states[keys[i]], instant)
+                results[i] = cache[keys[i]]
             start = stop
-        if touched:
-            for key in touched:
-                state = states[key]
-                state.expire(state.times[-1] - self.retention_us)
-            self.store.put_many(self.view, {k: states[k].to_bytes(self.series) for k in touched})
-        return StreamingResult(self._frame(prepared, results), rejected)
+        for key in touched:
+            state = states[key]
+            state.expire(state.times[-1] - self.retention_us)
+        return _Applied(rejected, results, touched)
 
     def _late(self, times: list[int], keys: list[str], states: dict[str, EntityState]) -> list[int]:
         bound = micros(self.lateness)
@@ -496,19 +558,19 @@ class StreamingView:
     ) -> pd.DataFrame:
         import pandas as pd
 
-        frame = pd.DataFrame(index=range(prepared.num_rows))
         valid = [r is not None for r in results]
+        columns: dict[str, Any] = {}
         for feature in self.view.features:
             if isinstance(feature, RowFeature):
                 column = prepared.column(feature.name).to_pandas()
-                frame[feature.name] = (
+                columns[feature.name] = (
                     column.where(pd.Series(valid), None) if not all(valid) else column
                 )
             else:
                 values = [None if r is None else r[feature.name] for r in results]
                 dtype = "Int64" if feature.function == "count" else "float64"
-                frame[feature.name] = pd.array(values, dtype=dtype)
-        return frame
+                columns[feature.name] = pd.array(values, dtype=dtype)
+        return pd.DataFrame(columns, index=range(prepared.num_rows))
 
 
 def _quote(name: str) -> str:
@@ -521,6 +583,15 @@ def _to_arrow(events: Any) -> pa.Table:
 
     if isinstance(events, pa.Table):
         return events
+    names = list(events.columns)
+    if all(isinstance(n, str) for n in names) and len(set(names)) == len(names):
+        # column by column, as Table.from_pandas converts them, without its pandas metadata
+        # (a third of the cost of a one-event call)
+        try:
+            arrays = [pa.array(events[n], from_pandas=True) for n in names]
+            return pa.Table.from_arrays(arrays, names=names)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
     try:
         return pa.Table.from_pandas(events)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
