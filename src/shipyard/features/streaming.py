@@ -63,7 +63,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, overload
 
 from shipyard.errors import DataValidationError, FeatureDefinitionError, ShipyardError
 from shipyard.features.definitions import Aggregation, FeatureView, RowFeature, micros
@@ -178,6 +178,20 @@ class StreamingResult:
     features: pd.DataFrame
     rejected: list[int]
     """Input positions of the late events skipped under ``on_late="count"``."""
+
+
+@dataclass
+class _Prepared:
+    """A batch as DuckDB computed it: one entry per event, in input order."""
+
+    times: list[int]
+    """Timestamps in integer microseconds."""
+    keys: list[Any]
+    """Entity values (before :func:`_key`)."""
+    series: list[list[Any]]
+    """One column per stored series (``StreamingView.series``)."""
+    row_features: pa.Table | None
+    """The row features' columns, in definition order (None for a view without any)."""
 
 
 @dataclass
@@ -322,8 +336,8 @@ class StreamingView:
 
     # -- processing --------------------------------------------------------------------------
 
-    def _prepare(self, events: Any) -> pa.Table:
-        """Timestamps (us), entity keys, row features and series of ``events``, via DuckDB.
+    def _prepare(self, events: Any) -> _Prepared:
+        """Timestamps (us), entity keys, series and row features of ``events``, via DuckDB.
 
         Every bad event is refused here (see "Bad events" in the module docstring), before
         the caller reads or stores anything.
@@ -337,20 +351,23 @@ class StreamingView:
             # one query for everything; when it fails (a row feature over a bad raw value),
             # the two steps below report the bad value, or the row feature's error, as before
             try:
-                both = self._duckdb_select(table, self._raw_selects + self._row_selects)
+                both = self._select(table, self._raw_selects + self._row_selects, arrow=True)
             except FeatureDefinitionError:
                 pass
             else:
-                self._check_raw(table, both, labels)
-                self._check_constraints(both, labels)
-                return both
-        prepared = self._duckdb_select(table, self._raw_selects)
+                n = len(self._raw_selects)
+                raw = [both.column(i).to_pylist() for i in range(n)]
+                rows = both.select(list(range(n, both.num_columns)))
+                prepared = _Prepared(raw[0], raw[1], raw[2:], rows)
+                self._check_raw(table, prepared, labels)
+                self._check_constraints(rows, labels)
+                return prepared
+        raw = self._select(table, self._raw_selects, arrow=False)
+        prepared = _Prepared(raw[0], raw[1], raw[2:], None)
         self._check_raw(table, prepared, labels)
         if self.row_features:
-            rows = self._duckdb_select(table, self._row_selects)
-            for name in rows.column_names:
-                prepared = prepared.append_column(name, rows.column(name))
-            self._check_constraints(prepared, labels)
+            prepared.row_features = self._select(table, self._row_selects, arrow=True)
+            self._check_constraints(prepared.row_features, labels)
         return prepared
 
     def _cursor(self) -> Any:
@@ -363,19 +380,34 @@ class StreamingView:
                 self._duckdb_pid = os.getpid()
             return self._duckdb.cursor()
 
-    def _duckdb_select(self, table: pa.Table, selects: list[str]) -> pa.Table:
+    @overload
+    def _select(self, table: pa.Table, selects: list[str], arrow: Literal[True]) -> pa.Table: ...
+
+    @overload
+    def _select(
+        self, table: pa.Table, selects: list[str], arrow: Literal[False]
+    ) -> list[list[Any]]: ...
+
+    def _select(self, table: pa.Table, selects: list[str], arrow: bool) -> Any:
+        """``selects`` over the events: an Arrow table, or Python columns (cheaper)."""
         import duckdb
 
         cursor = self._cursor()
+        # DuckDB reads the events from this local variable (a replacement scan: cheaper than
+        # registering the table)
+        shipyard_events = table  # noqa: F841
+        sql = f"SELECT {', '.join(selects)} FROM shipyard_events"
         try:
-            cursor.register("__events", table)
-            return cursor.sql(f"SELECT {', '.join(selects)} FROM __events").to_arrow_table()
+            if arrow:
+                return cursor.sql(sql).to_arrow_table()
+            rows = cursor.execute(sql).fetchall()
         except duckdb.Error as exc:
             raise FeatureDefinitionError(
                 f"Computing feature view {self.view.name!r} over the events failed in DuckDB: {exc}"
             ) from None
         finally:
             cursor.close()
+        return [list(column) for column in zip(*rows, strict=True)] or [[] for _ in selects]
 
     def _bad(
         self, column: str, rows: list[int], labels: list[Any] | None, problem: str
@@ -389,36 +421,26 @@ class StreamingView:
             f"column {column!r} {problem}. Nothing of the batch was stored."
         )
 
-    def _check_raw(self, table: pa.Table, prepared: pa.Table, labels: list[Any] | None) -> None:
+    def _check_raw(self, table: pa.Table, prepared: _Prepared, labels: list[Any] | None) -> None:
         """Entity keys and timestamps present and valid, aggregated columns numeric."""
-        import pyarrow.compute as pc
-
         entity, ts = self.view.entity, self.view.timestamp
-        for column, name in ((_KEY, entity), (_TS, ts)):
+        for values, name in ((prepared.keys, entity), (prepared.times, ts)):
             raw = table.column(name)
             if raw.null_count:
                 nulls = [i for i, v in enumerate(raw.is_null().to_pylist()) if v]
                 what = "an entity key" if name == entity else "a timestamp"
                 self._bad(name, nulls, labels, f"a null; expected {what}")
-            values = prepared.column(column)
-            if values.null_count:
-                raw_values = raw.to_pylist()
-                bad = [i for i, v in enumerate(values.to_pylist()) if v is None]
-                self._bad(name, bad, labels, f"{raw_values[bad[0]]!r}; expected a timestamp")
-        times = prepared.column(_TS)
-        if len(times):
-            now = _epoch_us(self.now())
-            bound_us = now + micros(self.max_future)
-            late_mask = pc.greater(times, bound_us)
-            future = (
-                [i for i, v in enumerate(late_mask.to_pylist()) if v]
-                if pc.any(late_mask).as_py()
-                else []
-            )
+            bad = [i for i, v in enumerate(values) if v is None]
+            if bad:
+                got = raw[bad[0]].as_py()
+                self._bad(name, bad, labels, f"{got!r}; expected a timestamp")
+        if prepared.times:
+            bound_us = _epoch_us(self.now()) + micros(self.max_future)
+            future = [i for i, t in enumerate(prepared.times) if t > bound_us]
             if future:
                 import pandas as pd
 
-                got = pd.Timestamp(times[future[0]].as_py(), unit="us")
+                got = pd.Timestamp(prepared.times[future[0]], unit="us")
                 limit = pd.Timestamp(bound_us, unit="us")
                 self._bad(
                     ts,
@@ -427,36 +449,34 @@ class StreamingView:
                     f"{got}, in the future; expected a time at or before now + "
                     f"{self.max_future} ({limit} UTC)",
                 )
-        for spec in self.series:
+        for spec, values in zip(self.series, prepared.series, strict=True):
             raw = table.column(spec.column)
-            values = prepared.column(spec.name)
-            bad_mask = pc.and_(pc.is_null(values), pc.invert(pc.is_null(raw)))
-            if spec.decimals is None:
-                bad_mask = pc.or_(bad_mask, pc.invert(pc.fill_null(pc.is_finite(values), True)))
-            if pc.any(bad_mask).as_py():
-                bad = [i for i, v in enumerate(bad_mask.to_pylist()) if v]
+            # a value the cast turned into a null (the raw one was not), or not finite
+            bad = [
+                i
+                for i, v in enumerate(values)
+                if (v is None and raw[i].is_valid)
+                or (spec.decimals is None and v is not None and not math.isfinite(v))
+            ]
+            if bad:
                 got = raw[bad[0]].as_py()
                 self._bad(spec.column, bad, labels, f"{got!r}; expected {spec.expected()}")
 
-    def _check_constraints(self, prepared: pa.Table, labels: list[Any] | None) -> None:
+    def _check_constraints(self, rows: pa.Table, labels: list[Any] | None) -> None:
         """Row feature values against their declared constraints (nulls are missing)."""
-        for feature in self.row_features:
+        for feature, column in zip(self.row_features, rows.columns, strict=True):
             constraint = feature.declared_constraint
             if constraint is None:
                 continue
-            bad = [
-                i
-                for i, v in enumerate(prepared.column(feature.name).to_pylist())
-                if v is not None and not _allows(constraint, v)
-            ]
+            values = column.to_pylist()
+            bad = [i for i, v in enumerate(values) if v is not None and not _allows(constraint, v)]
             if bad:
-                got = prepared.column(feature.name)[bad[0]].as_py()
                 inputs = ", ".join(repr(c) for c in feature.columns)
                 self._bad(
                     feature.name,
                     bad,
                     labels,
-                    f"{got!r} (row feature computed from {inputs}); expected "
+                    f"{values[bad[0]]!r} (row feature computed from {inputs}); expected "
                     f"{constraint.describe()}, its declared constraint",
                 )
 
@@ -474,14 +494,13 @@ class StreamingView:
         check and the features are those of the state the update was applied to.
         """
         prepared = self._prepare(events)
-        times: list[int] = prepared.column(_TS).to_pylist()
+        times: list[int] = prepared.times
         if not self.aggregations or not times:  # row features only: nothing is stored
             return StreamingResult(self._frame(prepared, [{}] * len(times)), [])
-        keys = [_key(k) for k in prepared.column(_KEY).to_pylist()]
+        keys = [_key(k) for k in prepared.keys]
         rows: list[tuple[float | int | None, ...]] = [()] * len(times)
         if self.series:
-            columns = (prepared.column(s.name).to_pylist() for s in self.series)
-            rows = list(zip(*columns, strict=True))
+            rows = list(zip(*prepared.series, strict=True))
         entities = list(dict.fromkeys(keys))
         applied: list[_Applied] = []
 
@@ -554,15 +573,17 @@ class StreamingView:
         return late
 
     def _frame(
-        self, prepared: pa.Table, results: list[dict[str, float | int | None] | None]
+        self, prepared: _Prepared, results: list[dict[str, float | int | None] | None]
     ) -> pd.DataFrame:
         import pandas as pd
 
         valid = [r is not None for r in results]
         columns: dict[str, Any] = {}
+        computed = prepared.row_features
         for feature in self.view.features:
             if isinstance(feature, RowFeature):
-                column = prepared.column(feature.name).to_pandas()
+                assert computed is not None  # a view with row features computed them
+                column = computed.column(self.row_features.index(feature)).to_pandas()
                 columns[feature.name] = (
                     column.where(pd.Series(valid), None) if not all(valid) else column
                 )
@@ -570,7 +591,7 @@ class StreamingView:
                 values = [None if r is None else r[feature.name] for r in results]
                 dtype = "Int64" if feature.function == "count" else "float64"
                 columns[feature.name] = pd.array(values, dtype=dtype)
-        return pd.DataFrame(columns, index=range(prepared.num_rows))
+        return pd.DataFrame(columns, index=range(len(prepared.times)))
 
 
 def _quote(name: str) -> str:
