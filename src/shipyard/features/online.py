@@ -406,7 +406,9 @@ class RedisOnlineStore:
                     try:
                         if names:
                             pipe.watch(*names)
-                        values = pipe.mget(names) if registered and names else [None] * len(keys)
+                        # read even when the view was not registered at the check above:
+                        # another writer may have registered it and written since
+                        values = pipe.mget(names) if names else []
                         states = update([None if v is None else bytes(v) for v in values])
                         _refuse_foreign(view, keys, states)
                         if not states:

@@ -45,6 +45,15 @@ constraint (checked on the values DuckDB computed, so ``TX_AMOUNT`` < 0 is refus
 offline (SQL semantics) and a row feature passes them on as null. In a pandas frame NaN is
 pandas' null; in an Arrow table a NaN *value* (not a null) or an infinity is rejected.
 
+**Concurrent writers.** Several processes (serving workers) and threads may process events
+of the same entities at once: each call reads, updates and writes its entities' states in
+one :meth:`~shipyard.features.online.OnlineStore.update_many`, so no event is lost (on Redis
+a call that lost a race is computed again from the newer state). Events of one entity that
+arrive through different workers are applied in whatever order the calls commit; one that
+commits after a newer event of its entity is a late event, read at its own time. A
+:class:`StreamingView` keeps one in-memory DuckDB database per process for the SQL of its
+events, and a cursor per call.
+
 Example::
 
     stream = StreamingView(CUSTOMER_SPENDING, open_online_store(ws))
