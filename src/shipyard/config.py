@@ -97,6 +97,12 @@ class Settings(BaseModel):
         default="http://127.0.0.1:4318/v1/traces",
         description="Where 'otlp' tracing sends spans (an OTLP/HTTP traces URL).",
     )
+    serving_reject_stale_features: bool = Field(
+        default=False,
+        description="Refuse (503) a raw event whose delayed feature views (label-based, such "
+        "as terminal risk) were not fed up to the event's time minus the delay, instead of "
+        "scoring it flagged as stale.",
+    )
 
     online_store: Literal["sqlite", "redis"] = Field(
         default="sqlite",

@@ -7,6 +7,11 @@ checks the values, its micro-batcher scores them, the record is group-committed 
 prediction log, shadows score after the answer. Loading, policy watching and reloading
 live in :mod:`shipyard.serving.runtime`; the admin routes in :mod:`shipyard.serving.admin`.
 
+A request whose columns are not the model's but a raw event's (the model's lineage names
+feature views) takes :meth:`ServingApp._accept_events` instead of ``_accept``: its events are
+turned into the model's inputs by :mod:`shipyard.serving.features`, then scored and logged
+the same way (the precomputed path does not change).
+
 Predictions are refused (503) while the prediction log cannot be written, and
 ``/v2/health/ready`` says why. With ``serving_tracing`` on, the app takes
 :meth:`ServingApp._predict_traced` (one span per stage) instead of ``_predict``, chosen once
@@ -35,6 +40,13 @@ from shipyard.serving.codec import (
     encode_error,
     encode_mlflow,
     encode_v2,
+)
+from shipyard.serving.event_codec import (
+    EventColumns,
+    RawEvents,
+    decode_events_csv,
+    decode_events_mlflow,
+    decode_events_v2,
 )
 from shipyard.serving.metrics import ServingMetrics, request_cause
 from shipyard.serving.predlog import PredictionLogClosedError
@@ -66,6 +78,9 @@ Handler = Callable[[str, Headers, Receive, float], Awaitable[Response]]
 JSON = [(b"content-type", b"application/json")]
 TEXT = [(b"content-type", b"text/plain; version=0.0.4")]
 LIVE = encode({"live": True})
+_EVENT_DATATYPES = {"key": "INT64|BYTES", "time": "BYTES", "number": "FP64", "value": "FP64|BYTES"}
+STALE_HEADER = b"x-shipyard-stale-features"
+"""Names the delayed feature views a raw event's features were read stale from."""
 
 access_logger = logging.getLogger("shipyard.access")
 # (request id, version, arm) of the prediction being answered; set only with the access log on
@@ -237,7 +252,12 @@ class ServingApp:
     ) -> Response:
         """Decode → score → log/shadow → encode."""
         body = await self._body(receive)
-        request = self._accept(protocol, explicit, headers, body)
+        try:
+            request = self._accept(protocol, explicit, headers, body)
+        except RequestError as refused:  # not the model's columns: a raw event, maybe
+            if refused.status != 422:
+                raise
+            request = await self._accept_events(protocol, explicit, headers, body, refused)
         scores = await request.deployment.batcher.submit(request.matrix)
         await self._record(request, scores, started)
         return self._answer(request, scores)
@@ -259,9 +279,18 @@ class ServingApp:
             span.set_attributes(
                 {"shipyard.endpoint": self.config.endpoint, "shipyard.protocol": protocol}
             )
+            refused: RequestError | None = None
             with tracer.start_as_current_span("decode"):
                 body = await self._body(receive)
-                request = self._accept(protocol, explicit, headers, body)
+                try:
+                    request = self._accept(protocol, explicit, headers, body)
+                except RequestError as exc:
+                    if exc.status != 422:
+                        raise
+                    refused = exc
+            if refused is not None:
+                with tracer.start_as_current_span("features"):
+                    request = await self._accept_events(protocol, explicit, headers, body, refused)
             deployment = request.deployment
             span.set_attributes(
                 {
@@ -320,6 +349,69 @@ class ServingApp:
             protocol, request_id, key, matrix, state, deployment, version, arm, out_of_range
         )
 
+    async def _accept_events(
+        self,
+        protocol: str,
+        explicit: int | None,
+        headers: Headers,
+        body: bytes,
+        refused: RequestError,
+    ) -> Accepted:
+        """Accept a raw-event request: decode the events, assign, compute the model's inputs
+        with the online store, validate. ``refused`` (the feature decoder's error) is raised
+        when the endpoint takes no events or the body carries no event-only column."""
+        state = self._state()
+        features = state.features
+        if features is None:
+            raise refused
+        decoded = self._decode_events(protocol, body, headers, features.columns)
+        if decoded is None:
+            raise refused
+        events, request_id, parameters = decoded
+        deployment, arm, key = state.assign(headers, parameters, explicit)
+        version = deployment.version.version
+        if self._access_log:
+            _ANSWERING.set((request_id, version, arm))
+        assembled = await features.assemble(events)
+        out_of_range = deployment.validator.check(assembled.matrix)
+        return Accepted(
+            protocol,
+            request_id,
+            key,
+            assembled.matrix,
+            state,
+            deployment,
+            version,
+            arm,
+            out_of_range,
+            assembled.stale,
+            events.columns,
+        )
+
+    def _decode_events(
+        self, protocol: str, body: bytes, headers: Headers, columns: EventColumns
+    ) -> tuple[RawEvents, str, dict[str, Any] | None] | None:
+        """The request's raw events, its id and its V2 parameters; None: not events."""
+        given = headers.get(b"x-request-id")
+        request_id = given.decode("latin-1") if given else None
+        parameters = None
+        events: RawEvents | None
+        if protocol == "v2":
+            length = headers.get(b"inference-header-content-length")
+            decoded = decode_events_v2(body, columns, int(length) if length else None)
+            if decoded is None:
+                return None
+            events, request = decoded
+            parameters = request.parameters
+            request_id = request.id or request_id
+        elif headers.get(b"content-type", b"")[:8].lower() == b"text/csv":
+            events = decode_events_csv(body, columns)
+        else:
+            events = decode_events_mlflow(body, columns)
+        if events is None:
+            return None
+        return events, request_id or self.runtime.next_id(), parameters
+
     async def _record(self, request: Accepted, scores: NDArray[np.float64], started: float) -> None:
         """Log the answer (before it is sent), count it, and hand the rows to the shadows."""
         latency = time.perf_counter() - started
@@ -334,6 +426,8 @@ class ServingApp:
             (b"x-request-id", request_id.encode()),
             (b"x-model-version", str(version).encode()),
         ]
+        if request.stale:
+            extra.append((STALE_HEADER, ",".join(request.stale).encode()))
         if request.protocol == "v2":
             answer = encode_v2(self.runtime.model, version, request_id, scores, request.arm)
         else:
@@ -438,6 +532,11 @@ class ServingApp:
                 "tensor_input": f"[n, {len(inputs)}] FP64",
             },
         }
+        if state.features is not None:  # the columns of a raw event, one [n] tensor each
+            kinds = state.features.columns.kinds
+            document["parameters"]["raw_event_inputs"] = [  # type: ignore[index]
+                {"name": name, "datatype": _EVENT_DATATYPES[kind]} for name, kind in kinds.items()
+            ]
         return 200, encode(document), JSON
 
     # -- admin -----------------------------------------------------------------------------

@@ -128,8 +128,16 @@ LOADED = Family(
     ("endpoint", "version", "backend"),
     hide_zero=True,
 )
+STALE = Family(
+    "shipyard_stale_features_total",
+    "counter",
+    "Raw-event requests whose delayed feature view was read past the events fed to it "
+    "(flagged, or refused with serving_reject_stale_features), by view.",
+    ("endpoint", "view"),
+)
 FAMILIES = (
-    REQUESTS, ERRORS, LATENCY, BATCH, MODEL_CALL, LOG_WRITE, LOG_FAILURES, QUEUE, REVISION, LOADED
+    REQUESTS, ERRORS, LATENCY, BATCH, MODEL_CALL, LOG_WRITE, LOG_FAILURES, QUEUE, REVISION,
+    LOADED, STALE,
 )  # fmt: skip
 """Every metric the server exposes, in exposition order."""
 _BY_NAME = {f.name: f for f in FAMILIES}
@@ -190,6 +198,7 @@ class ServingMetrics:
         self._errors: dict[tuple[int, str, bool], tuple[int, int]] = {}
         self._queues: dict[int, int] = {}
         self._loaded: dict[tuple[int, str], int] = {}
+        self._stale: dict[str, int] = {}
         self._log_write = self._cell(LOG_WRITE)
         self._log_failures = self._cell(LOG_FAILURES)
         self._revision = self._cell(REVISION)
@@ -264,6 +273,13 @@ class ServingMetrics:
         values[self._log_write + len(WRITE_BUCKETS) + 1] += seconds
         if not ok:
             values[self._log_failures] += 1.0
+
+    def stale(self, view: str) -> None:
+        """Count one raw-event request that read delayed feature view ``view`` stale."""
+        cell = self._stale.get(view)
+        if cell is None:
+            cell = self._stale[view] = self._cell(STALE, view)
+        self._values[cell] += 1.0
 
     # -- state gauges ----------------------------------------------------------------------
 

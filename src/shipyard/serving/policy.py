@@ -155,6 +155,7 @@ def set_policy(
     policy.validate()
     registry = ModelRegistry(workspace)
     check_same_inputs(policy, _input_schemas(registry, policy))
+    _check_same_views(registry, policy)
     with workspace.engine.begin() as conn:
         latest = conn.execute(
             select(func.max(table.c.revision)).where(table.c.endpoint == policy.endpoint)
@@ -211,6 +212,14 @@ def check_same_inputs(policy: TrafficPolicy, schemas: Mapping[int, Schema]) -> N
         )
 
 
+def _check_same_views(registry: ModelRegistry, policy: TrafficPolicy) -> None:
+    """FeatureDefinitionError unless every version names the same feature views (a raw event
+    becomes features once, then is routed)."""
+    from shipyard.serving.features import check_same_views
+
+    check_same_views([registry.get(policy.model, v) for v in sorted(policy.versions)])
+
+
 def _input_schemas(registry: ModelRegistry, policy: TrafficPolicy) -> dict[int, Schema]:
     """Each version's input schema; ModelNotFoundError names a version that does not exist."""
     return {v: registry.get(policy.model, v).input_schema for v in sorted(policy.versions)}
@@ -230,6 +239,7 @@ def apply_policy(
     policy.validate()
     registry = ModelRegistry(workspace)
     check_same_inputs(policy, _input_schemas(registry, policy))
+    _check_same_views(registry, policy)
     for version in sorted(policy.versions):
         prepare_backends(registry, policy.model, version)
     return set_policy(workspace, policy, reason=reason, actor=actor)

@@ -283,7 +283,10 @@ def query(workspace: Workspace, endpoint: str, sql: str) -> Any:
     """Run ``sql`` in DuckDB over a ``predictions`` view of the endpoint's log; return a DataFrame.
 
     ``out_of_range`` lists the input columns of a request that were outside the range seen in
-    training (NULL when every value was inside it).
+    training (NULL when every value was inside it).  For a raw-event request, ``inputs`` are the
+    features computed from the events, ``events`` the event columns as sent (a JSON object
+    of column lists) and ``stale_features`` the delayed feature views read stale (NULL
+    otherwise).
 
     Example: ``query(ws, "fraud", "SELECT version, count(*) FROM predictions GROUP BY 1")``.
     """
@@ -302,7 +305,8 @@ def query(workspace: Workspace, endpoint: str, sql: str) -> Any:
                 "columns = {request_id: 'VARCHAR', time: 'DOUBLE', endpoint: 'VARCHAR', "
                 "model: 'VARCHAR', version: 'INTEGER', arm: 'VARCHAR', routing_key: 'VARCHAR', "
                 "protocol: 'VARCHAR', inputs: 'DOUBLE[][]', outputs: 'DOUBLE[]', latency_ms: "
-                "'DOUBLE', out_of_range: 'VARCHAR[]'})"
+                "'DOUBLE', out_of_range: 'VARCHAR[]', events: 'JSON', "
+                "stale_features: 'VARCHAR[]'})"
             )
         else:
             con.execute(
@@ -311,7 +315,8 @@ def query(workspace: Workspace, endpoint: str, sql: str) -> Any:
                 "NULL::VARCHAR AS endpoint, NULL::VARCHAR AS model, NULL::INTEGER AS version, "
                 "NULL::VARCHAR AS arm, NULL::VARCHAR AS routing_key, NULL::VARCHAR AS protocol, "
                 "NULL::DOUBLE[][] AS inputs, NULL::DOUBLE[] AS outputs, "
-                "NULL::DOUBLE AS latency_ms, NULL::VARCHAR[] AS out_of_range WHERE false"
+                "NULL::DOUBLE AS latency_ms, NULL::VARCHAR[] AS out_of_range, NULL::JSON AS "
+                "events, NULL::VARCHAR[] AS stale_features WHERE false"
             )
         return con.execute(sql).df()
     finally:

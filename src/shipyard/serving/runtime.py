@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from shipyard.registry.models import ModelVersion
     from shipyard.serving.backends import BackendReport
+    from shipyard.serving.features import OnlineFeatures
     from shipyard.serving.metrics import ServingMetrics
     from shipyard.serving.policy import Router, TrafficPolicy
     from shipyard.serving.predlog import PredictionLog
@@ -44,7 +45,10 @@ class ServeConfig:
     """How a worker serves: endpoint, batching, limits, tokens (passed to workers as JSON).
 
     ``reject_out_of_range``: answer 422 for values outside the range seen in training
-    instead of scoring them and flagging them in the prediction log. ``access_log``,
+    instead of scoring them and flagging them in the prediction log.
+    ``reject_stale_features``: answer 503 to a raw event whose delayed feature views were
+    not fed up to its time instead of scoring it flagged (``serving_reject_stale_features``).
+    ``access_log``,
     ``tracing``, ``trace_sample_ratio``, ``otlp_endpoint``, ``log_level`` and ``log_format``
     come from the workspace's settings of the same names (``serving_*``, ``log_*``).
     """
@@ -61,6 +65,7 @@ class ServeConfig:
     log_predictions: bool = True
     fsync_interval_s: float = 1.0
     reject_out_of_range: bool = False
+    reject_stale_features: bool = False
     access_log: bool = False
     tracing: str = "off"
     trace_sample_ratio: float = 1.0
@@ -108,6 +113,8 @@ class EndpointState:
     deployments: dict[int, Deployment] = field(default_factory=dict)
     names: list[str] = field(default_factory=list)
     """The input columns every arm takes (a policy with mixed inputs is refused when set)."""
+    features: OnlineFeatures | None = None
+    """The feature stage for raw events, when the versions' lineage names feature views."""
 
     def assign(
         self,
@@ -141,6 +148,10 @@ class Accepted:
     version: int
     arm: str
     out_of_range: tuple[str, ...]
+    stale: tuple[str, ...] = ()
+    """Delayed feature views read stale for a raw event (see :mod:`.features`)."""
+    events: dict[str, list[Any]] | None = None
+    """The raw event columns as decoded, when the request carried events, not features."""
 
 
 class EndpointRuntime:
@@ -156,6 +167,7 @@ class EndpointRuntime:
         self._log_prober: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._reloading = asyncio.Lock()
+        self._features: dict[tuple[str, tuple[tuple[str, str], ...]], OnlineFeatures] = {}
         self._id_prefix = uuid.uuid4().hex[:12]
         self._id_counter = 0
 
@@ -174,6 +186,9 @@ class EndpointRuntime:
             return "loading the traffic policy's versions"
         if self.log is not None and self.log.error is not None:
             return f"the prediction log cannot be written ({self.log.error})"
+        features = self.state.features
+        if features is not None and features.problem is not None:
+            return f"raw events cannot be served: {features.problem}"
         return None
 
     def next_id(self) -> str:
@@ -209,6 +224,8 @@ class EndpointRuntime:
         if self.state is not None:
             for deployment in self.state.deployments.values():
                 await deployment.batcher.close()
+        for features in self._features.values():
+            await features.stop()
         if self.log is not None:
             self.log.close()
 
@@ -241,10 +258,39 @@ class EndpointRuntime:
                 existing = await asyncio.to_thread(self._load, policy.model, version)
             deployments[version] = existing
         names = deployments[policy.arms[0].version].validator.names
+        features = await self._feature_stage([d.version for d in deployments.values()], names)
         self.metrics.set_state(
             policy.revision, {v: d.report.chosen for v, d in deployments.items()}
         )
-        return EndpointState(policy, Router(policy), deployments, names)
+        return EndpointState(policy, Router(policy), deployments, names, features)
+
+    async def _feature_stage(
+        self, versions: list[ModelVersion], names: list[str]
+    ) -> OnlineFeatures | None:
+        """The raw-event feature stage of versions whose lineage names feature views (one per
+        set of views and definitions, kept across policy changes)."""
+        from shipyard.serving.features import OnlineFeatures, check_same_views
+
+        check_same_views(versions)
+        lineage = versions[0].lineage
+        if not lineage.views:
+            return None
+        key = (lineage.views, tuple(sorted(lineage.view_hashes.items())))
+        features = self._features.get(key)
+        if features is None:
+            features = OnlineFeatures(
+                self.workspace,
+                versions[0],
+                names,
+                max_batch_size=self.config.max_batch_size,
+                poll_interval_s=self.config.poll_interval_s,
+                timeout_ms=self.config.timeout_ms,
+                reject_stale=self.config.reject_stale_features,
+                on_stale=self.metrics.stale,
+            )
+            await features.start()
+            self._features[key] = features
+        return features
 
     def _load(self, model: str, version: int) -> Deployment:
         from shipyard.registry.models import ModelRegistry
@@ -386,6 +432,10 @@ class EndpointRuntime:
         }
         if out_of_range:  # absent (NULL in queries) when every value was seen in training
             record["out_of_range"] = out_of_range
+        if request.events is not None:  # a raw event: inputs are the features computed
+            record["events"] = request.events
+            if request.stale:
+                record["stale_features"] = request.stale
         return record
 
 

@@ -131,6 +131,7 @@ def serve(
         predict_token=workspace.settings.serving_predict_token,
         log_predictions=log_predictions,
         reject_out_of_range=reject_out_of_range,
+        reject_stale_features=settings.serving_reject_stale_features,
         metrics_dir=str(metrics_dir),
         access_log=settings.serving_access_log,
         tracing=settings.serving_tracing,
