@@ -45,6 +45,7 @@ from shipyard.serving.event_codec import EventColumns, Kind, RawEvents
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+    import pyarrow as pa
     from numpy.typing import NDArray
 
     from shipyard.features.definitions import FeatureView
@@ -392,19 +393,19 @@ class OnlineFeatures:
         views without state, then the stateful ones (so a refusal stores nothing)."""
         import numpy as np
 
-        frame = _frame(events)
+        table = _table(events, self.columns)
         times = events.columns[self.views[0].timestamp]
         features: dict[str, Any] = {}
         for stream in self._streams:
             if stream.delayed:
-                read = stream.read_at(list(frame[stream.view.entity]), times)
+                read = stream.read_at(events.columns[stream.view.entity], times)
                 features.update(_arrays(read))
         for stream in sorted(
             (s for s in self._streams if not s.delayed), key=lambda s: bool(s.aggregations)
         ):
             view = stream.view
             needed = [c for c in self.columns.names if c in _view_columns(view)]
-            result = stream.process(frame[needed])
+            result = stream.process(table.select(needed))
             features.update(_arrays(result.features))
         return np.column_stack([features[n] for n in self.names])
 
@@ -440,10 +441,30 @@ def _merge(requests: list[RawEvents]) -> RawEvents:
     return RawEvents(columns, sum(r.rows for r in requests))
 
 
-def _frame(events: RawEvents) -> pd.DataFrame:
-    import pandas as pd
+def _table(events: RawEvents, columns: EventColumns) -> pa.Table:
+    """The events as an Arrow table (cheaper for ``process`` than a pandas frame): a key
+    column of integers as int64, of mixed integers and strings as strings (the same online
+    key either way), timestamps in microseconds."""
+    import pyarrow as pa
 
-    return pd.DataFrame(events.columns)
+    arrays = {}
+    for name, kind in columns.kinds.items():
+        values = events.columns[name]
+        if kind == "key":
+            if all(isinstance(v, int) for v in values):
+                arrays[name] = pa.array(values, pa.int64())
+            else:
+                arrays[name] = pa.array([str(v) for v in values], pa.string())
+        elif kind == "time":
+            arrays[name] = pa.array(values, pa.timestamp("us"))
+        elif kind == "number":
+            arrays[name] = pa.array(values, pa.float64())
+        else:
+            try:
+                arrays[name] = pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                arrays[name] = pa.array([str(v) for v in values], pa.string())
+    return pa.table(arrays)
 
 
 def _arrays(frame: pd.DataFrame) -> dict[str, NDArray[np.float64]]:
