@@ -11,8 +11,10 @@ prediction log with ``reference.empty().update(batch)``. Both are histograms ove
   mergeable moments (Chan, Golub & LeVeque, "Algorithms for computing the sample variance",
   1983). NaN, ``None`` and ±inf are missing.
 - :class:`CategoricalProfile`: the counts of the reference's categories (its
-  ``max_categories`` most frequent), one *unseen* bucket for every other value (a category
-  the reference never had, or one of its rare tail when it had more than ``max_categories``)
+  ``max_categories`` most frequent, 1,000 by default), one *unseen* bucket for every other
+  value (a category the reference never had, or one of its rare tail when it had more than
+  ``max_categories``: a column with that many values is an identifier, and choosing the
+  top categories from the reference's own counts biases those counts at the boundary)
   and a missing count. Values are compared as text: ``1``, ``1.0`` and ``"1"`` are one
   category.
 - :class:`DatasetProfile`: one profile per column, plus the number of rows.
@@ -329,7 +331,9 @@ class CategoricalProfile:
         self.missing = 0
 
     @classmethod
-    def from_reference(cls, name: str, values: Any, max_categories: int = 50) -> CategoricalProfile:
+    def from_reference(
+        cls, name: str, values: Any, max_categories: int = 1000
+    ) -> CategoricalProfile:
         """The profile of ``values``; its categories are their ``max_categories`` most frequent."""
         if (
             isinstance(max_categories, bool)
@@ -491,7 +495,7 @@ class DatasetProfile:
         columns: Iterable[str] | None = None,
         categorical: Iterable[str] = (),
         n_bins: int = 20,
-        max_categories: int = 50,
+        max_categories: int = 1000,
     ) -> DatasetProfile:
         """Profile ``batch`` (all its columns, or ``columns``) as a reference.
 

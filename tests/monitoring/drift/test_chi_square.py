@@ -44,6 +44,23 @@ class TestChiSquare:
         tiny = pooled_table(np.array([500, 400, 1]), np.array([480, 410, 2]), 5.0)
         assert tiny.tolist() == [[500, 401], [480, 412]]  # a pool too small joins the smallest
 
+    def test_the_unseen_bucket_joins_the_pool_of_rare_categories(self) -> None:
+        # 4 kept categories (two rare), then unseen, then missing
+        reference = np.array([500, 400, 2, 1, 0, 0])
+        current = np.array([480, 410, 1, 2, 30, 0])
+        table = pooled_table(reference, current, min_expected=5.0, catch_all=4)
+        assert table.tolist() == [[500, 400, 3], [480, 410, 33]]
+        alone = pooled_table(np.array([500, 400, 0]), np.array([480, 410, 30]), 5.0, catch_all=2)
+        assert alone.tolist() == [[500, 400, 0], [480, 410, 30]]  # no pool: unseen stands alone
+
+    def test_a_long_tail_the_reference_partly_missed_is_not_drift(self) -> None:
+        rng = np.random.default_rng(8)
+        labels = np.arange(400)  # 400 equally rare categories: the reference misses some
+        reference = CategoricalProfile.from_reference("id", rng.choice(labels, 1000))
+        current = reference.empty().update(rng.choice(labels, 1000))
+        assert current.unseen > 50
+        assert ChiSquareTest().compare(reference, current).verdict is Verdict.NO_DRIFT
+
     def test_identical_constant_columns_are_no_drift(self) -> None:
         reference = NumericProfile.from_reference("x", np.ones(500))
         result = ChiSquareTest().compare(reference, reference.empty().update(np.ones(300)))

@@ -14,20 +14,29 @@ from shipyard.monitoring.drift._base import (
     check_probability,
     insufficient,
 )
-from shipyard.monitoring.profiles import ColumnProfile
+from shipyard.monitoring.profiles import CategoricalProfile, ColumnProfile
 
 
 def pooled_table(
-    reference: NDArray[np.int64], current: NDArray[np.int64], min_expected: float
+    reference: NDArray[np.int64],
+    current: NDArray[np.int64],
+    min_expected: float,
+    catch_all: int | None = None,
 ) -> NDArray[np.int64]:
     """The 2 x k table the test runs on, with sparse buckets pooled.
 
     Buckets empty on both sides are dropped. Buckets whose smaller expected count is under
     ``min_expected`` are pooled into one (Cochran's rule, so the chi-square approximation
     holds); if that pool is still too small it joins the smallest remaining bucket.
+
+    ``catch_all`` (the unseen bucket of a categorical profile) joins the pool whenever
+    there is one: which rare categories a reference happened to see depends on that
+    reference's own sample, so its unseen count is biased low; the pool of "every rare or
+    unseen value" is defined alike on both sides and carries no such bias.
     """
     table = np.vstack([reference, current]).astype(np.int64)
-    table = table[:, table.sum(axis=0) > 0]
+    filled = table.sum(axis=0) > 0
+    table = table[:, filled]
     rows = table.sum(axis=1)
     if table.shape[1] < 2 or rows.min() == 0:
         return table
@@ -35,6 +44,8 @@ def pooled_table(
     sparse = expected < min_expected
     if not sparse.any():
         return table
+    if catch_all is not None and filled[catch_all]:
+        sparse[int(filled[:catch_all].sum())] = True
     pool = table[:, sparse].sum(axis=1, keepdims=True)
     kept = table[:, ~sparse]
     if kept.shape[1] and rows.min() * pool.sum() / rows.sum() < min_expected:
@@ -52,7 +63,8 @@ class ChiSquareTest:
     bucket of a numeric column, the categories plus unseen and missing of a categorical
     one, so a jump in the missing rate or a new category counts as a change. The statistic
     and p-value are ``scipy.stats.chi2_contingency(table, correction=False)`` on the 2 x k
-    table of counts (sparse buckets pooled, see :func:`pooled_table`); the effect size is
+    table of counts (sparse buckets pooled, and the unseen bucket with them, see
+    :func:`pooled_table`); the effect size is
     Cramér's V (``scipy.stats.contingency.association``). Reference: K. Pearson (1900);
     W. G. Cochran, "Some methods for strengthening the common chi-square tests" (1954).
 
@@ -98,7 +110,8 @@ class ChiSquareTest:
         n_ref, n_cur = int(ref.sum()), int(cur.sum())
         if min(n_ref, n_cur) < self.min_rows:
             return insufficient(self.name, reference.name, self.alpha, n_ref, n_cur, p=True)
-        table = pooled_table(ref, cur, self.min_expected)
+        catch_all = len(reference.categories) if isinstance(reference, CategoricalProfile) else None
+        table = pooled_table(ref, cur, self.min_expected, catch_all)
         if table.shape[1] < 2 and np.count_nonzero(ref + cur) > 1:
             # every bucket too sparse to test: too few rows for this many buckets
             return insufficient(self.name, reference.name, self.alpha, n_ref, n_cur, p=True)
