@@ -72,7 +72,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, overload
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from shipyard.errors import DataValidationError, FeatureDefinitionError, ShipyardError
 from shipyard.features.definitions import Aggregation, FeatureView, RowFeature, micros
@@ -88,6 +88,20 @@ _FORMAT = 1
 _HEADER = struct.Struct("<BI")
 _NULL_UNITS = -(2**63)  # a null in a fixed-point column (never a real cast result)
 _TS = "__shipyard_ts"
+# DuckDB result types whose Python values become exactly the Arrow column DuckDB would give
+_ARROW_TYPES = {
+    "BOOLEAN": "bool_",
+    "TINYINT": "int8",
+    "SMALLINT": "int16",
+    "INTEGER": "int32",
+    "BIGINT": "int64",
+    "UTINYINT": "uint8",
+    "USMALLINT": "uint16",
+    "UINTEGER": "uint32",
+    "UBIGINT": "uint64",
+    "FLOAT": "float32",
+    "DOUBLE": "float64",
+}
 _KEY = "__shipyard_key"
 
 
@@ -360,24 +374,37 @@ class StreamingView:
             # one query for everything; when it fails (a row feature over a bad raw value),
             # the two steps below report the bad value, or the row feature's error, as before
             try:
-                both = self._select(table, self._raw_selects + self._row_selects, arrow=True)
+                columns, types = self._select(table, self._raw_selects + self._row_selects)
             except FeatureDefinitionError:
                 pass
             else:
                 n = len(self._raw_selects)
-                raw = [both.column(i).to_pylist() for i in range(n)]
-                rows = both.select(list(range(n, both.num_columns)))
-                prepared = _Prepared(raw[0], raw[1], raw[2:], rows)
+                rows = self._row_table(columns[n:], types[n:])
+                if rows is None:  # a type not mapped here: as DuckDB converts it to Arrow
+                    rows = self._select_arrow(table, self._row_selects)
+                prepared = _Prepared(columns[0], columns[1], columns[2:n], rows)
                 self._check_raw(table, prepared, labels)
                 self._check_constraints(rows, labels)
                 return prepared
-        raw = self._select(table, self._raw_selects, arrow=False)
+        raw, _ = self._select(table, self._raw_selects)
         prepared = _Prepared(raw[0], raw[1], raw[2:], None)
         self._check_raw(table, prepared, labels)
         if self.row_features:
-            prepared.row_features = self._select(table, self._row_selects, arrow=True)
+            prepared.row_features = self._select_arrow(table, self._row_selects)
             self._check_constraints(prepared.row_features, labels)
         return prepared
+
+    def _row_table(self, columns: list[list[Any]], types: list[str]) -> pa.Table | None:
+        """Row feature values as the Arrow table DuckDB would give (None: a type not mapped)."""
+        import pyarrow as pa
+
+        if not all(t in _ARROW_TYPES for t in types):
+            return None
+        arrays = [
+            pa.array(values, type=getattr(pa, _ARROW_TYPES[t])())
+            for values, t in zip(columns, types, strict=True)
+        ]
+        return pa.Table.from_arrays(arrays, names=[f.name for f in self.row_features])
 
     def _cursor(self) -> Any:
         """A fresh cursor on this view's DuckDB database (opened once per process)."""
@@ -389,34 +416,42 @@ class StreamingView:
                 self._duckdb_pid = os.getpid()
             return self._duckdb.cursor()
 
-    @overload
-    def _select(self, table: pa.Table, selects: list[str], arrow: Literal[True]) -> pa.Table: ...
-
-    @overload
-    def _select(
-        self, table: pa.Table, selects: list[str], arrow: Literal[False]
-    ) -> list[list[Any]]: ...
-
-    def _select(self, table: pa.Table, selects: list[str], arrow: bool) -> Any:
-        """``selects`` over the events: an Arrow table, or Python columns (cheaper)."""
+    def _select(self, table: pa.Table, selects: list[str]) -> tuple[list[list[Any]], list[str]]:
+        """``selects`` over the events, as Python columns, and the DuckDB type of each."""
         import duckdb
 
         cursor = self._cursor()
         # DuckDB reads the events from this local variable (a replacement scan: cheaper than
         # registering the table)
         shipyard_events = table  # noqa: F841
-        sql = f"SELECT {', '.join(selects)} FROM shipyard_events"
         try:
-            if arrow:
-                return cursor.sql(sql).to_arrow_table()
-            rows = cursor.execute(sql).fetchall()
+            result = cursor.execute(f"SELECT {', '.join(selects)} FROM shipyard_events")
+            rows = result.fetchall()
+            types = [str(column[1]) for column in result.description]
         except duckdb.Error as exc:
-            raise FeatureDefinitionError(
-                f"Computing feature view {self.view.name!r} over the events failed in DuckDB: {exc}"
-            ) from None
+            raise self._failed(exc) from None
         finally:
             cursor.close()
-        return [list(column) for column in zip(*rows, strict=True)] or [[] for _ in selects]
+        columns = [list(column) for column in zip(*rows, strict=True)] or [[] for _ in selects]
+        return columns, types
+
+    def _select_arrow(self, table: pa.Table, selects: list[str]) -> pa.Table:
+        """``selects`` over the events as an Arrow table (DuckDB's own conversion)."""
+        import duckdb
+
+        cursor = self._cursor()
+        shipyard_events = table  # noqa: F841  (read by DuckDB, as in _select)
+        try:
+            return cursor.sql(f"SELECT {', '.join(selects)} FROM shipyard_events").to_arrow_table()
+        except duckdb.Error as exc:
+            raise self._failed(exc) from None
+        finally:
+            cursor.close()
+
+    def _failed(self, exc: Exception) -> FeatureDefinitionError:
+        return FeatureDefinitionError(
+            f"Computing feature view {self.view.name!r} over the events failed in DuckDB: {exc}"
+        )
 
     def _bad(
         self, column: str, rows: list[int], labels: list[Any] | None, problem: str
