@@ -494,3 +494,40 @@ def test_threads_share_one_streaming_view(tmp_path: Path) -> None:
         counts = list(pool.map(card, range(8)))
     assert counts == [list(range(1, 31))] * 8
     store.close()
+
+
+def test_row_features_keep_the_types_duckdb_gives_them(tmp_path: Path) -> None:
+    """Integers stay narrow, text stays text, nulls stay nulls, as DuckDB's Arrow has them."""
+    store = SQLiteOnlineStore(tmp_path / "online.db")
+    events = pd.DataFrame(
+        {
+            "TRANSACTION_ID": [1, 2],
+            "TX_DATETIME": [_at(5, 3), _at(6, 12)],  # 2018-04-06 is a Friday, 04-07 a Saturday
+            "TX_AMOUNT": [12.5, None],
+        }
+    )
+    features = StreamingView(TRANSACTION, store).process(events).features
+    assert features.dtypes.astype(str).to_dict() == {
+        "TX_AMOUNT": "float64",
+        "TX_DURING_WEEKEND": "int8",
+        "TX_DURING_NIGHT": "int8",
+    }
+    assert features["TX_DURING_WEEKEND"].tolist() == [0, 1]
+    assert features["TX_DURING_NIGHT"].tolist() == [1, 0]
+    assert features["TX_AMOUNT"].iloc[0] == 12.5 and np.isnan(features["TX_AMOUNT"].iloc[1])
+    labelled = FeatureView(
+        name="labelled",
+        entity="CARD",
+        timestamp="TS",
+        source="none",
+        features=(
+            RowFeature("LABEL", 'upper("NAME")', inputs=("NAME",)),
+            RowFeature("BIG", '"AMOUNT" > 100', inputs=("AMOUNT",)),
+        ),
+    )
+    rows = pd.DataFrame({"CARD": [1, 2], "TS": [_at(1), _at(1)], "NAME": ["a", None]})
+    rows["AMOUNT"] = [150.0, 5.0]
+    features = StreamingView(labelled, store).process(rows).features
+    assert features["LABEL"].tolist()[0] == "A" and pd.isna(features["LABEL"].iloc[1])
+    assert features["BIG"].tolist() == [True, False] and features["BIG"].dtype == bool
+    store.close()
