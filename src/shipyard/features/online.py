@@ -96,11 +96,11 @@ class OnlineStore(Protocol):
 
         ``update`` gets the current states in the order of ``keys`` (None where an entity has
         none) and returns the new states of some of those keys (others are refused with a
-        :class:`~shipyard.errors.ParameterError`). No other writer,
-        thread or process, changes these entities between the read and the write. When
-        ``update`` raises, nothing is written and the exception propagates. ``update`` may be
-        called more than once (Redis retries on contention): it must be pure, and only its
-        last call's result is written.
+        :class:`~shipyard.errors.ParameterError`). No other writer, thread or process,
+        changes these entities between the read and the write. When ``update`` raises,
+        nothing is written and the exception propagates. ``update`` may be called more than
+        once (Redis retries on contention): it must be pure, and only its last call's result
+        is written. It must not call the store itself.
         """
         ...
 
