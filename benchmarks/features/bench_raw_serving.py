@@ -51,7 +51,6 @@ from benchmarks.serving.bench_serving import (  # noqa: E402
 )
 
 RESULTS = Path(__file__).with_name("raw_serving_results.md")
-BIN = Path(sys.executable).parent
 CONNECTIONS = 64
 CARDS = 5_000
 EVENT = ["TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT"]
@@ -182,10 +181,28 @@ def bench_store(
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
     if redis_url:
         env.update(SHIPYARD_ONLINE_STORE="redis", SHIPYARD_REDIS_URL=redis_url)
+    rows = serve_and_measure(ws, version, env, cases, duration, store)
+    ratio = rows[1]["req_s"] / rows[0]["req_s"]
+    rows[1]["raw / precomputed"] = f"{ratio:.0%}"
+    return rows
+
+
+def serve_and_measure(
+    ws: Any,
+    version: int,
+    env: dict[str, str],
+    cases: dict[str, Path],
+    duration: int,
+    label: str,
+    endpoint: str = "bench-raw",
+) -> list[dict[str, Any]]:
+    """Start `shipyard serve` (from the source tree ``env`` puts first, if any), run each
+    wrk script against it, stop it."""
     port = free_port()
     command = [
-        str(BIN / "shipyard"), "-w", str(ws.root), "serve", f"fraud@{version}", "--endpoint",
-        "bench-raw", "--reset", "--workers", "2", "--port", str(port),
+        sys.executable, "-m", "shipyard.cli.main", "-w", str(ws.root), "serve",
+        f"fraud@{version}", "--endpoint", endpoint, "--reset", "--workers", "2",
+        "--port", str(port),
     ]  # fmt: skip
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -198,17 +215,67 @@ def bench_store(
         for case, script in cases.items():
             run_wrk(url, script, 2, process.pid)  # warm-up
             measured = run_wrk(url, script, duration, process.pid)
-            rows.append({"online store": store, "request": case, **measured})
+            rows.append({"server (online store)": label, "request": case, **measured})
             print(
-                f"{store:<7} {case:<22} {measured['req_s']:>9,.0f} req/s  p50 "
+                f"{label:<24} {case:<22} {measured['req_s']:>9,.0f} req/s  p50 "
                 f"{measured['p50_ms']:6.2f} ms  p99 {measured['p99_ms']:6.2f} ms  non-2xx "
                 f"{measured['non_2xx']}  CPU {measured['server_cpu_cores']}",
                 flush=True,
             )
     finally:
         stop(process)
-    ratio = rows[1]["req_s"] / rows[0]["req_s"]
-    rows[1]["raw / precomputed"] = f"{ratio:.0%}"
+    return rows
+
+
+def baseline(
+    ws: Any, version: int, source: Path, duration: int, rounds: int = 3
+) -> list[dict[str, Any]]:
+    """Precomputed-feature requests on a server run from ``source`` (e.g. a worktree of the
+    commit before raw-event serving) and on this tree's, both up at once, measured in turns
+    (``rounds`` each, the median kept): the hot path's cost, on a machine shared with others."""
+    script = WORK / "wrk-raw-bench-features.lua"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    servers = []
+    try:
+        for label, path in (
+            (f"{source.name} (baseline)", source / "src"),
+            ("this tree", ROOT / "src"),
+        ):
+            port = free_port()
+            command = [
+                sys.executable, "-m", "shipyard.cli.main", "-w", str(ws.root), "serve",
+                f"fraud@{version}", "--endpoint", f"bench-{len(servers)}", "--reset",
+                "--workers", "2", "--port", str(port),
+            ]  # fmt: skip
+            process = subprocess.Popen(
+                command, env={**env, "PYTHONPATH": str(path)}, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+            servers.append((label, port, process))
+            wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", process)
+        runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in servers}
+        for turn in range(rounds):  # alternate who goes first: the machine's load drifts
+            for label, port, process in servers if turn % 2 == 0 else servers[::-1]:
+                url = f"http://127.0.0.1:{port}/invocations"
+                run_wrk(url, script, 2, process.pid)  # warm-up
+                runs[label].append(run_wrk(url, script, duration, process.pid))
+                print(
+                    f"{label:<24} precomputed {runs[label][-1]['req_s']:>9,.0f} req/s", flush=True
+                )
+    finally:
+        for _, _, process in servers:
+            stop(process)
+    rows = []
+    for label, measured in runs.items():
+        middle = sorted(measured, key=lambda m: m["req_s"])[len(measured) // 2]
+        each = ", ".join(f"{m['req_s']:,.0f}" for m in measured)
+        rows.append(
+            {
+                "server (online store)": label,
+                "request": f"precomputed features (median of {each} req/s)",
+                **middle,
+            }
+        )
     return rows
 
 
@@ -216,8 +283,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=10, help="seconds per case")
     parser.add_argument("--redis", action="store_true", help="also measure on Redis")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="a source tree (a git worktree) whose server's precomputed requests are measured "
+        "beside this tree's",
+    )
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]
     ws, version = prepare_model()
     from shipyard.registry.models import ModelRegistry
 
@@ -230,10 +305,12 @@ def main() -> None:
         finally:
             redis.terminate()
             redis.wait()
+    if args.baseline is not None:
+        results += baseline(ws, version, args.baseline.resolve(), args.duration)
     for row in results:
         row["req_s"] = f"{row['req_s']:,.0f}"
         row.setdefault("raw / precomputed", "")
-    columns = ["online store", "request", "req_s", "p50_ms", "p99_ms", "non_2xx",
+    columns = ["server (online store)", "request", "req_s", "p50_ms", "p99_ms", "non_2xx",
                "server_cpu_cores", "raw / precomputed"]  # fmt: skip
     RESULTS.write_text(
         "# Raw-event serving: last results\n\n"
@@ -243,7 +320,10 @@ def main() -> None:
         f"at {CONNECTIONS} connections, {args.duration} s per case after a 2 s warm-up, both "
         "cases on the same server in the same run. Raw events: new cards among "
         f"{CARDS:,}, each event applied to the online store and read back; terminal risk read "
-        "exact (fed to the end of the data).\n\n" + markdown_table(results, columns) + "\n"
+        "exact (fed to the end of the data). Load average (1 min) of the machine, which "
+        f"other work shares: {load_before:.1f} before, {os.getloadavg()[0]:.1f} after.\n\n"
+        + markdown_table(results, columns)
+        + "\n"
     )
     print(f"written to {RESULTS}")
 
