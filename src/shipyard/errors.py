@@ -62,6 +62,11 @@ class OnlineStoreUnavailableError(ShipyardError, ConnectionError):
     """The online store cannot be reached (Redis down, wrong URL): no features can be served."""
 
 
+class OnlineContentionError(ShipyardError, RuntimeError):
+    """An online-store update kept losing to other writers of the same entities; nothing
+    was written (retry, or spread the writers)."""
+
+
 class ParameterError(ShipyardError, ValueError):
     """A function or constructor argument is outside its allowed range or type."""
 

@@ -20,13 +20,13 @@ from shipyard.config import Settings
 from shipyard.errors import (
     ConfigError,
     FeatureDefinitionError,
+    OnlineContentionError,
     OnlineStoreUnavailableError,
     ParameterError,
 )
 from shipyard.features.definitions import Aggregation
 from shipyard.features.fraud import CUSTOMER_SPENDING, TERMINAL_RISK
 from shipyard.features.online import (
-    OnlineContentionError,
     OnlineStore,
     RedisOnlineStore,
     SQLiteOnlineStore,

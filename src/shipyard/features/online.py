@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from shipyard.errors import (
     FeatureDefinitionError,
+    OnlineContentionError,
     OnlineStoreUnavailableError,
     ParameterError,
     ShipyardError,
@@ -66,10 +67,6 @@ _REDIS_CHUNK = 1_000  # keys per UNLINK and per SCAN step
 
 Update = Callable[[list[bytes | None]], Mapping[str, bytes]]
 """The states of the keys (in order, None where absent) -> the new states of some of them."""
-
-
-class OnlineContentionError(ShipyardError, RuntimeError):
-    """An update kept losing to other writers of the same entities; nothing was written."""
 
 
 class OnlineStore(Protocol):
