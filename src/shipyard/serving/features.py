@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from shipyard.errors import (
     DataValidationError,
     FeatureDefinitionError,
+    OnlineContentionError,
     OnlineStoreUnavailableError,
     RequestError,
     ShipyardError,
@@ -214,7 +215,11 @@ class OnlineFeatures:
     async def start(self) -> None:
         """Open the online store and read its state once; then poll it."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._refresh)
+        try:
+            await loop.run_in_executor(self._executor, self._refresh)
+        except Exception as exc:  # serve features meanwhile; not ready, saying why; retried
+            logger.exception("opening the online store failed")
+            self.problem = f"opening the online store failed: {type(exc).__name__}: {exc}"
         self._poller = loop.create_task(self._poll())
 
     async def stop(self) -> None:
@@ -236,8 +241,10 @@ class OnlineFeatures:
                 await loop.run_in_executor(self._executor, self._refresh)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # keep polling; say why
+            except Exception as exc:  # keep polling; say why
                 logger.exception("reading the online store's state failed")
+                if self._store is None:
+                    self.problem = f"opening the online store failed: {type(exc).__name__}: {exc}"
 
     def _refresh(self) -> None:
         """Open the store if needed; check stored definitions; read how far delayed views
@@ -314,8 +321,8 @@ class OnlineFeatures:
             raise RequestError(422, str(exc)) from None
         except (DataValidationError, LateEventError) as exc:
             raise RequestError(422, str(exc)) from None
-        except OnlineStoreUnavailableError as exc:
-            raise RequestError(503, str(exc)) from None
+        except (OnlineStoreUnavailableError, OnlineContentionError) as exc:
+            raise RequestError(503, str(exc)) from None  # unreachable, or contended: retry
         finally:
             timer.cancel()
         if stale:  # counted once scored: a request refused as invalid is not counted
