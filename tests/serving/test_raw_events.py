@@ -588,3 +588,45 @@ def test_versions_trained_on_other_feature_views_cannot_share_an_endpoint(
     other = replace(two, lineage=replace(two.lineage, view_hashes=hashes))
     with pytest.raises(FeatureDefinitionError, match="different feature views"):
         check_same_views([one, other])
+
+
+def test_a_traced_raw_event_has_a_features_span_between_decode_and_queue(
+    serving_workspace: tuple[Workspace, Dataset],
+) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from shipyard.serving.app import ServingApp
+    from shipyard.serving.runtime import ServeConfig
+    from shipyard.serving.server import prepare
+    from shipyard.serving.tracing import start_tracing
+    from tests.serving.test_tracing import _serve_in_process
+
+    ws, _ = serving_workspace
+    prepare(ws, "fraud@champion", "traced-raw", reset=True)
+    exporter = InMemorySpanExporter()
+    tracing = start_tracing("console", "traced-raw", exporter=exporter)
+    assert tracing is not None
+    config = ServeConfig(workspace=str(ws.root), endpoint="traced-raw", tracing="console")
+    app = ServingApp(ws, config, tracing)
+    event = {
+        "dataframe_records": [
+            {
+                "TRANSACTION_ID": 6 * 10**9,
+                "TX_DATETIME": "2018-06-08T12:00:00",
+                "CUSTOMER_ID": "traced-card",
+                "TERMINAL_ID": 5,
+                "TX_AMOUNT": 3.5,
+            }
+        ]
+    }
+    headers = {"Content-Type": "application/json", "X-Request-Id": "traced-raw"}
+    answers = _serve_in_process(app, [("/invocations", json.dumps(event).encode(), headers)])
+    tracing.shutdown()
+    assert answers[0][0] == 200, answers
+    spans = exporter.get_finished_spans()
+    (root,) = [s for s in spans if s.name == "predict"]
+    children = sorted(
+        (s for s in spans if s.parent is not None and s.parent.span_id == root.context.span_id),
+        key=lambda s: s.start_time or 0,
+    )
+    assert [c.name for c in children] == ["decode", "features", "queue", "model", "log", "encode"]
