@@ -19,7 +19,13 @@ from shipyard.features.definitions import Aggregation, FeatureView, RowFeature
 from shipyard.features.fraud import CUSTOMER_SPENDING, TERMINAL_RISK, TRANSACTION
 from shipyard.features.offline import OfflineStore, view_sql
 from shipyard.features.online import OnlineStore, RedisOnlineStore, SQLiteOnlineStore, Update
-from shipyard.features.streaming import EntityState, LateEventError, StreamingView, replay
+from shipyard.features.streaming import (
+    EntityState,
+    LateEventError,
+    StreamingView,
+    process_together,
+    replay,
+)
 from shipyard.workspace import Workspace
 from tests.features.test_online import redis_server  # noqa: F401  (a fixture)
 
@@ -530,4 +536,55 @@ def test_row_features_keep_the_types_duckdb_gives_them(tmp_path: Path) -> None:
     features = StreamingView(labelled, store).process(rows).features
     assert features["LABEL"].tolist()[0] == "A" and pd.isna(features["LABEL"].iloc[1])
     assert features["BIG"].tolist() == [True, False] and features["BIG"].dtype == bool
+    store.close()
+
+
+# -- several views at once (what serving does per batch) --------------------------------------
+
+
+def test_process_together_equals_each_view_on_its_own(
+    small_workspace: tuple[Workspace, Dataset], tmp_path: Path
+) -> None:
+    _, dataset = small_workspace
+    events = dataset.read().sort_values("TX_DATETIME", kind="stable").iloc[:3_000]
+    events = events[["TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TX_AMOUNT"]]
+    together_store = SQLiteOnlineStore(tmp_path / "together.db")
+    apart_store = SQLiteOnlineStore(tmp_path / "apart.db")
+    views = [TRANSACTION, CUSTOMER_SPENDING]
+    together = [StreamingView(v, together_store) for v in views]
+    apart = [StreamingView(v, apart_store) for v in views]
+    for start in range(0, len(events), 500):  # the first 3,000 events split into batches
+        batch = events.iloc[start : start + 500]
+        results = process_together(together, batch)
+        for stream, result in zip(apart, results, strict=True):
+            expected = stream.process(batch)
+            pd.testing.assert_frame_equal(result.features, expected.features)
+            assert result.values == expected.values
+            assert result.rejected == expected.rejected == []
+    for view in views:
+        keys = [str(k) for k in events[view.entity].unique()]
+        assert together_store.get_many(view, keys) == apart_store.get_many(view, keys)
+    together_store.close()
+    apart_store.close()
+
+
+def test_process_together_stores_nothing_when_one_view_refuses_an_event(tmp_path: Path) -> None:
+    store = SQLiteOnlineStore(tmp_path / "online.db")
+    streams = [StreamingView(TRANSACTION, store), StreamingView(CUSTOMER_SPENDING, store)]
+    good = pd.DataFrame(
+        {
+            "TRANSACTION_ID": [1, 2],
+            "TX_DATETIME": [_at(0, 1), _at(0, 2)],
+            "CUSTOMER_ID": [7, 7],
+            "TX_AMOUNT": [10.0, 20.0],
+        }
+    )
+    process_together(streams, good)
+    before = store.get(CUSTOMER_SPENDING, "7")
+    bad = good.assign(TX_DATETIME=[_at(0, 3), _at(0, 4)], TX_AMOUNT=[5.0, -1.0])
+    # a negative amount breaks the transaction view's constraint: customer_spending, which
+    # alone would accept it, stores nothing either
+    with pytest.raises(DataValidationError, match="TX_AMOUNT"):
+        process_together(streams, bad)
+    assert store.get(CUSTOMER_SPENDING, "7") == before
     store.close()

@@ -40,12 +40,11 @@ from shipyard.errors import (
     RequestError,
     ShipyardError,
 )
-from shipyard.features.streaming import LateEventError
+from shipyard.features.streaming import LateEventError, process_together
 from shipyard.serving.event_codec import EventColumns, Kind, RawEvents
 
 if TYPE_CHECKING:
     import numpy as np
-    import pandas as pd
     import pyarrow as pa
     from numpy.typing import NDArray
 
@@ -396,25 +395,25 @@ class OnlineFeatures:
         return results
 
     def _rows(self, events: RawEvents) -> NDArray[np.float64]:
-        """The model rows of ``events`` and their times (us): delayed views read first, then
-        views without state, then the stateful ones (so a refusal stores nothing)."""
+        """The model rows of ``events``: delayed views read first, then the streamed views
+        processed together (every event checked for every view before any state is written,
+        so a refusal stores nothing)."""
         import numpy as np
 
         table = _table(events, self.columns)
-        times = events.columns[self.views[0].timestamp]
-        features: dict[str, Any] = {}
-        for stream in self._streams:
-            if stream.delayed:
-                read = stream.read_at(events.columns[stream.view.entity], times)
-                features.update(_arrays(read))
-        for stream in sorted(
-            (s for s in self._streams if not s.delayed), key=lambda s: bool(s.aggregations)
-        ):
-            view = stream.view
-            needed = [c for c in self.columns.names if c in _view_columns(view)]
-            result = stream.process(table.select(needed))
-            features.update(_arrays(result.features))
-        return np.column_stack([features[n] for n in self.names])
+        features: dict[str, list[Any]] = {}
+        if self._delays:
+            times = [_micros(t) for t in events.columns[self.views[0].timestamp]]
+            for stream in self._streams:
+                if stream.delayed:
+                    entities = events.columns[stream.view.entity]
+                    features.update(stream.read_values(entities, times))
+        streamed = [s for s in self._streams if not s.delayed]
+        for result in process_together(streamed, table):  # one DuckDB query for all views
+            features.update(result.values)
+        nan = float("nan")
+        columns = [[nan if v is None else v for v in features[n]] for n in self.names]
+        return np.ascontiguousarray(np.array(columns, dtype=np.float64).T)
 
 
 def _time_text(micros_: int | None) -> str:
@@ -425,10 +424,6 @@ def _view_delay(view: FeatureView) -> int:
     from shipyard.features.definitions import Aggregation, micros
 
     return max(micros(f.delay) for f in view.features if isinstance(f, Aggregation))
-
-
-def _view_columns(view: FeatureView) -> set[str]:
-    return {view.entity, view.timestamp, *(c for f in view.features for c in f.columns)}
 
 
 def _split(matrix: NDArray[np.float64], requests: list[RawEvents]) -> list[NDArray[np.float64]]:
@@ -472,11 +467,3 @@ def _table(events: RawEvents, columns: EventColumns) -> pa.Table:
             except (pa.ArrowInvalid, pa.ArrowTypeError):
                 arrays[name] = pa.array([str(v) for v in values], pa.string())
     return pa.table(arrays)
-
-
-def _arrays(frame: pd.DataFrame) -> dict[str, NDArray[np.float64]]:
-    import numpy as np
-
-    return {
-        str(name): frame[name].to_numpy(dtype=np.float64, na_value=np.nan) for name in frame.columns
-    }
