@@ -20,7 +20,6 @@ from shipyard.features.materialize_online import (
     LIVE,
     NO_STATE,
     fed_until,
-    has_delay,
     materialize_online,
     online_status,
     read_online,
@@ -93,7 +92,7 @@ def test_delayed_reads_equal_offline_retrieval_up_to_delay_after_as_of(
     small_workspace: tuple[Workspace, Dataset], events: pd.DataFrame, store: OnlineStore
 ) -> None:
     ws, dataset = small_workspace
-    assert has_delay(VIEW)
+    assert VIEW.delayed and not CUSTOMER_SPENDING.delayed and not TRANSACTION.delayed
     (run,) = materialize_online(ws, [VIEW], store=store, as_of=AS_OF)
     retention = timedelta(microseconds=StreamingView(VIEW, store).retention_us)
     fed = _window(events, AS_OF - retention, AS_OF)

@@ -109,9 +109,9 @@ def materialize(
 def _materialize_online(ws: Workspace, views: list[FeatureView], version: int | None) -> None:
     from rich.table import Table
 
-    from shipyard.features.materialize_online import has_delay, materialize_online
+    from shipyard.features.materialize_online import materialize_online
 
-    delayed = {v.name for v in views if has_delay(v)}
+    delayed = {v.name for v in views if v.delayed}
     runs = materialize_online(ws, views, dataset_version=version)
     table = Table(
         "view", "data set", "run", "events fed", "entities written", "entities", "fed until",

@@ -210,6 +210,11 @@ class FeatureView:
         """Names of the features, in definition order."""
         return [f.name for f in self.features]
 
+    @property
+    def delayed(self) -> bool:
+        """Whether an aggregation has a delay (label-based: online, fed only from history)."""
+        return any(isinstance(f, Aggregation) and f.delay > timedelta(0) for f in self.features)
+
     def constraints(self) -> dict[str, Constraint]:
         """``{feature name: constraint}`` for every feature that declares one."""
         return {f.name: c for f in self.features if (c := f.declared_constraint) is not None}

@@ -53,7 +53,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import ParameterError
-from shipyard.features.definitions import Aggregation, FeatureView
+from shipyard.features.definitions import FeatureView
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -95,11 +95,6 @@ class OnlineMaterialization:
     """Events fed by this run (not kept in ``shipyard_online_freshness``)."""
     skipped: str | None = None
     """Why the view was not fed (then nothing was written or recorded)."""
-
-
-def has_delay(view: FeatureView) -> bool:
-    """Whether ``view`` has an aggregation with a delay (its state is fed only from history)."""
-    return any(isinstance(f, Aggregation) and f.delay > timedelta(0) for f in view.features)
 
 
 def event_columns(view: FeatureView) -> list[str]:

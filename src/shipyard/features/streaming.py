@@ -309,7 +309,7 @@ class StreamingView:
         self._windows = tuple(
             (f.name, micros(f.window), micros(f.delay)) for f in self.aggregations
         )
-        self.delayed = any(delay for _, _, delay in self._windows)
+        self.delayed = view.delayed
         longest = max((window + delay for _, window, delay in self._windows), default=0)
         self.retention_us = longest + micros(lateness)
         entity, ts = (_quote(c) for c in (view.entity, view.timestamp))

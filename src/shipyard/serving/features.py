@@ -86,7 +86,7 @@ def event_columns(views: Sequence[FeatureView], names: Sequence[str]) -> EventCo
         kinds.setdefault(view.entity, "key")
         kinds.setdefault(view.timestamp, "time")
     for view in views:
-        if _delayed(view):
+        if view.delayed:
             continue
         for feature in view.features:
             for column in feature.columns:
@@ -94,12 +94,6 @@ def event_columns(views: Sequence[FeatureView], names: Sequence[str]) -> EventCo
                 if kinds.get(column) in (None, "value"):
                     kinds[column] = "number" if numeric else "value"
     return EventColumns(kinds, frozenset(n for n in kinds if n not in names))
-
-
-def _delayed(view: FeatureView) -> bool:
-    from shipyard.features.definitions import Aggregation
-
-    return any(isinstance(f, Aggregation) and f.delay > timedelta(0) for f in view.features)
 
 
 def _micros(moment: datetime) -> int:
