@@ -52,7 +52,7 @@ def adjust_p_values(p_values: Sequence[float], correction: Correction | str) -> 
     if np.any(~np.isfinite(p)) or np.any((p < 0) | (p > 1)):
         raise invalid_parameter("p_values", "adjust_p_values", "numbers in [0, 1]", p_values)
     if method is Correction.BENJAMINI_HOCHBERG:
-        from scipy.stats import false_discovery_control  # type: ignore[import-untyped]
+        from scipy.stats import false_discovery_control
 
         return [float(x) for x in false_discovery_control(p, method="bh")]
     if method is Correction.BONFERRONI:

@@ -101,8 +101,8 @@ class ChiSquareTest:
 
     def compare(self, reference: ColumnProfile, current: ColumnProfile) -> DriftResult:
         """Test ``current`` against ``reference`` (profiles of one column, same buckets)."""
-        from scipy.stats import chi2_contingency  # type: ignore[import-untyped]
-        from scipy.stats.contingency import association  # type: ignore[import-untyped]
+        from scipy.stats import chi2_contingency
+        from scipy.stats.contingency import association
 
         self._validate()
         check_pair(reference, current)

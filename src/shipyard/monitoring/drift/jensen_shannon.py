@@ -36,7 +36,7 @@ class JensenShannonDistance:
         self.min_rows = min_rows
 
     def compare(self, reference: ColumnProfile, current: ColumnProfile) -> DriftResult:
-        from scipy.spatial.distance import jensenshannon  # type: ignore[import-untyped]
+        from scipy.spatial.distance import jensenshannon
 
         check_floor(self.floor, "floor", "JensenShannonDistance")
         check_min_rows(self.min_rows, "JensenShannonDistance")

@@ -38,7 +38,7 @@ class PopulationStabilityIndex:
         self.epsilon = epsilon
 
     def compare(self, reference: ColumnProfile, current: ColumnProfile) -> DriftResult:
-        from scipy.stats import entropy  # type: ignore[import-untyped]
+        from scipy.stats import entropy
 
         check_floor(self.floor, "floor", "PopulationStabilityIndex")
         check_min_rows(self.min_rows, "PopulationStabilityIndex")

@@ -54,7 +54,7 @@ class WassersteinDistance:
         check_min_rows(self.min_rows, "WassersteinDistance")
 
     def compare(self, reference: ColumnProfile, current: ColumnProfile) -> DriftResult:
-        from scipy.stats import wasserstein_distance  # type: ignore[import-untyped]
+        from scipy.stats import wasserstein_distance
 
         self._validate()
         ref, cur = numeric_pair(reference, current, self.name)
