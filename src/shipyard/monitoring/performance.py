@@ -144,7 +144,7 @@ def as_scores(values: Any, name: str, owner: str, *, probabilities: bool) -> Flo
         expected = "probabilities in [0, 1]" if probabilities else "finite numbers"
         raise ParameterError(
             f"The {name!r} parameter of {owner} must hold {expected}. Got {int(bad.sum())} "
-            f"value(s) outside, the first {array[bad][0]!r} at position "
+            f"value(s) outside, the first {float(array[bad][0])!r} at position "
             f"{int(np.flatnonzero(bad)[0])}, instead."
         )
     return array
