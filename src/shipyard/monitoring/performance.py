@@ -57,6 +57,11 @@ class Metric:
     def insufficient(cls, name: str, level: float, method: str) -> Metric:
         return cls(name, None, None, None, level, method, MetricStatus.INSUFFICIENT_DATA)
 
+    def __str__(self) -> str:
+        if self.value is None:
+            return self.status.value
+        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
     def contains(self, value: float) -> bool:
         """Whether ``value`` lies in the interval (bounds included)."""
         if self.low is None or self.high is None:
