@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from shipyard.errors import SchemaError
 from shipyard.monitoring.logstore import (
     PAUSE_ENV,
     STEPS,
@@ -190,6 +191,24 @@ class TestCompaction:
         result = compact(workspace, "fraud")
         assert result.skipped_lines == 1
         _assert_exactly_once(workspace, logged)
+
+    def test_a_value_that_does_not_fit_the_schema_stops_compaction(
+        self, logged: list[str], workspace: Workspace
+    ) -> None:
+        first = closed_segments(log_folder(workspace, "fraud"))[0]
+        original = first.read_bytes()
+        with open(first, "ab") as segment:  # valid JSON, but a categorical input
+            segment.write(b'{"request_id": "odd", "time": 1.0, "inputs": [["web", 2.0]]}\n')
+        with pytest.raises(
+            SchemaError,
+            match=r"line 11: Expected `float \| null`, got `str` - at `\$\.inputs\[0\]\[0\]`",
+        ):
+            compact(workspace, "fraud")
+        assert first.exists() and not list(parquet_folder(workspace, "fraud").rglob("*.parquet*"))
+        _assert_exactly_once(workspace, [*logged, "odd"])
+        first.write_bytes(original + b'{"time": 1.0}\n')  # a record without its request id
+        with pytest.raises(SchemaError, match="missing required field `request_id`"):
+            compact(workspace, "fraud")
 
     def test_an_empty_log_compacts_and_reads_as_nothing(self, workspace: Workspace) -> None:
         assert compact(workspace, "nothing").segments == 0

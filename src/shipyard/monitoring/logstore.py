@@ -56,6 +56,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
@@ -231,6 +233,8 @@ def _write_parts(segments: list[Path], target: Path, batch: str) -> tuple[list[P
         (skipped,) = _one(con, "SELECT count(*) FROM batch WHERE request_id IS NULL")
         con.execute("DELETE FROM batch WHERE request_id IS NULL")  # lines that were not JSON
         (records,) = _one(con, "SELECT count(*) FROM batch")
+        if skipped != _torn_lines(nonempty):  # a JSON object without request_id: refused
+            raise RuntimeError(f"DuckDB and msgspec disagree on the torn lines of {nonempty}")
         days = [
             d for (d,) in con.execute(f"SELECT DISTINCT {_DAY} FROM batch ORDER BY 1").fetchall()
         ]
@@ -252,6 +256,59 @@ def _write_parts(segments: list[Path], target: Path, batch: str) -> tuple[list[P
         return parts, int(records), int(skipped)
     finally:
         con.close()
+
+
+class _Record(msgspec.Struct):
+    """What a record must hold to be stored in :data:`SCHEMA` without losing a value."""
+
+    request_id: str
+    time: float | None = None
+    endpoint: str | None = None
+    model: str | None = None
+    version: int | None = None
+    arm: str | None = None
+    routing_key: str | None = None
+    protocol: str | None = None
+    inputs: list[list[float | None]] | None = None
+    outputs: list[float | None] | None = None
+    latency_ms: float | None = None
+    out_of_range: list[str] | None = None
+    events: msgspec.Raw | None = None
+    stale_features: list[str] | None = None
+
+
+_decode_all = msgspec.json.Decoder(list[_Record]).decode
+_decode_one = msgspec.json.Decoder(_Record).decode
+
+
+def _torn_lines(segments: list[Path]) -> int:
+    """Count the lines that are not JSON; refuse records whose values do not fit the schema.
+
+    DuckDB would store a value it cannot cast (a string among the inputs, say) as NULL, and
+    compaction then deletes the only copy, so every line is validated first (msgspec: one
+    call per segment while all is well, one per line to find a bad one).
+    """
+    from shipyard.errors import SchemaError
+
+    torn = 0
+    for segment in segments:
+        lines = [line for line in segment.read_bytes().split(b"\n") if line.strip()]
+        try:
+            _decode_all(b"[" + b",".join(lines) + b"]")
+            continue
+        except msgspec.DecodeError:  # ValidationError included: find the line
+            pass
+        for number, line in enumerate(lines, 1):
+            try:
+                _decode_one(line)
+            except msgspec.ValidationError as exc:
+                raise SchemaError(
+                    f"prediction log segment {segment} line {number}: {exc}; the record "
+                    "does not fit the Parquet schema, so nothing was compacted"
+                ) from None
+            except msgspec.DecodeError:  # a write cut short: half a line
+                torn += 1
+    return torn
 
 
 def _finish(journal: Path, source: Path, target: Path) -> None:
