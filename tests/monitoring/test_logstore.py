@@ -256,15 +256,58 @@ class TestReading:
             _assert_exactly_once(workspace, logged)
 
 
-def _start_compaction(workspace: Workspace, step: str) -> subprocess.Popen[str]:
+class TestConcurrency:
+    def test_a_live_worker_keeps_appending_while_compaction_runs(
+        self, workspace: Workspace
+    ) -> None:
+        log = PredictionLog(log_folder(workspace, "fraud"), "w5", segment_bytes=2_000)
+
+        moved = 0
+
+        async def run() -> None:
+            nonlocal moved
+            for start in range(0, 200, 20):
+                compaction = asyncio.ensure_future(asyncio.to_thread(compact, workspace, "fraud"))
+                for i in range(start, start + 20):
+                    await log.commit(_record(i))
+                moved += (await compaction).segments
+                _assert_exactly_once(workspace, [f"fraud-{i}" for i in range(start + 20)])
+
+        asyncio.run(run())
+        log.close()
+        compact(workspace, "fraud")
+        assert moved > 5
+        assert len(list(log_folder(workspace, "fraud").glob("*.jsonl"))) == 1  # the last one
+        _assert_exactly_once(workspace, [f"fraud-{i}" for i in range(200)])
+
+    def test_reads_while_another_process_compacts_see_each_record_once(
+        self, workspace: Workspace
+    ) -> None:
+        for worker in range(4):
+            ids = range(worker * 100, worker * 100 + 100)
+            _write(log_folder(workspace, "fraud"), f"w{worker}", ids)
+        expected = [f"fraud-{i}" for i in range(400)]
+        reads = 0
+        # one segment per batch: dozens of commits, renames and deletions to read across
+        with _start_compaction(workspace, None, batch_bytes=1) as child:
+            while child.poll() is None or reads == 0:
+                _assert_exactly_once(workspace, expected)
+                reads += 1
+        assert child.returncode == 0 and reads > 1
+        assert closed_segments(log_folder(workspace, "fraud")) == []
+
+
+def _start_compaction(
+    workspace: Workspace, step: str | None, batch_bytes: int = 4_000
+) -> subprocess.Popen[str]:
     code = (
         "import sys; from shipyard.workspace import Workspace; "
         "from shipyard.monitoring.logstore import compact; "
-        "compact(Workspace(sys.argv[1]), 'fraud', batch_bytes=4_000)"
+        "compact(Workspace(sys.argv[1]), 'fraud', batch_bytes=int(sys.argv[2]))"
     )
-    env = {**os.environ, PAUSE_ENV: step}
+    env = {**os.environ, PAUSE_ENV: step or ""}
     return subprocess.Popen(
-        [sys.executable, "-c", code, str(workspace.root)],
+        [sys.executable, "-c", code, str(workspace.root), str(batch_bytes)],
         env=env,
         stdout=subprocess.PIPE,
         text=True,

@@ -394,27 +394,42 @@ def _read(
     lo: float | None,
     hi: float | None,
 ) -> Any:
-    """Read a consistent snapshot: retry while compaction changes the listing under us."""
-    import duckdb
+    """Read a consistent snapshot: retry while compaction changes the listing under us.
 
+    After a few changed listings (compaction of many small batches), wait for the running
+    compaction and read while holding its lock, so that a reader cannot starve.
+    """
     from shipyard.serving.predlog import log_folder
 
     source, target = log_folder(workspace, endpoint), parquet_folder(workspace, endpoint)
-    for attempt in range(50):
-        before = _snapshot(source, target)
-        con = duckdb.connect()
-        try:
-            con.execute(f"CREATE VIEW predictions AS {_view_sql(before, target, lo, hi)}")
-            out = run(con)
-        except (duckdb.IOException, duckdb.InvalidInputException):
-            if _snapshot(source, target) == before or attempt == 49:
-                raise
-            continue
-        finally:
-            con.close()
-        if _snapshot(source, target) == before:
+    for attempt in range(20):
+        lock = target / ".compact.lock"
+        holding = attempt >= 3 and lock.exists()
+        with _locked(lock, shared=True) if holding else contextlib.nullcontext():
+            done, out = _read_once(source, target, run, lo, hi, last=attempt == 19)
+        if done:
             return out
     raise RuntimeError(f"the prediction log of {endpoint!r} kept changing while it was read")
+
+
+def _read_once(
+    source: Path, target: Path, run: Any, lo: float | None, hi: float | None, last: bool
+) -> tuple[bool, Any]:
+    """(True, result) if the listing did not change while it was read, else (False, None)."""
+    import duckdb
+
+    before = _snapshot(source, target)
+    con = duckdb.connect()
+    try:
+        con.execute(f"CREATE VIEW predictions AS {_view_sql(before, target, lo, hi)}")
+        out = run(con)
+    except (duckdb.IOException, duckdb.InvalidInputException):
+        if last or _snapshot(source, target) == before:
+            raise  # not a file compaction moved: a real error
+        return False, None
+    finally:
+        con.close()
+    return _snapshot(source, target) == before, out
 
 
 def _view_sql(snap: _Snapshot, target: Path, lo: float | None, hi: float | None) -> str:
@@ -522,10 +537,10 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (one compaction per endpoint at a time)."""
+def _locked(path: Path, shared: bool = False) -> Iterator[None]:
+    """Hold the compaction lock of an endpoint: exclusive to compact, shared to read."""
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:
