@@ -339,7 +339,9 @@ class TestCrash:
         assert list(target.glob("day=*/.*.tmp")) == [] and list(target.glob("_journal/*")) == []
         assert result.recovered == (step not in ("part-written", "parts-written"))
 
-    def test_a_paused_step_is_reached(self, logged: list[str], workspace: Workspace) -> None:
+    def test_the_crash_setup_spans_several_batches_and_days(
+        self, logged: list[str], workspace: Workspace
+    ) -> None:
         # batches of ~4 kB: several batches, several days, so every step happens mid-way
         result = compact(workspace, "fraud", batch_bytes=4_000)
         assert result.segments > 2 and len({p.parent for p in result.parts}) > 1
