@@ -154,6 +154,12 @@ class TestBadInput:
         with pytest.raises(ParameterError, match="'window' parameter"):
             RealizedPerformance().compute([0.1, 0.2], [0, 1], window=[1])
 
+    def test_missing_or_mixed_window_keys(self) -> None:
+        with pytest.raises(ParameterError, match=r"'window' parameter .* 1 missing key"):
+            RealizedPerformance().compute([0.1, 0.2], [0, 1], window=["a", None])
+        with pytest.raises(ParameterError, match=r"'day' parameter .* one comparable type"):
+            RealizedPerformance().compute([0.1, 0.2], [0, 1], day=np.array(["a", 1], object))
+
     @pytest.mark.parametrize(
         ("kwargs", "match"),
         [

@@ -180,6 +180,21 @@ def as_keys(values: Any, name: str, n: int, owner: str) -> NDArray[Any]:
             f"The {name!r} parameter of {owner} must be a 1-D array as long as 'scores' "
             f"({n}). Got shape {array.shape} instead."
         )
+    import pandas as pd
+
+    missing = int(pd.isna(array).sum())
+    if missing:
+        raise ParameterError(
+            f"The {name!r} parameter of {owner} must have a key for every row. "
+            f"Got {missing} missing key(s) instead."
+        )
+    try:
+        np.unique(array)
+    except TypeError:
+        raise ParameterError(
+            f"The {name!r} parameter of {owner} must hold keys of one comparable type. "
+            f"Got {sorted({type(v).__name__ for v in array.tolist()})} instead."
+        ) from None
     return array
 
 
