@@ -26,6 +26,7 @@ from shipyard.features.online import (
     SQLiteOnlineStore,
     online_store_path,
 )
+from shipyard.monitoring.logstore import query
 from shipyard.registry.models import ModelRegistry
 from shipyard.serving.event_codec import (
     EventColumns,
@@ -34,7 +35,6 @@ from shipyard.serving.event_codec import (
     decode_events_v2,
 )
 from shipyard.serving.features import event_columns, stale_views
-from shipyard.serving.predlog import query
 from shipyard.workspace import Workspace
 from tests.features.test_online import free_port, redis_server, redis_server_path
 from tests.serving.conftest import Server, start_server

@@ -23,8 +23,9 @@ import pandas as pd
 import pytest
 
 from shipyard.errors import IntegrityError
+from shipyard.monitoring.logstore import query
 from shipyard.serving.backends import BackendReport, Candidate
-from shipyard.serving.predlog import PredictionLog, log_folder, query
+from shipyard.serving.predlog import PredictionLog, log_folder
 from shipyard.serving.runtime import _require_parity
 from tests.serving.conftest import Server, start_server
 from tests.serving.test_reliability import Load

@@ -23,8 +23,9 @@ from typing import Any
 
 import pandas as pd
 
+from shipyard.monitoring.logstore import query
 from shipyard.serving.policy import Arm, TrafficPolicy, rollback_policy, set_policy
-from shipyard.serving.predlog import DROP_RECORD_ENV, query
+from shipyard.serving.predlog import DROP_RECORD_ENV
 from shipyard.workspace import Workspace
 from tests.serving.conftest import ADMIN, ADMIN_TOKEN, Server, start_server
 

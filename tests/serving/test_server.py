@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from shipyard.monitoring.logstore import query
 from shipyard.registry.models import ModelRegistry
-from shipyard.serving.predlog import query
 from tests.serving.conftest import ADMIN, Server, start_server, wait_for_revision
 
 

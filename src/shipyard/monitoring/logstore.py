@@ -362,9 +362,13 @@ def predictions(
 def query(workspace: Workspace, endpoint: str, sql: str) -> Any:
     """Run ``sql`` in DuckDB over a ``predictions`` view of compacted and live records.
 
-    Returns a pandas DataFrame, like :func:`shipyard.serving.predlog.query` (which reads the
-    segments only). Example: ``query(ws, "fraud", "SELECT day(to_timestamp(time)), count(*)
-    FROM predictions GROUP BY 1")``.
+    Returns a pandas DataFrame; each record once, compacted or not (what ``shipyard logs
+    query`` runs). ``out_of_range`` lists the input columns of a request that were outside
+    the range seen in training (NULL when every value was inside it). For a raw-event
+    request, ``inputs`` are the features computed from the events, ``events`` the event
+    columns as sent (JSON text) and ``stale_features`` the delayed feature views read stale
+    (NULL otherwise). Example: ``query(ws, "fraud", "SELECT version, count(*) FROM
+    predictions GROUP BY 1")``.
     """
     return _read(workspace, endpoint, lambda con: con.execute(sql).df(), None, None)
 

@@ -18,7 +18,8 @@ probe file in the folder), marks the log unwritable (``error`` says why); the se
 reports not ready and refuses predictions rather than serve them unlogged. The next
 successful probe opens a fresh segment and marks it writable again.
 
-DuckDB reads the segments directly: ``shipyard logs query "SELECT ..."``.
+DuckDB reads the segments directly, beside their compacted Parquet partitions
+(:mod:`shipyard.monitoring.logstore`): ``shipyard logs query "SELECT ..."``.
 """
 
 from __future__ import annotations
@@ -277,47 +278,3 @@ class PredictionLog:
 def log_folder(workspace: Workspace, endpoint: str) -> Path:
     """Where the prediction log segments of ``endpoint`` live."""
     return workspace.artifact_root / "predictions" / endpoint
-
-
-def query(workspace: Workspace, endpoint: str, sql: str) -> Any:
-    """Run ``sql`` in DuckDB over a ``predictions`` view of the endpoint's log; return a DataFrame.
-
-    ``out_of_range`` lists the input columns of a request that were outside the range seen in
-    training (NULL when every value was inside it).  For a raw-event request, ``inputs`` are the
-    features computed from the events, ``events`` the event columns as sent (a JSON object
-    of column lists) and ``stale_features`` the delayed feature views read stale (NULL
-    otherwise).
-
-    Example: ``query(ws, "fraud", "SELECT version, count(*) FROM predictions GROUP BY 1")``.
-    """
-    import duckdb
-
-    folder = log_folder(workspace, endpoint)
-    files = sorted(str(p) for p in folder.glob("*.jsonl") if p.stat().st_size > 0)
-    con = duckdb.connect()
-    try:
-        if files:
-            listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-            # ignore_errors: a line cut short by a crash mid-write is skipped, not fatal
-            con.execute(
-                f"CREATE VIEW predictions AS SELECT * FROM read_json([{listed}], "
-                "format = 'newline_delimited', ignore_errors = true, "
-                "columns = {request_id: 'VARCHAR', time: 'DOUBLE', endpoint: 'VARCHAR', "
-                "model: 'VARCHAR', version: 'INTEGER', arm: 'VARCHAR', routing_key: 'VARCHAR', "
-                "protocol: 'VARCHAR', inputs: 'DOUBLE[][]', outputs: 'DOUBLE[]', latency_ms: "
-                "'DOUBLE', out_of_range: 'VARCHAR[]', events: 'JSON', "
-                "stale_features: 'VARCHAR[]'})"
-            )
-        else:
-            con.execute(
-                "CREATE VIEW predictions AS SELECT NULL::VARCHAR AS request_id, NULL::DOUBLE "
-                "AS time, "
-                "NULL::VARCHAR AS endpoint, NULL::VARCHAR AS model, NULL::INTEGER AS version, "
-                "NULL::VARCHAR AS arm, NULL::VARCHAR AS routing_key, NULL::VARCHAR AS protocol, "
-                "NULL::DOUBLE[][] AS inputs, NULL::DOUBLE[] AS outputs, "
-                "NULL::DOUBLE AS latency_ms, NULL::VARCHAR[] AS out_of_range, NULL::JSON AS "
-                "events, NULL::VARCHAR[] AS stale_features WHERE false"
-            )
-        return con.execute(sql).df()
-    finally:
-        con.close()
