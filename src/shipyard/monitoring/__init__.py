@@ -1,4 +1,5 @@
-"""Monitoring: profiles of reference and current data, drift tests with stated error rates.
+"""Monitoring: profiles, drift tests with stated error rates, realized and estimated
+performance, and the prediction log at scale (compacted into Parquet).
 
 ``import shipyard.monitoring`` loads NumPy and pandas but not SciPy (imported when a test
 runs); ``import shipyard`` loads none of them. See ``docs/monitoring.md``.
@@ -23,7 +24,14 @@ from shipyard.monitoring.drift import (
     Verdict,
     WassersteinDistance,
 )
+from shipyard.monitoring.estimation import (
+    ConfidenceBasedEstimator,
+    EstimationReport,
+    compare,
+)
+from shipyard.monitoring.logstore import CompactionResult, compact, predictions, query
 from shipyard.monitoring.multiple import Correction, adjust_p_values
+from shipyard.monitoring.performance import PerformanceReport, RealizedPerformance
 from shipyard.monitoring.profiles import (
     CategoricalProfile,
     ColumnKind,
@@ -38,17 +46,26 @@ __all__ = [
     "ChiSquareTest",
     "ColumnDrift",
     "ColumnKind",
+    "CompactionResult",
+    "ConfidenceBasedEstimator",
     "Correction",
     "DatasetDriftTest",
     "DatasetProfile",
     "DriftReport",
     "DriftResult",
+    "EstimationReport",
     "Histogram",
     "JensenShannonDistance",
     "KolmogorovSmirnovTest",
     "NumericProfile",
+    "PerformanceReport",
     "PopulationStabilityIndex",
+    "RealizedPerformance",
     "Verdict",
     "WassersteinDistance",
     "adjust_p_values",
+    "compact",
+    "compare",
+    "predictions",
+    "query",
 ]
