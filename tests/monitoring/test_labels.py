@@ -276,6 +276,7 @@ class TestRealizedPerformance:
             threshold=0.7, k=5, n_boot=50, min_rows=10, min_positives=2
         ).compute(scores, y, window=names, day=days)
         assert report["all"].to_dict() == direct.to_dict()
+        assert all(w["roc_auc"].value is not None for w in direct.windows)
         assert [w.window for w in direct.windows] == [f"2026-11-{d}" for d in range(20, 24)]
         coverage = report.coverage["all"]
         # day 20 also holds the two rows of the multi-row request, unlabelled
@@ -317,6 +318,37 @@ class TestRealizedPerformance:
             assert by_version[f"v{version}"].to_dict() == direct.to_dict()
         assert set(by_arm.reports) == {"arm champion", "arm challenger", "arm shadow"}
         assert by_arm["arm shadow"].windows[0].n == 20
+
+    def test_card_precision_at_k_by_an_event_entity(self, workspace: Workspace) -> None:
+        ids = list(range(0, N, 3))  # the raw-event requests
+        ingest_labels(workspace, "fraud", _by_id(ids))
+        metrics = RealizedPerformance(k=5, n_boot=20, min_rows=10, min_positives=2)
+
+        report = realized_performance(
+            workspace, "fraud", threshold=0.7, entity="CUSTOMER_ID", metrics=metrics
+        )
+
+        days = np.floor(np.array([T0 + i * DAY / 100 for i in ids]) / DAY).astype(np.int64)
+        names = [datetime.fromtimestamp(d * DAY, tz=UTC).strftime("%Y-%m-%d") for d in days]
+        direct = RealizedPerformance(
+            threshold=0.7, k=5, n_boot=20, min_rows=10, min_positives=2
+        ).compute(
+            [_score(i) for i in ids],
+            [_fraud(i) for i in ids],
+            window=np.array(names),
+            day=days,
+            entity=np.array([str(i % 50) for i in ids], dtype=object),
+        )
+        assert report["all"].to_dict() == direct.to_dict()
+        assert all(w["card_precision@5"].value is not None for w in report["all"].windows)
+        assert all(w["roc_auc"].value is not None for w in report["all"].windows)
+
+    def test_an_entity_missing_from_labelled_predictions_is_refused(
+        self, workspace: Workspace
+    ) -> None:
+        ingest_labels(workspace, "fraud", _by_id([1, 3]))  # req-1 was sent as features
+        with pytest.raises(DataValidationError, match="entity column 'CUSTOMER_ID': 1 "):
+            realized_performance(workspace, "fraud", threshold=0.5, entity="CUSTOMER_ID")
 
     def test_a_window_without_labels_has_coverage_and_no_metrics(
         self, workspace: Workspace
@@ -372,6 +404,13 @@ class TestBadLabelFiles:
             ingest_labels(workspace, "fraud", _by_id([]))
         with pytest.raises(ParameterError, match="'key'"):
             ingest_labels(workspace, "fraud", _by_id([1]), key=["request_id", "x"])
+
+    def test_boolean_labels_and_time_zone_aware_keys(self, workspace: Workspace) -> None:
+        when = pd.to_datetime([T0 + 3 * DAY / 100], unit="s", utc=True).tz_convert("Europe/Paris")
+        frame = pd.DataFrame({"CUSTOMER_ID": ["3"], "TX_DATETIME": when, "label": [True]})
+        result = ingest_labels(workspace, "fraud", frame, key=["CUSTOMER_ID", "TX_DATETIME"])
+        assert (result.matched, result.positives) == (1, 1)
+        assert _labels(labelled_predictions(workspace, "fraud"))[("req-3", 0)] == 1
 
     def test_csv_parquet_and_arrow_inputs(self, workspace: Workspace, tmp_path: Path) -> None:
         _by_id(range(0, 10)).to_csv(tmp_path / "a.csv", index=False)

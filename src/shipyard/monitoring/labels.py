@@ -368,7 +368,7 @@ def _events_key_sql(names: list[str], alias: str = "p.") -> str:
     return f" || {_quote(_SEP)} || ".join(parts)
 
 
-def _join_sql(key_sets: list[str], files: list[str], where: str) -> str:
+def _join_sql(key_sets: list[str], files: list[str], where: str, extra: tuple[str, ...]) -> str:
     """SQL of every prediction row with its latest label (or NULL)."""
     candidates = []
     for names in key_sets:
@@ -383,6 +383,9 @@ def _join_sql(key_sets: list[str], files: list[str], where: str) -> str:
     matched = " UNION ALL ".join(candidates) or (
         "SELECT NULL::BIGINT AS rid, NULL::TINYINT AS label, NULL::DOUBLE AS ingested_at, "
         "NULL::VARCHAR AS filename WHERE false"
+    )
+    columns = "".join(
+        f", {_events_key_sql([name], alias='r.')} AS {_ident(name)}" for name in extra
     )
     return f"""
     WITH rows_ AS (
@@ -409,7 +412,7 @@ def _join_sql(key_sets: list[str], files: list[str], where: str) -> str:
         ) = 1
     )
     SELECT r.request_id, r.row, r.time, r.version, r.arm,
-           r.outputs[r.row + 1] AS score, b.label
+           r.outputs[r.row + 1] AS score, b.label{columns}
     FROM rows_ r LEFT JOIN best b USING (rid)
     ORDER BY r.time, r.request_id, r.arm, r.version, r.row
     """
@@ -437,14 +440,17 @@ def labelled_predictions(
     versions: list[int] | tuple[int, ...] | None = None,
     arms: list[str] | tuple[str, ...] | None = None,
     include_shadows: bool = False,
+    event_columns: list[str] | tuple[str, ...] = (),
 ) -> pd.DataFrame:
     """Every logged prediction of ``endpoint`` with its label, or NULL (NA) while unlabelled.
 
     One row per prediction (request id, row of the request) with ``start <= time < end``:
     ``request_id, row, time, version, arm, score, label``; ``score`` is the positive-class
     probability as logged. Shadow answers are left out unless ``include_shadows``;
-    ``versions`` and ``arms`` keep only those. The join runs in DuckDB over the compacted
-    and live log (:func:`shipyard.monitoring.logstore.query`) and the label batches.
+    ``versions`` and ``arms`` keep only those; ``event_columns`` adds those columns of the
+    raw events (normalized text, NA for requests without them). The join runs in DuckDB
+    over the compacted and live log (:func:`shipyard.monitoring.logstore.query`) and the
+    label batches.
     """
     from shipyard.monitoring.logstore import query
 
@@ -465,10 +471,19 @@ def labelled_predictions(
         conditions.append(f"arm IN ({', '.join(_quote(a) for a in arms) or 'NULL'})")
     if not include_shadows:
         conditions.append("arm IS DISTINCT FROM 'shadow'")
+    extra = tuple(event_columns)
+    reserved = {"request_id", "row", "time", "version", "arm", "score", "label"}
+    if not all(isinstance(c, str) and c and c not in reserved for c in extra):
+        raise invalid_parameter(
+            "event_columns", owner, "event column names other than the output's", event_columns
+        )
     files = _label_files(workspace, endpoint)
-    sql = _join_sql(_key_sets(files), files, " AND ".join(conditions))
+    sql = _join_sql(_key_sets(files), files, " AND ".join(conditions), extra)
     if not _log_exists(workspace, endpoint):
-        return _empty_frame()
+        empty = _empty_frame()
+        for name in extra:
+            empty[name] = empty["request_id"]
+        return empty
     frame: pd.DataFrame = query(workspace, endpoint, _NORMALIZE + ";\n" + sql)
     frame["label"] = frame["label"].astype("Int64")
     return frame
@@ -554,6 +569,7 @@ def realized_performance(
     end: float | datetime | None = None,
     by: str | None = None,
     include_shadows: bool = False,
+    entity: str | None = None,
     metrics: RealizedPerformance | None = None,
 ) -> LabelledPerformance:
     """Realized metrics of ``endpoint`` per window, over its labelled predictions only.
@@ -563,7 +579,10 @@ def realized_performance(
     predictions into groups (``"v2"``, ``"arm champion"``), else one group ``"all"``.
     ``metrics`` sets k, the level and the bootstrap (its threshold is replaced by
     ``threshold``). Each window's label coverage is in :attr:`LabelledPerformance.coverage`;
-    a window with predictions but no labels has coverage and no metrics.
+    a window with predictions but no labels has coverage and no metrics. With ``entity``
+    (an event column, the card: ``"CUSTOMER_ID"``), the top-k metric is Card Precision@k;
+    every labelled prediction must then carry it. Predictions without a time or a score
+    are left out of windows and metrics.
     """
     owner = "realized_performance"
     if window not in _WINDOWS:
@@ -584,7 +603,27 @@ def realized_performance(
         min_positives=base.min_positives,
         seed=base.seed,
     )
-    frame = labelled_predictions(workspace, endpoint, start, end, include_shadows=include_shadows)
+    if entity is not None and (not isinstance(entity, str) or not entity):
+        raise invalid_parameter("entity", owner, "an event column name or None", entity)
+    frame = labelled_predictions(
+        workspace,
+        endpoint,
+        start,
+        end,
+        include_shadows=include_shadows,
+        event_columns=() if entity is None else (entity,),
+    )
+    frame = frame[frame["time"].notna() & frame["score"].notna()]
+    labelled = frame["label"].notna().to_numpy()
+    cards = None
+    if entity is not None:
+        without = int((frame[entity].isna().to_numpy() & labelled).sum())
+        if without:
+            raise DataValidationError(
+                f"entity column {entity!r}: {without} labelled prediction(s) carry no such "
+                "event value (requests sent as features, or another event schema)"
+            )
+        cards = frame[entity].to_numpy(dtype=object)
     width = _WINDOWS[window]
     times = frame["time"].to_numpy(dtype=float)
     starts = np.floor(times / width) * width
@@ -598,7 +637,6 @@ def realized_performance(
         groups = np.array([f"v{v}" for v in frame["version"].tolist()], dtype=object)
     else:
         groups = np.array([f"arm {a}" for a in frame["arm"].tolist()], dtype=object)
-    labelled = frame["label"].notna().to_numpy()
     reports: dict[str, PerformanceReport] = {}
     coverage: dict[str, dict[str, Coverage]] = {}
     for group in sorted(set(groups.tolist())):
@@ -618,6 +656,7 @@ def realized_performance(
             frame["label"].to_numpy(dtype=np.int64, na_value=0)[rows],
             window=names[rows],
             day=days[rows],
+            entity=None if cards is None else cards[rows],
         )
     return LabelledPerformance(reports, coverage)
 
@@ -635,6 +674,10 @@ def _epoch(value: object, name: str, owner: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise invalid_parameter(name, owner, "epoch seconds, a datetime or None", value)
     return float(value)
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _quote(text: str) -> str:
