@@ -234,6 +234,8 @@ class TestCurrentProfile:
         report = DatasetDriftTest().compare(reference, current)
         assert report.verdict is Verdict.INSUFFICIENT_DATA
         assert drift_report(logged, "same", T0 - 100, T0).groups == ()
+        with pytest.raises(ParameterError, match=r"pass model= as well as version="):
+            current_profile(logged, "same", T0 - 100, T0, version=1)
 
 
 class TestDriftReport:

@@ -229,9 +229,8 @@ def _groups(table: pa.Table, by_arm: bool) -> dict[Group, pa.Table]:
     keys = ["model", "version", *(["arm"] if by_arm else [])]
     distinct = table.select(keys).group_by(keys).aggregate([]).to_pylist()
     out: dict[Group, pa.Table] = {}
-    for row in sorted(distinct, key=lambda r: tuple(str(r[k]) for k in keys)):
-        if row["model"] is None or row["version"] is None:
-            continue  # not a model's answer (no version recorded): nothing to compare it with
+    distinct = [r for r in distinct if r["model"] is not None and r["version"] is not None]
+    for row in sorted(distinct, key=lambda r: (r["model"], r["version"], str(r.get("arm")))):
         mask = pc.and_(
             pc.equal(table["model"], row["model"]), pc.equal(table["version"], row["version"])
         )
@@ -351,9 +350,16 @@ def _fallback(
             "an empty profile of one version."
         )
     if model is None:
+        from shipyard.errors import ModelNotFoundError
         from shipyard.serving.policy import get_policy
 
-        model = get_policy(workspace, endpoint).model
+        try:
+            model = get_policy(workspace, endpoint).model
+        except ModelNotFoundError:
+            raise ParameterError(
+                f"Endpoint {endpoint!r} logged no predictions in this window and has no "
+                "traffic policy naming its model; pass model= as well as version=."
+            ) from None
     return model, version
 
 
