@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -133,8 +134,24 @@ def _store(path: Path, text: str) -> None:
 
     data = text.encode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, data)
-    _write_atomically(_hash_path(path), (hashlib.sha256(data).hexdigest() + "\n").encode())
+    # two builders at once (float sums may differ in their last bits) must not pair one's
+    # JSON with the other's hash: the pair is written under one exclusive lock
+    with _locked(path, shared=False):
+        _write_atomically(path, data)
+        _write_atomically(_hash_path(path), (hashlib.sha256(data).hexdigest() + "\n").encode())
+
+
+@contextlib.contextmanager
+def _locked(path: Path, shared: bool) -> Iterator[None]:
+    """Hold a lock beside ``path``: exclusive to write the pair, shared to read it."""
+    import fcntl
+
+    with path.with_name(f".{path.name}.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -182,15 +199,16 @@ def load_reference_profile(
                 "reference_profile(ws, model, version)."
             )
         return reference_profile(workspace, model, number)
-    expected = recorded.read_text().strip()
-    try:
-        verify_sha256(path, expected)
-    except IntegrityError as exc:
-        raise IntegrityError(
-            f"{exc} (reference profile of {model} v{number}; delete {path.name} and "
-            f"{recorded.name} to rebuild it from the version's lineage)"
-        ) from None
-    return DatasetProfile.from_json(path.read_text())
+    with _locked(path, shared=True):
+        try:
+            verify_sha256(path, recorded.read_text().strip())
+        except IntegrityError as exc:
+            raise IntegrityError(
+                f"{exc} (reference profile of {model} v{number}; delete {path.name} and "
+                f"{recorded.name} to rebuild it from the version's lineage)"
+            ) from None
+        text = path.read_text()
+    return DatasetProfile.from_json(text)
 
 
 # -- current profiles from the prediction log -----------------------------------------------
