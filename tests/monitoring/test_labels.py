@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from shipyard.errors import DataValidationError, ParameterError, SchemaError
+from shipyard.errors import DataValidationError, ParameterError
 from shipyard.monitoring.labels import (
     ingest_labels,
     label_folder,
@@ -228,12 +228,6 @@ class TestIngestAndJoin:
             before.reset_index(drop=True), after.reset_index(drop=True), check_dtype=False
         )
 
-    @pytest.mark.xfail(
-        raises=SchemaError,
-        strict=True,
-        reason="logstore bug: its msgspec check types `events` as Raw | None, which refuses "
-        "the JSON object the runtime logs, so raw-event records cannot be compacted",
-    )
     def test_compaction_keeps_labels_by_event_keys(self, workspace: Workspace) -> None:
         ingest_labels(
             workspace,

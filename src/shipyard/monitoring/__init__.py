@@ -29,6 +29,13 @@ from shipyard.monitoring.estimation import (
     EstimationReport,
     compare,
 )
+from shipyard.monitoring.labels import (
+    LabelIngestion,
+    LabelledPerformance,
+    ingest_labels,
+    labelled_predictions,
+    realized_performance,
+)
 from shipyard.monitoring.logstore import CompactionResult, compact, predictions, query
 from shipyard.monitoring.multiple import Correction, adjust_p_values
 from shipyard.monitoring.performance import PerformanceReport, RealizedPerformance
@@ -57,6 +64,8 @@ __all__ = [
     "Histogram",
     "JensenShannonDistance",
     "KolmogorovSmirnovTest",
+    "LabelIngestion",
+    "LabelledPerformance",
     "NumericProfile",
     "PerformanceReport",
     "PopulationStabilityIndex",
@@ -66,6 +75,9 @@ __all__ = [
     "adjust_p_values",
     "compact",
     "compare",
+    "ingest_labels",
+    "labelled_predictions",
     "predictions",
     "query",
+    "realized_performance",
 ]

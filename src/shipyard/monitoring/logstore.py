@@ -273,7 +273,7 @@ class _Record(msgspec.Struct):
     outputs: list[float | None] | None = None
     latency_ms: float | None = None
     out_of_range: list[str] | None = None
-    events: msgspec.Raw | None = None
+    events: dict[str, Any] | None = None  # the raw event columns (a JSON object)
     stale_features: list[str] | None = None
 
 
