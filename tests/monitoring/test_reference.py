@@ -126,6 +126,15 @@ def logged(trained: tuple[Workspace, Dataset]) -> Workspace:
 
 
 class TestReferenceProfile:
+    def test_registration_builds_the_reference_profile(
+        self, trained: tuple[Workspace, Dataset]
+    ) -> None:
+        ws, _ = trained
+        for version in (1, 2):  # registered by train_suite in the fixture, before any use
+            path = reference_path(ws, "fraud", version)
+            assert path.exists()
+            assert path.with_name(path.name + ".sha256").exists()
+
     def test_profiles_every_input_and_the_score_of_the_evaluation_frame(
         self, trained: tuple[Workspace, Dataset]
     ) -> None:

@@ -46,6 +46,12 @@ from shipyard.monitoring.profiles import (
     Histogram,
     NumericProfile,
 )
+from shipyard.monitoring.reference import (
+    current_profile,
+    drift_report,
+    load_reference_profile,
+    reference_profile,
+)
 from shipyard.monitoring.report import ColumnDrift, DatasetDriftTest, DriftReport
 
 __all__ = [
@@ -75,9 +81,13 @@ __all__ = [
     "adjust_p_values",
     "compact",
     "compare",
+    "current_profile",
+    "drift_report",
     "ingest_labels",
     "labelled_predictions",
+    "load_reference_profile",
     "predictions",
     "query",
     "realized_performance",
+    "reference_profile",
 ]

@@ -552,8 +552,9 @@ def _locked(path: Path, shared: bool = False) -> Iterator[None]:
 
 
 def _pause(step: str) -> None:
+    """Test-only (PAUSE_ENV): tell the test harness on stdout, then wait to be killed."""
     if os.environ.get(PAUSE_ENV) == step:
-        print(f"paused at {step}", flush=True)
+        sys.stdout.write(f"paused at {step}\n")
         sys.stdout.flush()
         while True:
             time.sleep(60)

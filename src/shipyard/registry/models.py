@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import getpass
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ if TYPE_CHECKING:
     from shipyard.training.evaluation import Evaluation
     from shipyard.training.trainers import NativePredictor, TrainedModel
     from shipyard.workspace import Workspace
+
+
+logger = logging.getLogger(__name__)
 
 PLOT_TITLES = {
     "roc": "ROC curve",
@@ -243,6 +247,7 @@ class ModelRegistry:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         self._record(name, version, "register", CHALLENGER, None, actor, reason, {"run_id": run_id})
+        _build_reference_profile(self.workspace, name, version)
         return self.get(name, version)
 
     def _write_card(
@@ -619,3 +624,22 @@ def _jsonable(value: Any) -> Any:
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _build_reference_profile(workspace: Workspace, name: str, version: int) -> None:
+    """Build the new version's monitoring reference profile (its evaluation window's inputs
+    and scores); if that fails, the version stays registered, a warning says why, and the
+    profile is built on first use (``load_reference_profile``)."""
+    from shipyard.monitoring.reference import reference_profile
+
+    try:
+        reference_profile(workspace, name, version)
+    except Exception as exc:
+        logger.warning(
+            "%s v%d is registered, but its monitoring reference profile could not be built "
+            "(%s: %s); it will be built when first needed",
+            name,
+            version,
+            type(exc).__name__,
+            exc,
+        )
