@@ -426,3 +426,41 @@ class TestBadLabelFiles:
         assert stored["ingested_at"].nunique() == 1
         assert not list(result.path.parent.glob(".*.tmp"))
         assert json.dumps(stored["key"].tolist()) == '["req-1", "req-2"]'
+
+
+# -- the command line ------------------------------------------------------------------
+
+
+def test_monitor_labels_and_performance_commands(workspace: Workspace, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from shipyard.cli.main import cli
+
+    ids = list(range(N))
+    batch = _by_id(ids)
+    batch.loc[len(batch)] = ["req-unknown", 1]
+    path = tmp_path / "labels.csv"
+    batch.to_csv(path, index=False)
+    runner = CliRunner()
+    root = ["--workspace", str(workspace.root), "monitor"]
+    stored = runner.invoke(cli, [*root, "labels", "fraud", str(path)])
+    assert stored.exit_code == 0, stored.output
+    said = " ".join(stored.output.split())  # rich wraps long lines
+    assert f"{N + 1} label(s) by request_id" in said
+    assert f"{N} matched, 1 unknown (e.g. req-unknown)" in said
+
+    shown = runner.invoke(cli, [*root, "performance", "fraud", "--threshold", "0.8", "--json"])
+    assert shown.exit_code == 0, shown.output
+    document = json.loads(shown.output)
+    expected = realized_performance(workspace, "fraud", threshold=0.8)
+    assert document["all"]["metrics"] == json.loads(json.dumps(expected["all"].to_dict()))
+    days = document["all"]["coverage"]
+    assert sum(c["labelled"] for c in days.values()) == N  # req-multi (two rows) has none
+    assert sum(c["records"] for c in days.values()) == N + 2
+
+    table = runner.invoke(cli, [*root, "performance", "fraud", "--threshold", "0.8"])
+    assert table.exit_code == 0, table.output
+    assert "fraud all" in table.output and "2026-11-20" in table.output
+
+    bad = runner.invoke(cli, [*root, "performance", "fraud", "--threshold", "0.8", "--since", "x"])
+    assert bad.exit_code == 2 and "expected a number and a unit" in " ".join(bad.output.split())

@@ -171,3 +171,23 @@ class TestBadInput:
     def test_bad_parameters(self, kwargs: dict, match: str) -> None:
         with pytest.raises(ParameterError, match=match):
             RealizedPerformance(**kwargs).compute([0.1, 0.2], [0, 1])
+
+
+def test_intervals_resample_rows_within_few_days_and_days_from_a_week_on() -> None:
+    from shipyard.training import metrics as m
+
+    rng = np.random.default_rng(3)
+    n = 1_400
+    labels = (rng.random(n) < 0.1).astype(int)
+    scores = np.clip(0.3 * labels + rng.random(n) * 0.7, 0, 1)
+    one_day = np.full(n, np.datetime64("2026-11-20"))
+    week = np.datetime64("2026-11-20") + np.arange(n) % 7
+    engine = RealizedPerformance(threshold=0.5, n_boot=200, seed=1)
+    single = engine.compute(scores, labels, day=one_day).windows[0]["roc_auc"]
+    assert single.low is not None and single.high is not None
+    assert single.high - single.low > 0.01  # rows resampled: not the zero-width day bootstrap
+    weekly = engine.compute(scores, labels, day=week).windows[0]["roc_auc"]
+    ranked = m.RankedScores(labels, scores)
+    estimate, replicates = m.day_bootstrap(week.astype("datetime64[D]"), ranked.roc_auc, 200, 1)
+    expected = m.interval(estimate, replicates, engine.level)
+    assert (weekly.low, weekly.high) == pytest.approx((expected.low, expected.high))

@@ -302,3 +302,24 @@ def test_profiles_of_two_windows_merge_into_the_whole(logged: Workspace) -> None
     assert merged.n_rows == whole.n_rows > first.n_rows > 0
     for column in whole:
         assert (merged[column.name].histogram().counts == column.histogram().counts).all()
+
+
+def test_monitor_drift_command(logged: Workspace) -> None:
+    from click.testing import CliRunner
+
+    from shipyard.cli.main import cli
+
+    runner = CliRunner()
+    root = ["--workspace", str(logged.root), "monitor", "drift"]
+    same = runner.invoke(cli, [*root, "same"])
+    assert same.exit_code == 0, same.output
+    assert "no drift" in same.output
+    cents = runner.invoke(cli, [*root, "cents", "--json"])
+    assert cents.exit_code == 1  # a group drifted
+    (group,) = json.loads(cents.output)["groups"]
+    assert group["version"] == 1 and group["verdict"] == "drift"
+    assert {"TX_AMOUNT", "prediction"} <= set(group["drifted"])
+    arms = runner.invoke(cli, [*root, "arms", "--by", "arm"])
+    assert arms.exit_code == 1
+    said = " ".join(arms.output.split())
+    assert "canary" in said and "shadow" in said

@@ -20,6 +20,7 @@ COMMANDS = {
     "serve": "shipyard.cli.serve:serve",
     "endpoint": "shipyard.cli.endpoint:endpoint",
     "logs": "shipyard.cli.logs:logs",
+    "monitor": "shipyard.cli.monitor:monitor",
 }
 
 

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     FloatArray = NDArray[np.float64]
 
 
+MIN_DAYS_FOR_DAY_BOOTSTRAP = 7
+"""A window's AUC and AP intervals resample whole days from this many days on, rows below."""
+
+
 class MetricStatus(StrEnum):
     """Whether a window could give the metric a value."""
 
@@ -302,7 +306,9 @@ class RealizedPerformance:
         """Metrics of every window of ``window`` (one window ``"all"`` when it is None).
 
         ``day`` (dates or timestamps, truncated to days) drives precision@k per day and the
-        day bootstrap; without it a window is one day. With ``entity`` (the card), the
+        day bootstrap (whole days resampled when a window spans at least
+        :data:`MIN_DAYS_FOR_DAY_BOOTSTRAP` days, rows otherwise); without it a window is one
+        day. With ``entity`` (the card), the
         top-k metric is Card Precision@k, else precision@k of transactions.
         """
         self._validate()
@@ -358,7 +364,10 @@ class RealizedPerformance:
         positives = int(y.sum())
         out = []
         ranked = m.RankedScores(y, s)
-        units = np.arange(len(s)) if day is None else day
+        # whole days are resampled (fraud clusters in time) only when there are enough of
+        # them: over one or a few days a day bootstrap gives a zero-width or coarse interval
+        clustered = day is not None and len(np.unique(day)) >= MIN_DAYS_FOR_DAY_BOOTSTRAP
+        units = day if clustered and day is not None else np.arange(len(s))
         for name, statistic, needs_negatives in (
             ("roc_auc", ranked.roc_auc, True),
             ("average_precision", ranked.average_precision, False),
