@@ -12,9 +12,11 @@ reads global state: open a workspace and pass it along::
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shipyard.config import SETTINGS_FILE, Settings
 from shipyard.errors import (
@@ -125,9 +127,9 @@ class Workspace:
             @event.listens_for(engine, "connect")
             def _sqlite_pragmas(conn, _record):  # type: ignore[no-untyped-def]
                 cursor = conn.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA busy_timeout=10000")
                 cursor.close()
+                switch_to_wal(conn)
 
         return engine
 
@@ -168,3 +170,18 @@ class Workspace:
         """Release database connections (the workspace can still be used afterwards)."""
         if "engine" in self.__dict__:
             self.engine.dispose()
+
+
+def switch_to_wal(con: Any, wait_s: float = 10.0) -> None:
+    """Put the file in WAL mode (kept by the file). Switching takes an exclusive lock and
+    SQLite answers "database is locked" at once, without its busy handler, to a process
+    switching while another does (serving workers opening a fresh store together): retry."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)

@@ -426,3 +426,37 @@ def test_redis_update_many_retries_when_another_writer_got_in_between(redis_serv
         RedisOnlineStore(redis_server, max_attempts=0)
     store.close()
     always.close()
+
+
+def _open_fresh_and_write(path: str, worker: int, barrier: Any) -> None:
+    """A serving worker starting: open the (fresh) SQLite store, write one state."""
+    barrier.wait(timeout=120)
+    store = SQLiteOnlineStore(path)
+    store.put(CUSTOMER_SPENDING, str(worker), b"state")
+    store.close()
+
+
+def test_workers_opening_a_fresh_sqlite_store_at_once_wait_for_each_other(
+    tmp_path: Path,
+) -> None:
+    """Switching a new file to WAL takes a lock: without a busy timeout set before it, a
+    second process opening the store at that moment failed with 'database is locked'."""
+    path = str(tmp_path / "online.db")
+    context = multiprocessing.get_context("spawn")
+    workers = 6
+    for attempt in range(8):  # the race is in the first milliseconds: try it a few times
+        Path(path).unlink(missing_ok=True)
+        barrier = context.Barrier(workers)
+        processes = [
+            context.Process(target=_open_fresh_and_write, args=(path, i, barrier))
+            for i in range(workers)
+        ]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(timeout=120)
+        assert [p.exitcode for p in processes] == [0] * workers, f"attempt {attempt}"
+        store = SQLiteOnlineStore(path)
+        keys = [str(i) for i in range(workers)]
+        assert store.get_many(CUSTOMER_SPENDING, keys) == [b"state"] * workers
+        store.close()

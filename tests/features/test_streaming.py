@@ -403,8 +403,9 @@ def _customer_events(first_second: int, n: int) -> list[pd.DataFrame]:
 
 def _streaming_worker(kind: str, where: str, first_second: int, n: int, barrier: Any) -> None:
     """A separate process (a serving worker) streaming its events of customer 7, in time order."""
+    barrier.wait(timeout=120)  # both processes open the (fresh) store at once
     stream = StreamingView(CUSTOMER_SPENDING, _open(kind, where), lateness=timedelta(days=1))
-    barrier.wait()
+    barrier.wait(timeout=120)  # a peer that died breaks the barrier: no wait for the join
     for batch in _customer_events(first_second, n):
         stream.process(batch)
     stream.store.close()

@@ -57,6 +57,7 @@ from shipyard.errors import (
     ShipyardError,
     invalid_parameter,
 )
+from shipyard.workspace import switch_to_wal
 
 if TYPE_CHECKING:
     from shipyard.features.definitions import FeatureView
@@ -160,10 +161,12 @@ class SQLiteOnlineStore:
         self._lock = threading.Lock()
         self._checked: dict[str, str] = {}
         self._hash = _DefinitionHashes()
-        self._con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("PRAGMA synchronous=NORMAL")
+        self._con = sqlite3.connect(
+            self.path, timeout=10.0, check_same_thread=False, isolation_level=None
+        )
         self._con.execute("PRAGMA busy_timeout=10000")
+        switch_to_wal(self._con)
+        self._con.execute("PRAGMA synchronous=NORMAL")
         self._con.execute(
             "CREATE TABLE IF NOT EXISTS online_views (view TEXT PRIMARY KEY, "
             "definition_hash TEXT NOT NULL, created_at TEXT NOT NULL)"
