@@ -117,7 +117,7 @@ def _preview(values: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-_NUMPY_TYPES = {
+V2_NUMPY_TYPES = {
     "BOOL": "?",
     "UINT8": "<u1",
     "UINT16": "<u2",
@@ -148,7 +148,7 @@ def _tensor_values(
         chunk = binary[offset[0] : offset[0] + int(size)]
         offset[0] += int(size)
         try:
-            return np.frombuffer(chunk, dtype=_NUMPY_TYPES[tensor.datatype.upper()]).astype(
+            return np.frombuffer(chunk, dtype=V2_NUMPY_TYPES[tensor.datatype.upper()]).astype(
                 np.float64
             )
         except ValueError as exc:

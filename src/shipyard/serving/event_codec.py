@@ -27,7 +27,7 @@ from typing import Any, Literal
 import msgspec
 
 from shipyard.errors import RequestError
-from shipyard.serving.codec import InferenceRequest, RequestInput
+from shipyard.serving.codec import V2_NUMPY_TYPES, InferenceRequest, RequestInput
 
 Kind = Literal["key", "time", "number", "value"]
 _EXPECTED: dict[str, str] = {
@@ -36,17 +36,9 @@ _EXPECTED: dict[str, str] = {
     "number": "a number",
     "value": "a number or a string",
 }
-_INTEGER_TYPES = {
-    "UINT8": "<u1",
-    "UINT16": "<u2",
-    "UINT32": "<u4",
-    "UINT64": "<u8",
-    "INT8": "<i1",
-    "INT16": "<i2",
-    "INT32": "<i4",
-    "INT64": "<i8",
-}
-_FLOAT_TYPES = {"FP16": "<f2", "FP32": "<f4", "FP64": "<f8"}
+# the V2 binary layouts are the codec's; split by kind of number
+_INTEGER_TYPES = {k: v for k, v in V2_NUMPY_TYPES.items() if k.startswith(("INT", "UINT"))}
+_FLOAT_TYPES = {k: v for k, v in V2_NUMPY_TYPES.items() if k.startswith("FP")}
 _any_decoder = msgspec.json.Decoder()
 _v2_decoder = msgspec.json.Decoder(InferenceRequest)
 
