@@ -57,17 +57,17 @@ def redis_server_path() -> str:
     return path
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server on a free loopback port, no persistence; its URL."""
+def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a real redis-server (free loopback port, no persistence) and wait until it
+    answers; (its process, its URL). A server that never answers is stopped, then raised."""
     import redis
 
-    binary = redis_server_path()
-    folder = tmp_path_factory.mktemp("redis")
     port = free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    args = [redis_server_path(), "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     process = subprocess.Popen(
-        [*args, "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*args, "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
     try:
@@ -82,14 +82,30 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                     raise
                 time.sleep(0.05)
         client.close()
+    except BaseException:
+        stop_redis(process)
+        raise
+    return process, url
+
+
+def stop_redis(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server started by :func:`start_redis` (killed if it does not stop in 10 s)."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free loopback port, no persistence; its URL."""
+    process, url = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_redis(process)
 
 
 @pytest.fixture(params=["sqlite", "redis"])

@@ -5,7 +5,6 @@ retrieval, and refuses bad events, an unreachable store and stale features clear
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +35,7 @@ from shipyard.serving.event_codec import (
 )
 from shipyard.serving.features import event_columns, stale_views
 from shipyard.workspace import Workspace
-from tests.features.test_online import free_port, redis_server, redis_server_path
+from tests.features.test_online import redis_server, start_redis, stop_redis
 from tests.serving.conftest import Server, start_server
 
 __all__ = ["redis_server"]  # a fixture
@@ -469,36 +468,11 @@ def _stale_count(server: Server, endpoint: str) -> int:
     return 0
 
 
-def _start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
-    import redis
-
-    port = free_port()
-    process = subprocess.Popen(
-        [redis_server_path(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(folder)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.exceptions.ConnectionError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise
-            time.sleep(0.05)
-    client.close()
-    return process, url
-
-
 def test_redis_stopped_answers_503_and_logs_nothing(
     serving_workspace: tuple[Workspace, Dataset], tmp_path: Path
 ) -> None:
     ws, _ = serving_workspace
-    process, url = _start_redis(tmp_path)
+    process, url = start_redis(tmp_path)
     server = None
     try:
         server = start_server(
@@ -512,8 +486,7 @@ def test_redis_stopped_answers_503_and_logs_nothing(
             "TX_AMOUNT": [12.0],
         }
         assert send(server, cells, "split", "up")[0] == 200
-        process.terminate()
-        process.wait(timeout=10)
+        stop_redis(process)
         for protocol in ("split", "v2"):
             status, _, body = send(server, cells, protocol, f"down-{protocol}")
             assert status == 503, body
@@ -528,8 +501,7 @@ def test_redis_stopped_answers_503_and_logs_nothing(
         if server is not None:
             server.stop()
         if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=10)
+            stop_redis(process)
 
 
 def test_online_state_of_another_definition_makes_the_endpoint_not_ready(
