@@ -3,7 +3,8 @@
 MLflow keeps runs and model versions; these tables keep what MLflow lacks: data sets,
 feature materializations, the freshness of the features written online, each model
 version's lineage, files and schema, the registry's audit trail (registrations, promotions,
-gate refusals, rollbacks) and the traffic policies of endpoints. They live in the
+gate refusals, rollbacks), the traffic policies of endpoints and the monitored quantities
+of each endpoint per window (with the alert rules and alerts raised on them). They live in the
 workspace's database: SQLite by default, any SQLAlchemy URL (PostgreSQL) by setting.
 ``Workspace.init`` creates them.
 """
@@ -158,6 +159,27 @@ traffic_policies = Table(
     Column("reason", Text, nullable=False),
     Column("created_at", DateTime, nullable=False),
     UniqueConstraint("endpoint", "revision", name="uq_policy_revision"),
+)
+
+
+monitor_points = Table(
+    "shipyard_monitor_points",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("endpoint", String(200), nullable=False),
+    Column("group", String(200), nullable=False, doc="'fraud v3', 'fraud v3 (shadow)'"),
+    Column("metric", String(300), nullable=False, doc="'drift.distance.TX_AMOUNT'"),
+    Column("window_start", DateTime, nullable=False, doc="UTC, inclusive"),
+    Column("window_end", DateTime, nullable=False, doc="UTC, exclusive"),
+    Column("value", Float, nullable=True, doc="NULL: insufficient data"),
+    Column("low", Float, nullable=True),
+    Column("high", Float, nullable=True),
+    Column("n", BigInteger, nullable=True, doc="rows behind the value"),
+    Column("run_id", String(64), nullable=False),
+    Column("computed_at", DateTime, nullable=False),
+    UniqueConstraint(
+        "endpoint", "group", "metric", "window_start", "window_end", name="uq_monitor_point"
+    ),
 )
 
 
