@@ -345,3 +345,55 @@ class TestCrash:
         # batches of ~4 kB: several batches, several days, so every step happens mid-way
         result = compact(workspace, "fraud", batch_bytes=4_000)
         assert result.segments > 2 and len({p.parent for p in result.parts}) > 1
+
+
+class TestEventTime:
+    """The client's event time (a replay's own clock) is carried through compaction."""
+
+    def test_event_time_survives_compaction_and_absent_stays_null(
+        self, workspace: Workspace
+    ) -> None:
+        folder = log_folder(workspace, "fraud")
+        log = PredictionLog(folder, "w1", segment_bytes=2_000)
+
+        async def run() -> None:
+            for i in range(30):
+                extra = {"event_time": 1_525_132_800.0 + i * 3600} if i % 2 == 0 else {}
+                await log.commit({**_record(i), **extra})
+
+        asyncio.run(run())
+        log.close()
+        before = {
+            r["request_id"]: r["event_time"] for r in predictions(workspace, "fraud").to_pylist()
+        }
+        result = compact(workspace, "fraud")
+        assert result.records > 0
+        assert pq.read_schema(result.parts[0]).field("event_time").type == pa.float64()
+        after = {
+            r["request_id"]: r["event_time"] for r in predictions(workspace, "fraud").to_pylist()
+        }
+        assert after == before
+        assert after["fraud-4"] == 1_525_132_800.0 + 4 * 3600
+        assert after["fraud-5"] is None
+
+    def test_parts_written_before_event_time_existed_read_it_as_null(
+        self, workspace: Workspace
+    ) -> None:
+        old = [_record(i) for i in range(3)]  # a part from a compaction without the column
+        day = parquet_folder(workspace, "fraud") / "day=2026-11-20"
+        day.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(old), day / "part-0000000000001-old.parquet")
+        only_old = predictions(workspace, "fraud")
+        assert only_old.column_names[-1] == "event_time"
+        assert only_old.column("event_time").to_pylist() == [None] * 3
+        log = PredictionLog(log_folder(workspace, "fraud"), "w1")
+
+        async def run() -> None:
+            await log.commit({**_record(3), "event_time": 12.5})
+
+        asyncio.run(run())
+        log.close()
+        times = {
+            r["request_id"]: r["event_time"] for r in predictions(workspace, "fraud").to_pylist()
+        }
+        assert times == {"fraud-0": None, "fraud-1": None, "fraud-2": None, "fraud-3": 12.5}

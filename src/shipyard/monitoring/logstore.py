@@ -96,8 +96,12 @@ SCHEMA = (
     ("out_of_range", "VARCHAR[]"),
     ("events", "VARCHAR"),
     ("stale_features", "VARCHAR[]"),
+    ("event_time", "DOUBLE"),
 )
-"""The columns of a record, in DuckDB types; every one is nullable. ``events`` is JSON text."""
+"""The columns of a record, in DuckDB types; every one is nullable. ``events`` is JSON text;
+``event_time`` is when the traffic happened by the client's clock (epoch seconds, sent with
+the request; NULL when it was not, and in records written before it existed), ``time`` when
+the server answered."""
 
 _SEGMENT = re.compile(r"^(?P<stamp>\d{8}T\d{6})-(?P<worker>.+)-(?P<seq>\d+)\.jsonl$")
 _TMP_PART = re.compile(r"^\.part-(?P<batch>.+)\.parquet\.tmp$")
@@ -275,6 +279,7 @@ class _Record(msgspec.Struct):
     out_of_range: list[str] | None = None
     events: dict[str, Any] | None = None  # the raw event columns (a JSON object)
     stale_features: list[str] | None = None
+    event_time: float | None = None
 
 
 _decode_all = msgspec.json.Decoder(list[_Record]).decode
@@ -450,15 +455,18 @@ def _view_sql(snap: _Snapshot, target: Path, lo: float | None, hi: float | None)
     hi_day = _day(hi) if hi is not None else None
     kept = sorted(p for p in parts if _in_days(Path(p).parent.name, lo_day, hi_day))
     segments = [Path(s) for s in snap.segments if Path(s).name not in skipped]
-    selects = []
+    # first an empty row set of every column: the view has SCHEMA's columns, in order, even
+    # when every part was written before a column was added (its records read it as NULL)
+    columns = ", ".join(f"NULL::{kind} AS {name}" for name, kind in SCHEMA)
+    selects = [f"SELECT {columns} WHERE false"]
     if kept:
         listed = ", ".join(_quote(p) for p in kept)
-        selects.append(f"SELECT * FROM read_parquet([{listed}], hive_partitioning = false)")
+        selects.append(
+            f"SELECT * FROM read_parquet([{listed}], hive_partitioning = false, "
+            "union_by_name = true)"
+        )
     if segments:
         selects.append(f"SELECT * FROM ({_segments_sql(segments, with_nulls=False)})")
-    if not selects:
-        columns = ", ".join(f"NULL::{kind} AS {name}" for name, kind in SCHEMA)
-        return f"SELECT {columns} WHERE false"
     return " UNION ALL BY NAME ".join(selects)
 
 

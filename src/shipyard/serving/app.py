@@ -40,6 +40,7 @@ from shipyard.serving.codec import (
     encode_error,
     encode_mlflow,
     encode_v2,
+    event_time,
 )
 from shipyard.serving.event_codec import (
     EventColumns,
@@ -345,8 +346,21 @@ class ServingApp:
         if self._access_log:
             _ANSWERING.set((request_id, version, arm))
         out_of_range = deployment.validator.check(matrix)
+        # the traffic's own time (a replay): parameters.event_time, else X-Event-Time
+        given = parameters.get("event_time") if parameters else None
+        if given is None:
+            given = headers.get(b"x-event-time")
         return Accepted(
-            protocol, request_id, key, matrix, state, deployment, version, arm, out_of_range
+            protocol,
+            request_id,
+            key,
+            matrix,
+            state,
+            deployment,
+            version,
+            arm,
+            out_of_range,
+            event_time=None if given is None else event_time(given),
         )
 
     async def _accept_events(

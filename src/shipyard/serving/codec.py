@@ -30,6 +30,7 @@ __all__ = [
     "encode_error",
     "encode_mlflow",
     "encode_v2",
+    "event_time",
 ]
 
 Names = Sequence[str]
@@ -414,6 +415,45 @@ def decode_csv(body: bytes, names: Names) -> NDArray[np.float64]:
 def encode_mlflow(scores: NDArray[np.float64]) -> bytes:
     """MLflow's response for a predict_proba model: ``{"predictions": [[p0, p1], ...]}``."""
     return encode({"predictions": [[1.0 - s, s] for s in scores.tolist()]})
+
+
+def event_time(value: object) -> float:
+    """A request's event time in epoch seconds, from the ``X-Event-Time`` header (bytes) or
+    ``parameters.event_time``: epoch seconds (a number) or ISO 8601 text (naive = UTC).
+
+    Raises RequestError(422) naming ``event_time``, what it takes and what came.
+    """
+    seconds: float | None = None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = _iso_seconds(value)
+    if seconds is None or not math.isfinite(seconds):
+        from shipyard.errors import invalid_parameter
+
+        refused = invalid_parameter(
+            "event_time",
+            "a prediction request (X-Event-Time header or parameters.event_time)",
+            "epoch seconds or ISO 8601 text such as '2018-06-01T12:30:00' (naive = UTC)",
+            value,
+        )
+        raise RequestError(422, str(refused))
+    return seconds
+
+
+def _iso_seconds(text: str) -> float | None:
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def encode_error(message: str) -> bytes:

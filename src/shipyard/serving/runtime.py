@@ -152,6 +152,8 @@ class Accepted:
     """Delayed feature views read stale for a raw event (see :mod:`.features`)."""
     events: dict[str, list[Any]] | None = None
     """The raw event columns as decoded, when the request carried events, not features."""
+    event_time: float | None = None
+    """When the request's traffic happened (epoch seconds), when the client said so."""
 
 
 class EndpointRuntime:
@@ -432,6 +434,8 @@ class EndpointRuntime:
         }
         if out_of_range:  # absent (NULL in queries) when every value was seen in training
             record["out_of_range"] = out_of_range
+        if request.event_time is not None:  # absent (NULL) unless the client sent it
+            record["event_time"] = request.event_time
         if request.events is not None:  # a raw event: inputs are the features computed
             record["events"] = request.events
             if request.stale:
