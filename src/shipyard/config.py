@@ -113,6 +113,16 @@ class Settings(BaseModel):
         default="redis://127.0.0.1:6379/0",
         description="Redis URL of the online store when online_store = 'redis'.",
     )
+    monitor_webhook_token: str | None = Field(
+        default=None,
+        description="Bearer token sent to alert webhooks (Authorization header) when set; "
+        "set it by environment, not in a file.",
+    )
+    monitor_webhook_timeout_s: float = Field(
+        default=5.0,
+        gt=0.0,
+        description="Seconds an alert webhook may take to answer one try (3 tries per alert).",
+    )
 
     @classmethod
     def load(cls, root: Path, environ: Mapping[str, str] | None = None) -> Settings:

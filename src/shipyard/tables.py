@@ -182,6 +182,58 @@ monitor_points = Table(
     ),
 )
 
+alert_rules = Table(
+    "shipyard_alert_rules",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("endpoint", String(200), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("metric", String(300), nullable=False, doc="a name, or a prefix ending in '*'"),
+    Column("op", String(2), nullable=False, doc="'>', '>=', '<', '<='"),
+    Column("threshold", Float, nullable=False),
+    Column("windows", Integer, nullable=False, doc="consecutive windows that must all breach"),
+    Column("group", String(200), nullable=True, doc="NULL: every group"),
+    Column("webhook", Text, nullable=True, doc="http(s) URL the alerts are posted to"),
+    Column("description", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("endpoint", "name", name="uq_alert_rule"),
+)
+
+alerts = Table(
+    "shipyard_alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("endpoint", String(200), nullable=False),
+    Column("rule", String(200), nullable=False),
+    Column("group", String(200), nullable=False),
+    Column("metric", String(300), nullable=False),
+    Column("op", String(2), nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("windows", Integer, nullable=False),
+    Column("webhook", Text, nullable=True, doc="where its events are posted"),
+    Column("status", String(20), nullable=False, doc="open, acknowledged, resolved"),
+    Column(
+        "active_key",
+        String(1000),
+        nullable=True,
+        unique=True,
+        doc="endpoint/rule/group/metric while open or acknowledged, NULL once resolved: "
+        "at most one active alert per series, even with concurrent evaluations",
+    ),
+    Column("breaches", JSON, nullable=False, doc="[{window_start, window_end, value}]"),
+    Column("first_window_start", DateTime, nullable=False),
+    Column("last_window_end", DateTime, nullable=False),
+    Column("raised_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Column("resolved_at", DateTime, nullable=True),
+    Column("acknowledged_by", String(200), nullable=True),
+    Column("acknowledged_at", DateTime, nullable=True),
+    Column("note", Text, nullable=False),
+    Column("delivery", Text, nullable=True, doc="webhook delivery of the latest event"),
+)
+
 
 def latest_row(
     engine: Engine,
