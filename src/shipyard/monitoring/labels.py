@@ -60,6 +60,8 @@ _FOLDER = "labels"
 _SEP = "\x1f"
 _WINDOWS = {"1D": 86_400.0, "7D": 7 * 86_400.0}
 _BY = ("version", "arm")
+_TIMES = {"log": "time", "event": "coalesce(event_time, time)"}
+"""Which moment windows a prediction: when it was logged, or its request's event time."""
 
 # Integers as integers, date-times in DuckDB's timestamp text, anything else as given.
 _NORMALIZE = """
@@ -368,7 +370,9 @@ def _events_key_sql(names: list[str], alias: str = "p.") -> str:
     return f" || {_quote(_SEP)} || ".join(parts)
 
 
-def _join_sql(key_sets: list[str], files: list[str], where: str, extra: tuple[str, ...]) -> str:
+def _join_sql(
+    key_sets: list[str], files: list[str], where: str, extra: tuple[str, ...], moment: str
+) -> str:
     """SQL of every prediction row with its latest label (or NULL)."""
     candidates = []
     for names in key_sets:
@@ -391,7 +395,7 @@ def _join_sql(key_sets: list[str], files: list[str], where: str, extra: tuple[st
     WITH rows_ AS (
         SELECT row_number() OVER () AS rid, *
         FROM (
-            SELECT request_id, time, version, arm, events, outputs,
+            SELECT request_id, {moment} AS time, version, arm, events, outputs,
                    unnest(range(len(outputs))) AS row
             FROM predictions WHERE {where}
         )
@@ -441,12 +445,15 @@ def labelled_predictions(
     arms: list[str] | tuple[str, ...] | None = None,
     include_shadows: bool = False,
     event_columns: list[str] | tuple[str, ...] = (),
+    time: str = "log",
 ) -> pd.DataFrame:
     """Every logged prediction of ``endpoint`` with its label, or NULL (NA) while unlabelled.
 
     One row per prediction (request id, row of the request) with ``start <= time < end``:
     ``request_id, row, time, version, arm, score, label``; ``score`` is the positive-class
-    probability as logged. Shadow answers are left out unless ``include_shadows``;
+    probability as logged. ``time="log"`` is when the server logged the answer;
+    ``time="event"`` the request's event time (``X-Event-Time``, see docs/serving.md)
+    where it has one, else the log time. Shadow answers are left out unless ``include_shadows``;
     ``versions`` and ``arms`` keep only those; ``event_columns`` adds those columns of the
     raw events (normalized text, NA for requests without them). The join runs in DuckDB
     over the compacted and live log (:func:`shipyard.monitoring.logstore.query`) and the
@@ -455,12 +462,15 @@ def labelled_predictions(
     from shipyard.monitoring.logstore import query
 
     owner = "labelled_predictions"
+    if time not in _TIMES:
+        raise invalid_parameter("time", owner, f"one of {list(_TIMES)}", time)
+    moment = _TIMES[time]
     conditions = ["outputs IS NOT NULL"]
     lo, hi = _epoch(start, "start", owner), _epoch(end, "end", owner)
     if lo is not None:
-        conditions.append(f"time >= {lo!r}")
+        conditions.append(f"{moment} >= {lo!r}")
     if hi is not None:
-        conditions.append(f"time < {hi!r}")
+        conditions.append(f"{moment} < {hi!r}")
     if versions is not None:
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in versions):
             raise invalid_parameter("versions", owner, "a list of ints", versions)
@@ -478,7 +488,7 @@ def labelled_predictions(
             "event_columns", owner, "event column names other than the output's", event_columns
         )
     files = _label_files(workspace, endpoint)
-    sql = _join_sql(_key_sets(files), files, " AND ".join(conditions), extra)
+    sql = _join_sql(_key_sets(files), files, " AND ".join(conditions), extra, moment)
     if not _log_exists(workspace, endpoint):
         empty = _empty_frame()
         for name in extra:
@@ -571,6 +581,7 @@ def realized_performance(
     include_shadows: bool = False,
     entity: str | None = None,
     metrics: RealizedPerformance | None = None,
+    time: str = "log",
 ) -> LabelledPerformance:
     """Realized metrics of ``endpoint`` per window, over its labelled predictions only.
 
@@ -582,7 +593,7 @@ def realized_performance(
     a window with predictions but no labels has coverage and no metrics. With ``entity``
     (an event column, the card: ``"CUSTOMER_ID"``), the top-k metric is Card Precision@k;
     every labelled prediction must then carry it. Predictions without a time or a score
-    are left out of windows and metrics.
+    are left out of windows and metrics. ``time`` as in :func:`labelled_predictions`.
     """
     owner = "realized_performance"
     if window not in _WINDOWS:
@@ -612,6 +623,7 @@ def realized_performance(
         end,
         include_shadows=include_shadows,
         event_columns=() if entity is None else (entity,),
+        time=time,
     )
     frame = frame[frame["time"].notna() & frame["score"].notna()]
     labelled = frame["label"].notna().to_numpy()

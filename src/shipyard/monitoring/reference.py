@@ -112,8 +112,77 @@ def reference_profile(
     batch: dict[str, NDArray[np.float64]] = {n: matrix[:, i] for i, n in enumerate(names)}
     batch[PREDICTION] = np.asarray(scores, dtype=np.float64)
     profile = DatasetProfile.from_reference(batch, n_bins=n_bins)
-    _store(reference_path(workspace, model, registered.version), profile.to_json())
+    path = reference_path(workspace, model, registered.version)
+    label = registered.lineage.columns.label
+    if label in frame.columns:
+        _store_scores(scores_path(path), batch[PREDICTION], frame[label].to_numpy())
+    _store(path, profile.to_json())
     return profile
+
+
+def scores_path(profile: Path) -> Path:
+    """Where the reference scores and labels beside a reference profile are stored."""
+    return profile.with_name(profile.stem + ".scores.parquet")
+
+
+def _store_scores(path: Path, scores: NDArray[np.float64], labels: NDArray[Any]) -> None:
+    """The evaluation frame's scores and 0/1 labels as Parquet, with its SHA-256 beside it."""
+    import hashlib
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    table = pa.table(
+        {
+            "score": pa.array(np.asarray(scores, dtype=np.float64)),
+            "label": pa.array(np.asarray(labels).astype(np.int8)),
+        }
+    )
+    pq.write_table(table, sink)
+    data = sink.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path, shared=False):
+        _write_atomically(path, data)
+        _write_atomically(_hash_path(path), (hashlib.sha256(data).hexdigest() + "\n").encode())
+
+
+def load_reference_scores(
+    workspace: Workspace, model: str, version: int | str
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """The scores and labels of ``model`` v``version`` on its evaluation window, verified.
+
+    Stored with the reference profile (built on first use like it); performance estimation
+    without labels (CBPE) fits its calibration on them.
+    """
+    import pyarrow.parquet as pq
+
+    from shipyard.integrity import verify_sha256
+    from shipyard.registry.models import ModelRegistry
+
+    registered = ModelRegistry(workspace).get(model, version)
+    path = scores_path(reference_path(workspace, model, registered.version))
+    recorded = _hash_path(path)
+    if not path.exists() or not recorded.exists():
+        reference_profile(workspace, model, registered.version)
+    if not path.exists():
+        raise DataValidationError(
+            f"The evaluation frame of {model} v{registered.version} has no label column "
+            f"{registered.lineage.columns.label!r}, so its reference scores have no labels."
+        )
+    with _locked(path, shared=True):
+        try:
+            verify_sha256(path, recorded.read_text().strip())
+        except IntegrityError as exc:
+            raise IntegrityError(
+                f"{exc} (reference scores of {model} v{registered.version}; delete "
+                f"{path.name} and {recorded.name} to rebuild them from the version's lineage)"
+            ) from None
+        table = pq.read_table(path)
+    scores = table.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
+    labels = table.column("label").to_numpy(zero_copy_only=False).astype(np.int64)
+    return scores, labels
 
 
 def _eval_window(registered: ModelVersion) -> dict[str, Any]:

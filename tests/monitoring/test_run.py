@@ -1,0 +1,216 @@
+"""``run_monitor``: every monitored quantity per window, stored, on a real workspace.
+
+The small simulated fraud data set, fraud v1 (LightGBM) registered by ``train_suite``;
+records written by the real PredictionLog over five days: three days of the version's own
+evaluation rows, then two days with amounts in cents (a broken transformation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shipyard.errors import ParameterError
+from shipyard.monitoring.labels import ingest_labels
+from shipyard.monitoring.points import load_points
+from shipyard.monitoring.run import parse_window, run_monitor
+from shipyard.registry.models import ModelRegistry
+from shipyard.serving.predlog import PredictionLog, log_folder
+from shipyard.workspace import Workspace
+from tests.conftest import SMALL
+
+DAY0 = datetime(2026, 11, 20)
+ROWS = 50
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
+    from shipyard.data.fraud_simulator import FraudSimulator, simulate_fraud_dataset
+    from shipyard.features.fraud import BASELINE_VIEWS
+    from shipyard.features.offline import OfflineStore
+    from shipyard.solutions.fraud import Protocol, train_suite
+
+    ws = Workspace.init(tmp_path_factory.mktemp("run") / "ws")
+    dataset = simulate_fraud_dataset(ws, FraudSimulator(**SMALL))  # type: ignore[arg-type]
+    OfflineStore(ws).materialize(BASELINE_VIEWS)
+    protocol = Protocol(start_date_training="2018-05-06", n_folds=2)
+    train_suite(ws, dataset, model_types=["lightgbm"], protocol=protocol, n_boot=0, promote=True)
+    yield ws
+    ws.close()
+
+
+def _eval_frame(ws: Workspace) -> pd.DataFrame:
+    from shipyard.training.frames import Window, load_frame
+
+    registered = ModelRegistry(ws).get("fraud", 1)
+    return load_frame(ws, Window.from_dict(registered.eval_window))
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.replace(tzinfo=UTC).timestamp()
+
+
+def _log(ws: Workspace, endpoint: str, days: list[pd.DataFrame], *, event_time: bool) -> list:
+    """Log each day's rows (v1 scores) in requests of ROWS; return (request_id, row, label)."""
+    registry = ModelRegistry(ws)
+    names = registry.get("fraud", 1).input_schema.names
+    model = registry.load("fraud", 1)
+    log = PredictionLog(log_folder(ws, endpoint), "w1", segment_bytes=256_000)
+    records: list[dict[str, Any]] = []
+    labels: list[tuple[str, int, int]] = []
+    for day, rows in enumerate(days):
+        matrix = rows[names].to_numpy(dtype=np.float64)
+        scores = model.predict(matrix)
+        base = _epoch(DAY0 + timedelta(days=day))
+        for start in range(0, len(matrix), ROWS):
+            stop = min(start + ROWS, len(matrix))
+            moment = base + 60.0 * (start // ROWS)
+            request_id = f"d{day}-{start}"
+            record = {
+                "request_id": request_id,
+                "time": 1e9 + len(records) if event_time else moment,
+                "endpoint": endpoint,
+                "model": "fraud",
+                "version": 1,
+                "arm": "champion",
+                "routing_key": None,
+                "protocol": "v2",
+                "inputs": matrix[start:stop].tolist(),
+                "outputs": scores[start:stop].tolist(),
+                "latency_ms": 1.0,
+            }
+            if event_time:
+                record["event_time"] = moment
+            records.append(record)
+            truth = rows["TX_FRAUD"].to_numpy()[start:stop]
+            labels += [(request_id, i, int(v)) for i, v in enumerate(truth)]
+
+    async def run() -> None:
+        for record in records:
+            await log.commit(record)
+
+    asyncio.run(run())
+    log.close()
+    return labels
+
+
+def _days(ws: Workspace) -> list[pd.DataFrame]:
+    """Three days of the evaluation rows as they are, then two with amounts in cents."""
+    frame = _eval_frame(ws).sample(frac=1.0, random_state=0).reset_index(drop=True)
+    parts = np.array_split(np.arange(len(frame)), 5)
+    days = [frame.iloc[p].reset_index(drop=True) for p in parts]
+    for day in days[3:]:
+        day["TX_AMOUNT"] = day["TX_AMOUNT"] * 100
+    return days
+
+
+@pytest.fixture(scope="module")
+def logged(trained: Workspace) -> tuple[Workspace, list]:
+    labels = _log(trained, "daily", _days(trained), event_time=False)
+    return trained, labels
+
+
+def _values(run: Any, metric: str) -> list[float | None]:
+    return [p.value for p in run.series(metric, "fraud v1")]
+
+
+def test_one_window_per_day_with_the_broken_days_drifting(logged: tuple[Workspace, list]) -> None:
+    ws, _ = logged
+    run = run_monitor(ws, "daily", time="log", threshold=0.3, evaluate_alerts=False)
+    assert run.groups == ("fraud v1",)
+    assert run.start == DAY0 and run.end == DAY0 + timedelta(days=5)
+    assert [p.window_start for p in run.series("records", "fraud v1")] == [
+        DAY0 + timedelta(days=d) for d in range(5)
+    ]
+    assert _values(run, "drift.verdict") == [0.0, 0.0, 0.0, 1.0, 1.0]
+    amount = _values(run, "drift.distance.TX_AMOUNT")
+    assert 3 * max(amount[:3]) < min(amount[3:]), amount  # type: ignore[operator,type-var]
+    latest = run.latest("fraud v1")
+    assert latest is not None and "TX_AMOUNT" in latest.drift.drifted
+    # the amount in cents pushes scores up: more alerts at the threshold
+    rates = _values(run, "alert_rate")
+    assert max(rates[:3]) < min(rates[3:])  # type: ignore[type-var]
+
+
+def test_estimated_performance_without_labels(logged: tuple[Workspace, list]) -> None:
+    ws, _ = logged
+    run = run_monitor(ws, "daily", time="log", threshold=0.3, evaluate_alerts=False)
+    auc = run.series("estimated.roc_auc", "fraud v1")
+    assert len(auc) == 5
+    for point in auc:
+        assert point.value is None or point.low <= point.value <= point.high  # type: ignore[operator]
+    assert not run.series("realized.roc_auc", "fraud v1")  # no labels yet
+
+
+def test_points_are_stored_and_a_rerun_replaces_them(logged: tuple[Workspace, list]) -> None:
+    ws, _ = logged
+    first = run_monitor(ws, "daily", time="log", evaluate_alerts=False)
+    second = run_monitor(ws, "daily", time="log", evaluate_alerts=False)
+    stored = load_points(ws, "daily", metric="records")
+    assert len(stored) == 5
+    assert {p.run_id for p in stored} == {second.run_id} != {first.run_id}
+    assert [p.value for p in stored] == _values(second, "records")
+
+
+def test_realized_performance_once_labels_arrive(logged: tuple[Workspace, list]) -> None:
+    ws, labels = logged
+    frame = pd.DataFrame(labels, columns=["request_id", "row", "label"])
+    first_days = frame[frame["request_id"].str[:2].isin(["d0", "d1"])]
+    ingest_labels(ws, "daily", first_days)
+    run = run_monitor(ws, "daily", time="log", threshold=0.3, evaluate_alerts=False)
+    labelled = _values(run, "labelled")
+    assert labelled[:2] == [1.0, 1.0] and labelled[2:] == [0.0, 0.0, 0.0]
+    realized = run.series("realized.roc_auc", "fraud v1")
+    assert [p.window_start for p in realized] == [DAY0, DAY0 + timedelta(days=1)]
+    stored = load_points(ws, "daily", metric="realized.*")
+    assert {p.window_start for p in stored} == {DAY0, DAY0 + timedelta(days=1)}
+
+
+def test_a_span_selects_windows_and_empty_windows_are_insufficient(
+    logged: tuple[Workspace, list],
+) -> None:
+    ws, _ = logged
+    run = run_monitor(
+        ws,
+        "daily",
+        time="log",
+        start=DAY0 + timedelta(days=4),
+        end=DAY0 + timedelta(days=7),
+        store=False,
+        evaluate_alerts=False,
+    )
+    assert _values(run, "records") == [pytest.approx(_values(run, "records")[0]), 0.0, 0.0]
+    assert _values(run, "drift.verdict")[1:] == [None, None]  # insufficient, never "no drift"
+    assert _values(run, "prediction.mean")[1:] == [None, None]
+
+
+def test_an_endpoint_without_traffic_gives_an_empty_run(trained: Workspace) -> None:
+    run = run_monitor(trained, "nothing-here", evaluate_alerts=False)
+    assert run.groups == () and run.points == ()
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [
+        ("window", "0D"),
+        ("window", "day"),
+        ("by", "model"),
+        ("time", "wall"),
+        ("threshold", float("nan")),
+    ],
+)
+def test_bad_arguments_name_the_field(trained: Workspace, argument: str, value: object) -> None:
+    with pytest.raises(ParameterError, match=argument):
+        run_monitor(trained, "daily", **{argument: value}, evaluate_alerts=False)  # type: ignore[arg-type]
+
+
+def test_window_lengths() -> None:
+    assert parse_window("1D") == timedelta(days=1)
+    assert parse_window("6h") == timedelta(hours=6)
+    assert parse_window("2w") == timedelta(weeks=2)
