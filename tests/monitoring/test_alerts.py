@@ -406,3 +406,18 @@ def test_post_false_posts_nothing(workspace: Workspace, receiver: Receiver) -> N
     (alert,) = evaluate_rules(workspace, "fraud", post=False)
     assert receiver.received == []
     assert alert.delivery == "not posted (evaluated with post=False)"
+
+
+def test_a_rule_narrowed_to_another_group_resolves_its_alert(
+    workspace: Workspace, receiver: Receiver
+) -> None:
+    store(workspace, [0.2, 0.3, 0.4], group="fraud v3")
+    add_rule(workspace, rule(webhook=receiver.url))
+    (alert,) = evaluate_rules(workspace, "fraud")
+
+    add_rule(workspace, rule(webhook=receiver.url, group="fraud v4"), replace=True)
+    assert evaluate_rules(workspace, "fraud") == []
+    (resolved,) = list_alerts(workspace, status="resolved")
+    assert resolved.id == alert.id
+    assert resolved.note == "rule no longer watches this series"
+    assert receiver.events() == [("raised", alert.id), ("resolved", alert.id)]

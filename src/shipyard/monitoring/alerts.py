@@ -536,6 +536,39 @@ def _evaluate_series(
         return None
 
 
+def _retire(workspace: Workspace, rule: AlertRule) -> list[int]:
+    """Resolve the rule's active alerts on series it no longer watches (a replaced rule)."""
+    from sqlalchemy import and_, select, update
+
+    from shipyard.tables import alerts as table
+
+    mine = and_(
+        table.c.endpoint == rule.endpoint,
+        table.c.rule == rule.name,
+        table.c.active_key.is_not(None),
+    )
+    retired: list[int] = []
+    now = _now()
+    with workspace.engine.begin() as con:
+        for row in con.execute(select(table.c.id, table.c.group, table.c.metric).where(mine)):
+            watched = rule.matches(row.metric) and rule.group in (None, row.group)
+            if not watched:
+                retired.append(int(row.id))
+        if retired:
+            con.execute(
+                update(table)
+                .where(and_(mine, table.c.id.in_(retired)))
+                .values(
+                    status=str(AlertStatus.RESOLVED),
+                    active_key=None,
+                    resolved_at=now,
+                    updated_at=now,
+                    note="rule no longer watches this series",
+                )
+            )
+    return retired
+
+
 def evaluate_rules(workspace: Workspace, endpoint: str, *, post: bool = True) -> list[Alert]:
     """Apply ``endpoint``'s enabled rules to its stored points; the alerts raised or still
     open or acknowledged, oldest first.
@@ -553,6 +586,7 @@ def evaluate_rules(workspace: Workspace, endpoint: str, *, post: bool = True) ->
             outcome = _evaluate_series(workspace, rule, group, metric, points)
             if outcome is not None:
                 events.append(outcome)
+        events.extend((alert_id, AlertEvent.RESOLVED) for alert_id in _retire(workspace, rule))
     for alert_id, event in events:
         _deliver(workspace, alert_id, event, post=post)
     names = {rule.name for rule in rules}
@@ -569,7 +603,16 @@ def _deliver(workspace: Workspace, alert_id: int, event: AlertEvent, *, post: bo
 
     with workspace.engine.connect() as con:
         row = con.execute(select(table).where(table.c.id == alert_id)).mappings().first()
-    if row is None or row["webhook"] is None:
+    if row is None:
+        return
+    logger.info(
+        "alert %s %s: %s",
+        alert_id,
+        event,
+        _alert(row).message,
+        extra={"endpoint": row["endpoint"], "alert_id": alert_id},
+    )
+    if row["webhook"] is None:
         return
     if not post:
         status = "not posted (evaluated with post=False)"
