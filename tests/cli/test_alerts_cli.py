@@ -51,14 +51,14 @@ def test_rules_alerts_and_acknowledgement(workspace: Workspace) -> None:
     shown = shipyard_alerts(workspace, "rules", "fraud")
     assert shown.exit_code == 0, shown.output
     assert "hooks.example.com" in shown.output and "secret-path" not in shown.output
-    (rule,) = json.loads(shipyard_alerts(workspace, "rules", "--json").output)
+    (rule,) = json.loads(shipyard_alerts(workspace, "rules", "--json").stdout)
     assert (rule["name"], rule["threshold"], rule["windows"]) == ("column-drift", 0.1, 2)
 
     store(workspace, "drift.distance.TX_AMOUNT", [0.2, 0.3])
     store(workspace, "drift.distance.TX_HOUR", [0.01, 0.3])
     evaluated = shipyard_alerts(workspace, "evaluate", "fraud", "--no-post", "--json")
     assert evaluated.exit_code == 0, evaluated.output
-    (alert,) = json.loads(evaluated.output)
+    (alert,) = json.loads(evaluated.stdout)
     assert alert["metric"] == "drift.distance.TX_AMOUNT"
 
     listed = shipyard_alerts(workspace, "list")
@@ -68,15 +68,15 @@ def test_rules_alerts_and_acknowledgement(workspace: Workspace) -> None:
     acked = shipyard_alerts(workspace, "ack", str(alert["id"]), "--note", "known", "--actor", "bob")
     assert acked.exit_code == 0, acked.output
     assert f"alert {alert['id']} acknowledged by bob" in acked.output
-    (seen,) = json.loads(shipyard_alerts(workspace, "list", "fraud", "--json").output)
+    (seen,) = json.loads(shipyard_alerts(workspace, "list", "fraud", "--json").stdout)
     assert seen["status"] == "acknowledged"
     assert (seen["acknowledged_by"], seen["note"]) == ("bob", "known")
-    assert json.loads(shipyard_alerts(workspace, "list", "--status", "open", "--json").output) == []
+    assert json.loads(shipyard_alerts(workspace, "list", "--status", "open", "--json").stdout) == []
 
     removed = shipyard_alerts(workspace, "remove", "fraud", "column-drift")
     assert removed.exit_code == 0, removed.output
-    assert json.loads(shipyard_alerts(workspace, "list", "--json").output) == []
-    (closed,) = json.loads(shipyard_alerts(workspace, "list", "--status", "all", "--json").output)
+    assert json.loads(shipyard_alerts(workspace, "list", "--json").stdout) == []
+    (closed,) = json.loads(shipyard_alerts(workspace, "list", "--status", "all", "--json").stdout)
     assert closed["status"] == "resolved"
     assert "none" in shipyard_alerts(workspace, "list").output
 
@@ -98,4 +98,4 @@ def test_bad_input_is_refused(workspace: Workspace) -> None:
     unknown = shipyard_alerts(workspace, "ack", "42")
     assert isinstance(unknown.exception, ParameterError)
     assert "'alert_id'" in str(unknown.exception) and "Got 42" in str(unknown.exception)
-    assert json.loads(shipyard_alerts(workspace, "rules", "--json").output) == []
+    assert json.loads(shipyard_alerts(workspace, "rules", "--json").stdout) == []
