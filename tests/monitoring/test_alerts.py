@@ -421,3 +421,51 @@ def test_a_rule_narrowed_to_another_group_resolves_its_alert(
     assert resolved.id == alert.id
     assert resolved.note == "rule no longer watches this series"
     assert receiver.events() == [("raised", alert.id), ("resolved", alert.id)]
+
+
+def test_a_failing_receiver_costs_its_tries_once_per_evaluation(
+    workspace: Workspace, receiver: Receiver
+) -> None:
+    receiver.answer = 503
+    add_rule(workspace, rule(metric="drift.distance.*", webhook=receiver.url, windows=1))
+    store(workspace, [0.2])
+    store(workspace, [0.3], metric="drift.distance.TX_HOUR")
+    first, second = evaluate_rules(workspace, "fraud")
+    assert len(receiver.received) == 3
+    assert first.delivery == "failed after 3 tries: HTTP 503"
+    assert second.delivery == (
+        f"not posted: the webhook failed after 3 tries: HTTP 503 for alert {first.id} "
+        "in this evaluation"
+    )
+
+
+def test_a_receiver_answering_garbage_is_recorded_not_raised(workspace: Workspace) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def answer_garbage() -> None:
+            for _ in range(3):
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(b"not http at all\r\n\r\n")
+
+        thread = threading.Thread(target=answer_garbage, daemon=True)
+        thread.start()
+        add_rule(workspace, rule(webhook=f"http://127.0.0.1:{port}/", windows=1))
+        store(workspace, [0.2])
+        (alert,) = evaluate_rules(workspace, "fraud")
+        thread.join(timeout=30)
+    assert alert.delivery is not None and alert.delivery.startswith("failed after 3 tries: ")
+
+
+def test_removing_a_rule_keeps_a_persons_note(workspace: Workspace) -> None:
+    add_rule(workspace, rule(windows=1))
+    store(workspace, [0.2])
+    (alert,) = evaluate_rules(workspace, "fraud")
+    acknowledge(workspace, alert.id, actor="alice", note="expected: new merchant")
+    remove_rule(workspace, "fraud", "amount-drift")
+    (closed,) = list_alerts(workspace, status="resolved")
+    assert (closed.note, closed.acknowledged_by) == ("expected: new merchant", "alice")

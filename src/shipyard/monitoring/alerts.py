@@ -21,7 +21,8 @@ alert (``delivery``) and logged; it never fails the evaluation.
 
 Example::
 
-    from shipyard.monitoring.alerts import AlertRule, add_rule, evaluate_rules, list_alerts
+    from shipyard.monitoring.alerts import (
+        AlertRule, acknowledge, add_rule, evaluate_rules, list_alerts)
 
     add_rule(ws, AlertRule("column-drift", "fraud", "drift.distance.*", ">", 0.1, windows=3,
                            webhook="https://hooks.example.com/shipyard"))
@@ -39,6 +40,7 @@ From the shell: ``shipyard monitor alerts add fraud column-drift --metric 'drift
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import math
@@ -408,18 +410,29 @@ def remove_rule(workspace: Workspace, endpoint: str, name: str) -> AlertRule:
                     alerts.c.active_key.is_not(None),
                 )
             )
-            .values(
-                status=str(AlertStatus.RESOLVED),
-                active_key=None,
-                resolved_at=now,
-                updated_at=now,
-                note="rule removed",
-            )
+            .values(**_resolution(now, note="rule removed"))
         )
     return found[0]
 
 
 # -- evaluation -------------------------------------------------------------------------------
+
+
+def _resolution(now: datetime, note: str | None = None) -> dict[str, Any]:
+    """The column values of a resolved alert; ``note`` replaces none a person wrote."""
+    from sqlalchemy import case
+
+    from shipyard.tables import alerts as table
+
+    values: dict[str, Any] = {
+        "status": str(AlertStatus.RESOLVED),
+        "active_key": None,
+        "resolved_at": now,
+        "updated_at": now,
+    }
+    if note is not None:
+        values["note"] = case((table.c.note == "", note), else_=table.c.note)
+    return values
 
 
 def _streak(points: Sequence[Point], rule: AlertRule) -> tuple[Point, list[Point]]:
@@ -496,14 +509,7 @@ def _evaluate_series(
                 return int(result.inserted_primary_key[0]), AlertEvent.RAISED
             if not streak:
                 con.execute(
-                    update(table)
-                    .where(table.c.id == active["id"])
-                    .values(
-                        status=str(AlertStatus.RESOLVED),
-                        active_key=None,
-                        resolved_at=now,
-                        updated_at=now,
-                    )
+                    update(table).where(table.c.id == active["id"]).values(**_resolution(now))
                 )
                 return int(active["id"]), AlertEvent.RESOLVED
             # still breaching: earlier breaches kept, the streak's windows (re)written
@@ -558,13 +564,7 @@ def _retire(workspace: Workspace, rule: AlertRule) -> list[int]:
             con.execute(
                 update(table)
                 .where(and_(mine, table.c.id.in_(retired)))
-                .values(
-                    status=str(AlertStatus.RESOLVED),
-                    active_key=None,
-                    resolved_at=now,
-                    updated_at=now,
-                    note="rule no longer watches this series",
-                )
+                .values(**_resolution(now, note="rule no longer watches this series"))
             )
     return retired
 
@@ -587,8 +587,9 @@ def evaluate_rules(workspace: Workspace, endpoint: str, *, post: bool = True) ->
             if outcome is not None:
                 events.append(outcome)
         events.extend((alert_id, AlertEvent.RESOLVED) for alert_id in _retire(workspace, rule))
+    failed: dict[str, str] = {}  # webhook -> why: one dead receiver costs its tries once
     for alert_id, event in events:
-        _deliver(workspace, alert_id, event, post=post)
+        _deliver(workspace, alert_id, event, post=post, failed=failed)
     names = {rule.name for rule in rules}
     return [a for a in list_alerts(workspace, endpoint) if a.rule in names]
 
@@ -596,7 +597,9 @@ def evaluate_rules(workspace: Workspace, endpoint: str, *, post: bool = True) ->
 # -- webhook ----------------------------------------------------------------------------------
 
 
-def _deliver(workspace: Workspace, alert_id: int, event: AlertEvent, *, post: bool) -> None:
+def _deliver(
+    workspace: Workspace, alert_id: int, event: AlertEvent, *, post: bool, failed: dict[str, str]
+) -> None:
     from sqlalchemy import select, update
 
     from shipyard.tables import alerts as table
@@ -614,8 +617,11 @@ def _deliver(workspace: Workspace, alert_id: int, event: AlertEvent, *, post: bo
     )
     if row["webhook"] is None:
         return
+    url = row["webhook"]
     if not post:
         status = "not posted (evaluated with post=False)"
+    elif url in failed:
+        status = f"not posted: {failed[url]}"
     else:
         payload = {**_alert(row).to_dict(), "event": str(event)}
         settings = workspace.settings
@@ -625,6 +631,8 @@ def _deliver(workspace: Workspace, alert_id: int, event: AlertEvent, *, post: bo
             token=settings.monitor_webhook_token,
             timeout_s=settings.monitor_webhook_timeout_s,
         )
+        if status.startswith("failed"):
+            failed[url] = f"the webhook {status} for alert {alert_id} in this evaluation"
         if not delivered:
             logger.warning(
                 "alert %s (%s) of %s: webhook to %s %s",
@@ -661,7 +669,7 @@ def post_webhook(
             reason = f"HTTP {exc.code}"
             if exc.code < 500 and exc.code not in (408, 429):
                 return False, f"refused ({reason})"
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
             cause = getattr(exc, "reason", exc)
             reason = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
     return False, f"failed after {WEBHOOK_TRIES} tries: {reason}"
