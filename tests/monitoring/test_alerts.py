@@ -206,6 +206,10 @@ def test_alert_follows_its_series_until_resolved(workspace: Workspace, receiver:
     assert list_alerts(workspace, "fraud") == []
     (resolved,) = list_alerts(workspace, "fraud", status="resolved")
     assert resolved.id == raised.id and resolved.resolved_at is not None
+    assert list_alerts(workspace, status="all") == list_alerts(workspace, status=None)
+    assert list_alerts(workspace, status="all") == [resolved]
+    with pytest.raises(ParameterError, match=r"'status' parameter of list_alerts.*'closed'"):
+        list_alerts(workspace, status="closed")
     assert receiver.events() == [("raised", raised.id), ("resolved", raised.id)]
 
     store(workspace, [0.2, 0.2, 0.2], first=5)  # breaching again: a new alert

@@ -186,7 +186,7 @@ def list_(ctx: click.Context, endpoint: str | None, status: str | None, as_json:
     """The alerts of ENDPOINT (default: of every endpoint), oldest first."""
     from shipyard.monitoring.alerts import ACTIVE, list_alerts
 
-    wanted = ACTIVE if status is None else (None if status == "all" else status)
+    wanted = ACTIVE if status is None else status
     found = list_alerts(open_workspace(ctx), endpoint, status=wanted)
     if as_json:
         click.echo(json.dumps([a.to_dict() for a in found], indent=2))

@@ -703,14 +703,15 @@ def _alert(row: Any) -> Alert:
 
 
 def _statuses(status: AlertStatus | str | Iterable[AlertStatus | str] | None) -> list[str]:
-    if status is None:
+    if status is None or status == "all":
         return [str(s) for s in AlertStatus]
     wanted = [status] if isinstance(status, str) else list(status)
     try:
         return [str(AlertStatus(s)) for s in wanted]
     except ValueError:
         choices = ", ".join(repr(s.value) for s in AlertStatus)
-        raise invalid_parameter("status", "list_alerts", f"None or {choices}", status) from None
+        expected = f"None or 'all' (every alert), or {choices}"
+        raise invalid_parameter("status", "list_alerts", expected, status) from None
 
 
 def list_alerts(
@@ -719,7 +720,7 @@ def list_alerts(
     status: AlertStatus | str | Iterable[AlertStatus | str] | None = ACTIVE,
 ) -> list[Alert]:
     """Stored alerts, oldest first: open and acknowledged ones by default, every one with
-    ``status=None``; of ``endpoint`` only when given."""
+    ``status=None`` or ``"all"``; of ``endpoint`` only when given."""
     from sqlalchemy import select
 
     from shipyard.tables import alerts as table
