@@ -1,0 +1,248 @@
+"""Serve a registered model for real and replay recorded traffic through it, by its own clock.
+
+:class:`LocalServer` runs ``shipyard serve`` as a subprocess on a free 127.0.0.1 port (its
+own process group, stopped with SIGTERM, killed if it hangs) and waits until it is ready.
+:func:`replay` sends a frame's rows in time order, one V2 request per simulated hour (split
+into requests of at most ``rows_per_request`` rows), each with ``X-Event-Time`` set to its
+hour so that monitoring windows follow the traffic's time, not the replay's. It returns the
+request id and row of every replayed row: what late labels are keyed by.
+
+Example::
+
+    with LocalServer(ws, "fraud@champion", endpoint="fraud-replay", log=out / "serve.log") as srv:
+        keys = replay(srv, frame[features], frame["TX_DATETIME"], prefix="replay-1")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, TYPE_CHECKING
+
+from shipyard.errors import ShipyardError, invalid_parameter
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from shipyard.workspace import Workspace
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+class ServerError(ShipyardError, RuntimeError):
+    """The replay server did not start, or answered a replayed request with an error."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalServer:
+    """``shipyard serve TARGET`` in a subprocess on 127.0.0.1, ready on ``__enter__``.
+
+    The endpoint's traffic policy is reset to ``target`` alone. ``log`` receives the
+    server's output (its tail is quoted when it fails to start).
+    """
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        target: str,
+        *,
+        endpoint: str,
+        log: Path,
+        workers: int = 1,
+        ready_timeout_s: float = 300.0,
+    ) -> None:
+        self.workspace = workspace
+        self.target = target
+        self.endpoint = endpoint
+        self.log = log
+        self.workers = workers
+        self.ready_timeout_s = ready_timeout_s
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+
+    def __enter__(self) -> LocalServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start the server and wait until ``/v2/health/ready`` answers 200."""
+        self.port = free_port()
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = self.log.open("wb")
+        command = [
+            sys.executable,
+            "-m",
+            "shipyard.cli.main",
+            "-w",
+            str(self.workspace.root),
+            "serve",
+            self.target,
+            "--endpoint",
+            self.endpoint,
+            "--reset",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+        ]
+        self._process = subprocess.Popen(
+            command,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped whole
+        )
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                self.stop()
+                raise ServerError(f"shipyard serve exited at start: {self._tail()}")
+            with contextlib.suppress(OSError):
+                if self.get("/v2/health/ready")[0] == 200:
+                    return
+            time.sleep(0.3)
+        self.stop()
+        raise ServerError(
+            f"shipyard serve was not ready after {self.ready_timeout_s:.0f} s: {self._tail()}"
+        )
+
+    def stop(self) -> None:
+        """SIGTERM the server's process group (SIGKILL after 30 s); idempotent."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        """One GET on a fresh connection: (status, body)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def _tail(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-3000:]
+        except OSError:
+            return "(no server log)"
+
+
+def replay(
+    server: LocalServer,
+    features: pd.DataFrame,
+    times: pd.Series[pd.Timestamp] | Sequence[pd.Timestamp],
+    *,
+    prefix: str,
+    rows_per_request: int = 200,
+    progress: ProgressCallback | None = None,
+) -> pd.DataFrame:
+    """Send ``features`` (the model's input columns, rows in time order) to ``server``.
+
+    One V2 request per hour of ``times`` (naive = UTC), split into requests of at most
+    ``rows_per_request`` rows; each carries ``X-Event-Time`` (its hour) and the request id
+    ``<prefix>-<n>``. Returns a frame aligned with ``features``: ``request_id``, ``row``
+    (the row within its request) and ``score``. Raises ServerError on any refused request.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if not isinstance(rows_per_request, int) or rows_per_request < 1:
+        raise invalid_parameter("rows_per_request", "replay", "an int >= 1", rows_per_request)
+    moments = pd.DatetimeIndex(pd.to_datetime(np.asarray(times)))
+    if len(moments) != len(features):
+        raise invalid_parameter(
+            "times", "replay", f"one time per feature row ({len(features)})", len(moments)
+        )
+    if len(moments) and not moments.is_monotonic_increasing:
+        raise invalid_parameter("times", "replay", "times in increasing order", "unsorted times")
+    hours = moments.floor("h")
+    matrix = features.to_numpy(dtype=np.float64)
+    starts = _request_starts(hours.asi8, rows_per_request)
+    request_ids = np.empty(len(features), dtype=object)
+    rows = np.empty(len(features), dtype=np.int64)
+    scores = np.empty(len(features), dtype=np.float64)
+    path = f"/v2/models/{server.endpoint}/infer"
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        for n, (a, b) in enumerate(starts):
+            request_id = f"{prefix}-{n:06d}"
+            body = {
+                "id": request_id,
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [b - a, matrix.shape[1]],
+                        "datatype": "FP64",
+                        "data": matrix[a:b].ravel().tolist(),
+                    }
+                ],
+            }
+            headers = {
+                "Content-Type": "application/json",
+                "X-Event-Time": hours[a].isoformat(),
+            }
+            connection.request("POST", path, json.dumps(body).encode(), headers)
+            response = connection.getresponse()
+            answer = response.read()
+            if response.status != 200:
+                raise ServerError(
+                    f"request {request_id} ({b - a} rows at {hours[a]}) was answered "
+                    f"{response.status}: {answer[:500].decode(errors='replace')}"
+                )
+            scores[a:b] = json.loads(answer)["outputs"][0]["data"]
+            request_ids[a:b] = request_id
+            rows[a:b] = np.arange(b - a)
+            if progress is not None:
+                progress("replay", n + 1, len(starts))
+    finally:
+        connection.close()
+    return pd.DataFrame(
+        {"request_id": request_ids, "row": rows, "score": scores}, index=features.index
+    )
+
+
+def _request_starts(hours: Sequence[int], size: int) -> list[tuple[int, int]]:
+    """[start, end) positions of the requests: one per hour, split into ``size`` rows."""
+    spans: list[tuple[int, int]] = []
+    first = 0
+    for i in range(1, len(hours) + 1):
+        if i == len(hours) or hours[i] != hours[first]:
+            spans += [(a, min(a + size, i)) for a in range(first, i, size)]
+            first = i
+    return spans
