@@ -194,7 +194,11 @@ def test_the_report_names_the_drifted_column_and_overlays_its_distribution(
     assert drift_run.windows[-1].drift.drifted == ["amount"]
     banner = page.words.split("Alerts", 2)[1]  # between the nav link and the heading
     assert "v1: drift — 1 of 3 columns drifted in the window 2026-11-22 → 2026-11-23" in banner
-    assert "(2,000 records): amount." in banner
+    assert "(2,000 rows): amount." in banner
+    # the key numbers of the same window, under the verdict
+    assert (
+        "Latest window: mean score 0.12, alert rate 2.0%, estimated auc 0.86, realized auc 0.81."
+    ) in banner
     assert "Distribution of amount" in page.figure_labels()
     # only drifted columns get an overlay
     assert "Distribution of age" not in page.figure_labels()
@@ -252,7 +256,7 @@ def test_user_text_is_escaped_in_tables_banners_and_figures() -> None:
     assert "fraud&lt;b&gt;&amp;co" in text
     # the parsed page reads the name as the user wrote it, in the banner and the figures
     assert (
-        f"1 of 3 columns drifted in the window 2026-11-22 → 2026-11-23 (2,000 records): {hostile}"
+        f"1 of 3 columns drifted in the window 2026-11-22 → 2026-11-23 (2,000 rows): {hostile}"
         in page.words
     )
     assert f"Distribution of {hostile}" in page.figure_labels()
@@ -271,7 +275,8 @@ def test_an_empty_window_reads_insufficient_data_never_zero() -> None:
     page = Page(render_report(run))
     words = page.words
     assert "INSUFFICIENT DATA" in words.upper()
-    assert "no predictions were logged in the window 2026-11-22 → 2026-11-23 (0 records)" in words
+    assert "no predictions were logged in the window 2026-11-22 → 2026-11-23 (0 rows)" in words
+    assert "Latest window: mean score insufficient data, alert rate insufficient data" in words
     # the columns table says so for each column instead of a distance of 0
     table = words.split("Columns in the latest window")[1]
     for column, kind in (("amount", "numeric"), ("age", "numeric"), ("merchant", "categorical")):

@@ -40,6 +40,7 @@ import io
 import itertools
 import math
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -68,7 +69,16 @@ _VERDICT_COLOUR = {
     Verdict.NO_DRIFT: "#2e7d32",
     Verdict.INSUFFICIENT_DATA: "#9e9e9e",
 }
-_PERFORMANCE_ORDER = ("auc", "ap", "precision", "recall", "fpr")
+_PERFORMANCE_ORDER = (
+    "roc_auc",
+    "auc",
+    "average_precision",
+    "ap",
+    "precision",
+    "recall",
+    "false_positive_rate",
+    "fpr",
+)
 _REFERENCE_COLOUR = "#5c6bc0"
 _CURRENT_COLOUR = "#ef6c00"
 _GAP_COLOUR = "#e0e0e0"
@@ -311,7 +321,7 @@ def _style_axes(ax: Any, *, dates: bool = True) -> None:
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     if dates:
-        locator = mdates.AutoDateLocator(maxticks=8)
+        locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
 
@@ -414,7 +424,10 @@ class _Report:
             "text.parse_math": False,  # a "$" in a column name is a dollar, not TeX
             "font.size": 9,
         }
-        with mpl.rc_context(settings):
+        with mpl.rc_context(settings), warnings.catch_warnings():
+            # Layout advice about tick spacing is no reason to fail a report.
+            for message in ("AutoDateLocator was unable", "Tight layout not applied"):
+                warnings.filterwarnings("ignore", message=message, category=UserWarning)
             return self.page()
 
     def page(self) -> str:
@@ -504,7 +517,7 @@ class _Report:
             verdict = report.verdict
             where = (
                 f"in the window {_span(latest.window_start, latest.window_end)} "
-                f"({_plural(latest.n_records, 'record')})"
+                f"({_plural(report.n_current, 'row')})"
             )
             n_columns = len(report.columns)
             untested = [c for c in report.columns if c.verdict is Verdict.INSUFFICIENT_DATA]
@@ -527,10 +540,39 @@ class _Report:
             Verdict.NO_DRIFT: "ok",
             Verdict.INSUFFICIENT_DATA: "insufficient",
         }[verdict]
+        numbers = self.headline(group, latest)
         return (
             f'<div class="banner {css}">{name}: <span class="verdict">{_e(verdict.value)}</span>'
-            f" — {text} {alert_text}</div>"
+            f" — {text} {alert_text}"
+            + (f'<div class="numbers">{numbers}</div>' if numbers else "")
+            + "</div>"
         )
+
+    def headline(self, group: str, latest: GroupWindow | None) -> str:
+        """The latest window's score, alert rate and first performance metric, in words."""
+        windows = self.windows(group)
+        if latest is not None:
+            windows = [w for w in windows if w == (latest.window_start, latest.window_end)]
+        if not windows:
+            return ""
+        window = windows[-1:]
+        parts = []
+        for metric, label, percent in (
+            ("prediction.mean", "mean score", False),
+            ("alert_rate", "alert rate", True),
+        ):
+            point = self.values(group, metric, window)[0]
+            if point is not None:
+                value = point.value
+                shown = _number(value) if not percent or value is None else f"{value:.1%}"
+                parts.append(f"{label} {shown}")
+        names = self.performance_names(group)
+        if names:
+            name = names[0]
+            for kind in ("estimated", "realized"):
+                found = self.values(group, f"{kind}.{name}", window)[0]
+                parts.append(f"{kind} {_e(name)} {_number(found.value if found else None)}")
+        return ("Latest window: " + ", ".join(parts) + ".") if parts else ""
 
     @staticmethod
     def ranked_drifted(window: GroupWindow) -> list[ColumnDrift]:
@@ -736,7 +778,7 @@ class _Report:
         x = np.arange(len(labels))
         ax.bar(x - 0.2, ref_share, 0.4, color=_REFERENCE_COLOUR, label="reference")
         ax.bar(x + 0.2, cur_share, 0.4, color=_CURRENT_COLOUR, label="this window")
-        ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
+        ax.set_xticks(x, labels, rotation=55, ha="right", rotation_mode="anchor", fontsize=7)
         _style_axes(ax, dates=False)
         numeric = isinstance(reference, NumericProfile)
         ax.set_xlabel("bin (value range)" if numeric else "category")
@@ -766,19 +808,20 @@ class _Report:
             parts.append("<p>Insufficient data: no window has predictions.</p>")
         return "".join(parts) + "</section>"
 
+    def performance_names(self, group: str) -> list[str]:
+        """The performance metrics of ``group`` (estimated or realized), the usual ones first."""
+        names = set(self.metrics(group, "estimated.")) | set(self.metrics(group, "realized."))
+        last = len(_PERFORMANCE_ORDER)
+        return sorted(
+            names,
+            key=lambda m: (_PERFORMANCE_ORDER.index(m) if m in _PERFORMANCE_ORDER else last, m),
+        )
+
     def performance(self, group: str) -> str:
         import numpy as np
 
         windows = self.windows(group)
-        estimated = self.metrics(group, "estimated.")
-        realized = self.metrics(group, "realized.")
-        names = sorted(
-            set(estimated) | set(realized),
-            key=lambda m: (
-                _PERFORMANCE_ORDER.index(m) if m in _PERFORMANCE_ORDER else len(_PERFORMANCE_ORDER),
-                m,
-            ),
-        )
+        names = self.performance_names(group)
         labelled = self.values(group, "labelled", windows)
         has_labelled = any(p is not None for p in labelled)
         if not names and not has_labelled:
@@ -885,7 +928,7 @@ class _Report:
             align="edge",
             color="#78909c",
         )
-        axes[0].set_ylabel("predictions")
+        axes[0].set_ylabel("records logged")
         axes[0].set_title(f"Traffic of {_short(group, 40)} per window", fontsize=10)
         for ax, metric, label in (
             (axes[1], "prediction.mean", "mean score"),
@@ -917,7 +960,7 @@ class _Report:
             _style_axes(ax)
         axes[2].set_xlabel("window (UTC)")
         caption = (
-            "Top: predictions logged per window. Middle: mean score. Bottom: share of scores at "
+            "Top: records logged per window. Middle: mean score. Bottom: share of scores at "
             "or above the serving threshold. A sudden change in volume or score often comes "
             "before drift shows; grey windows have insufficient data for the quantity."
         )
@@ -1047,6 +1090,7 @@ table.facts th{font-weight:600;color:#546e7a}
 .banner.drift{border-color:#c62828;background:#ffebee}
 .banner.ok{border-color:#2e7d32;background:#e8f5e9}
 .banner.insufficient{border-color:#9e9e9e;background:#f5f5f5}
+.numbers{font-size:13px;color:#37474f;margin-top:2px}
 .verdict{font-weight:700;text-transform:uppercase;margin-right:4px}
 .status{font-weight:600;padding:1px 6px;border-radius:3px;font-size:12px;white-space:nowrap}
 .status.open,.status.drift{background:#ffcdd2;color:#b71c1c}
