@@ -473,3 +473,38 @@ def test_removing_a_rule_keeps_a_persons_note(workspace: Workspace) -> None:
     remove_rule(workspace, "fraud", "amount-drift")
     (closed,) = list_alerts(workspace, status="resolved")
     assert (closed.note, closed.acknowledged_by) == ("expected: new merchant", "alice")
+
+
+def test_concurrent_evaluations_raise_and_resolve_once(
+    workspace: Workspace, receiver: Receiver
+) -> None:
+    add_rule(workspace, rule(webhook=receiver.url))
+    store(workspace, [0.2, 0.3, 0.4])
+
+    def evaluate_together() -> None:
+        start = threading.Barrier(4)
+        errors: list[BaseException] = []
+
+        def one() -> None:
+            ws = Workspace.open(workspace.root)  # its own engine, as another process has
+            try:
+                start.wait()
+                evaluate_rules(ws, "fraud")
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                ws.close()
+
+        threads = [threading.Thread(target=one) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+
+    evaluate_together()
+    (alert,) = list_alerts(workspace, status=None)
+    store(workspace, [0.0], first=3)
+    evaluate_together()
+    assert receiver.events() == [("raised", alert.id), ("resolved", alert.id)]
+    assert [a.status for a in list_alerts(workspace, status=None)] == [AlertStatus.RESOLVED]

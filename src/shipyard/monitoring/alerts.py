@@ -467,7 +467,7 @@ def _evaluate_series(
     workspace: Workspace, rule: AlertRule, group: str, metric: str, points: Sequence[Point]
 ) -> tuple[int, AlertEvent] | None:
     """Raise, update or resolve the series' alert; the event to post, if any."""
-    from sqlalchemy import insert, select, update
+    from sqlalchemy import and_, insert, select, update
     from sqlalchemy.exc import IntegrityError
 
     from shipyard.tables import alerts as table
@@ -507,11 +507,11 @@ def _evaluate_series(
                 )
                 assert result.inserted_primary_key is not None
                 return int(result.inserted_primary_key[0]), AlertEvent.RAISED
+            # only while still active: of two evaluations at once, one resolves and posts
+            still_active = and_(table.c.id == active["id"], table.c.active_key == key)
             if not streak:
-                con.execute(
-                    update(table).where(table.c.id == active["id"]).values(**_resolution(now))
-                )
-                return int(active["id"]), AlertEvent.RESOLVED
+                done = con.execute(update(table).where(still_active).values(**_resolution(now)))
+                return (int(active["id"]), AlertEvent.RESOLVED) if done.rowcount else None
             # still breaching: earlier breaches kept, the streak's windows (re)written
             kept = [
                 b
@@ -528,7 +528,7 @@ def _evaluate_series(
             if changed:
                 con.execute(
                     update(table)
-                    .where(table.c.id == active["id"])
+                    .where(still_active)
                     .values(
                         breaches=breaches,
                         last_window_end=newest.window_end,
