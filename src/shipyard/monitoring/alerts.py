@@ -7,8 +7,10 @@ A rule watches the points ``shipyard monitor run`` stores (see
 series are consecutive (each starts where the previous ended) and all breach, an alert is
 raised; a window with too little data (a NULL value) never breaches, so it breaks the
 streak, as does a missing window. An alert stays open, updated with each newer breaching
-window, until the newest window no longer breaches: it is then resolved. A person may
-acknowledge an open alert (who, when, a note); it still resolves on its own.
+window, until the newest window no longer breaches (a NULL newest window included): it is
+then resolved. A person may acknowledge an open alert (who, when, a note); it still
+resolves on its own. Removing a rule, or replacing it so that it no longer watches a
+series, resolves its alerts; a disabled rule leaves them as they are.
 
 Every run of ``shipyard monitor run`` evaluates the endpoint's rules; ``evaluate_rules``
 does it on demand. Evaluating again on the same points changes nothing and posts nothing.
@@ -16,8 +18,9 @@ Rules and alerts are stored in the workspace database (``shipyard_alert_rules``,
 ``shipyard_alerts``). An alert is stored first, then posted, if its rule has a webhook, as
 JSON (the alert's fields plus ``"event": "raised"`` or ``"resolved"``) with
 ``Authorization: Bearer <monitor_webhook_token>`` when that setting is set: 3 tries, each
-within ``monitor_webhook_timeout_s`` (5 s by default). A failed delivery is recorded on the
-alert (``delivery``) and logged; it never fails the evaluation.
+within ``monitor_webhook_timeout_s`` (5 s by default), a 4xx answer not retried. A failed
+delivery is recorded on the alert (``delivery``) and logged; it never fails the evaluation,
+and a webhook that failed is not tried again for the other alerts of that evaluation.
 
 Example::
 
