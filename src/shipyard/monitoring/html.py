@@ -314,16 +314,31 @@ class _Figures:
         return text.replace("<svg", f'<svg role="img" aria-label="{_e(label)}"', 1)
 
 
-def _style_axes(ax: Any, *, dates: bool = True) -> None:
-    mdates = _dates()
+def _style_axes(ax: Any, windows: Sequence[Window] | None) -> None:
+    """Light grid, no top/right frame; a date axis over ``windows`` unless None.
+
+    A few windows get one tick per window boundary, so each tick is where a window starts.
+    """
     ax.grid(True, color="#eeeeee", linewidth=0.8)
     ax.set_axisbelow(True)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    if dates:
+    if windows is None:
+        return
+    mdates = _dates()
+    edges = sorted({start for start, _ in windows} | {end for _, end in windows})
+    if edges:
+        first, last = float(mdates.date2num(edges[0])), float(mdates.date2num(edges[-1]))
+        margin = 0.02 * (last - first)
+        ax.set_xlim(first - margin, last + margin)
+    if 2 <= len(edges) <= 8:
+        from matplotlib.ticker import FixedLocator
+
+        locator = FixedLocator([float(mdates.date2num(edge)) for edge in edges])
+    else:
         locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
-        ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
 
 
 def _dates() -> Any:
@@ -550,6 +565,8 @@ class _Report:
 
     def headline(self, group: str, latest: GroupWindow | None) -> str:
         """The latest window's score, alert rate and first performance metric, in words."""
+        if latest is not None and latest.n_records == 0:
+            return ""  # the verdict already says no predictions were logged
         windows = self.windows(group)
         if latest is not None:
             windows = [w for w in windows if w == (latest.window_start, latest.window_end)]
@@ -630,7 +647,7 @@ class _Report:
                 if bars:
                     colour = _STATUS_COLOUR.get(a.status, "#000000")
                     ax.broken_barh(bars, (row - 0.35, 0.7), color=colour)
-        _style_axes(ax)
+        _style_axes(ax, self.all_windows())
         ax.set_yticks(range(len(names)), [_short(n, 48) for n in names], fontsize=8)
         ax.set_ylim(len(names) - 0.5, -0.5)
         ax.set_xlabel("window (UTC)")
@@ -709,7 +726,7 @@ class _Report:
         ax.set_ylabel(f"{distance_name} distance")
         ax.set_title(f"Drift over time — {_short(group, 40)}: distance to the reference per window")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-        _style_axes(ax)
+        _style_axes(ax, windows)
         verdicts = self.values(group, "drift.verdict", windows)
         for window, point in zip(windows, verdicts, strict=True):
             if point is None:
@@ -725,7 +742,7 @@ class _Report:
             loc="upper left",
             bbox_to_anchor=(1.01, 1.2),
         )
-        _style_axes(strip)
+        _style_axes(strip, windows)
         strip.grid(False)
         hidden = len(columns) - len(shown)
         caption = (
@@ -779,7 +796,7 @@ class _Report:
         ax.bar(x - 0.2, ref_share, 0.4, color=_REFERENCE_COLOUR, label="reference")
         ax.bar(x + 0.2, cur_share, 0.4, color=_CURRENT_COLOUR, label="this window")
         ax.set_xticks(x, labels, rotation=55, ha="right", rotation_mode="anchor", fontsize=7)
-        _style_axes(ax, dates=False)
+        _style_axes(ax, None)
         numeric = isinstance(reference, NumericProfile)
         ax.set_xlabel("bin (value range)" if numeric else "category")
         ax.set_ylabel("share of rows")
@@ -871,7 +888,7 @@ class _Report:
                 _shade_gaps(ax, windows, empty)
                 ax.set_title(name, fontsize=9)
             ax.set_ylabel("share" if name == "labelled" else "value")
-            _style_axes(ax)
+            _style_axes(ax, windows)
         legend: dict[str, Any] = {}
         for ax in axes.flat[: len(panels)]:
             for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
@@ -957,7 +974,7 @@ class _Report:
         if self.run.threshold is None:
             axes[2].set_title("alert rate: no serving threshold set", fontsize=8)
         for ax in axes:
-            _style_axes(ax)
+            _style_axes(ax, windows)
         axes[2].set_xlabel("window (UTC)")
         caption = (
             "Top: records logged per window. Middle: mean score. Bottom: share of scores at "
