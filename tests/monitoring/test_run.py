@@ -8,6 +8,7 @@ evaluation rows, then two days with amounts in cents (a broken transformation).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -214,3 +215,57 @@ def test_window_lengths() -> None:
     assert parse_window("1D") == timedelta(days=1)
     assert parse_window("6h") == timedelta(hours=6)
     assert parse_window("2w") == timedelta(weeks=2)
+
+
+def test_windows_follow_the_event_time_when_requests_carry_one(trained: Workspace) -> None:
+    """A replay logged within seconds is windowed by its requests' own (event) times."""
+    _log(trained, "replayed", _days(trained), event_time=True)
+    by_event = run_monitor(trained, "replayed", threshold=0.3, store=False, evaluate_alerts=False)
+    assert by_event.start == DAY0 and by_event.end == DAY0 + timedelta(days=5)
+    assert _values(by_event, "drift.verdict") == [0.0, 0.0, 0.0, 1.0, 1.0]
+    by_log = run_monitor(
+        trained, "replayed", time="log", window="1W", store=False, evaluate_alerts=False
+    )
+    assert len(by_log.series("records", "fraud v1")) == 1  # all logged within one window
+
+
+def test_monitor_run_status_and_report_commands(
+    logged: tuple[Workspace, list], tmp_path: Any
+) -> None:
+    from click.testing import CliRunner
+
+    from shipyard.cli.main import cli
+    from shipyard.monitoring.alerts import AlertRule, add_rule
+
+    ws, _ = logged
+    add_rule(
+        ws,
+        AlertRule(
+            name="data-drift", endpoint="daily", metric="drift.verdict", op=">=",
+            threshold=1.0, windows=2,
+        ),
+    )  # fmt: skip
+    runner = CliRunner()
+    root = ["--workspace", str(ws.root), "monitor"]
+    report = tmp_path / "daily.html"
+    ran = runner.invoke(
+        cli, [*root, "run", "daily", "--time", "log", "--threshold", "0.3", "--report", str(report)]
+    )
+    assert ran.exit_code == 1, ran.output  # the rule fired: an open alert
+    said = " ".join(ran.output.split())
+    assert "drifted 2026-11-23: TX_AMOUNT" in said and "ALERT 1 (open)" in said, ran.output
+    html = report.read_text()
+    assert "TX_AMOUNT" in html and "<svg" in html
+    status = runner.invoke(cli, [*root, "status", "daily", "--json"])
+    assert status.exit_code == 1, status.output
+    document = json.loads(status.output)
+    (group,) = document["groups"].values()
+    assert group["window_start"] == (DAY0 + timedelta(days=4)).isoformat()
+    assert group["points"]["drift.verdict"]["value"] == 1.0
+    assert [a["rule"] for a in document["alerts"]] == ["data-drift"]
+    again = tmp_path / "again.html"
+    written = runner.invoke(cli, [*root, "report", "daily", "--time", "log", "--out", str(again)])
+    assert written.exit_code == 0, written.output
+    assert "TX_AMOUNT" in again.read_text()
+    nothing = runner.invoke(cli, [*root, "status", "unknown-endpoint"])
+    assert nothing.exit_code == 0 and "nothing stored yet" in nothing.output

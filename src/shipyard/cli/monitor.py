@@ -223,3 +223,286 @@ def _cell(metric: Any) -> str:
     if metric.low is None or metric.high is None:
         return f"{metric.value:.3f}"
     return f"{metric.value:.3f} [{metric.low:.3f}, {metric.high:.3f}]"
+
+
+def _attach_alerts() -> None:
+    from shipyard.cli.alerts import alerts
+
+    monitor.add_command(alerts)
+
+
+_attach_alerts()
+
+_run_options = [
+    click.option(
+        "--window", default="1D", show_default=True, help="window length: 1D, 6h, 1W ..."
+    ),
+    click.option(
+        "--threshold", type=float, default=0.5, show_default=True,
+        help="the serving decision threshold (alert rate, precision, recall, FPR)",
+    ),
+    click.option(
+        "--by", type=click.Choice(["version", "arm"]), default="version", show_default=True
+    ),
+    click.option(
+        "--time", "moment", type=click.Choice(["event", "log"]), default="event",
+        show_default=True,
+        help="window by the requests' event time (X-Event-Time; log time when absent) or log time",
+    ),
+]  # fmt: skip
+
+
+def _with_run_options(command: Any) -> Any:
+    for option in reversed(_run_options):
+        command = option(command)
+    return command
+
+
+@monitor.command()
+@click.argument("endpoint")
+@_with_window
+@_with_run_options
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False),
+    help="also write the HTML report here",
+)
+@click.option("--no-post", is_flag=True, help="store alerts without posting their webhooks")
+@click.option("--json", "as_json", is_flag=True, help="print the run as JSON")
+@click.pass_context
+def run(
+    ctx: click.Context,
+    endpoint: str,
+    since: str | None,
+    start: str | None,
+    end: str | None,
+    window: str,
+    threshold: float,
+    by: str,
+    moment: str,
+    report_path: str | None,
+    no_post: bool,
+    as_json: bool,
+) -> None:
+    """Compute and store every monitored quantity of ENDPOINT per window; evaluate alerts.
+
+    Per model version (or arm) and window: volume, score mean, alert rate, drift of every
+    input and of the score, CBPE-estimated performance and, where labels were joined, the
+    realized metrics. A window computed again replaces its numbers. Exits with 1 while an
+    alert is open (for cron or CI).
+    """
+    from shipyard.monitoring.run import run_monitor
+
+    ws = open_workspace(ctx)
+    first, last = _window(since, start, end)
+    result = run_monitor(
+        ws, endpoint, start=first, end=last, window=window, threshold=threshold, by=by,
+        time=moment, post=not no_post,
+    )  # fmt: skip
+    if report_path is not None:
+        _write_report(ws, result, report_path)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        out = console()
+        _print_run(out, result)
+        if report_path is not None:
+            out.print(f"report: {report_path}")
+    if any(getattr(a, "status", None) == "open" for a in result.alerts):
+        ctx.exit(1)
+
+
+def _write_report(ws: Any, result: Any, path: str) -> None:
+    from shipyard.monitoring.alerts import list_alerts
+    from shipyard.monitoring.html import write_report
+    from shipyard.monitoring.points import load_points
+
+    alerts = [a.to_dict() for a in list_alerts(ws, result.endpoint, status="all")]
+    write_report(result, path, history=load_points(ws, result.endpoint), alerts=alerts)
+
+
+def _fmt(point: Any) -> str:
+    if point is None:
+        return "—"
+    if point.value is None:
+        return "insufficient data"
+    text = f"{point.value:.3f}"
+    if point.low is not None and point.high is not None:
+        text += f" [{point.low:.3f}, {point.high:.3f}]"
+    return text
+
+
+def _when(moment: Any, width: Any) -> str:
+    """A window's start: the date alone for windows of whole days."""
+    whole_days = width.total_seconds() % 86_400 == 0
+    return f"{moment:%Y-%m-%d}" if whole_days else f"{moment:%Y-%m-%d %H:%M}"
+
+
+def _length(width: Any) -> str:
+    seconds = int(width.total_seconds())
+    for unit, size in (("W", 604_800), ("D", 86_400), ("h", 3_600)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _print_run(out: Any, result: Any) -> None:
+    """Per group, one row per window: volume, drift, estimated and realized AUC, alert rate;
+    then the columns that drifted and the alerts."""
+    from rich.table import Column, Table
+
+    if not result.groups:
+        out.print(f"{result.endpoint}: no prediction in the span; nothing monitored")
+    for group in result.groups:
+        table = Table(
+            Column("window", no_wrap=True), "records", "drift", "alert rate", "est. AUC", "realized AUC", "labelled",
+            title=f"{result.endpoint} {group}: {_when(result.start, result.window)} .. "
+            f"{_when(result.end, result.window)}, windows of {_length(result.window)}",
+        )  # fmt: skip
+        by_window: dict[Any, dict[str, Any]] = {}
+        for p in result.points:
+            if p.group == group:
+                by_window.setdefault(p.window_start, {})[p.metric] = p
+        drifted = {w.window_start: w.drift.drifted for w in result.windows if w.group == group}
+        notes = []
+        for start in sorted(by_window):
+            row = by_window[start]
+            verdict = row.get("drift.verdict")
+            if verdict is None or verdict.value is None:
+                drift = "insufficient"
+            elif verdict.value:
+                columns = drifted.get(start, [])
+                drift = f"DRIFT ({len(columns)})"
+                notes.append(f"{_when(start, result.window)}: {', '.join(columns)}")
+            else:
+                drift = "no drift"
+            records = row.get("records")
+            table.add_row(
+                _when(start, result.window),
+                "0" if records is None or records.value is None else f"{records.value:,.0f}",
+                drift,
+                _value(row.get("alert_rate")),
+                _value(row.get("estimated.roc_auc")),
+                _value(row.get("realized.roc_auc")),
+                _value(row.get("labelled")),
+                style="bold red" if verdict is not None and verdict.value else None,
+            )
+        out.print(table)
+        for note in notes:
+            out.print(f"  drifted {note}")
+    for alert in result.alerts:
+        out.print(f"[bold red]ALERT {alert.id}[/] ({alert.status}): {alert.message}")
+
+
+def _value(point: Any) -> str:
+    """A point's value alone (tables too narrow for intervals); see --json for them."""
+    if point is None:
+        return "—"
+    return "insufficient" if point.value is None else f"{point.value:.3f}"
+
+
+@monitor.command()
+@click.argument("endpoint")
+@click.option("--json", "as_json", is_flag=True, help="print the status as JSON")
+@click.pass_context
+def status(ctx: click.Context, endpoint: str, as_json: bool) -> None:
+    """The newest stored window of each group of ENDPOINT and its active alerts.
+
+    Reads what `shipyard monitor run` stored; computes nothing. Exits with 1 while an
+    alert is open.
+    """
+    from rich.table import Table
+
+    from shipyard.monitoring.alerts import list_alerts
+    from shipyard.monitoring.points import load_points
+
+    ws = open_workspace(ctx)
+    points = load_points(ws, endpoint)
+    active = list_alerts(ws, endpoint)
+    latest: dict[str, Any] = {}
+    for p in points:
+        if p.metric == "records":
+            latest[p.group] = max(latest.get(p.group, p.window_start), p.window_start)
+    if as_json:
+        document = {
+            "endpoint": endpoint,
+            "groups": {
+                group: {
+                    "window_start": start.isoformat(),
+                    "points": {
+                        p.metric: p.to_dict()
+                        for p in points
+                        if p.group == group and p.window_start == start
+                    },
+                }
+                for group, start in latest.items()
+            },
+            "alerts": [a.to_dict() for a in active],
+        }
+        click.echo(json.dumps(document, indent=2, default=str))
+    else:
+        out = console()
+        if not latest:
+            out.print(f"{endpoint}: nothing stored yet; run `shipyard monitor run {endpoint}`")
+        for group, start in sorted(latest.items()):
+            mine = {p.metric: p for p in points if p.group == group and p.window_start == start}
+            windows = len({p.window_start for p in points if p.group == group})
+            table = Table(
+                "quantity", "value",
+                title=f"{endpoint} {group}: newest window {start:%Y-%m-%d %H:%M} "
+                f"({windows} windows stored)",
+            )  # fmt: skip
+            for metric in (
+                "records", "drift.verdict", "drift.columns_drifted", "prediction.mean",
+                "alert_rate", "estimated.roc_auc", "estimated.precision", "realized.roc_auc",
+                "realized.average_precision", "labelled",
+            ):  # fmt: skip
+                if metric in mine:
+                    table.add_row(metric, _fmt(mine[metric]))
+            out.print(table)
+        if active:
+            for alert in active:
+                out.print(f"[bold red]ALERT {alert.id}[/] ({alert.status}): {alert.message}")
+        else:
+            out.print(f"{endpoint}: no active alert")
+    if any(a.status == "open" for a in active):
+        ctx.exit(1)
+
+
+@monitor.command()
+@click.argument("endpoint")
+@click.option(
+    "--out", "out_path", type=click.Path(dir_okay=False), default="monitoring-report.html",
+    show_default=True, help="where to write the HTML file",
+)  # fmt: skip
+@_with_window
+@_with_run_options
+@click.pass_context
+def report(
+    ctx: click.Context,
+    endpoint: str,
+    out_path: str,
+    since: str | None,
+    start: str | None,
+    end: str | None,
+    window: str,
+    threshold: float,
+    by: str,
+    moment: str,
+) -> None:
+    """Write ENDPOINT's self-contained HTML monitoring report (opens with no network).
+
+    Recomputes the span's windows (stores nothing, posts nothing) for the distribution
+    plots, and adds the stored history and every alert.
+    """
+    from shipyard.monitoring.run import run_monitor
+
+    ws = open_workspace(ctx)
+    first, last = _window(since, start, end)
+    result = run_monitor(
+        ws, endpoint, start=first, end=last, window=window, threshold=threshold, by=by,
+        time=moment, store=False, evaluate_alerts=False,
+    )  # fmt: skip
+    _write_report(ws, result, out_path)
+    console().print(f"{endpoint}: report written to {out_path}")
