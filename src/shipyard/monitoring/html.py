@@ -276,36 +276,34 @@ class _AlertRow:
 
 
 class _Figures:
-    """Matplotlib figures rendered as inline SVG, text kept as text, ids unique per figure."""
+    """Matplotlib figures rendered as inline SVG, text kept as text, ids unique per figure.
+
+    Figures are made without pyplot: no global backend is switched and none is left open.
+    """
 
     def __init__(self) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
         self.count = 0
 
     def new(self, rows: int = 1, cols: int = 1, **kwargs: Any) -> tuple[Any, Any]:
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
-        return plt.subplots(rows, cols, **kwargs)
+        figsize = kwargs.pop("figsize", None)
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(rows, cols, **kwargs)
 
     def svg(self, fig: Any, label: str) -> str:
         import matplotlib as mpl
-        import matplotlib.pyplot as plt
 
         self.count += 1
         buffer = io.StringIO()
-        try:
-            # A salt per figure keeps the ids of clip paths and markers unique on the page.
-            mpl.rcParams["svg.hashsalt"] = f"shipyard-figure-{self.count}"
-            fig.savefig(
-                buffer,
-                format="svg",
-                bbox_inches="tight",
-                metadata={"Creator": None, "Date": None, "Format": None, "Type": None},
-            )
-        finally:
-            plt.close(fig)
+        # A salt per figure keeps the ids of clip paths and markers unique on the page.
+        mpl.rcParams["svg.hashsalt"] = f"shipyard-figure-{self.count}"
+        fig.savefig(
+            buffer,
+            format="svg",
+            bbox_inches="tight",
+            metadata={"Creator": None, "Date": None, "Format": None, "Type": None},
+        )
         text = buffer.getvalue()
         text = text[text.index("<svg") :]
         # Inline SVG in HTML needs no namespace declarations, and the page names no URL.
@@ -390,14 +388,8 @@ def _figure_html(svg: str, caption: str, anchor: str = "") -> str:
 class _Report:
     def __init__(self, run: MonitorRun, history: Sequence[Point], alerts: list[_AlertRow]):
         self.run = run
-        self.alerts = sorted(
-            alerts,
-            key=lambda a: (
-                _STATUS_ORDER.get(a.status, 3),
-                -(a.raised_at or datetime.min).timestamp() if a.raised_at else 0.0,
-                a.series,
-            ),
-        )
+        newest_first = sorted(alerts, key=lambda a: a.raised_at or datetime.min, reverse=True)
+        self.alerts = sorted(newest_first, key=lambda a: _STATUS_ORDER.get(a.status, 3))
         merged: dict[tuple[str, str, datetime, datetime], Point] = {}
         for point in itertools.chain(history, run.points):
             if point.endpoint == run.endpoint:
