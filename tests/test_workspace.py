@@ -28,9 +28,12 @@ def test_init_creates_settings_database_and_roots(tmp_path: Path) -> None:
     con = sqlite3.connect(db)
     names = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
     assert names == {
+        "shipyard_alert_rules",
+        "shipyard_alerts",
         "shipyard_datasets",
         "shipyard_feature_materializations",
         "shipyard_model_versions",
+        "shipyard_monitor_points",
         "shipyard_online_freshness",
         "shipyard_registry_events",
         "shipyard_traffic_policies",

@@ -147,3 +147,12 @@ def test_help_and_import_stay_light(tmp_path: Path) -> None:
         check=True,
     )
     assert probe.stdout.strip() == "[]"
+
+
+def test_info_hides_tokens(tmp_path: Path) -> None:
+    shipyard("init", ".", cwd=tmp_path)
+    secret = "s3cr3t-admin-token-value"
+    shown = shipyard("info", cwd=tmp_path, env={"SHIPYARD_SERVING_ADMIN_TOKEN": secret})
+    assert shown.returncode == 0, shown.stderr
+    assert secret not in shown.stdout
+    assert "serving_admin_token" in shown.stdout and "(set, hidden)" in shown.stdout

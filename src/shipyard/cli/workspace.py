@@ -34,7 +34,9 @@ def info(ctx: click.Context) -> None:
     ws = open_workspace(ctx)
     table = Table(title=f"Workspace {ws.root}", show_header=False)
     for name in type(ws.settings).model_fields:
-        table.add_row(name, str(getattr(ws.settings, name)))
+        value = getattr(ws.settings, name)
+        secret = name.endswith(("_token", "_password")) and value is not None
+        table.add_row(name, "(set, hidden)" if secret else str(value))
     table.add_row("resolved database", ws.database_url)
     table.add_row("data sets", str(len(list_datasets(ws))))
     console().print(table)

@@ -100,7 +100,7 @@ def store_points(workspace: Workspace, points: Iterable[Point], run_id: str | No
 
     run = run_id or new_run_id()
     now = datetime.now(UTC).replace(tzinfo=None)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for point in points:
         start = _naive(point.window_start, "window_start")
         end = _naive(point.window_end, "window_end")
@@ -125,16 +125,21 @@ def store_points(workspace: Workspace, points: Iterable[Point], run_id: str | No
         )
     if not rows:
         return 0
+    # one DELETE per (endpoint, group, window) with the metrics it replaces, not per point
+    replaced: dict[tuple[str, str, datetime, datetime], set[str]] = {}
+    for row in rows:
+        key = (str(row["endpoint"]), str(row["group"]), row["window_start"], row["window_end"])
+        replaced.setdefault(key, set()).add(str(row["metric"]))
     with workspace.engine.begin() as con:
-        for row in rows:
+        for (endpoint, group, start, end), metrics in replaced.items():
             con.execute(
                 delete(table).where(
                     and_(
-                        table.c.endpoint == row["endpoint"],
-                        table.c.group == row["group"],
-                        table.c.metric == row["metric"],
-                        table.c.window_start == row["window_start"],
-                        table.c.window_end == row["window_end"],
+                        table.c.endpoint == endpoint,
+                        table.c.group == group,
+                        table.c.window_start == start,
+                        table.c.window_end == end,
+                        table.c.metric.in_(sorted(metrics)),
                     )
                 )
             )
@@ -164,7 +169,9 @@ def load_points(
     if metric is not None:
         names = [metric] if isinstance(metric, str) else list(metric)
         clauses = [
-            table.c.metric.startswith(name[:-1]) if name.endswith("*") else table.c.metric == name
+            table.c.metric.startswith(name[:-1], autoescape=True)
+            if name.endswith("*")
+            else table.c.metric == name
             for name in names
         ]
         conditions.append(or_(*clauses))
