@@ -21,6 +21,7 @@ COMMANDS = {
     "endpoint": "shipyard.cli.endpoint:endpoint",
     "logs": "shipyard.cli.logs:logs",
     "monitor": "shipyard.cli.monitor:monitor",
+    "scenario": "shipyard.cli.scenario:scenario",
 }
 
 

@@ -264,11 +264,12 @@ def run_drift_scenario(
 
     ``drift`` sets the segment share, factor and seed (its dates are those of the drifted
     week); ``simulator`` overrides :data:`SCENARIO_SIMULATOR` when a champion must be trained.
-    The endpoint's earlier prediction log and labels are deleted first.
+    The endpoint's earlier prediction log, labels, monitoring points and alert rules are
+    deleted first (its earlier alerts are resolved).
     """
     drift = drift or AmountDrift()
     drift.check()
-    clock = _Clock()
+    clock = _Clock(progress)
     champion, dataset = _champion(workspace, simulator, progress)
     clock.lap("champion")
     replay_start, drift_start, replay_end = _replay_span(champion, dataset)
@@ -459,10 +460,20 @@ def _replay_frame(
 
 
 def _forget_endpoint(workspace: Workspace, endpoint: str) -> None:
-    """Delete the scenario endpoint's earlier prediction log and labels (a rerun starts clean)."""
+    """Delete what an earlier run left for the endpoint: prediction log, labels, stored points;
+    remove its alert rules (which resolves their alerts). A rerun starts clean."""
+    from sqlalchemy import delete
+
+    from shipyard.monitoring.alerts import list_rules, remove_rule
     from shipyard.monitoring.labels import label_folder
     from shipyard.monitoring.logstore import parquet_folder
     from shipyard.serving.predlog import log_folder
+    from shipyard.tables import monitor_points
+
+    for rule in list_rules(workspace, endpoint):
+        remove_rule(workspace, endpoint, rule.name)
+    with workspace.engine.begin() as con:
+        con.execute(delete(monitor_points).where(monitor_points.c.endpoint == endpoint))
 
     for folder in (
         log_folder(workspace, endpoint),
@@ -635,11 +646,18 @@ def _midnight(day: date) -> pd.Timestamp:
 
 
 class _Clock:
-    def __init__(self) -> None:
+    """Seconds per step, and the steps done as progress."""
+
+    STEPS = 5
+
+    def __init__(self, progress: ProgressCallback | None) -> None:
         self.last = time.perf_counter()
         self.laps: dict[str, float] = {}
+        self.progress = progress
 
     def lap(self, stage: str) -> None:
         now = time.perf_counter()
         self.laps[stage] = round(now - self.last, 3)
         self.last = now
+        if self.progress is not None:
+            self.progress("Drift scenario (steps)", len(self.laps), self.STEPS)

@@ -229,7 +229,7 @@ def replay(
             request_ids[a:b] = request_id
             rows[a:b] = np.arange(b - a)
             if progress is not None:
-                progress("replay", n + 1, len(starts))
+                progress("Replaying traffic (requests)", n + 1, len(starts))
     finally:
         connection.close()
     return pd.DataFrame(
