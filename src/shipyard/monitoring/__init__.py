@@ -15,6 +15,17 @@ Example::
     'no drift'
 """
 
+from shipyard.monitoring.alerts import (
+    Alert,
+    AlertRule,
+    AlertStatus,
+    acknowledge,
+    add_rule,
+    evaluate_rules,
+    list_alerts,
+    list_rules,
+    remove_rule,
+)
 from shipyard.monitoring.drift import (
     ChiSquareTest,
     DriftResult,
@@ -29,6 +40,7 @@ from shipyard.monitoring.estimation import (
     EstimationReport,
     compare,
 )
+from shipyard.monitoring.html import render_report, write_report
 from shipyard.monitoring.labels import (
     LabelIngestion,
     LabelledPerformance,
@@ -39,6 +51,7 @@ from shipyard.monitoring.labels import (
 from shipyard.monitoring.logstore import CompactionResult, compact, predictions, query
 from shipyard.monitoring.multiple import Correction, adjust_p_values
 from shipyard.monitoring.performance import PerformanceReport, RealizedPerformance
+from shipyard.monitoring.points import Point, load_points, store_points
 from shipyard.monitoring.profiles import (
     CategoricalProfile,
     ColumnKind,
@@ -53,8 +66,12 @@ from shipyard.monitoring.reference import (
     reference_profile,
 )
 from shipyard.monitoring.report import ColumnDrift, DatasetDriftTest, DriftReport
+from shipyard.monitoring.run import GroupWindow, MonitorRun, run_monitor
 
 __all__ = [
+    "Alert",
+    "AlertRule",
+    "AlertStatus",
     "CategoricalProfile",
     "ChiSquareTest",
     "ColumnDrift",
@@ -67,27 +84,41 @@ __all__ = [
     "DriftReport",
     "DriftResult",
     "EstimationReport",
+    "GroupWindow",
     "Histogram",
     "JensenShannonDistance",
     "KolmogorovSmirnovTest",
     "LabelIngestion",
     "LabelledPerformance",
+    "MonitorRun",
     "NumericProfile",
     "PerformanceReport",
+    "Point",
     "PopulationStabilityIndex",
     "RealizedPerformance",
     "Verdict",
     "WassersteinDistance",
+    "acknowledge",
+    "add_rule",
     "adjust_p_values",
     "compact",
     "compare",
     "current_profile",
     "drift_report",
+    "evaluate_rules",
     "ingest_labels",
     "labelled_predictions",
+    "list_alerts",
+    "list_rules",
+    "load_points",
     "load_reference_profile",
     "predictions",
     "query",
     "realized_performance",
     "reference_profile",
+    "remove_rule",
+    "render_report",
+    "run_monitor",
+    "store_points",
+    "write_report",
 ]
