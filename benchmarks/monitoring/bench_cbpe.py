@@ -18,9 +18,11 @@ On every window: the realized ROC AUC, precision and recall (labels joined,
 reference, its default calibration rule, 500 label draws for the sampling error) and
 NannyML's (``nannyml.CBPE``, binary, roc_auc / precision / recall, each window one chunk),
 each with its sampling error and time. NannyML runs from its own environment, never
-Shipyard's; the two exchange Parquet files (``nannyml_cbpe.py`` is its side)::
+Shipyard's; the two exchange Parquet files (``nannyml_cbpe.py`` is its side). NannyML 0.13.1
+imports statsmodels without declaring it and needs pandas < 3::
 
-    python3 -m venv /tmp/nannyml && /tmp/nannyml/bin/pip install nannyml pyarrow
+    python3 -m venv /tmp/nannyml
+    /tmp/nannyml/bin/pip install nannyml pyarrow statsmodels "pandas<3"
     .venv/bin/python benchmarks/monitoring/bench_cbpe.py --nannyml /tmp/nannyml/bin/python
 
 Results: ``benchmarks/monitoring/cbpe_results.md`` and ``cbpe_results.json``.
