@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -206,6 +207,11 @@ def test_the_report_names_the_drifted_column_and_overlays_its_distribution(
     # the overlay's caption gives the missing share and the evidence behind the verdict
     assert "amount (numeric), window 2026-11-22 → 2026-11-23" in page.words
     assert "missing 0.0% → 0.0%" in page.words
+    # the caption gives the shift itself: amount's mean moved by 1 (from about 0)
+    found = re.search(r"amount \(numeric\).*?; mean (-?[\d.]+) → (-?[\d.]+)\)", page.words)
+    assert found is not None
+    before, after = (float(x) for x in found.groups())
+    assert abs(before) < 0.1 and abs(after - 1.0) < 0.1
     assert "jensen-shannon distance" in page.words
 
 
@@ -336,6 +342,38 @@ def test_the_alert_table_lists_open_alerts_first_with_their_message(drift_page: 
     banner = words.split("Alerts", 2)[1]
     assert "1 open alert." in banner
     assert "Alert timeline" in Page(drift_page).figure_labels()
+
+
+def test_alerts_of_the_run_are_read_and_old_resolved_ones_summarized(
+    drift_run: MonitorRun,
+) -> None:
+    from shipyard.monitoring.alerts import Alert, AlertOp, AlertStatus, Breach
+
+    def real(id: int, status: AlertStatus, day: int) -> Alert:
+        start = START + day * DAY
+        return Alert(
+            id=id,
+            rule="drift",
+            endpoint=ENDPOINT,
+            group="v1",
+            metric="drift.verdict",
+            op=AlertOp.GE,
+            threshold=1.0,
+            windows=1,
+            status=status,
+            breaches=(Breach(start, start + DAY, 1.0),),
+            first_window_start=start,
+            last_window_end=start + DAY,
+            raised_at=start + DAY,
+            updated_at=start + DAY,
+        )
+
+    current = real(2, AlertStatus.OPEN, 2)
+    long_ago = real(1, AlertStatus.RESOLVED, -30)
+    words = Page(render_report(replace(drift_run, alerts=(current, long_ago)))).words
+    assert f"open drift v1 drift.verdict {current.message}" in words
+    assert "1 resolved alert whose windows all ended before this report's first window" in words
+    assert "2026-10-21" not in words  # the old alert's window is not in the table
 
 
 def test_history_extends_the_time_plots_and_the_runs_points_win(drift_run: MonitorRun) -> None:

@@ -145,6 +145,8 @@ def _e(text: object) -> str:
 def _number(value: float | None, digits: int = 3) -> str:
     if value is None or not math.isfinite(value):
         return "insufficient data"
+    if 1_000 <= abs(value) < 1e9:
+        return f"{value:,.0f}"  # 1,020 reads better than 1.02e+03
     return f"{value:.{digits}g}"
 
 
@@ -388,13 +390,21 @@ def _figure_html(svg: str, caption: str, anchor: str = "") -> str:
 class _Report:
     def __init__(self, run: MonitorRun, history: Sequence[Point], alerts: list[_AlertRow]):
         self.run = run
-        newest_first = sorted(alerts, key=lambda a: a.raised_at or datetime.min, reverse=True)
-        self.alerts = sorted(newest_first, key=lambda a: _STATUS_ORDER.get(a.status, 3))
         merged: dict[tuple[str, str, datetime, datetime], Point] = {}
         for point in itertools.chain(history, run.points):
             if point.endpoint == run.endpoint:
                 merged[(point.group, point.metric, point.window_start, point.window_end)] = point
         self.points = merged
+        newest_first = sorted(alerts, key=lambda a: a.raised_at or datetime.min, reverse=True)
+        self.all_alerts = sorted(newest_first, key=lambda a: _STATUS_ORDER.get(a.status, 3))
+        shown = self.all_windows()
+        since = shown[0][0] if shown else None
+        # An active alert always shows; a resolved one while its windows are on the page.
+        self.alerts = [
+            a
+            for a in self.all_alerts
+            if a.status != "resolved" or since is None or not a.values or a.values[-1][1] > since
+        ]
         groups = list(run.groups)
         for point in run.points:
             if point.group not in groups:
@@ -593,10 +603,14 @@ class _Report:
     def alerts_section(self) -> str:
         head = '<section id="alerts"><h2>Alerts</h2>'
         if not self.alerts:
-            return (
-                head + "<p>No alert is open, acknowledged or was raised by this run.</p></section>"
-            )
+            return head + "<p>No alert is open, acknowledged or was raised.</p></section>"
         rows = []
+        older = len(self.all_alerts) - len(self.alerts)
+        if older:
+            head += (
+                f"<p>{_plural(older, 'resolved alert')} whose windows all ended before this "
+                "report's first window are not shown.</p>"
+            )
         for a in self.alerts:
             status = _e(a.status)
             who = f" by {_e(a.acknowledged_by)}" if a.acknowledged_by else ""
@@ -720,11 +734,18 @@ class _Report:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
         _style_axes(ax, windows)
         verdicts = self.values(group, "drift.verdict", windows)
-        for window, point in zip(windows, verdicts, strict=True):
+        counts = self.values(group, "drift.columns_drifted", windows)
+        for window, point, count in zip(windows, verdicts, counts, strict=True):
             if point is None:
                 continue
             verdict = _verdict_of(point.value)
-            strip.broken_barh([_bar(window)], (0, 1), color=_VERDICT_COLOUR[verdict])
+            start, width = _bar(window)
+            strip.broken_barh([(start, width)], (0, 1), color=_VERDICT_COLOUR[verdict])
+            if verdict is Verdict.DRIFT and count and count.value and len(windows) <= 40:
+                strip.text(
+                    start + width / 2, 0.5, f"{count.value:.0f}", ha="center", va="center",
+                    fontsize=7, color="white",
+                )  # fmt: skip
         strip.set_yticks([])
         strip.set_ylabel("data set\nverdict", rotation=0, ha="right", va="center", fontsize=8)
         strip.set_xlabel("window (UTC)")
@@ -742,7 +763,8 @@ class _Report:
             "means more different. A column drifts when it is above the dashed effect-size "
             "floor and its corrected test is significant; solid lines drifted in the latest "
             "window, dotted ones are the most distant of the rest. The strip below is the data "
-            "set's verdict per window. Grey: insufficient data, drawn as a gap, never as 0."
+            "set's verdict per window, with the number of columns that drifted. Grey: "
+            "insufficient data, drawn as a gap, never as 0."
             + (f" The other {hidden} columns are in the columns table." if hidden > 0 else "")
         )
         return _figure_html(self.figures.svg(fig, f"Drift over time, {group}"), _e(caption))
@@ -795,7 +817,10 @@ class _Report:
         ax.set_title(f"{_short(column, 36)}: reference vs this window", fontsize=10)
         ax.legend(fontsize=7)
         shares = f"missing {_share(reference, 'missing')} → {_share(current, 'missing')}"
-        if not numeric:
+        if isinstance(reference, NumericProfile) and isinstance(current, NumericProfile):
+            after = _number(current.mean) if current.count else "insufficient data"
+            shares += f"; mean {_number(reference.mean)} → {after}"
+        else:
             shares += f", unseen {_share(reference, 'unseen')} → {_share(current, 'unseen')}"
         caption = (
             f"<strong>{_e(column)}</strong> ({drift.kind.value}), window "
@@ -1106,6 +1131,7 @@ table.facts th{font-weight:600;color:#546e7a}
 .status.acknowledged{background:#ffe0b2;color:#e65100}
 .status.resolved,.status.insufficient{background:#eeeeee;color:#424242}
 .status.ok{background:#c8e6c9;color:#1b5e20}
+@media print{figure,.banner,tr{break-inside:avoid}nav{display:none}}
 figure{margin:12px 0}figure svg{max-width:100%;height:auto}
 figcaption{font-size:12.5px;color:#455a64;max-width:900px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:8px}
