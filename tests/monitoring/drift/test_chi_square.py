@@ -72,6 +72,39 @@ class TestChiSquare:
         assert result.verdict is Verdict.INSUFFICIENT_DATA
         assert np.isnan(result.statistic)
 
+    @pytest.mark.slow
+    @pytest.mark.parametrize("column", ["500 Zipf categories", "70 % zeros", "Poisson ties"])
+    def test_small_sample_p_values_are_not_too_small_where_benjamini_hochberg_looks(
+        self, column: str
+    ) -> None:
+        # With 25 columns BH compares the smallest p-values with 0.002 ... 0.01: a p-value
+        # that is too small there lifts the data set's A/A rate above alpha. 1,000 rows per
+        # side, where expected counts are small and the chi-square approximation is weakest.
+        from scipy.stats import binom
+
+        rng = np.random.default_rng(20261127)
+        zipf = 1.0 / np.arange(1, 501)
+
+        def draw() -> np.ndarray:
+            if column == "500 Zipf categories":
+                return rng.choice(500, size=1000, p=zipf / zipf.sum())
+            if column == "70 % zeros":
+                return np.where(rng.random(1000) < 0.7, 0.0, rng.exponential(50.0, 1000))
+            return rng.poisson(2.0, 1000).astype(np.float64)
+
+        trials, level = 3000, 0.01
+        below = 0
+        for _ in range(trials):
+            if column == "500 Zipf categories":
+                reference: NumericProfile | CategoricalProfile = CategoricalProfile.from_reference(
+                    "c", draw()
+                )
+            else:
+                reference = NumericProfile.from_reference("x", draw())
+            p_value = ChiSquareTest().compare(reference, reference.empty().update(draw())).p_value
+            below += p_value is not None and p_value < level
+        assert below <= binom.ppf(0.999, trials, level)  # exceeded by chance once in 1,000
+
     @pytest.mark.parametrize(
         ("params", "name"),
         [({"alpha": 1.5}, "alpha"), ({"min_rows": 0}, "min_rows"), ({"min_expected": -1}, "min")],
