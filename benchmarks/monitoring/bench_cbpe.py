@@ -19,7 +19,7 @@ reference, its default calibration rule, 500 label draws for the sampling error)
 NannyML's (``nannyml.CBPE``, binary, roc_auc / precision / recall, each window one chunk),
 each with its sampling error and time. NannyML runs from its own environment, never
 Shipyard's; the two exchange Parquet files (``nannyml_cbpe.py`` is its side). NannyML 0.13.1
-imports statsmodels without declaring it and needs pandas < 3::
+imports statsmodels without declaring it; the committed run used pandas 2.3.3::
 
     python3 -m venv /tmp/nannyml
     /tmp/nannyml/bin/pip install nannyml pyarrow statsmodels "pandas<3"
