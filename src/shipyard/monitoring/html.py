@@ -1,36 +1,40 @@
 """The monitoring report: one self-contained HTML file an on-call engineer opens from disk.
 
-``render_report(run, history=load_points(ws, endpoint))`` returns the page as text and
-``write_report(run, "report.html", ...)`` writes it (atomically). The page has no script
-and loads nothing: every figure is inline SVG, the style is inline, and a
-Content-Security-Policy forbids any fetch, so it opens the same from a laptop, an e-mail
-attachment or an air-gapped machine (``xdg-open report.html``, or any browser's File, Open).
+``render_report(run, history=load_points(ws, endpoint), alerts=...)`` returns the page as
+text and ``write_report(run, "report.html", ...)`` writes it atomically; ``shipyard monitor
+report ENDPOINT --out report.html`` does both. The page has no script and loads nothing:
+every figure is inline SVG (its text stays text: searchable and selectable), the style is
+inline, and a Content-Security-Policy forbids any fetch, so it opens the same from a
+laptop, an e-mail attachment or an air-gapped machine: double-click it, or ``xdg-open
+report.html`` (``open`` on macOS). A month of daily windows over 35 columns is under 1 MB.
 
 What it shows, in the order an on-call engineer reads it:
 
-1. **Summary**: the endpoint, the span and windows, when it was generated, and per group
-   (model version or arm) a banner with the latest window's verdict in words: drift, no
-   drift or insufficient data, which columns drifted, and how many alerts are open.
-2. **Alerts**: a table (status, rule, message, since, latest value), open ones first, and
-   an alert timeline: windows on the x axis, one row per rule and series, the windows that
-   breached marked in the colour of the alert's status.
+1. **Summary**: the endpoint, the run's span and window length, the windows shown, when
+   it was generated, and per group (model version or arm) a banner with the latest
+   window's verdict in words (drift, no drift or insufficient data), the columns that
+   drifted, the open alerts, and that window's mean score, alert rate and performance.
+2. **Alerts**: a table (status, rule, group, metric, message, since, latest value against
+   the rule), open ones first, and an alert timeline: windows on the x axis, one row per
+   rule and series, breaching windows coloured by the alert's status. Resolved alerts
+   whose windows all ended before the page's first window are counted, not listed.
 3. **Drift over time**, per group: the distance of the drifted columns (or the most
-   distant ones) per window, with the effect-size floor as a dashed line, and the data
-   set's verdict per window as a strip below.
+   distant ones) per window, with the effect-size floor as a dashed line, and a strip
+   with the data set's verdict and the number of drifted columns per window.
 4. **Distributions** of each drifted column in the latest window: the reference's and the
    window's share of rows per bin (numeric columns: bins labelled by their edges;
-   categorical columns: categories), the missing (and unseen) share included.
+   categorical columns: the most frequent categories), the missing (and unseen) share,
+   and in the caption the mean's shift, the distance and the corrected p-value.
 5. **Performance**: realized (from joined labels) against estimated (CBPE, no labels)
-   per metric and window, with their intervals as bands, and the share of predictions
-   labelled.
-6. **Traffic**: predictions per window, mean score and alert rate.
+   per metric and window, with their intervals as bands, and the share labelled.
+6. **Traffic**: records logged per window, mean score and alert rate.
 7. **Columns**: the latest window's table per column: test, corrected p-value, distance,
-   floor and verdict.
+   floor, verdict and rows tested.
 
 Each figure has a title, axis labels and a caption saying how to read it. A window with
 too little data for a quantity is a gap in its line, shaded grey, and "insufficient data"
-in tables: never a 0. ``history`` (stored points of earlier runs) extends the time plots
-beyond this run's span; where both have a point, the run's wins.
+in text and tables: never a 0. ``history`` (stored points of earlier runs) extends the time
+plots of the run's groups beyond its span; where both have a point, the run's wins.
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ _REFERENCE_COLOUR = "#5c6bc0"
 _CURRENT_COLOUR = "#ef6c00"
 _GAP_COLOUR = "#e0e0e0"
 
-Window = tuple[datetime, datetime]
+_Window = tuple[datetime, datetime]
 
 
 def render_report(
@@ -314,7 +318,7 @@ class _Figures:
         return text.replace("<svg", f'<svg role="img" aria-label="{_e(label)}"', 1)
 
 
-def _style_axes(ax: Any, windows: Sequence[Window] | None) -> None:
+def _style_axes(ax: Any, windows: Sequence[_Window] | None) -> None:
     """Light grid, no top/right frame; a date axis over ``windows`` unless None.
 
     A few windows get one tick per window boundary, so each tick is where a window starts.
@@ -348,20 +352,20 @@ def _dates() -> Any:
     return matplotlib.dates
 
 
-def _x(windows: Sequence[Window]) -> list[float]:
+def _x(windows: Sequence[_Window]) -> list[float]:
     """Window midpoints as matplotlib date numbers."""
     mdates = _dates()
     return [float(mdates.date2num(a + (b - a) / 2)) for a, b in windows]
 
 
-def _bar(window: Window) -> tuple[float, float]:
+def _bar(window: _Window) -> tuple[float, float]:
     """A window as (start, width) in matplotlib date numbers."""
     mdates = _dates()
     start, end = (float(mdates.date2num(t)) for t in window)
     return start, end - start
 
 
-def _shade_gaps(ax: Any, windows: Sequence[Window], empty: Sequence[bool]) -> bool:
+def _shade_gaps(ax: Any, windows: Sequence[_Window], empty: Sequence[bool]) -> bool:
     """Shade the windows with no value; True if any was shaded (for the legend)."""
     shaded = False
     for window, gap in zip(windows, empty, strict=True):
@@ -417,13 +421,13 @@ class _Report:
 
     # ---- data access
 
-    def windows(self, group: str) -> list[Window]:
+    def windows(self, group: str) -> list[_Window]:
         return sorted({(k[2], k[3]) for k in self.points if k[0] == group})
 
-    def all_windows(self) -> list[Window]:
+    def all_windows(self) -> list[_Window]:
         return sorted({(k[2], k[3]) for k in self.points})
 
-    def values(self, group: str, metric: str, windows: Sequence[Window]) -> list[Point | None]:
+    def values(self, group: str, metric: str, windows: Sequence[_Window]) -> list[Point | None]:
         return [self.points.get((group, metric, a, b)) for a, b in windows]
 
     def metrics(self, group: str, prefix: str) -> list[str]:
