@@ -230,7 +230,8 @@ class _AlertRow:
     message: str
     op: str
     threshold: float | None
-    values: tuple[tuple[datetime, datetime, float | None], ...]
+    breaches: tuple[tuple[datetime, datetime, float | None], ...]
+    """(window start, window end, value) of each breaching window, oldest first."""
     since: datetime | None
     raised_at: datetime | None
     resolved_at: datetime | None
@@ -238,16 +239,17 @@ class _AlertRow:
 
     @classmethod
     def of(cls, data: Mapping[str, Any]) -> _AlertRow:
-        values = []
+        breaches = []
         # ``breaches`` in shipyard.monitoring.alerts; ``values`` in its first draft.
         for item in data.get("breaches") or data.get("values") or ():
             if not isinstance(item, Mapping):
                 continue
             start, end = _moment(item.get("window_start")), _moment(item.get("window_end"))
             if start is not None and end is not None:
-                values.append((start, end, _float(item.get("value"))))
-        values.sort(key=lambda v: v[0])
-        since = _moment(data.get("first_window_start")) or (values[0][0] if values else None)
+                breaches.append((start, end, _float(item.get("value"))))
+        breaches.sort(key=lambda b: b[0])
+        first = breaches[0][0] if breaches else None
+        since = _moment(data.get("first_window_start")) or first
         return cls(
             rule=str(data.get("rule") or data.get("id") or "alert"),
             group=str(data.get("group") or ""),
@@ -256,7 +258,7 @@ class _AlertRow:
             message=str(data.get("message") or ""),
             op=str(data.get("op") or ""),
             threshold=_float(data.get("threshold")),
-            values=tuple(values),
+            breaches=tuple(breaches),
             since=since,
             raised_at=_moment(data.get("raised_at")),
             resolved_at=_moment(data.get("resolved_at")),
@@ -269,9 +271,9 @@ class _AlertRow:
 
     @property
     def latest_value(self) -> str:
-        if not self.values:
+        if not self.breaches:
             return "—"
-        text = _number(self.values[-1][2])
+        text = _number(self.breaches[-1][2])
         if self.op and self.threshold is not None:
             text += f" ({self.op} {_number(self.threshold)})"
         return text
@@ -407,7 +409,10 @@ class _Report:
         self.alerts = [
             a
             for a in self.all_alerts
-            if a.status != "resolved" or since is None or not a.values or a.values[-1][1] > since
+            if a.status != "resolved"
+            or since is None
+            or not a.breaches
+            or a.breaches[-1][1] > since
         ]
         groups = list(run.groups)
         for point in run.points:
@@ -618,6 +623,8 @@ class _Report:
         for a in self.alerts:
             status = _e(a.status)
             who = f" by {_e(a.acknowledged_by)}" if a.acknowledged_by else ""
+            if a.resolved_at is not None:
+                who += f" on {_when(a.resolved_at)}"
             rows.append(
                 f'<tr><td><span class="status {status}">{status}</span>{who}</td>'
                 f"<td>{_e(a.rule)}</td><td>{_e(a.group)}</td><td>{_e(a.metric)}</td>"
@@ -653,7 +660,7 @@ class _Report:
             if evaluated:
                 ax.broken_barh([_bar(w) for w in evaluated], (row - 0.12, 0.24), color="#cfd8dc")
             for a in series[name]:
-                bars = [_bar((start, end)) for start, end, _ in a.values]
+                bars = [_bar((start, end)) for start, end, _ in a.breaches]
                 if bars:
                     colour = _STATUS_COLOUR.get(a.status, "#000000")
                     ax.broken_barh(bars, (row - 0.35, 0.7), color=colour)
