@@ -311,6 +311,19 @@ def test_a_run_with_no_data_at_all_renders_in_words() -> None:
     assert page.figure_labels() == []
 
 
+def test_a_run_without_traffic_still_shows_the_stored_windows(drift_run: MonitorRun) -> None:
+    """Traffic stopped: the run is empty, and the history is what the engineer needs."""
+    later = START + 10 * DAY
+    empty = MonitorRun(ENDPOINT, "r2", later, later + DAY, DAY, 0.5, (), ())
+    open_alert = alert("open", "v1: records < 100 for 1 window", [2], metric="records")
+    page = Page(render_report(empty, history=list(drift_run.points), alerts=[open_alert]))
+    assert "v1: insufficient data — this run found no predictions of this group in its span" in (
+        page.words
+    )
+    assert "1 open alert." in page.words
+    assert {"Drift over time, v1", "Traffic, v1", "Performance, v1"} <= set(page.figure_labels())
+
+
 def test_all_insufficient_metrics_of_a_group_are_said_not_drawn() -> None:
     run = build_run(labelled=False)
     blank = tuple(replace(p, value=None, low=None, high=None) for p in run.points)

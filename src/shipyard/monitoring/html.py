@@ -421,6 +421,9 @@ class _Report:
         for window in run.windows:
             if window.group not in groups:
                 groups.append(window.group)
+        if not groups:
+            # No traffic in the run's span: the stored windows are all there is to show.
+            groups = sorted({key[0] for key in self.points})
         self.groups = groups
         self.figures = _Figures()
 
@@ -516,9 +519,11 @@ class _Report:
             ("Generated", generated),
         ]
         rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
+        n_open = sum(a.status == "open" for a in self.alerts)
         banners = [self.banner(group) for group in self.groups] or [
             '<div class="banner insufficient"><strong>Insufficient data:</strong> '
-            "this run found no predictions in its span, so nothing could be tested.</div>"
+            "this run found no predictions in its span, so nothing could be tested. "
+            f"{_plural(n_open, 'open alert')}.</div>"
         ]
         return (
             '<section id="summary"><h2>Summary</h2>'
@@ -537,7 +542,7 @@ class _Report:
         name = f"<strong>{_e(group)}</strong>"
         if latest is None:
             verdict = Verdict.INSUFFICIENT_DATA
-            text = "this run has no drift report for this group."
+            text = "this run found no predictions of this group in its span."
         else:
             report = latest.drift
             verdict = report.verdict
