@@ -269,6 +269,10 @@ def run_drift_scenario(
     """
     drift = drift or AmountDrift()
     drift.check()
+    if not isinstance(rows_per_request, int) or rows_per_request < 1:
+        raise invalid_parameter(
+            "rows_per_request", "run_drift_scenario", "an int >= 1", rows_per_request
+        )
     clock = _Clock(progress)
     champion, dataset = _champion(workspace, simulator, progress)
     clock.lap("champion")
@@ -285,22 +289,16 @@ def run_drift_scenario(
     clock.lap("serving")
     reference = _reference_numbers(workspace, champion)
     _add_rules(workspace, endpoint, reference)
-    label = champion.lineage.columns.label
-    labels = keys.assign(label=frame[label].to_numpy())[["request_id", "row", "label"]]
     times = frame[champion.lineage.columns.time]
+    labels = keys.assign(label=frame[champion.lineage.columns.label].to_numpy())
     early = (times < _midnight(drift_start)).to_numpy()
-    end = replay_end + timedelta(days=1)
-    from shipyard.monitoring.labels import ingest_labels
-
-    ingest_labels(workspace, endpoint, labels.loc[early])  # weeks 1-2: labels arrive late
-    first = _monitor(workspace, endpoint, replay_start, end, WINDOW, store=True)
-    ingest_labels(workspace, endpoint, labels.loc[~early])  # then the drifted week's
-    second = _monitor(workspace, endpoint, replay_start, end, WINDOW, store=True)
-    daily = _monitor(workspace, endpoint, replay_start, end, "1D", store=False)
+    runs = _monitor_with_late_labels(
+        workspace, endpoint, labels, early, replay_start, replay_end + timedelta(days=1)
+    )
     clock.lap("monitoring")
-    report = _write_report(workspace, endpoint, second, out / "report.html")
+    report = _write_report(workspace, endpoint, runs.second, out / "report.html")
     clock.lap("report")
-    onset, onset_columns, background = _onset(daily, drift_start)
+    onset, onset_columns, background = _onset(runs.daily, drift_start)
     return DriftScenarioResult(
         endpoint=endpoint,
         model=champion.name,
@@ -318,12 +316,12 @@ def run_drift_scenario(
         labels_before=int(early.sum()),
         labels_after=int((~early).sum()),
         reference=reference,
-        windows=_windows(first, second, times),
+        windows=_windows(runs.first, runs.second, times),
         first_drift_day=onset,
         onset_columns=onset_columns,
         background_columns=background,
-        alerts_before_labels=_alert_lines(first),
-        alerts=_alert_lines(second),
+        alerts_before_labels=_alert_lines(runs.first),
+        alerts=_alert_lines(runs.second),
         report=report,
         seconds=clock.laps,
     )
@@ -544,6 +542,36 @@ def _add_rules(workspace: Workspace, endpoint: str, reference: dict[str, float])
     ]  # fmt: skip
     for rule in rules:
         add_rule(workspace, rule, replace=True, actor="shipyard scenario drift")
+
+
+@dataclass(frozen=True)
+class _Runs:
+    first: MonitorRun
+    """Weekly, with the labels of the weeks before the drift."""
+    second: MonitorRun
+    """Weekly, with every label."""
+    daily: MonitorRun
+    """Daily, every label, not stored: dates the onset."""
+
+
+def _monitor_with_late_labels(
+    workspace: Workspace,
+    endpoint: str,
+    labels: pd.DataFrame,
+    early: NDArray[np.bool_],
+    start: date,
+    end: date,
+) -> _Runs:
+    """Step 5 and 6: the early rows' labels, a run; the others' labels, a run; a daily run."""
+    from shipyard.monitoring.labels import ingest_labels
+
+    columns = ["request_id", "row", "label"]
+    ingest_labels(workspace, endpoint, labels.loc[early, columns])  # weeks 1-2: late
+    first = _monitor(workspace, endpoint, start, end, WINDOW, store=True)
+    ingest_labels(workspace, endpoint, labels.loc[~early, columns])  # the drifted week's
+    second = _monitor(workspace, endpoint, start, end, WINDOW, store=True)
+    daily = _monitor(workspace, endpoint, start, end, "1D", store=False)
+    return _Runs(first, second, daily)
 
 
 def _monitor(

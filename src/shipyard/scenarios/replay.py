@@ -32,7 +32,9 @@ from typing import IO, TYPE_CHECKING
 from shipyard.errors import ShipyardError, invalid_parameter
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+    from numpy.typing import NDArray
 
     from shipyard.workspace import Workspace
 
@@ -202,22 +204,8 @@ def replay(
     try:
         for n, (a, b) in enumerate(starts):
             request_id = f"{prefix}-{n:06d}"
-            body = {
-                "id": request_id,
-                "inputs": [
-                    {
-                        "name": "input",
-                        "shape": [b - a, matrix.shape[1]],
-                        "datatype": "FP64",
-                        "data": matrix[a:b].ravel().tolist(),
-                    }
-                ],
-            }
-            headers = {
-                "Content-Type": "application/json",
-                "X-Event-Time": hours[a].isoformat(),
-            }
-            connection.request("POST", path, json.dumps(body).encode(), headers)
+            headers = {"Content-Type": "application/json", "X-Event-Time": hours[a].isoformat()}
+            connection.request("POST", path, _v2_body(request_id, matrix[a:b]), headers)
             response = connection.getresponse()
             answer = response.read()
             if response.status != 200:
@@ -235,6 +223,14 @@ def replay(
     return pd.DataFrame(
         {"request_id": request_ids, "row": rows, "score": scores}, index=features.index
     )
+
+
+def _v2_body(request_id: str, rows: NDArray[np.float64]) -> bytes:
+    """A V2 inference request: one [n, k] FP64 tensor."""
+    tensor = {"name": "input", "shape": list(rows.shape), "datatype": "FP64"}
+    return json.dumps(
+        {"id": request_id, "inputs": [{**tensor, "data": rows.ravel().tolist()}]}
+    ).encode()
 
 
 def _request_starts(hours: Sequence[int], size: int) -> list[tuple[int, int]]:
