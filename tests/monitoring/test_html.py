@@ -278,7 +278,13 @@ def test_an_empty_window_reads_insufficient_data_never_zero() -> None:
     latest = run.windows[-1]
     assert latest.n_records == 0
     assert all(c.verdict.value == "insufficient data" for c in latest.drift.columns)
-    page = Page(render_report(run))
+    text = render_report(run)
+    page = Page(text)
+    # the drift and traffic plots shade the empty window and say why in their legends
+    # (the drift figure's verdict strip names "insufficient data" in its legend anyway)
+    for label, legends in (("Drift over time, v1", 2), ("Traffic, v1", 1)):
+        svg = text.split(f'aria-label="{label}"')[1].split("</svg>")[0]
+        assert svg.count(">insufficient data<") >= legends
     words = page.words
     assert "INSUFFICIENT DATA" in words.upper()
     assert "no predictions were logged in the window 2026-11-22 → 2026-11-23 (0 rows)" in words

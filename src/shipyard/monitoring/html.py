@@ -703,16 +703,21 @@ class _Report:
 
         windows = self.windows(group)
         columns = self.metrics(group, "drift.distance.")
-        distances = {c: self.values(group, f"drift.distance.{c}", windows) for c in columns}
-        if not columns or all(p is None or p.value is None for s in distances.values() for p in s):
+        distances = {
+            c: _array(
+                [p.value if p else None for p in self.values(group, f"drift.distance.{c}", windows)]
+            )
+            for c in columns
+        }
+        if not any(np.isfinite(y).any() for y in distances.values()):
             return "<p>Insufficient data: no window of this group has a column distance.</p>"
         latest = self.run.latest(group)
         drifted = [c.column for c in self.ranked_drifted(latest)] if latest else []
         drifted = [c for c in drifted if c in distances]
 
         def peak(column: str) -> float:
-            values = [p.value for p in distances[column] if p is not None and p.value is not None]
-            return max(values, default=-1.0)
+            y = distances[column]
+            return float(np.nanmax(y)) if np.isfinite(y).any() else -1.0
 
         others = sorted((c for c in columns if c not in drifted), key=lambda c: -peak(c))
         shown = (drifted + others)[:MAX_DRIFT_LINES]
@@ -721,9 +726,7 @@ class _Report:
         )
         x = _x(windows)
         for column in shown:
-            y = np.array(
-                [np.nan if p is None or p.value is None else p.value for p in distances[column]]
-            )
+            y = distances[column]
             style = "-" if column in drifted else ":"
             suffix = " (drifted)" if column in drifted else ""
             ax.plot(x, y, style, marker="o", ms=3, lw=1.4, label=_short(column, 32) + suffix)
@@ -734,14 +737,8 @@ class _Report:
         )
         for floor in floors:
             ax.axhline(floor, color="black", ls="--", lw=1, label=f"effect-size floor {floor:g}")
-        empty = [
-            all(
-                distances[c][i] is None or distances[c][i].value is None  # type: ignore[union-attr]
-                for c in shown
-            )
-            for i in range(len(windows))
-        ]
-        _shade_gaps(ax, windows, empty)
+        drawn = np.vstack([distances[c] for c in shown])
+        _shade_gaps(ax, windows, (~np.isfinite(drawn).any(axis=0)).tolist())
         distance_name = (
             latest.drift.columns[0].distance.test if latest and latest.drift.columns else "distance"
         )
