@@ -77,6 +77,14 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from shipyard.errors import DataValidationError, FeatureDefinitionError, ShipyardError
 from shipyard.features.definitions import Aggregation, FeatureView, RowFeature, micros
+from shipyard.features.expressions import (
+    MAX_ROWS,
+    FallbackError,
+    PythonSelect,
+    RawSpec,
+    calibrate,
+    compile_select,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -327,6 +335,11 @@ class StreamingView:
         self._duckdb: Any = None
         self._duckdb_pid = 0
         self._duckdb_lock = threading.Lock()
+        # the same values computed in Python for small batches, per Arrow schema (None: DuckDB)
+        self._raw_spec = RawSpec(
+            view.timestamp, view.entity, tuple((s.column, s.decimals) for s in self.series)
+        )
+        self._python: dict[pa.Schema, PythonSelect | None] = {}
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -396,6 +409,9 @@ class StreamingView:
         the caller reads or stores anything.
         """
         table, labels = self._events(events)
+        python = self._python_columns(table)
+        if python is not None:
+            return self._prepared(table, labels, *python)
         if self.row_features:
             # one query for everything; when it fails (a row feature over a bad raw value),
             # the two steps of _prepare_apart report the bad value, or the row feature's error
@@ -457,6 +473,34 @@ class StreamingView:
             for values, t in zip(columns, types, strict=True)
         ]
         return pa.Table.from_arrays(arrays, names=[f.name for f in self.row_features])
+
+    def _python_columns(self, table: pa.Table) -> tuple[list[list[Any]], list[str]] | None:
+        """What :meth:`_select` of the raw values and row features answers, computed in
+        Python (see :mod:`shipyard.features.expressions`); None: DuckDB computes it."""
+        if table.num_rows > MAX_ROWS:
+            return None
+        schema = table.schema
+        try:
+            compiled = self._python[schema]
+        except KeyError:
+            compiled = self._compile_python(schema)
+        if compiled is None:
+            return None
+        try:
+            return compiled.columns(table), compiled.types
+        except FallbackError:
+            return None
+
+    def _compile_python(self, schema: pa.Schema) -> PythonSelect | None:
+        """Compile the view's expressions for ``schema`` and check them against DuckDB."""
+        selects = self._raw_selects + self._row_selects
+        compiled = compile_select(self._raw_spec, [f.expression for f in self.row_features], schema)
+        if compiled is not None and not calibrate(
+            compiled, schema, lambda table: self._select(table, selects)
+        ):
+            compiled = None
+        self._python[schema] = compiled
+        return compiled
 
     def _cursor(self) -> Any:
         """A fresh cursor on this view's DuckDB database (opened once per process)."""
@@ -784,6 +828,14 @@ def process_together(streams: Sequence[StreamingView], events: Any) -> list[Stre
     table, labels = streams[0]._events(events)
     for stream in streams[1:]:
         stream.view.check_columns(table.column_names, where="the events")
+    python = [stream._python_columns(table) for stream in streams]
+    if all(p is not None for p in python):  # small batches: no DuckDB query at all
+        prepared = [
+            stream._prepared(table, labels, *p)
+            for stream, p in zip(streams, python, strict=True)
+            if p is not None
+        ]
+        return [stream._apply_prepared(p) for stream, p in zip(streams, prepared, strict=True)]
     selects = [
         f"{expression} AS __c{i}_{j}"
         for i, stream in enumerate(streams)
