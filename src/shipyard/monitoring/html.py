@@ -967,11 +967,12 @@ class _Report:
         fig, axes = self.figures.new(3, 1, sharex=True, figsize=(9.5, 5.6))
         x = np.array(_x(windows))
         counts = _array([p.value if p else None for p in records])
-        bars = [_bar(w) for w in windows]
+        # a window without a count gets no bar (a count of 0 gets a bar of 0)
+        bars = [(_bar(w), n) for w, n in zip(windows, counts, strict=True) if math.isfinite(n)]
         axes[0].bar(
-            [s + w * 0.05 for s, w in bars],
-            np.nan_to_num(counts),
-            [w * 0.9 for _, w in bars],
+            [start + width * 0.05 for (start, width), _ in bars],
+            [n for _, n in bars],
+            [width * 0.9 for (_, width), _ in bars],
             align="edge",
             color="#78909c",
         )
