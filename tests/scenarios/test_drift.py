@@ -161,3 +161,19 @@ def test_the_command_reruns_the_scenario_from_a_clean_endpoint(
     assert sorted(a.rule for a in open_alerts) == sorted(
         line.split(":")[0] for line in first.alerts
     )
+
+
+@pytest.mark.slow
+def test_the_result_reads_as_json(scenario: tuple[Workspace, DriftScenarioResult]) -> None:
+    import json
+
+    _, result = scenario
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["caught"] is True and result.caught
+    assert result.first_drift_day is not None
+    assert data["first_drift_day"] == result.first_drift_day.isoformat()
+    assert (
+        data["drift"]["factor"] == 3.0 and data["drift"]["start"] == result.drift_start.isoformat()
+    )
+    assert data["windows"][2]["drifted_columns"] == list(result.windows[2].drifted_columns)
+    assert data["report"] == str(result.report)

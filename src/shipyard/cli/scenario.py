@@ -6,6 +6,7 @@ prints what monitoring found, window by window, and where the HTML report is.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,32 +37,48 @@ def scenario() -> None:
 @click.option("--share", default=0.25, show_default=True, help="Share of customers drifted.")
 @click.option("--factor", default=3.0, show_default=True, help="Their amounts' multiplier.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the customer draw.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def drift(
-    ctx: click.Context, out: str | None, endpoint: str, share: float, factor: float, seed: int
+    ctx: click.Context,
+    out: str | None,
+    endpoint: str,
+    share: float,
+    factor: float,
+    seed: int,
+    as_json: bool,
 ) -> None:
     """Serve the fraud champion, replay three weeks with a drifted third, and monitor it.
 
     Uses the workspace's fraud champion, or trains one on a small simulated data set when
     there is none (-w DIR creates the workspace DIR if needed). The third week multiplies
     the amounts of a share of customers; monitoring runs once with the labels of weeks 1-2,
-    again with all of them. Replaces the endpoint's prediction log and labels.
+    again with all of them. Replaces the endpoint's prediction log and labels. Exits with 1
+    when monitoring did not catch the drift (none found in the drifted week, or some before).
     """
     from shipyard.scenarios.drift import AmountDrift, run_drift_scenario
 
     ws = _workspace(ctx)
     screen = console()
     folder = Path(out) if out else ws.root / "scenario-drift"
-    screen.print(f"[bold]Fraud drift scenario[/] in workspace {ws.root}")
-    with progress_bars(screen) as progress:
+    if as_json:
         result = run_drift_scenario(
-            ws,
-            out=folder,
-            progress=progress,
-            endpoint=endpoint,
-            drift=AmountDrift(share=share, factor=factor, seed=seed),
+            ws, out=folder, endpoint=endpoint, drift=AmountDrift(share, factor, seed)
         )
-    print_result(screen, result)
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        screen.print(f"[bold]Fraud drift scenario[/] in workspace {ws.root}")
+        with progress_bars(screen) as progress:
+            result = run_drift_scenario(
+                ws,
+                out=folder,
+                progress=progress,
+                endpoint=endpoint,
+                drift=AmountDrift(share, factor, seed),
+            )
+        print_result(screen, result)
+    if not result.caught:
+        ctx.exit(1)
 
 
 def _workspace(ctx: click.Context) -> Workspace:
@@ -148,3 +165,7 @@ def print_result(out: Console, result: DriftScenarioResult) -> None:
     for line in result.alerts:
         out.print(f"  {line}")
     out.print(f"Report: [bold]{result.report}[/] (open it in a browser)")
+    if not result.caught:
+        weeks = ", ".join(str(w.start) for w in result.false_alarm_windows)
+        found = f"false alarms in the weeks of {weeks}" if weeks else "no drift in the drifted week"
+        out.print(f"[bold red]Monitoring did not catch the drift cleanly: {found}.[/]")

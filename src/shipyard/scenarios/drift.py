@@ -241,6 +241,26 @@ class DriftScenarioResult:
                 found.update(dict.fromkeys(w.drifted_columns))
         return tuple(found)
 
+    @property
+    def caught(self) -> bool:
+        """Whether monitoring found the drift in the drifted week and none before it."""
+        return bool(self.drifted_columns) and not self.false_alarm_windows
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serializable (dates as ISO text), with the derived findings."""
+        from dataclasses import asdict
+
+        data = asdict(self)
+        data.update(
+            drift=self.drift.to_dict(),
+            report=str(self.report),
+            drifted_columns=list(self.drifted_columns),
+            false_alarm_windows=[w.start.isoformat() for w in self.false_alarm_windows],
+            caught=self.caught,
+        )
+        out: dict[str, Any] = _jsonable(data)
+        return out
+
     def before(self) -> ScenarioWindow:
         """The last window before the drift."""
         return [w for w in self.windows if w.end < self.drift_start][-1]
@@ -665,6 +685,17 @@ def _onset(
 
 def _alert_lines(run: MonitorRun) -> tuple[str, ...]:
     return tuple(f"{a.rule}: {a.message}" for a in run.alerts if str(a.status) != "resolved")
+
+
+def _jsonable(value: Any) -> Any:
+    """Dates as ISO text, tuples as lists, recursively."""
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def _midnight(day: date) -> pd.Timestamp:
