@@ -58,13 +58,13 @@ def drift(
     """
     from shipyard.scenarios.drift import AmountDrift, run_drift_scenario
 
+    chosen = AmountDrift(share, factor, seed)
+    chosen.check()  # a bad option fails before the workspace is touched
     ws = _workspace(ctx)
     screen = console()
     folder = Path(out) if out else ws.root / "scenario-drift"
     if as_json:
-        result = run_drift_scenario(
-            ws, out=folder, endpoint=endpoint, drift=AmountDrift(share, factor, seed)
-        )
+        result = run_drift_scenario(ws, out=folder, endpoint=endpoint, drift=chosen)
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
         screen.print(f"[bold]Fraud drift scenario[/] in workspace {ws.root}")
@@ -74,7 +74,7 @@ def drift(
                 out=folder,
                 progress=progress,
                 endpoint=endpoint,
-                drift=AmountDrift(share, factor, seed),
+                drift=chosen,
             )
         print_result(screen, result)
     if not result.caught:
