@@ -115,21 +115,24 @@ def print_result(out: Console, result: DriftScenarioResult) -> None:
     table = Table(
         title="Weekly windows: estimated by CBPE (no labels), realized from joined labels",
         box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
     )
-    headers = ("week", "rows", "drifted", "est AUC", "est prec", "alerts", "AUC", "AP", "prec")
+    headers = ("week from", "drifted", "est AUC", "est prec", "alerts", "AUC", "AP", "prec")
     for name in headers:
-        table.add_column(name, justify="left" if name == "week" else "right")
+        left = name == "week from"
+        # at least a number's width: a narrow terminal wraps headers, never drops a digit
+        table.add_column(name, justify="left" if left else "right", min_width=9 if left else 6)
     ref = result.reference
     table.add_row(
-        "reference", "", "", "", "", _number(ref["alert_rate"]), _number(ref["roc_auc"]), "",
+        "reference", "", "", "", _number(ref["alert_rate"]), _number(ref["roc_auc"]), "",
         _number(ref["precision"]),
     )  # fmt: skip
     for n, w in enumerate(result.windows, 1):
         late = w.realized_before_labels["roc_auc"] is None and w.realized["roc_auc"] is not None
         table.add_row(
-            f"{n}: {w.start:%m-%d}..{w.end:%m-%d}",
-            f"{w.rows:,}",
-            f"{len(w.drifted_columns)} col" if w.drifted_columns else "none",
+            f"{n}: {w.start:%m-%d}",
+            str(len(w.drifted_columns)) if w.drifted_columns else "none",
             _number(w.estimated["roc_auc"]),
             _number(w.estimated["precision"]),
             _number(w.alert_rate),
@@ -138,6 +141,8 @@ def print_result(out: Console, result: DriftScenarioResult) -> None:
             _number(w.realized["precision"]),
         )
     out.print(table)
+    rows = ", ".join(f"{w.rows:,}" for w in result.windows)
+    out.print(f"Rows per week: {rows}")
     for n, w in enumerate(result.windows, 1):
         if w.drifted_columns:
             out.print(f"Week {n} drifted: {', '.join(w.drifted_columns)}")
