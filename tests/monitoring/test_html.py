@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import stat
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -423,6 +425,9 @@ def test_write_report_writes_one_complete_file(drift_run: MonitorRun, tmp_path: 
     assert text.startswith("<!DOCTYPE html>")
     assert text.rstrip().endswith("</html>")
     assert [p.name for p in path.parent.iterdir()] == ["fraud.html"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # like any file the user makes
 
 
 @pytest.mark.parametrize(

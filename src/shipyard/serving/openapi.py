@@ -39,6 +39,7 @@ def document(endpoint: str, features: list[str]) -> dict[str, Any]:
             f"/v2/models/{endpoint}/ready": {"get": {"responses": ok(simple)}},
             f"/v2/models/{endpoint}/infer": {
                 "post": {
+                    "parameters": [_EVENT_TIME_HEADER],
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": v2_request}},
@@ -48,6 +49,7 @@ def document(endpoint: str, features: list[str]) -> dict[str, Any]:
             },
             "/invocations": {
                 "post": {
+                    "parameters": [_EVENT_TIME_HEADER],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -74,6 +76,16 @@ def document(endpoint: str, features: list[str]) -> dict[str, Any]:
     }
 
 
+_EVENT_TIME_HEADER: dict[str, Any] = {
+    "name": "X-Event-Time",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "The request's own time (epoch seconds or ISO 8601, naive = UTC), logged as "
+    "event_time so monitoring windows follow the traffic's time (a replay, a backfill).",
+}
+
+
 def _v2_request() -> dict[str, Any]:
     """The body of a V2 inference request."""
     return {
@@ -81,7 +93,12 @@ def _v2_request() -> dict[str, Any]:
         "required": ["inputs"],
         "properties": {
             "id": {"type": "string"},
-            "parameters": {"type": "object"},
+            "parameters": {
+                "type": "object",
+                "properties": {"event_time": {"oneOf": [{"type": "number"}, {"type": "string"}]}},
+                "description": "event_time: the request's own time (epoch seconds or ISO 8601, "
+                "naive = UTC), logged for monitoring windows; wins over X-Event-Time",
+            },
             "inputs": {
                 "type": "array",
                 "minItems": 1,
