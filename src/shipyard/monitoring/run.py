@@ -283,7 +283,7 @@ def _group_tables(table: pa.Table, by_arm: bool) -> dict[Any, pa.Table]:
 def _alerts(workspace: Workspace, endpoint: str, evaluate: bool, post: bool) -> tuple[Any, ...]:
     if not evaluate:
         return ()
-    from shipyard.monitoring.alerts import evaluate_rules  # type: ignore[import-not-found,unused-ignore]
+    from shipyard.monitoring.alerts import evaluate_rules
 
     return tuple(evaluate_rules(workspace, endpoint, post=post))
 
