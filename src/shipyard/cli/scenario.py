@@ -34,17 +34,32 @@ def scenario() -> None:
     help="Folder for report.html and the server's log (default: WORKSPACE/scenario-drift).",
 )
 @click.option("--endpoint", default="fraud-drift", show_default=True, help="Endpoint to serve.")
-@click.option("--share", default=0.25, show_default=True, help="Share of customers drifted.")
-@click.option("--factor", default=3.0, show_default=True, help="Their amounts' multiplier.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the customer draw.")
+@click.option(
+    "--drift",
+    "kind",
+    type=click.Choice(["amounts", "mix"]),
+    default="amounts",
+    show_default=True,
+    help="amounts: a share of customers' amounts multiplied; mix: a segment of the traffic "
+    "(small terminals with recent fraud) grows, no row changes.",
+)
+@click.option(
+    "--share",
+    type=float,
+    default=None,
+    help="amounts: share of customers drifted (0.25); mix: the segment's share of week 3 (0.3).",
+)
+@click.option("--factor", type=float, default=None, help="amounts: their multiplier (3).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the drift's draw.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def drift(
     ctx: click.Context,
     out: str | None,
     endpoint: str,
-    share: float,
-    factor: float,
+    kind: str,
+    share: float | None,
+    factor: float | None,
     seed: int,
     as_json: bool,
 ) -> None:
@@ -52,13 +67,24 @@ def drift(
 
     Uses the workspace's fraud champion, or trains one on a small simulated data set when
     there is none (-w DIR creates the workspace DIR if needed). The third week multiplies
-    the amounts of a share of customers; monitoring runs once with the labels of weeks 1-2,
-    again with all of them. Replaces the endpoint's prediction log and labels. Exits with 1
-    when monitoring did not catch the drift (none found in the drifted week, or some before).
+    the amounts of a share of customers (--drift amounts), or grows a segment of the
+    traffic where the model is less sure (--drift mix); monitoring runs once with the labels
+    of weeks 1-2, again with all of them. Replaces the endpoint's prediction log and labels.
+    Exits with 1 when monitoring did not catch the drift (none found in the drifted week, or
+    some before).
     """
     from shipyard.scenarios.drift import AmountDrift, run_drift_scenario
+    from shipyard.scenarios.mix import MixDrift
 
-    chosen = AmountDrift(share, factor, seed)
+    chosen: AmountDrift | MixDrift
+    if kind == "mix":
+        if factor is not None:
+            raise click.UsageError("--factor applies to --drift amounts only")
+        chosen = MixDrift(0.3 if share is None else share, seed)
+    else:
+        chosen = AmountDrift(
+            0.25 if share is None else share, 3.0 if factor is None else factor, seed
+        )
     chosen.check()  # a bad option fails before the workspace is touched
     ws = _workspace(ctx)
     screen = console()
@@ -104,13 +130,24 @@ def print_result(out: Console, result: DriftScenarioResult) -> None:
     from rich import box
     from rich.table import Table
 
+    from shipyard.scenarios.drift import AmountDrift
+
     drift = result.drift
+    if isinstance(drift, AmountDrift):
+        change = (
+            f"TX_AMOUNT x{drift.factor:g} for {result.segment_size:,} customers "
+            f"({drift.share:.0%}), labels unchanged ({result.dataset} v{result.drifted_version})"
+        )
+    else:
+        change = (
+            f"the segment {drift.describe()} grows to {drift.share:.0%} of the week "
+            f"({result.segment_size:,} rows, copies of its own rows with their labels)"
+        )
     out.print(
         f"{result.model} v{result.version} served as endpoint {result.endpoint}: "
         f"{result.rows:,} transactions in {result.requests:,} requests, "
         f"{result.replay_start} .. {result.replay_end} (event time). From {result.drift_start}, "
-        f"TX_AMOUNT x{drift.factor:g} for {result.segment_customers:,} customers "
-        f"({drift.share:.0%}), labels unchanged ({result.dataset} v{result.drifted_version})."
+        f"{change}."
     )
     table = Table(
         title="Weekly windows: estimated by CBPE (no labels), realized from joined labels",

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from shipyard.data.catalog import Dataset
     from shipyard.monitoring.run import MonitorRun
     from shipyard.registry.models import ModelVersion
+    from shipyard.scenarios.mix import MixDrift
     from shipyard.workspace import Workspace
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -177,6 +178,9 @@ class ScenarioWindow:
     drifted_columns: tuple[str, ...]
     estimated: dict[str, float | None]
     """CBPE (no labels): ``roc_auc``, ``precision``, ``recall``."""
+    estimated_interval: dict[str, tuple[float | None, float | None]]
+    """Where the realized value should fall if the model stays calibrated (95 %, the
+    estimate's sampling error), per estimated metric: ``(low, high)``."""
     realized: dict[str, float | None]
     """From the labels joined by the end: ``roc_auc``, ``average_precision``, ``precision``."""
     realized_before_labels: dict[str, float | None]
@@ -194,12 +198,16 @@ class DriftScenarioResult:
     dataset: str
     reference_version: int
     drifted_version: int
+    """The version replayed: the drifted copy (amounts), or the data set's own (mix: only
+    the traffic's mix changes, no row does)."""
     replay_start: date
     drift_start: date
     replay_end: date
     """Last replayed day (inclusive)."""
-    segment_customers: int
-    drift: AmountDrift
+    segment_size: int
+    """Customers whose amounts were drifted (amounts), or the drifted week's rows of the
+    segment once it grew (mix)."""
+    drift: AmountDrift | MixDrift
     requests: int
     rows: int
     labels_before: int
@@ -276,17 +284,21 @@ def run_drift_scenario(
     out: Path,
     progress: ProgressCallback | None = None,
     endpoint: str = ENDPOINT,
-    drift: AmountDrift | None = None,
+    drift: AmountDrift | MixDrift | None = None,
     rows_per_request: int = 200,
     simulator: dict[str, Any] | None = None,
 ) -> DriftScenarioResult:
     """Run the fraud drift scenario end to end (see the module docstring); report under ``out``.
 
-    ``drift`` sets the segment share, factor and seed (its dates are those of the drifted
-    week); ``simulator`` overrides :data:`SCENARIO_SIMULATOR` when a champion must be trained.
+    ``drift``: :class:`AmountDrift` (default) multiplies the amounts of a share of customers,
+    :class:`~shipyard.scenarios.mix.MixDrift` grows a segment of the traffic; its dates are
+    set to those of the drifted week. ``simulator`` overrides :data:`SCENARIO_SIMULATOR`
+    when a champion must be trained.
     The endpoint's earlier prediction log, labels, monitoring points and alert rules are
     deleted first (its earlier alerts are resolved).
     """
+    from dataclasses import replace
+
     drift = drift or AmountDrift()
     drift.check()
     if not isinstance(rows_per_request, int) or rows_per_request < 1:
@@ -297,11 +309,10 @@ def run_drift_scenario(
     champion, dataset = _champion(workspace, simulator, progress)
     clock.lap("champion")
     replay_start, drift_start, replay_end = _replay_span(champion, dataset)
-    drift = AmountDrift(
-        drift.share, drift.factor, drift.seed, drift_start, replay_end + timedelta(days=1)
+    drift = replace(drift, start=drift_start, end=replay_end + timedelta(days=1))
+    drifted, frame, segment_size = _drifted_frame(
+        workspace, champion, dataset, drift, replay_start, replay_end, progress
     )
-    drifted, segment = _drifted_version(workspace, dataset, drift, progress)
-    frame = _replay_frame(workspace, champion, drifted, replay_start, replay_end)
     clock.lap("drifted data")
     _forget_endpoint(workspace, endpoint)
     out.mkdir(parents=True, exist_ok=True)
@@ -329,7 +340,7 @@ def run_drift_scenario(
         replay_start=replay_start,
         drift_start=drift_start,
         replay_end=replay_end,
-        segment_customers=len(segment),
+        segment_size=segment_size,
         drift=drift,
         requests=int(keys["request_id"].nunique()),
         rows=len(keys),
@@ -420,6 +431,29 @@ def _replay_span(champion: ModelVersion, dataset: Dataset) -> tuple[date, date, 
             "where it trains its own champion on data that covers them."
         )
     return start, start + timedelta(weeks=DRIFT_WEEK - 1), end
+
+
+def _drifted_frame(
+    workspace: Workspace,
+    champion: ModelVersion,
+    dataset: Dataset,
+    drift: AmountDrift | MixDrift,
+    first: date,
+    last: date,
+    progress: ProgressCallback | None,
+) -> tuple[Dataset, pd.DataFrame, int]:
+    """Step 3: (the version replayed, the champion's rows to replay, the segment's size)."""
+    if isinstance(drift, AmountDrift):
+        drifted, customers = _drifted_version(workspace, dataset, drift, progress)
+        return drifted, _replay_frame(workspace, champion, drifted, first, last), len(customers)
+    from shipyard.scenarios.mix import in_segment, shift_mix
+
+    time_column = champion.lineage.columns.time
+    frame, _ = shift_mix(
+        _replay_frame(workspace, champion, dataset, first, last), drift, time_column=time_column
+    )
+    week = (frame[time_column] >= _midnight(drift.start or first)).to_numpy()
+    return dataset, frame, int((in_segment(frame, drift.segment) & week).sum())
 
 
 def _drifted_version(
@@ -555,6 +589,9 @@ def _add_rules(workspace: Workspace, endpoint: str, reference: dict[str, float])
                   description="some input or the score drifted from the reference week"),
         AlertRule("estimated-auc-drop", endpoint, "estimated.roc_auc", "<", round(auc, 4),
                   description="CBPE-estimated ROC AUC 0.05 under the reference's"),
+        AlertRule("estimated-precision-drop", endpoint, "estimated.precision", "<",
+                  round(reference["precision"] - RULE_MARGIN, 4),
+                  description="CBPE-estimated precision 0.05 under the reference's"),
         AlertRule("alert-rate-up", endpoint, "alert_rate", ">", round(rate, 4),
                   description="twice the reference's share of scores over the threshold"),
         AlertRule("realized-precision-drop", endpoint, "realized.precision", "<",
@@ -642,6 +679,10 @@ def _windows(
         found = {p.metric: p.value for p in run.points if p.window_start == start}
         return {n: found.get(f"{prefix}.{n}") for n in names}
 
+    def intervals(start: Any) -> dict[str, tuple[float | None, float | None]]:
+        found = {p.metric: (p.low, p.high) for p in second.points if p.window_start == start}
+        return {n: found.get(f"estimated.{n}", (None, None)) for n in _ESTIMATED}
+
     moments = times.to_numpy()
     out = []
     for window in sorted(second.windows, key=lambda w: w.window_start):
@@ -657,6 +698,7 @@ def _windows(
                 rows=rows,
                 drifted_columns=tuple(window.drift.drifted),
                 estimated=values(second, "estimated", _ESTIMATED, start),
+                estimated_interval=intervals(start),
                 realized=values(second, "realized", _REALIZED, start),
                 realized_before_labels=values(first, "realized", _REALIZED, start),
                 alert_rate=rate.get("alert_rate"),
