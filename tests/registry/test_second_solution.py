@@ -16,7 +16,7 @@ import pytest
 from shipyard.data.catalog import Dataset, write_dataset
 from shipyard.errors import DataValidationError
 from shipyard.features.offline import OfflineStore
-from shipyard.registry import CardNotes, ModelRegistry, ModelVersion, PromotionGate
+from shipyard.registry import CardNotes, CardSection, ModelRegistry, ModelVersion, PromotionGate
 from shipyard.registry.tracking import Tracker
 from shipyard.serving.backends import prepare_backends
 from shipyard.training.evaluation import evaluate
@@ -31,6 +31,9 @@ FRAUD_NAMES = ("TX_FRAUD", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TRANSAC
 NOTES = CardNotes(
     intended_use="Rank loan applications by default risk for a manual review.",
     limitations=("Synthetic applications: a test of the platform, not a credit model.",),
+    sections=(
+        CardSection("Reviewer notes", "Checked by **risk**.", "<p>Checked by <b>risk</b>.</p>"),
+    ),
 )
 
 
@@ -134,6 +137,8 @@ def test_a_credit_model_is_trained_registered_promoted_through_the_gate_and_load
     card = strong.card_path.read_text()
     assert "label default, time application_date, entity applicant_id" in card
     assert NOTES.intended_use in card
+    assert "## Reviewer notes\nChecked by **risk**." in card  # a solution's own section
+    assert "<h2>Reviewer notes</h2><p>Checked by <b>risk</b>.</p>" in strong.card_html.read_text()
     stored = json.dumps([strong.lineage.to_dict(), strong.eval_window, strong.train_window])
     for name in FRAUD_NAMES:
         assert name not in card and name not in stored

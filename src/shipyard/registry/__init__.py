@@ -23,13 +23,14 @@ _EXPORTS = {
     "GateResult": "shipyard.registry.gate",
     "ModelCard": "shipyard.registry.card",
     "CardNotes": "shipyard.registry.card",
+    "CardSection": "shipyard.registry.card",
     "Tracker": "shipyard.registry.tracking",
     "Lineage": "shipyard.types",
     "ColumnRoles": "shipyard.types",
 }
 
 if TYPE_CHECKING:
-    from shipyard.registry.card import CardNotes, ModelCard
+    from shipyard.registry.card import CardNotes, CardSection, ModelCard
     from shipyard.registry.gate import GateResult, PromotionGate
     from shipyard.registry.models import (
         CHALLENGER,
@@ -45,6 +46,7 @@ __all__ = [
     "CHALLENGER",
     "CHAMPION",
     "CardNotes",
+    "CardSection",
     "ColumnRoles",
     "GateResult",
     "Lineage",

@@ -20,6 +20,21 @@ GENERIC_LIMITATIONS = (
 
 
 @dataclass(frozen=True)
+class CardSection:
+    """A section a solution adds to the card (explanations, fairness ...): a title, its
+    Markdown and its HTML (trusted: built by Shipyard, escaped where it shows user text).
+
+    Example::
+
+        CardSection("Fairness", "| group | TPR |\n|---|---|\n| a | 0.8 |", "<table>...</table>")
+    """
+
+    title: str
+    markdown: str
+    html: str
+
+
+@dataclass(frozen=True)
 class CardNotes:
     """What the registering solution says about a model: its intended use and limitations.
 
@@ -35,6 +50,8 @@ class CardNotes:
         "Not stated at registration (pass CardNotes to ModelRegistry.register to say it)."
     )
     limitations: tuple[str, ...] = GENERIC_LIMITATIONS
+    sections: tuple[CardSection, ...] = ()
+    """Extra sections, shown after the plots in this order."""
 
 
 @dataclass
@@ -115,7 +132,7 @@ curve below.
 
 ## Plots
 {plots or "- none"}
-
+{"".join(f"{chr(10)}## {x.title}{chr(10)}{x.markdown}{chr(10)}" for x in self.notes.sections)}
 ## Limitations
 {limits}
 """
@@ -158,6 +175,7 @@ tested on every fold; this version is the model of the most recent fold.</p>
 {calib.get("mean_predicted", float("nan")):.4f} against an observed rate of
 {calib.get("observed_rate", float("nan")):.4f}.</p>
 <h2>Plots</h2>{images or "<p>none</p>"}
+{"".join(f"<h2>{esc(x.title)}</h2>{x.html}" for x in self.notes.sections)}
 <h2>Limitations</h2><ul>{limits}</ul>
 </body></html>
 """
