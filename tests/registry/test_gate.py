@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 
-from shipyard.errors import ParameterError
-from shipyard.registry.gate import PromotionGate
+from shipyard.errors import DataValidationError, ParameterError
+from shipyard.governance.fairness import assess_fairness
+from shipyard.registry.gate import FairnessGate, PromotionGate
+from tests.governance.fair_data import german_credit, split_scores
 
 
 @pytest.fixture
@@ -90,3 +95,91 @@ def test_bad_gate_parameters_are_named(
     y, days, cards, signal = window
     with pytest.raises(ParameterError, match=message):
         PromotionGate(**kwargs).compare(y, days, cards, signal, signal)  # type: ignore[arg-type]
+
+
+# -- fairness gates ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def german() -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """German credit test half: labels (bad = 1), a logistic model's scores, attributes."""
+    X, y, sensitive = german_credit()
+    test, labels, scores = split_scores(X, y)
+    return labels, scores, sensitive.iloc[test].reset_index(drop=True)
+
+
+def test_a_fairness_gate_compares_the_intervals_upper_end_with_the_bound(
+    german: tuple[np.ndarray, np.ndarray, pd.DataFrame],
+) -> None:
+    y, scores, data = german
+    report = assess_fairness(y, scores, data, ["age_group"], threshold=0.3, n_boot=300)
+    eo = report.attribute("age_group").equalized_odds_difference
+    assert eo is not None and eo.estimate < eo.high
+    kwargs = {"threshold": 0.3, "n_boot": 300}
+    # a bound between the estimate and the interval's upper end: only the loose gate passes
+    middle = (eo.estimate + eo.high) / 2
+    strict = FairnessGate("age_group", bound=middle, **kwargs).check(y, scores, data)
+    loose = FairnessGate("age_group", bound=middle, require_significance=False, **kwargs).check(
+        y, scores, data
+    )
+    assert strict.measured == loose.measured == eo  # the same measurement as the report's
+    assert not strict.passed and loose.passed
+    assert "the upper end of its 95% interval" in strict.reason and "exceeds" in strict.reason
+    assert (
+        FairnessGate("age_group", bound=min(eo.high + 0.01, 0.99), **kwargs)
+        .check(y, scores, data)
+        .passed
+    )
+    # decide() on the report gives the same result as check()
+    assert FairnessGate("age_group", bound=middle, **kwargs).decide(report) == strict
+    assert json.loads(json.dumps(strict.to_dict()))["high"] == eo.high
+
+
+def test_a_ratio_gate_compares_the_lower_end(
+    german: tuple[np.ndarray, np.ndarray, pd.DataFrame],
+) -> None:
+    y, scores, data = german
+    gate = FairnessGate("sex", "demographic_parity_ratio", bound=0.99, threshold=0.3, n_boot=200)
+    result = gate.check(y, scores, data)
+    assert result.measured is not None and result.measured.low < 0.99
+    assert not result.passed and "is below the bound 0.99" in result.reason
+    assert result.describe() == "demographic_parity_ratio(sex) >= 0.99"
+    lenient = FairnessGate("sex", "demographic_parity_ratio", bound=0.01, threshold=0.3)
+    assert lenient.check(y, scores, data).passed
+
+
+def test_a_fairness_gate_fails_when_the_groups_are_too_small_to_assess(
+    german: tuple[np.ndarray, np.ndarray, pd.DataFrame],
+) -> None:
+    y, scores, data = german
+    result = FairnessGate("foreign_worker", bound=0.5, threshold=0.3).check(y, scores, data)
+    assert not result.passed and result.measured is None
+    assert result.insufficient == ("no",)
+    assert "cannot be assessed" in result.reason
+
+
+def test_a_fairness_gate_on_an_attribute_the_data_lacks_is_a_clear_error(
+    german: tuple[np.ndarray, np.ndarray, pd.DataFrame],
+) -> None:
+    y, scores, data = german
+    with pytest.raises(DataValidationError, match="'religion' is not a column of the data"):
+        FairnessGate("religion").check(y, scores, data)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"metric": "accuracy"}, "'metric' parameter of FairnessGate must be one of"),
+        ({"bound": 1.5}, "'bound' parameter of FairnessGate must be a difference in"),
+        (
+            {"metric": "equalized_odds_ratio", "bound": 0.0},
+            "'bound' parameter of FairnessGate must be a ratio",
+        ),
+    ],
+)
+def test_bad_fairness_gate_parameters_are_named(
+    kwargs: dict[str, object], message: str, german: tuple[np.ndarray, np.ndarray, pd.DataFrame]
+) -> None:
+    y, scores, data = german
+    with pytest.raises(ParameterError, match=message):
+        FairnessGate("sex", **kwargs).check(y, scores, data)  # type: ignore[arg-type]
