@@ -384,7 +384,7 @@ class TestEventTime:
         day.mkdir(parents=True)
         pq.write_table(pa.Table.from_pylist(old), day / "part-0000000000001-old.parquet")
         only_old = predictions(workspace, "fraud")
-        assert only_old.column_names[-1] == "event_time"
+        assert "event_time" in only_old.column_names
         assert only_old.column("event_time").to_pylist() == [None] * 3
         log = PredictionLog(log_folder(workspace, "fraud"), "w1")
 

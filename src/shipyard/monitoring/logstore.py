@@ -97,8 +97,11 @@ SCHEMA = (
     ("events", "VARCHAR"),
     ("stale_features", "VARCHAR[]"),
     ("event_time", "DOUBLE"),
+    ("explanations", "VARCHAR"),
 )
-"""The columns of a record, in DuckDB types; every one is nullable. ``events`` is JSON text;
+"""The columns of a record, in DuckDB types; every one is nullable. ``events`` and
+``explanations`` (per row: base value, attributions, reason codes; asked with
+``explain=true``) are JSON text;
 ``event_time`` is when the traffic happened by the client's clock (epoch seconds, sent with
 the request; NULL when it was not, and in records written before it existed), ``time`` when
 the server answered."""
@@ -280,7 +283,10 @@ class _Record(msgspec.Struct):
     events: dict[str, Any] | None = None  # the raw event columns (a JSON object)
     stale_features: list[str] | None = None
     event_time: float | None = None
+    explanations: list[dict[str, Any]] | None = None  # per row, when explain=true was asked
 
+
+_JSON_COLUMNS = frozenset({"events", "explanations"})
 
 _decode_all = msgspec.json.Decoder(list[_Record]).decode
 _decode_one = msgspec.json.Decoder(_Record).decode
@@ -474,10 +480,11 @@ def _segments_sql(segments: list[Path], with_nulls: bool) -> str:
     """Records of JSON-lines segments in :data:`SCHEMA`; a line that is not JSON reads as NULLs."""
     listed = ", ".join(_quote(str(s)) for s in segments)
     columns = ", ".join(
-        f"{name}: '{'JSON' if name == 'events' else kind}'" for name, kind in SCHEMA
+        f"{name}: '{'JSON' if name in _JSON_COLUMNS else kind}'" for name, kind in SCHEMA
     )
     names = ", ".join(
-        "CAST(events AS VARCHAR) AS events" if name == "events" else name for name, _ in SCHEMA
+        f"CAST({name} AS VARCHAR) AS {name}" if name in _JSON_COLUMNS else name
+        for name, _ in SCHEMA
     )
     # ignore_errors: DuckDB reads a line cut short by a crash mid-write as a row of NULLs
     sql = (
