@@ -144,7 +144,7 @@ def _window_dict(lineage: Lineage, days: tuple[str, str] | None) -> dict[str, An
 
 @dataclass(frozen=True)
 class RegistryEvent:
-    """One line of the registry's audit trail."""
+    """One registry entry of the workspace's audit trail (who, when, why, alias before/after)."""
 
     name: str
     version: int | None
@@ -155,6 +155,10 @@ class RegistryEvent:
     reason: str
     details: dict[str, Any]
     at: datetime
+    sequence: int = 0
+    """Its number in the workspace's audit trail (:mod:`shipyard.governance.audit`)."""
+    before: Any = None
+    after: Any = None
 
 
 def current_user() -> str:
@@ -406,17 +410,26 @@ class ModelRegistry:
         return aliases[text]
 
     def history(self, name: str) -> list[RegistryEvent]:
-        """The audit trail of ``name``, oldest first."""
-        from sqlalchemy import select
+        """The audit trail of ``name``, oldest first (``shipyard audit log`` shows all of it)."""
+        from shipyard.governance.audit import entries
 
-        from shipyard.tables import registry_events as table
-
-        query = select(table).where(table.c.name == name).order_by(table.c.id)
-        with self.workspace.engine.connect() as conn:
-            return [
-                RegistryEvent(**{k: v for k, v in r.items() if k != "id"})
-                for r in conn.execute(query).mappings()
-            ]
+        return [
+            RegistryEvent(
+                name=e.name,
+                version=e.version,
+                action=e.action,
+                alias=e.alias,
+                previous_version=e.previous_version,
+                actor=e.actor,
+                reason=e.reason,
+                details=e.details,
+                at=e.at,
+                sequence=e.sequence,
+                before=e.before,
+                after=e.after,
+            )
+            for e in entries(self.workspace, kind="model", name=name)
+        ]
 
     # -- promotion and rollback -------------------------------------------------------------
 
@@ -544,24 +557,25 @@ class ModelRegistry:
         reason: str,
         details: dict[str, Any],
     ) -> None:
-        from sqlalchemy import insert
+        """Append the action to the workspace's audit trail, with the alias before and after."""
+        from shipyard.governance.audit import append
 
-        from shipyard.tables import registry_events
-
-        with self.workspace.engine.begin() as conn:
-            conn.execute(
-                insert(registry_events).values(
-                    name=name,
-                    version=version,
-                    action=action,
-                    alias=alias,
-                    previous_version=previous,
-                    actor=actor or current_user(),
-                    reason=reason,
-                    details=_jsonable(details),
-                    at=_now(),
-                )
-            )
+        before = None if action == "register" else {"alias": alias, "version": previous}
+        held = previous if action == "refuse" else version
+        append(
+            self.workspace,
+            kind="model",
+            name=name,
+            version=version,
+            action=action,
+            alias=alias,
+            previous_version=previous,
+            actor=actor,
+            reason=reason,
+            details=details,
+            before=before,
+            after={"alias": alias, "version": held},
+        )
 
     def _version(self, row: dict[str, Any], aliases: tuple[str, ...]) -> ModelVersion:
         root = self.workspace.artifact_root

@@ -144,11 +144,21 @@ class Router:
 
 
 def set_policy(
-    workspace: Workspace, policy: TrafficPolicy, *, reason: str, actor: str | None = None
+    workspace: Workspace,
+    policy: TrafficPolicy,
+    *,
+    reason: str,
+    actor: str | None = None,
+    action: str = "policy.set",
 ) -> TrafficPolicy:
-    """Store ``policy`` as the endpoint's next revision; workers pick it up within a second."""
-    from sqlalchemy import func, insert, select
+    """Store ``policy`` as the endpoint's next revision; workers pick it up within a second.
 
+    The change is recorded in the audit trail (the policy before and after) in the same
+    transaction.
+    """
+    from sqlalchemy import insert, select
+
+    from shipyard.governance.audit import append, transaction
     from shipyard.registry.models import ModelRegistry, current_user
     from shipyard.tables import traffic_policies as table
 
@@ -156,25 +166,56 @@ def set_policy(
     registry = ModelRegistry(workspace)
     check_same_inputs(policy, _input_schemas(registry, policy))
     _check_same_views(registry, policy)
-    with workspace.engine.begin() as conn:
-        latest = conn.execute(
-            select(func.max(table.c.revision)).where(table.c.endpoint == policy.endpoint)
-        ).scalar()
-        revision = (latest or 0) + 1
-        conn.execute(
-            insert(table).values(
-                endpoint=policy.endpoint,
-                revision=revision,
-                model=policy.model,
-                arms=[{"version": a.version, "weight": a.weight} for a in policy.arms],
-                shadows=list(policy.shadows),
-                sticky_key=policy.sticky_key,
-                actor=actor or current_user(),
-                reason=reason,
-                created_at=datetime.now(UTC).replace(tzinfo=None),
+    who = actor or current_user()
+    with transaction(workspace) as conn:
+        latest = (
+            conn.execute(
+                select(table)
+                .where(table.c.endpoint == policy.endpoint)
+                .order_by(table.c.revision.desc())
+                .limit(1)
             )
+            .mappings()
+            .first()
         )
-    return get_policy(workspace, policy.endpoint)
+        row = {
+            "endpoint": policy.endpoint,
+            "revision": (latest["revision"] if latest is not None else 0) + 1,
+            "model": policy.model,
+            "arms": [{"version": a.version, "weight": a.weight} for a in policy.arms],
+            "shadows": list(policy.shadows),
+            "sticky_key": policy.sticky_key,
+            "actor": who,
+            "reason": reason,
+            "created_at": datetime.now(UTC).replace(tzinfo=None),
+        }
+        conn.execute(insert(table).values(**row))
+        stored = _from_row(row)
+        append(
+            workspace,
+            kind="endpoint",
+            name=policy.endpoint,
+            action=action,
+            reason=reason,
+            actor=who,
+            before=None if latest is None else _audited(_from_row(dict(latest))),
+            after=_audited(stored),
+            details={"revision": stored.revision, "model": policy.model},
+            connection=conn,
+        )
+    return stored
+
+
+def _audited(policy: TrafficPolicy) -> dict[str, Any]:
+    """What the audit trail keeps of a policy: its revision, model, split, shadows, key."""
+    return {
+        "revision": policy.revision,
+        "model": policy.model,
+        "arms": [{"version": a.version, "weight": a.weight} for a in policy.arms],
+        "shadows": list(policy.shadows),
+        "sticky_key": policy.sticky_key,
+        "describe": policy.describe(),
+    }
 
 
 def check_same_inputs(policy: TrafficPolicy, schemas: Mapping[int, Schema]) -> None:
@@ -300,6 +341,7 @@ def rollback_policy(
         previous,
         reason=f"rollback to revision {previous.revision}: {reason}",
         actor=actor,
+        action="policy.rollback",
     )
 
 

@@ -1,0 +1,267 @@
+"""The audit trail: appends chain, verify names each kind of tampering, processes never fork it."""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from shipyard.errors import ParameterError, WorkspaceOutdatedError
+from shipyard.governance.audit import (
+    GENESIS,
+    AuditEntry,
+    Tampering,
+    append,
+    entries,
+    entry_hash,
+    record_threshold_change,
+    transaction,
+    verify,
+)
+from shipyard.workspace import Workspace
+
+TABLE = "shipyard_registry_events"
+
+
+def _trail(ws: Workspace, n: int = 6) -> list[AuditEntry]:
+    """``n`` entries about two subjects, the way the registry and serving write them."""
+    return [
+        append(
+            ws,
+            kind="model" if i % 2 == 0 else "endpoint",
+            name="credit",
+            version=i + 1,
+            action="promote" if i % 2 == 0 else "policy.set",
+            reason=f"step {i + 1}",
+            actor="alice",
+            before={"version": i},
+            after={"version": i + 1},
+            details={"auc": 0.5 + i / 100, "notes": ["a", "b"]},
+        )
+        for i in range(n)
+    ]
+
+
+def _sql(ws: Workspace, *statements: str) -> None:
+    """Tamper with the trail by hand, as someone with write access to the database would."""
+    ws.close()
+    with sqlite3.connect(ws.database_url[len("sqlite:///") :]) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def test_appends_are_numbered_and_chained(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path)
+    written = _trail(ws, 4)
+    stored = entries(ws)
+    assert [e.sequence for e in stored] == [1, 2, 3, 4]
+    assert stored[0].previous_hash == GENESIS
+    for before, entry in itertools.pairwise(stored):
+        assert entry.previous_hash == before.hash
+    assert [e.hash for e in stored] == [e.hash for e in written]
+    assert all(entry_hash(e.to_dict()) == e.hash for e in stored)  # what is read is what hashed
+    assert stored[1].before == {"version": 1} and stored[1].after == {"version": 2}
+    report = verify(ws)
+    assert report.ok and report.entries == 4 and report.head == stored[-1].hash
+    assert "intact: 4 entries" in report.describe()
+
+
+def test_entries_filter_by_subject_kind_and_action(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path)
+    _trail(ws, 4)
+    append(ws, kind="model", name="other", action="register", reason="new")
+    assert [e.sequence for e in entries(ws, name="credit", kind="endpoint")] == [2, 4]
+    assert [e.sequence for e in entries(ws, action="register")] == [5]
+    assert entries(ws, name="nobody") == []
+
+
+def test_an_empty_trail_verifies(tmp_path: Path) -> None:
+    report = verify(Workspace.init(tmp_path))
+    assert report.ok and report.entries == 0 and report.head == GENESIS
+
+
+def test_an_edited_entry_is_named(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path)
+    _trail(ws)
+    _sql(ws, f"UPDATE {TABLE} SET reason = 'nothing to see' WHERE sequence = 3")
+    report = verify(ws)
+    assert not report.ok and report.problem is not None
+    assert report.problem.sequence == 3
+    assert report.problem.tampering is Tampering.EDITED
+    assert "entry 3" in report.describe() and "edited" in report.describe()
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("actor", "'mallory'"), ("details", "'{\"auc\": 0.99}'"), ("at", "'2020-01-01 00:00:00'")],
+)
+def test_editing_any_column_is_detected(tmp_path: Path, column: str, value: str) -> None:
+    ws = Workspace.init(tmp_path)
+    _trail(ws)
+    _sql(ws, f"UPDATE {TABLE} SET {column} = {value} WHERE sequence = 5")
+    problem = verify(ws).problem
+    assert problem is not None and (problem.sequence, problem.tampering) == (5, Tampering.EDITED)
+
+
+def test_an_edit_with_a_recomputed_hash_is_named_by_the_next_entrys_link(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path)
+    _trail(ws)
+    forged = entries(ws)[1].to_dict() | {"reason": "forged"}
+    _sql(
+        ws,
+        f"UPDATE {TABLE} SET reason = 'forged', hash = '{entry_hash(forged)}' WHERE sequence = 2",
+    )
+    problem = verify(ws).problem
+    assert problem is not None and (problem.sequence, problem.tampering) == (2, Tampering.EDITED)
+    assert "hash recomputed" in problem.message
+
+
+def test_a_removed_entry_is_named(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path)
+    _trail(ws)
+    _sql(ws, f"DELETE FROM {TABLE} WHERE sequence = 4")
+    problem = verify(ws).problem
+    assert problem is not None and problem.tampering is Tampering.REMOVED
+    assert problem.sequence == 5
+    assert "entry 4 was removed" in problem.message
+
+
+def test_removing_the_first_entry_is_detected(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path)
+    _trail(ws)
+    _sql(ws, f"DELETE FROM {TABLE} WHERE sequence = 1")
+    problem = verify(ws).problem
+    assert problem is not None and (problem.sequence, problem.tampering) == (2, Tampering.REMOVED)
+
+
+def test_removing_the_last_entries_is_detected_against_a_kept_head(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path)
+    _trail(ws)
+    head = verify(ws).head
+    append(ws, kind="model", name="credit", action="rollback", reason="later, honest")
+    assert verify(ws, expected_head=head).ok  # entries appended since are fine
+    _sql(ws, f"DELETE FROM {TABLE} WHERE sequence >= 6")
+    assert verify(ws).ok  # a cut at the end leaves a valid chain: only the kept head shows it
+    problem = verify(ws, expected_head=head).problem
+    assert problem is not None and problem.tampering is Tampering.REMOVED
+
+
+@pytest.mark.parametrize("forge_hash", [False, True])
+def test_an_inserted_entry_is_named(tmp_path: Path, forge_hash: bool) -> None:
+    """The unique sequence forces an inserter to renumber the entries after; even with a
+    correctly computed hash for the new entry, the chain skips over it."""
+    ws = Workspace.init(tmp_path)
+    entries_ = _trail(ws)
+    fake = {
+        "sequence": 3,
+        "kind": "model",
+        "name": "credit",
+        "version": 9,
+        "action": "promote",
+        "alias": "champion",
+        "previous_version": None,
+        "actor": "mallory",
+        "reason": "approved",
+        "details": {},
+        "before": None,
+        "after": None,
+        "at": "2026-01-01T00:00:00",
+        "previous_hash": entries_[1].hash if forge_hash else "f" * 64,
+    }
+    fake_hash = entry_hash(fake) if forge_hash else "e" * 64
+    _sql(
+        ws,
+        f"UPDATE {TABLE} SET sequence = sequence + 100 WHERE sequence >= 3",
+        f"UPDATE {TABLE} SET sequence = sequence - 99 WHERE sequence >= 100",
+        f"INSERT INTO {TABLE} (sequence, kind, name, version, action, alias, actor, reason, "
+        "details, at, previous_hash, hash) VALUES (3, 'model', 'credit', 9, 'promote', "
+        f"'champion', 'mallory', 'approved', '{{}}', '2026-01-01 00:00:00', "
+        f"'{fake['previous_hash']}', '{fake_hash}')",
+    )
+    problem = verify(ws).problem
+    assert problem is not None and (problem.sequence, problem.tampering) == (3, Tampering.INSERTED)
+    assert "mallory" not in problem.message and "promote model credit" in problem.message
+
+
+def test_reordered_entries_are_named(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path)
+    _trail(ws)
+    _sql(
+        ws,
+        f"UPDATE {TABLE} SET sequence = -3 WHERE sequence = 3",
+        f"UPDATE {TABLE} SET sequence = 3 WHERE sequence = 4",
+        f"UPDATE {TABLE} SET sequence = 4 WHERE sequence = -3",
+    )
+    problem = verify(ws).problem
+    assert problem is not None and (problem.sequence, problem.tampering) == (
+        3,
+        Tampering.REORDERED,
+    )
+
+
+def test_bad_input_names_the_field(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path)
+    with pytest.raises(ParameterError, match=r"'kind' parameter of audit\.append"):
+        append(ws, kind="", name="credit", action="gate", reason="x")
+    with pytest.raises(ParameterError, match="'after' parameter of record_threshold_change"):
+        record_threshold_change(ws, "credit", before=0.5, after="high", reason="x")  # type: ignore[arg-type]
+    assert entries(ws) == []
+
+
+def test_a_threshold_change_records_before_and_after(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path)
+    entry = record_threshold_change(ws, "credit", before=0.5, after=0.42, reason="cost review")
+    assert (entry.action, entry.before, entry.after) == (
+        "threshold",
+        {"threshold": 0.5},
+        {"threshold": 0.42},
+    )
+    assert entries(ws, action="threshold")[0].actor == entry.actor != ""
+
+
+def test_an_append_inside_a_failed_transaction_is_not_kept(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path)
+
+    def change_that_fails() -> None:
+        with transaction(ws) as conn:
+            append(ws, kind="model", name="credit", action="gate", reason="x", connection=conn)
+            raise RuntimeError("change failed")
+
+    with pytest.raises(RuntimeError, match="change failed"):
+        change_that_fails()
+    assert entries(ws) == []
+    append(ws, kind="model", name="credit", action="gate", reason="x")
+    assert [e.sequence for e in entries(ws)] == [1] and verify(ws).ok
+
+
+def _append_many(args: tuple[str, int, int]) -> int:
+    root, worker, n = args
+    ws = Workspace.open(root)
+    for i in range(n):
+        append(ws, kind="model", name=f"w{worker}", action="gate", reason=f"{i}", actor="test")
+    ws.close()
+    return n
+
+
+def test_processes_appending_at_once_never_fork_the_chain(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path)
+    ws.close()
+    workers, per_worker = 4, 25
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        done = pool.map(_append_many, [(str(tmp_path), w, per_worker) for w in range(workers)])
+    assert sum(done) == workers * per_worker
+    stored = entries(ws)
+    assert [e.sequence for e in stored] == list(range(1, workers * per_worker + 1))
+    for w in range(workers):  # each process's entries in its own order
+        assert [e.reason for e in stored if e.name == f"w{w}"] == [str(i) for i in range(25)]
+    assert verify(ws).ok
+
+
+def test_an_old_workspace_without_the_chain_columns_is_refused(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path / "ws")
+    _sql(ws, *(f"ALTER TABLE {TABLE} DROP COLUMN {c}" for c in ("hash", "previous_hash")))
+    with pytest.raises(WorkspaceOutdatedError, match=f"{TABLE} lacks column"):
+        Workspace.open(tmp_path / "ws")
