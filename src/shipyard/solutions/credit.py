@@ -1,0 +1,641 @@
+"""The credit-risk reference solution on real data, built only from Shipyard's public API.
+
+:func:`train_credit` is the job behind ``shipyard quickstart credit``, run once per data set
+(German credit, HMDA mortgage denials; see :mod:`shipyard.data.credit`): store the data in
+the catalog, materialize its feature views, compare models by seeded stratified k-fold
+cross-validation with bootstrap intervals, refit the best on every development row, measure
+it on the held-out rows, register it with a model card and promote it through the gate.
+
+Protocol (``docs/decisions/0007-credit-without-time.md``): the data have no time, so the
+synthetic ``application_date`` is the row's position in the published file. The last 20% of
+rows (by that position) are held out: the registered model's evaluation window, what the
+promotion gate and the monitoring reference read. Model choice uses only the first 80%:
+5-fold stratified cross-validation, seeded.
+
+Sensitive attributes (sex, age group, foreign worker; ``afam`` for HMDA) are kept in the
+data set for the fairness assessment; sex, marital status, foreign-worker status and race
+are not model inputs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from shipyard.data.credit import DATE_COLUMN, GERMAN, HMDA, ID_COLUMN, CreditData
+from shipyard.errors import PromotionRefusedError, invalid_parameter
+from shipyard.features.definitions import FeatureView, RowFeature
+from shipyard.registry.card import CardNotes, CardSection
+from shipyard.types import COUNT, FLAG, NON_NEGATIVE, ColumnRoles, Lineage
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from shipyard.data.catalog import Dataset
+    from shipyard.registry.gate import GateResult
+    from shipyard.registry.models import ModelVersion
+    from shipyard.training.evaluation import Evaluation
+    from shipyard.workspace import Workspace
+
+ProgressCallback = Callable[[str, int, int], None]
+EXPERIMENT = "credit-risk"
+SELECTION_METRIC = "roc_auc"
+MODEL_TYPES = ("logistic_regression", "lightgbm")
+"""The models compared by default: a scorecard-like linear model and gradient boosting."""
+
+
+def _number(name: str, column: str, description: str, constraint: Any = NON_NEGATIVE) -> RowFeature:
+    return RowFeature(
+        name, f'CAST("{column}" AS DOUBLE)', (column,), description, constraint=constraint
+    )
+
+
+def _flag(name: str, column: str, value: str, description: str) -> RowFeature:
+    literal = value.replace("'", "''")
+    return RowFeature(
+        name,
+        f"CASE WHEN \"{column}\" = '{literal}' THEN 1 ELSE 0 END",
+        (column,),
+        description,
+        constraint=FLAG,
+    )
+
+
+def _one_hot(column: str, what: str, levels: Sequence[tuple[str, str]]) -> list[RowFeature]:
+    return [_flag(name, column, value, f"{what}: {value}") for value, name in levels]
+
+
+GERMAN_FEATURES = (
+    _number("duration_months", "duration_in_month", "loan duration (months)"),
+    _number("credit_amount_dm", "credit_amount", "credit amount (DM)"),
+    _number(
+        "installment_rate",
+        "installment_rate_in_percentage_of_disposable_income",
+        "installment rate (% of disposable income, 1-4)",
+    ),
+    _number("residence_years", "present_residence_since", "present residence since (1-4)"),
+    _number("age_years", "age_in_years", "age (years)"),
+    _number(
+        "existing_credits",
+        "number_of_existing_credits_at_this_bank",
+        "existing credits at this bank",
+        COUNT,
+    ),
+    _number(
+        "dependents",
+        "number_of_people_being_liable_to_provide_maintenance_for",
+        "people liable to provide maintenance for",
+        COUNT,
+    ),
+    *_one_hot(
+        "status_of_existing_checking_account",
+        "checking account",
+        (
+            ("... < 0 DM", "checking_negative"),
+            ("0 <= ... < 200 DM", "checking_under_200"),
+            ("... >= 200 DM / salary assignments for at least 1 year", "checking_200_plus"),
+            ("no checking account", "checking_none"),
+        ),
+    ),
+    *_one_hot(
+        "credit_history",
+        "credit history",
+        (
+            ("no credits taken/ all credits paid back duly", "history_no_credits"),
+            ("all credits at this bank paid back duly", "history_paid_this_bank"),
+            ("existing credits paid back duly till now", "history_paid_so_far"),
+            ("delay in paying off in the past", "history_delay"),
+            ("critical account/ other credits existing (not at this bank)", "history_critical"),
+        ),
+    ),
+    *_one_hot(
+        "purpose",
+        "purpose",
+        (
+            ("car (new)", "purpose_new_car"),
+            ("car (used)", "purpose_used_car"),
+            ("furniture/equipment", "purpose_furniture"),
+            ("radio/television", "purpose_radio_tv"),
+            ("domestic appliances", "purpose_appliances"),
+            ("repairs", "purpose_repairs"),
+            ("education", "purpose_education"),
+            ("retraining", "purpose_retraining"),
+            ("business", "purpose_business"),
+            ("others", "purpose_other"),
+        ),
+    ),
+    *_one_hot(
+        "savings_account_and_bonds",
+        "savings",
+        (
+            ("... < 100 DM", "savings_under_100"),
+            ("100 <= ... < 500 DM", "savings_100_500"),
+            ("500 <= ... < 1000 DM", "savings_500_1000"),
+            ("... >= 1000 DM", "savings_1000_plus"),
+            ("unknown/ no savings account", "savings_none"),
+        ),
+    ),
+    *_one_hot(
+        "present_employment_since",
+        "employed",
+        (
+            ("unemployed", "employed_none"),
+            ("... < 1 year", "employed_under_1y"),
+            ("1 <= ... < 4 years", "employed_1_4y"),
+            ("4 <= ... < 7 years", "employed_4_7y"),
+            ("... >= 7 years", "employed_7y_plus"),
+        ),
+    ),
+    *_one_hot(
+        "other_debtors_or_guarantors",
+        "other debtors",
+        (("guarantor", "debtor_guarantor"), ("co-applicant", "debtor_co_applicant")),
+    ),
+    *_one_hot(
+        "property",
+        "property",
+        (
+            ("real estate", "property_real_estate"),
+            ("building society savings agreement/ life insurance", "property_savings"),
+            ("car or other, not in attribute Savings account/bonds", "property_car_other"),
+            ("unknown / no property", "property_none"),
+        ),
+    ),
+    *_one_hot(
+        "other_installment_plans",
+        "other installment plans",
+        (("bank", "installments_bank"), ("stores", "installments_stores")),
+    ),
+    *_one_hot(
+        "housing",
+        "housing",
+        (("rent", "housing_rent"), ("own", "housing_own"), ("for free", "housing_free")),
+    ),
+    *_one_hot(
+        "job",
+        "job",
+        (
+            ("unemployed/ unskilled - non-resident", "job_unskilled_nonresident"),
+            ("unskilled - resident", "job_unskilled_resident"),
+            ("skilled employee / official", "job_skilled"),
+            ("management/ self-employed/ highly qualified employee/ officer", "job_management"),
+        ),
+    ),
+    _flag(
+        "telephone",
+        "telephone",
+        "yes, registered under the customers name",
+        "telephone registered in the applicant's name",
+    ),
+)
+GERMAN_VIEWS = (
+    FeatureView(
+        name="german_application",
+        entity=ID_COLUMN,
+        timestamp=DATE_COLUMN,
+        source=GERMAN.name,
+        description=(
+            "What a German credit application states, one-hot encoded; sex, marital status "
+            "and foreign-worker status are left out (kept only for the fairness assessment)."
+        ),
+        features=GERMAN_FEATURES,
+    ),
+)
+HMDA_VIEWS = (
+    FeatureView(
+        name="hmda_application",
+        entity=ID_COLUMN,
+        timestamp=DATE_COLUMN,
+        source=HMDA.name,
+        description="What a mortgage application states; the applicant's race is left out.",
+        features=(
+            _number("payments_to_income", "pirat", "debt payments to total income ratio"),
+            _number("housing_to_income", "hirat", "housing expenses to income ratio"),
+            _number("loan_to_value", "lvrat", "loan to assessed property value ratio"),
+            _number("consumer_credit_score", "chist", "consumer credit score (1 best - 6)"),
+            _number("mortgage_credit_score", "mhist", "mortgage credit score (1 best - 4)"),
+            _flag("public_bad_record", "phist", "yes", "public bad credit record"),
+            _number("industry_unemployment", "unemp", "unemployment rate in the industry (%)"),
+            _flag("self_employed", "selfemp", "yes", "self-employed"),
+            _flag("insurance_denied", "insurance", "yes", "denied mortgage insurance"),
+            _flag("condominium", "condomin", "yes", "the unit is a condominium"),
+            _flag("single", "single", "yes", "applicant is single"),
+            _flag("high_school", "hschool", "yes", "applicant has a high-school diploma"),
+        ),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class CreditSolution:
+    """One credit data set as a solution: columns, feature views, registry name, card notes."""
+
+    data: CreditData
+    views_ref: str
+    adverse: str
+    """What the positive label means for the applicant, in words ("bad risk", "denied")."""
+    notes: CardNotes
+
+    @property
+    def name(self) -> str:
+        """The data set's and the registered model's name."""
+        return self.data.name
+
+    @property
+    def columns(self) -> ColumnRoles:
+        """Label, (synthetic) time and entity columns: what the lineage records."""
+        return ColumnRoles(label=self.data.label, time=DATE_COLUMN, entity=ID_COLUMN)
+
+    @property
+    def views(self) -> list[FeatureView]:
+        """The solution's feature views."""
+        from shipyard.features.definitions import load_views
+
+        return load_views(self.views_ref)
+
+    @property
+    def features(self) -> list[str]:
+        """Model inputs, in order."""
+        return [name for view in self.views for name in view.feature_names]
+
+
+_COMMON_LIMITS = (
+    "The data have no application dates: rows were split by their position in the published "
+    "file, so the held-out metrics say nothing about performance on later applicants.",
+    "Not a lending model: a reference of the platform on a public data set. Decisions about "
+    "people need a validated model, a legal review and human oversight.",
+    "The 'time' windows above are synthetic dates (2000-01-01 + the row's position in the "
+    "file); the 'day bootstrap' resamples single applications. The table above is the "
+    "registered model alone on the held-out rows (one fold, hence a std of 0).",
+)
+SOLUTIONS = {
+    GERMAN.name: CreditSolution(
+        data=GERMAN,
+        views_ref="shipyard.solutions.credit:GERMAN_VIEWS",
+        adverse="bad risk",
+        notes=CardNotes(
+            intended_use=(
+                "Estimate the probability that a consumer-credit applicant is a bad risk, to "
+                "rank applications for a credit officer's review and to explain each adverse "
+                "decision with reason codes."
+            ),
+            limitations=(
+                "German credit (Statlog): 1,000 applications from a German bank in the 1970s; "
+                "labels were oversampled to 30% bad risks, so probabilities are not today's "
+                "default rates.",
+                "Sex is derived from a combined personal-status field and is not a model input; "
+                "age is an input (the age-group assessment below shows its effect).",
+                *_COMMON_LIMITS,
+            ),
+        ),
+    ),
+    HMDA.name: CreditSolution(
+        data=HMDA,
+        views_ref="shipyard.solutions.credit:HMDA_VIEWS",
+        adverse="denied",
+        notes=CardNotes(
+            intended_use=(
+                "Estimate the probability that a mortgage application is denied, to study "
+                "and explain denial decisions and their disparities between groups."
+            ),
+            limitations=(
+                "HMDA (Boston, 1990): 2,380 applications; it models past underwriting "
+                "decisions, not repayment, and may reproduce their biases.",
+                "Race (afam) is not a model input; other inputs may still proxy for it.",
+                *_COMMON_LIMITS,
+            ),
+        ),
+    ),
+}
+"""The two credit solutions by name (``german_credit``, ``hmda``)."""
+
+
+def solution(name: str) -> CreditSolution:
+    """The credit solution called ``name``; ParameterError naming the known ones otherwise."""
+    found = SOLUTIONS.get(name)
+    if found is None:
+        raise invalid_parameter("name", "credit solution", f"one of {', '.join(SOLUTIONS)}", name)
+    return found
+
+
+@dataclass(frozen=True)
+class CreditProtocol:
+    """Hold out the last ``holdout`` share of rows; compare models by stratified k-fold."""
+
+    holdout: float = 0.2
+    n_splits: int = 5
+    seed: int = 0
+
+    def _validate(self) -> None:
+        owner = type(self).__name__
+        if not isinstance(self.holdout, float) or not 0.05 <= self.holdout <= 0.5:
+            raise invalid_parameter("holdout", owner, "a float in [0.05, 0.5]", self.holdout)
+        if isinstance(self.n_splits, bool) or not isinstance(self.n_splits, int):
+            raise invalid_parameter("n_splits", owner, "an int >= 2", self.n_splits)
+        if self.n_splits < 2:
+            raise invalid_parameter("n_splits", owner, "an int >= 2", self.n_splits)
+
+    def n_development(self, n_rows: int) -> int:
+        """How many of ``n_rows`` rows (the first, in file order) are for development."""
+        self._validate()
+        return n_rows - round(n_rows * self.holdout)
+
+    def windows(self, dataset: Dataset) -> tuple[tuple[str, str], tuple[str, str]]:
+        """The development and the held-out window (ISO dates of the synthetic date)."""
+        from datetime import date, timedelta
+
+        from shipyard.data.credit import FIRST_DATE
+
+        first = date.fromisoformat(FIRST_DATE)
+        n_dev = self.n_development(dataset.n_rows)
+
+        def day(i: int) -> str:
+            return (first + timedelta(days=i)).isoformat()
+
+        return (day(0), day(n_dev - 1)), (day(n_dev), day(dataset.n_rows - 1))
+
+    def describe(self) -> str:
+        """One line for model cards and logs."""
+        return (
+            f"no time in the data: the last {self.holdout:.0%} of rows (file order) held out "
+            f"for the registered model; models compared by {self.n_splits}-fold stratified "
+            f"cross-validation (seed {self.seed}) on the rest"
+        )
+
+
+@dataclass
+class CreditModelReport:
+    """One model type: its cross-validated evaluation and its MLflow run."""
+
+    model_type: str
+    crossval: Evaluation
+    run_id: str
+    seconds: float
+
+
+@dataclass
+class CreditReport:
+    """What :func:`train_credit` did for one data set, for printing and for tests."""
+
+    solution: CreditSolution
+    dataset: Dataset
+    protocol: CreditProtocol
+    models: list[CreditModelReport] = field(default_factory=list)
+    best: str = ""
+    holdout: Evaluation | None = None
+    """The registered model on the held-out rows."""
+    registered: ModelVersion | None = None
+    promoted: bool = False
+    gate: GateResult | None = None
+    gate_message: str = ""
+    sections: list[CardSection] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    """Steps left out, and why (a governance piece that is missing or failed)."""
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def prepare_credit_data(
+    workspace: Workspace, name: str, progress: ProgressCallback | None = None
+) -> Dataset:
+    """Store (or reuse, if unchanged) the credit data set ``name``; materialize its views."""
+    from shipyard.data.credit import write_credit_dataset
+    from shipyard.features.offline import OfflineStore
+
+    sol = solution(name)
+    dataset = write_credit_dataset(workspace, sol.name, progress=progress)
+    OfflineStore(workspace).materialize(sol.views, dataset.version, progress=progress)
+    return dataset
+
+
+def train_credit(
+    workspace: Workspace,
+    name: str,
+    *,
+    model_types: Sequence[str] = MODEL_TYPES,
+    protocol: CreditProtocol | None = None,
+    n_boot: int = 300,
+    gate_boot: int = 1000,
+    progress: ProgressCallback | None = None,
+) -> CreditReport:
+    """Prepare the data, compare ``model_types`` by cross-validation, register and promote the best.
+
+    The best model type on mean cross-validated AUC is refit on every development row,
+    measured on the held-out rows (row-bootstrap intervals), registered with its model card
+    and promoted to champion through the promotion gate (AUC; directly if there is none).
+    """
+    from shipyard.training.trainers import make_config
+
+    sol = solution(name)
+    protocol = protocol or CreditProtocol()
+    protocol._validate()
+    for model_type in model_types:
+        make_config(model_type)  # an unknown type fails before any work
+    started = time.perf_counter()
+    dataset = prepare_credit_data(workspace, name, progress)
+    report = CreditReport(sol, dataset, protocol)
+    report.seconds["data and features"] = time.perf_counter() - started
+    run = _CreditRun.start(workspace, report)
+    for i, model_type in enumerate(model_types):
+        report.models.append(run.cross_validate(model_type, n_boot))
+        if progress is not None:
+            progress(f"{name} models", i + 1, len(model_types))
+    report.seconds["cross-validation"] = (
+        time.perf_counter() - started - sum(report.seconds.values())
+    )
+    best = max(report.models, key=lambda r: r.crossval.mean(SELECTION_METRIC))
+    report.best = best.model_type
+    run.register(best, gate_boot, n_boot)
+    report.seconds["registry"] = _since(started, report)
+    return report
+
+
+def _since(started: float, report: CreditReport) -> float:
+    """Seconds since ``started`` not yet counted in ``report.seconds``."""
+    return time.perf_counter() - started - sum(report.seconds.values())
+
+
+@dataclass
+class _CreditRun:
+    """What the steps of one data set's run share: the frames, the lineage, the tracker."""
+
+    workspace: Workspace
+    report: CreditReport
+    frame: pd.DataFrame
+    n_development: int
+    lineage: Lineage
+
+    @classmethod
+    def start(cls, workspace: Workspace, report: CreditReport) -> _CreditRun:
+        from shipyard.training.frames import Window, load_frame
+
+        sol, dataset, protocol = report.solution, report.dataset, report.protocol
+        lineage = Lineage.of(
+            dataset, sol.views_ref, columns=sol.columns, protocol=protocol.describe()
+        )
+        development, holdout = protocol.windows(dataset)
+        frame = load_frame(workspace, Window.of(lineage, development[0], holdout[1]))
+        return cls(
+            workspace,
+            report,
+            frame,
+            protocol.n_development(dataset.n_rows),
+            lineage.with_windows(train=development, evaluation=holdout),
+        )
+
+    @property
+    def development(self) -> pd.DataFrame:
+        """The rows models are compared and trained on."""
+        return self.frame.iloc[: self.n_development]
+
+    def tags(self, model_type: str) -> dict[str, str]:
+        ds = self.report.dataset
+        return {
+            "shipyard.dataset": ds.name,
+            "shipyard.dataset_version": str(ds.version),
+            "shipyard.dataset_hash": ds.content_hash,
+            "shipyard.features": self.lineage.views,
+            "shipyard.features_hash": self.lineage.features_hash,
+            "shipyard.label": self.lineage.columns.label,
+            "shipyard.model_type": model_type,
+        }
+
+    def cross_validate(self, model_type: str, n_boot: int) -> CreditModelReport:
+        """Cross-validate one model type on the development rows and log it to MLflow."""
+        from shipyard.registry.tracking import Tracker
+        from shipyard.training.crossval import StratifiedKFold, cross_validate
+        from shipyard.training.trainers import make_config
+
+        started = time.perf_counter()
+        protocol, sol = self.report.protocol, self.report.solution
+        split = StratifiedKFold(protocol.n_splits, protocol.seed, columns=sol.columns)
+        evaluation = cross_validate(
+            self.development, sol.features, make_config(model_type), split, n_boot=n_boot
+        )
+        run_id = Tracker(self.workspace).log_evaluation(
+            EXPERIMENT,
+            f"{sol.name}-{model_type}",
+            evaluation,
+            params={
+                "split": split.describe(),
+                "protocol": protocol.describe(),
+                "selection_metric": SELECTION_METRIC,
+                "features": ",".join(sol.features),
+            },
+            tags=self.tags(model_type),
+        )
+        return CreditModelReport(model_type, evaluation, run_id, time.perf_counter() - started)
+
+    def holdout_evaluation(self, best: CreditModelReport, n_boot: int) -> Evaluation:
+        """Refit ``best`` on every development row; measure it on the held-out rows."""
+        import numpy as np
+
+        from shipyard.training.crossval import fold_metrics, row_intervals
+        from shipyard.training.evaluation import Evaluation, FoldResult
+        from shipyard.training.splits import Fold
+
+        sol, frame = self.report.solution, self.frame
+        label = sol.columns.label
+        train = np.arange(self.n_development, dtype=np.int64)
+        test = np.arange(self.n_development, len(frame), dtype=np.int64)
+        config = best.crossval.config
+        model = config.fit(frame.iloc[train][sol.features], frame[label].to_numpy()[train])
+        scores = model.predict_proba(frame.iloc[test])
+        labels = frame[label].to_numpy()[test]
+        days = frame[sol.columns.time].to_numpy().astype("datetime64[D]")
+        fold = Fold(
+            0,
+            train,
+            test,
+            days[train].min().item(),
+            days[train].max().item(),
+            days[test].min().item(),
+            days[test].max().item(),
+        )
+        result = FoldResult(fold, fold_metrics(labels, scores), labels, scores, {}, model)
+        evaluation = Evaluation(config, [result])
+        if n_boot > 0:
+            evaluation.intervals = row_intervals([result], n_boot)
+        return evaluation
+
+    def register(self, best: CreditModelReport, gate_boot: int, n_boot: int) -> None:
+        """Register the refit best model with its card; promote it through the gate."""
+        from shipyard.registry.gate import PromotionGate
+        from shipyard.registry.models import ModelRegistry
+
+        report, sol = self.report, self.report.solution
+        holdout = self.holdout_evaluation(best, n_boot)
+        report.holdout = holdout
+        model = holdout.folds[0].model
+        if model is None:  # holdout_evaluation keeps it; a guard for typing
+            raise RuntimeError("the held-out evaluation kept no model")
+        report.sections = [comparison_section(report)]
+        notes = CardNotes(
+            intended_use=sol.notes.intended_use,
+            limitations=sol.notes.limitations,
+            sections=tuple(report.sections),
+        )
+        registry = ModelRegistry(self.workspace)
+        version = registry.register(
+            sol.name,
+            model,
+            lineage=self.lineage,
+            evaluation=holdout,
+            run_id=best.run_id,
+            sample=self.frame.iloc[self.n_development :][:200],
+            notes=notes,
+            reason=f"best cross-validated {SELECTION_METRIC} of {len(report.models)} model types",
+        )
+        try:
+            report.gate = registry.promote(
+                sol.name,
+                version.version,
+                reason=f"best cross-validated {SELECTION_METRIC}",
+                gate=PromotionGate(metric=SELECTION_METRIC, n_boot=gate_boot),
+            )
+            report.promoted = True
+        except PromotionRefusedError as refused:
+            report.gate_message = str(refused)
+        report.registered = registry.get(sol.name, version.version)
+
+
+def comparison_section(report: CreditReport) -> CardSection:
+    """The card section comparing the cross-validated model types (mean ± std, 95% CI)."""
+    import html
+
+    from shipyard.solutions.fraud import headline
+
+    header = ["model", "AUC", "average precision", "Brier score"]
+    rows = []
+    for model in report.models:
+        cells = [model.model_type + (" (registered)" if model.model_type == report.best else "")]
+        for metric in ("roc_auc", "average_precision", "brier"):
+            h = headline(model.crossval, metric)
+            cells.append(f"{h['mean']:.3f} ± {h['std']:.3f} [{h['low']:.3f}, {h['high']:.3f}]")
+        rows.append(cells)
+    intro = (
+        f"{report.protocol.n_splits}-fold stratified cross-validation (seed "
+        f"{report.protocol.seed}) on the {report.protocol.n_development(report.dataset.n_rows):,} "
+        "development rows: mean ± std over folds [95% row-bootstrap interval]. The registered "
+        f"model is the best on mean {SELECTION_METRIC}, refit on every development row; the "
+        "metrics above are its own, on the held-out rows."
+    )
+    markdown = "\n".join(
+        [
+            intro,
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+            *("| " + " | ".join(r) + " |" for r in rows),
+        ]
+    )
+    cells_html = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
+    )
+    head_html = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = (
+        f"<p>{html.escape(intro)}</p><table><thead><tr>{head_html}</tr></thead>"
+        f"<tbody>{cells_html}</tbody></table>"
+    )
+    return CardSection("Model comparison (cross-validation)", markdown, body)
