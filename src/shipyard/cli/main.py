@@ -11,6 +11,7 @@ import click
 # name -> "module:attribute"; importing a group pulls in only what that group needs.
 COMMANDS = {
     "init": "shipyard.cli.workspace:init",
+    "audit": "shipyard.cli.audit:audit",
     "info": "shipyard.cli.workspace:info",
     "data": "shipyard.cli.data:data",
     "features": "shipyard.cli.features:features",

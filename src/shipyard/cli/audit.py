@@ -1,0 +1,114 @@
+"""``shipyard audit``: read the workspace's audit trail and verify its hash chain.
+
+``audit log`` lists entries (a table, or JSON with ``--json``); ``audit verify`` recomputes
+the chain and exits 1 naming the first edited, removed, inserted or reordered entry.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from shipyard.cli._common import console, open_workspace
+
+
+@click.group()
+def audit() -> None:
+    """The audit trail: who changed what, when and why, hash-chained so tampering shows."""
+
+
+def _change(before: Any, after: Any) -> str:
+    """``v1 -> v2`` for alias changes, the policies' one-line descriptions, else JSON."""
+
+    def short(state: Any) -> str:
+        if state is None:
+            return "—"
+        if isinstance(state, dict) and "describe" in state:
+            return f"r{state.get('revision')} {state['describe']}"
+        if isinstance(state, dict) and set(state) <= {"alias", "version"}:
+            return "—" if state.get("version") is None else f"v{state['version']}"
+        if isinstance(state, dict) and len(state) == 1:
+            return str(next(iter(state.values())))
+        return json.dumps(state, sort_keys=True)
+
+    if before is None and after is None:
+        return ""
+    return f"{short(before)} -> {short(after)}"
+
+
+@audit.command("log")
+@click.option("--subject", help="only entries about this model or endpoint name")
+@click.option("--kind", help="only this kind of subject: model, endpoint, predictions")
+@click.option("--action", help="only this action: register, promote, policy.set, gate ...")
+@click.option("--json", "as_json", is_flag=True, help="print the entries as JSON")
+@click.pass_context
+def log(
+    ctx: click.Context, subject: str | None, kind: str | None, action: str | None, as_json: bool
+) -> None:
+    """List the audit trail, oldest first: sequence, when, who, what, before -> after, why."""
+    from rich.table import Table
+
+    from shipyard.governance.audit import entries
+
+    found = entries(open_workspace(ctx), kind=kind, name=subject, action=action)
+    if as_json:
+        click.echo(json.dumps([e.to_dict() for e in found], indent=2))
+        return
+    table = Table("#", "when (UTC)", "who", "action", "subject", "version", "change", "why")
+    for e in found:
+        table.add_row(
+            str(e.sequence),
+            f"{e.at:%Y-%m-%d %H:%M:%S}",
+            e.actor,
+            e.action,
+            f"{e.kind} {e.name}" + (f"@{e.alias}" if e.alias else ""),
+            "" if e.version is None else f"v{e.version}",
+            _change(e.before, e.after),
+            e.reason,
+        )
+    console().print(table)
+    if not found:
+        console().print("No entries" + (" match." if subject or kind or action else "."))
+
+
+@audit.command()
+@click.option(
+    "--expect-head",
+    metavar="HASH",
+    help="a head hash printed by an earlier verify: the trail must still contain it",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.pass_context
+def verify(ctx: click.Context, expect_head: str | None, as_json: bool) -> None:
+    """Recompute the hash chain; exit 1 naming the first edited, removed, inserted or
+    reordered entry. Keep the printed head hash elsewhere to detect a rewritten chain."""
+    from shipyard.governance.audit import verify as verify_trail
+
+    report = verify_trail(open_workspace(ctx), expected_head=expect_head)
+    if as_json:
+        problem = report.problem
+        click.echo(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "entries": report.entries,
+                    "head": report.head,
+                    "problem": None
+                    if problem is None
+                    else {
+                        "sequence": problem.sequence,
+                        "tampering": problem.tampering.value,
+                        "message": problem.message,
+                    },
+                },
+                indent=2,
+            )
+        )
+    elif report.ok:
+        console().print(f"[green]{report.describe()}[/]")
+    else:
+        console().print(f"[red]{report.describe()}[/]")
+    if not report.ok:
+        ctx.exit(1)
