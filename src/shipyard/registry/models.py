@@ -28,6 +28,7 @@ import getpass
 import logging
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from shipyard.registry.card import CardNotes
-    from shipyard.registry.gate import GateResult, PromotionGate
+    from shipyard.registry.gate import FairnessGate, GateResult, PromotionGate
     from shipyard.registry.tracking import Tracker
     from shipyard.training.evaluation import Evaluation
     from shipyard.training.trainers import NativePredictor, TrainedModel
@@ -442,13 +443,16 @@ class ModelRegistry:
         gate: PromotionGate | None = None,
         actor: str | None = None,
         alias: str = CHAMPION,
+        fairness: Sequence[FairnessGate] = (),
     ) -> GateResult | None:
         """Make ``version`` the ``alias`` holder if its schema is compatible and it passes the gate.
 
         Without a current holder the version is promoted directly. With one, the input schemas
         must match and, if a ``gate`` is given, the challenger must beat the holder on the
-        challenger's out-of-time evaluation window. A refusal raises PromotionRefusedError,
-        is recorded in the audit trail, and changes nothing else.
+        challenger's out-of-time evaluation window. Every ``fairness`` gate (first promotion
+        included) must pass on that window, with the sensitive attributes read from the data
+        set. A refusal raises PromotionRefusedError, is recorded in the audit trail, and
+        changes nothing else.
         """
         challenger = self.get(name, version)
         current = self.aliases(name).get(alias)
@@ -473,13 +477,42 @@ class ModelRegistry:
                     raise PromotionRefusedError(
                         f"Promotion of {name} v{version} to {alias} refused: {result.reason}."
                     )
+        fair = self._check_fairness(challenger, fairness, alias, current, actor, reason)
         client = self.tracker.client
         client.set_registered_model_alias(name, alias, str(challenger.version))
         if alias == CHAMPION and self.aliases(name).get(CHALLENGER) == challenger.version:
             client.delete_registered_model_alias(name, CHALLENGER)  # it is no longer a challenger
         details = result.to_dict() if result is not None else {}
+        if fair:
+            details["fairness"] = fair
         self._record(name, version, "promote", alias, current, actor, reason, details)
         return result
+
+    def _check_fairness(
+        self,
+        challenger: ModelVersion,
+        gates: Sequence[FairnessGate],
+        alias: str,
+        current: int | None,
+        actor: str | None,
+        reason: str,
+    ) -> list[dict[str, Any]]:
+        """Apply the fairness gates; record and raise a refusal if one fails."""
+        from shipyard.registry.gate import check_fairness
+
+        results = check_fairness(self, challenger, gates)
+        found = [r.to_dict() for r in results]
+        failed = [r for r in results if not r.passed]
+        if failed:
+            name, version = challenger.name, challenger.version
+            self._record(
+                name, version, "refuse", alias, current, actor, reason, {"fairness": found}
+            )
+            raise PromotionRefusedError(
+                f"Promotion of {name} v{version} to {alias} refused by the fairness gate "
+                f"{failed[0].describe()}: {failed[0].reason}."
+            )
+        return found
 
     def compare(
         self, name: str, incumbent: ModelVersion, challenger: ModelVersion, gate: PromotionGate
