@@ -12,7 +12,13 @@ import pytest
 from click.testing import CliRunner
 
 from shipyard.errors import ParameterError
-from shipyard.scenarios import AmountDrift, DriftScenarioResult, drift_amounts, run_drift_scenario
+from shipyard.scenarios import (
+    AmountDrift,
+    DriftScenarioResult,
+    MixDrift,
+    drift_amounts,
+    run_drift_scenario,
+)
 from shipyard.workspace import Workspace
 
 START, END = date(2018, 6, 24), date(2018, 7, 1)
@@ -177,3 +183,62 @@ def test_the_result_reads_as_json(scenario: tuple[Workspace, DriftScenarioResult
     )
     assert data["windows"][2]["drifted_columns"] == list(result.windows[2].drifted_columns)
     assert data["report"] == str(result.report)
+
+
+# -- the traffic-mix drift, end to end ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mix_scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DriftScenarioResult]:
+    """The command's own champion (the default simulation): how much the segment costs in
+    precision depends on the champion, and the one shown in docs/scenarios.md is this one.
+    The smaller simulation's champion is over-confident on the segment: its estimate falls
+    by less than its realized precision does."""
+    ws = Workspace.init(tmp_path_factory.mktemp("mix") / "ws")
+    yield run_drift_scenario(ws, out=ws.root / "out", drift=MixDrift())
+    ws.close()
+
+
+@pytest.mark.slow
+def test_a_growing_segment_is_found_in_the_drifted_week_and_not_before(
+    mix_scenario: DriftScenarioResult,
+) -> None:
+    result = mix_scenario
+    assert isinstance(result.drift, MixDrift) and result.drift.start == result.drift_start
+    assert result.drifted_version == result.reference_version  # no row changed
+    assert result.false_alarm_windows == ()
+    assert "TERMINAL_ID_RISK_7DAY_WINDOW" in result.drifted_columns
+    assert "TX_AMOUNT" not in result.drifted_columns  # no amount moved
+    assert result.first_drift_day is not None
+    assert result.drift_start <= result.first_drift_day <= result.replay_end
+    during = result.during()
+    assert result.segment_size == pytest.approx(0.3 * during.rows, abs=1)
+
+
+@pytest.mark.slow
+def test_the_estimated_precision_falls_before_the_labels_and_the_labels_confirm_it(
+    mix_scenario: DriftScenarioResult,
+) -> None:
+    result = mix_scenario
+    weeks = [w for w in result.windows if w.end < result.drift_start]
+    during = result.during()
+    estimated = during.estimated["precision"]
+    lows = [w.estimated_interval["precision"][0] for w in weeks]
+    assert estimated is not None and None not in lows
+    # below where weeks 1-2's precision should fall by their sampling error alone
+    assert all(estimated < low for low in lows if low is not None)
+    assert during.realized_before_labels["precision"] is None  # estimated without a label
+    realized = during.realized["precision"]
+    assert realized is not None
+    assert all(realized < low for low in lows if low is not None)
+    assert all(realized < w.realized["precision"] for w in weeks if w.realized["precision"])
+
+
+@pytest.mark.slow
+def test_the_estimated_drop_alert_fires_before_the_drifted_weeks_labels(
+    mix_scenario: DriftScenarioResult,
+) -> None:
+    rules_before = {line.split(":")[0] for line in mix_scenario.alerts_before_labels}
+    assert {"estimated-precision-drop", "data-drift"} <= rules_before
+    assert mix_scenario.report.is_file()
+    assert "TERMINAL_ID_RISK_7DAY_WINDOW" in mix_scenario.report.read_text()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 from shipyard.errors import DataValidationError, ParameterError
 from shipyard.scenarios import MixDrift, shift_mix
@@ -101,3 +103,24 @@ def test_a_segment_on_a_missing_column_is_refused_naming_it(frame: pd.DataFrame)
     drift = MixDrift(segment=(("TERMINAL_RISK", ">", 0.0),), start=START, end=END)
     with pytest.raises(DataValidationError, match="TERMINAL_RISK"):
         shift_mix(frame, drift)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--factor", "2"], "--factor applies to --drift amounts only"),
+        (["--share", "1.5"], "'share' parameter of MixDrift"),
+    ],
+)
+def test_the_command_refuses_a_bad_mix_before_touching_the_workspace(
+    tmp_path: Path, options: list[str], message: str
+) -> None:
+    from shipyard.cli.main import cli
+
+    folder = tmp_path / "ws"
+    answer = CliRunner().invoke(
+        cli, ["-w", str(folder), "scenario", "drift", "--drift", "mix", *options]
+    )
+    assert answer.exit_code != 0
+    assert message in answer.output + str(answer.exception)
+    assert not folder.exists()

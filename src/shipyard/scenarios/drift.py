@@ -5,10 +5,14 @@
 1. **A champion.** The workspace's ``fraud@champion``; without one, a small fast-mode fraud
    data set is simulated and one LightGBM is trained, evaluated and promoted (about a minute).
 2. **The replay span**: the three weeks after the champion's evaluation window.
-3. **A drifted data set version**: the data set copied, and in the third week the amounts
-   (``TX_AMOUNT``) of a seeded random 25 % of customers multiplied by 3, labels unchanged;
-   written as a new version of the data set (its params record the drift), the champion's
-   feature views materialized for it, and the champion's inputs read point-in-time.
+3. **The drifted traffic**, one of two kinds. :class:`AmountDrift` (the default): a drifted
+   data set version, the data set copied and in the third week the amounts (``TX_AMOUNT``)
+   of a seeded random 25 % of customers multiplied by 3, labels unchanged; written as a new
+   version of the data set (its params record the drift), the champion's feature views
+   materialized for it, and the champion's inputs read point-in-time.
+   :class:`~shipyard.scenarios.mix.MixDrift`: the champion's inputs read from the data set
+   itself, and in the third week a segment defined by inputs alone grows to 30 % of the
+   rows by copies of its own rows with their labels (a pure covariate shift).
 4. **Serving for real**: ``shipyard serve`` on a free 127.0.0.1 port; the three weeks sent
    in time order, one request per simulated hour with ``X-Event-Time``.
 5. **Late labels**: weeks 1-2 first, then the third week's.
@@ -30,7 +34,9 @@ calibrated, and this drift breaks exactly that (large amounts stop meaning fraud
 *estimated* AUC rises while the realized one falls; the drift report and the alert rate
 catch it before the labels do. A new wave of compromised terminals (labels change, inputs
 do not, until the delayed terminal-risk features see it) moves neither the inputs nor the
-estimate in its first week: see docs/scenarios.md for both measured.
+estimate in its first week: see docs/scenarios.md for both measured. The mix drift, where
+the model stays calibrated and the traffic moves to rows it is less sure of, is the one
+whose *estimated* precision falls before the labels arrive (:mod:`shipyard.scenarios.mix`).
 
 Example::
 
