@@ -10,10 +10,11 @@
   (the applicant is African American).
 
 Neither data set has a time. Every row gets an ``application_id`` (its position in the
-published file) and a synthetic ``application_date`` = 2000-01-01 plus that many days: one
-row per day, so that windows select rows by file position and the registry's day bootstrap
-resamples single applications (see ``docs/decisions/0007-credit-without-time.md``). The
-date is a row key, never a time: nothing here makes a claim about time.
+published file) and a synthetic ``application_date``: 2000-01-01 plus the row's rank in a
+seeded shuffle, in days. One row per day, in random order: a window of dates is a random
+sample of the rows (the files are sorted: German credit by sex) and the registry's day
+bootstrap resamples single applications (see ``docs/decisions/0007-credit-without-time.md``).
+The date is a row key, never a time: nothing here makes a claim about time.
 
 Example::
 
@@ -38,7 +39,10 @@ if TYPE_CHECKING:
 
 ProgressCallback = Callable[[str, int, int], None]
 FIRST_DATE = "2000-01-01"
-"""The synthetic application date of the first row; row i is i days later."""
+"""The synthetic application date of the first row of the shuffled order; row i is i days
+later."""
+SHUFFLE_SEED = 0
+"""Seed of the shuffle that orders the rows (their synthetic dates)."""
 ID_COLUMN = "application_id"
 DATE_COLUMN = "application_date"
 
@@ -90,18 +94,25 @@ def _package_folder(module: str) -> Path:
 
 
 def _with_keys(frame: pd.DataFrame) -> pd.DataFrame:
-    """Prepend ``application_id`` (file position) and the synthetic ``application_date``."""
+    """Prepend ``application_id`` (file position) and the synthetic ``application_date``.
+
+    The published files are sorted (German credit by sex): the dates follow a seeded
+    shuffle of the rows instead, so that any window of dates is a random sample.
+    """
     import numpy as np
     import pandas as pd
 
     position = np.arange(len(frame), dtype=np.int64)
+    rank = np.empty_like(position)
+    rank[np.random.default_rng(SHUFFLE_SEED).permutation(len(frame))] = position
     keys = pd.DataFrame(
         {
             ID_COLUMN: position,
-            DATE_COLUMN: pd.Timestamp(FIRST_DATE) + pd.to_timedelta(position, unit="D"),
+            DATE_COLUMN: pd.Timestamp(FIRST_DATE) + pd.to_timedelta(rank, unit="D"),
         }
     )
-    return pd.concat([keys, frame.reset_index(drop=True)], axis=1)
+    keyed = pd.concat([keys, frame.reset_index(drop=True)], axis=1)
+    return keyed.sort_values(DATE_COLUMN, kind="mergesort").reset_index(drop=True)
 
 
 def _check(frame: pd.DataFrame, data: CreditData) -> pd.DataFrame:
@@ -176,6 +187,9 @@ def write_credit_dataset(
         LOADERS[name](),
         time_column=DATE_COLUMN,
         label_column=data.label,
-        params={"source": data.source, "date": f"synthetic: {FIRST_DATE} + row position (days)"},
+        params={
+            "source": data.source,
+            "date": f"synthetic: {FIRST_DATE} + rank in a shuffle (seed {SHUFFLE_SEED}), days",
+        },
         progress=progress,
     )
