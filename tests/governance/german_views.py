@@ -4,8 +4,20 @@ attribute as a 0/1 code: an input of the group-threshold variant only."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from shipyard.features.definitions import FeatureView, RowFeature
-from shipyard.types import NON_NEGATIVE, ColumnRoles
+from shipyard.types import NON_NEGATIVE, ColumnRoles, Lineage
+from shipyard.workspace import Workspace
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from shipyard.data.catalog import Dataset
+    from shipyard.registry.card import CardNotes
+    from shipyard.registry.models import ModelVersion
+    from shipyard.training.trainers import ModelConfig, TrainedModel
 
 DATASET = "german_credit"
 COLUMNS = ColumnRoles(label="bad_risk", time="application_date", entity="application_id")
@@ -69,3 +81,68 @@ SENSITIVE = FeatureView(
 
 VIEWS = (APPLICATION, SENSITIVE)
 FEATURES = list(APPLICATION.feature_names)
+
+
+def german_workspace(path: Path) -> tuple[Workspace, Dataset]:
+    """A workspace holding German credit (``shipyard.data.credit``) with these views."""
+    from shipyard.data.credit import write_credit_dataset
+    from shipyard.features.offline import OfflineStore
+
+    ws = Workspace.init(path)
+    dataset = write_credit_dataset(ws, DATASET)
+    OfflineStore(ws).materialize(VIEWS)
+    return ws, dataset
+
+
+SPLIT_DAYS = 700
+"""Rows 0..699 (dates 2000-01-01 + 0..699 days) train; rows 700..999 evaluate."""
+
+
+def register(
+    ws: Workspace,
+    dataset: Dataset,
+    config: ModelConfig,
+    features: list[str],
+    notes: CardNotes | None = None,
+) -> tuple[ModelVersion, TrainedModel, pd.DataFrame]:
+    """Train ``config`` on the first 700 rows, evaluate on the last 300, register it.
+
+    Returns the version, the trained model and the frame of the whole data set.
+    """
+    from shipyard.registry.models import ModelRegistry
+    from shipyard.registry.tracking import Tracker
+    from shipyard.training.evaluation import evaluate
+    from shipyard.training.frames import Window, load_frame
+    from shipyard.training.splits import HoldoutSplit
+
+    lineage = Lineage.of(dataset, VIEWS_REF, columns=COLUMNS, protocol="first 700 rows / last 300")
+    frame = load_frame(ws, Window.of(lineage, "2000-01-01", "2003-12-31"))
+    split = HoldoutSplit(
+        "2000-01-01",
+        delta_train=SPLIT_DAYS,
+        delta_delay=0,
+        delta_test=len(frame) - SPLIT_DAYS,
+        remove_known_compromised=False,
+        columns=COLUMNS,
+    )
+    evaluation = evaluate(frame, features, config, split, n_boot=100, keep_models=True)
+    run_id = Tracker(ws).log_evaluation(
+        "german-fairness", config.model_type, evaluation, params={}, tags={}
+    )
+    result = evaluation.folds[0]
+    assert result.model is not None
+    fold = result.fold
+    version = ModelRegistry(ws).register(
+        DATASET,
+        result.model,
+        lineage=lineage.with_windows(
+            train=(str(fold.train_start), str(fold.train_end)),
+            evaluation=(str(fold.test_start), str(fold.test_end)),
+        ),
+        evaluation=evaluation,
+        run_id=run_id,
+        sample=frame.iloc[fold.test[:100]],
+        notes=notes,
+        actor="tester",
+    )
+    return version, result.model, frame

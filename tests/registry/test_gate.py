@@ -1,15 +1,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from shipyard.errors import DataValidationError, ParameterError
+from shipyard.errors import DataValidationError, ParameterError, PromotionRefusedError
 from shipyard.governance.fairness import assess_fairness
 from shipyard.registry.gate import FairnessGate, PromotionGate
+from shipyard.registry.models import ModelRegistry, ModelVersion
+from shipyard.training.frames import Window, load_frame
+from shipyard.training.trainers import make_config
 from tests.governance.fair_data import german_credit, split_scores
+from tests.governance.german_views import FEATURES, german_workspace, register
 
 
 @pytest.fixture
@@ -183,3 +189,67 @@ def test_bad_fairness_gate_parameters_are_named(
     y, scores, data = german
     with pytest.raises(ParameterError, match=message):
         FairnessGate("sex", **kwargs).check(y, scores, data)  # type: ignore[arg-type]
+
+
+# -- fairness gates at promotion -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def german_registry(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ModelRegistry, ModelVersion]]:
+    """German credit in a workspace, a logistic regression registered (no champion yet)."""
+    ws, dataset = german_workspace(tmp_path_factory.mktemp("german") / "ws")
+    version, _, _ = register(ws, dataset, make_config("logistic_regression"), FEATURES)
+    yield ModelRegistry(ws), version
+    ws.close()
+
+
+def test_promotion_is_refused_by_a_failing_fairness_gate_and_the_refusal_recorded(
+    german_registry: tuple[ModelRegistry, ModelVersion],
+) -> None:
+    registry, version = german_registry
+    strict = FairnessGate("sex", "demographic_parity_difference", bound=0.001, threshold=0.3)
+    with pytest.raises(PromotionRefusedError, match=r"fairness gate demographic_parity_diff"):
+        registry.promote(
+            version.name, version.version, reason="first model", fairness=[strict], actor="t"
+        )
+    assert "champion" not in registry.aliases(version.name)  # nothing changed
+    refusal = registry.history(version.name)[-1]
+    assert refusal.action == "refuse" and refusal.version == version.version
+    recorded = refusal.details["fairness"][0]
+    assert recorded["attribute"] == "sex" and recorded["passed"] is False
+    assert recorded["high"] > 0.001
+
+    # what the gate measured is the assessment of the version's evaluation window, with
+    # the attribute read from the data set (it is not an input of the model)
+    assert "sex" not in version.input_schema.names
+    window = Window.from_dict(version.eval_window)
+    frame = load_frame(registry.workspace, replace(window, columns=(*window.columns, "sex")))
+    scores = registry.load(version.name, version.version).predict(
+        frame[version.input_schema.names].to_numpy(dtype=float)
+    )
+    report = assess_fairness(frame["bad_risk"], scores, frame, ["sex"], threshold=0.3)
+    dp = report.attribute("sex").demographic_parity_difference
+    assert dp is not None and recorded["estimate"] == pytest.approx(dp.estimate)
+    assert recorded["n_rows"] == len(frame) == 300
+
+    # a bound the model meets: promoted, and the promotion records the gate's result
+    loose = FairnessGate("sex", "demographic_parity_difference", bound=0.9, threshold=0.3)
+    registry.promote(version.name, version.version, reason="fair enough", fairness=[loose])
+    assert registry.aliases(version.name)["champion"] == version.version
+    promotion = registry.history(version.name)[-1]
+    assert promotion.action == "promote"
+    assert promotion.details["fairness"][0]["passed"] is True
+
+
+def test_a_fairness_gate_on_an_attribute_the_data_set_lacks_names_it(
+    german_registry: tuple[ModelRegistry, ModelVersion],
+) -> None:
+    registry, version = german_registry
+    before = len(registry.history(version.name))
+    with pytest.raises(DataValidationError, match="'religion' is not a column of data set"):
+        registry.promote(
+            version.name, version.version, reason="x", fairness=[FairnessGate("religion")]
+        )
+    assert len(registry.history(version.name)) == before
