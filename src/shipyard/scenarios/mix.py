@@ -10,7 +10,7 @@ to follow, since the model's calibration ``P(fraud | score)`` still holds.
 The default segment, :data:`SMALL_RISKY_TERMINALS`, is the transactions at small terminals
 (at most 6 transactions in the last 7 days) with some fraud known in the last week
 (``TERMINAL_ID_RISK_7DAY_WINDOW > 0``). It is where the fraud champion is least sure: in
-its evaluation week 36 % of those rows score between 0.05 and 0.8 against 5 % of all rows,
+its evaluation week 36 % of those rows score between 0.05 and 0.8 against 4 % of all rows,
 and a quarter of them are fraud. The story: a season fills small shops and market stalls
 (a festival, the holidays), some of whose card readers were recently skimmed; their share
 of the traffic grows from 3 % to 30 %, and the rate of fraud among transactions that look
