@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import os
+import signal
 import sqlite3
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from shipyard.errors import ParameterError, WorkspaceOutdatedError
@@ -20,8 +24,14 @@ from shipyard.governance.audit import (
     record_threshold_change,
     transaction,
     verify,
+    verify_prediction_logs,
 )
+from shipyard.integrity import file_sha256
+from shipyard.monitoring.logstore import closed_segments, compact, parquet_folder
+from shipyard.serving.predlog import log_folder
 from shipyard.workspace import Workspace
+from tests.monitoring.test_logstore import _start_compaction as start_compaction
+from tests.monitoring.test_logstore import _write as write_segments
 
 TABLE = "shipyard_registry_events"
 
@@ -265,3 +275,74 @@ def test_an_old_workspace_without_the_chain_columns_is_refused(tmp_path: Path) -
     _sql(ws, *(f"ALTER TABLE {TABLE} DROP COLUMN {c}" for c in ("hash", "previous_hash")))
     with pytest.raises(WorkspaceOutdatedError, match=f"{TABLE} lacks column"):
         Workspace.open(tmp_path / "ws")
+
+
+# -- prediction-log segments referenced by their hashes -----------------------------------
+
+
+@pytest.fixture
+def logged(tmp_path: Path) -> Workspace:
+    """A workspace whose 'fraud' prediction log has many closed segments over six days."""
+    ws = Workspace.init(tmp_path / "ws")
+    folder = log_folder(ws, "fraud")
+    write_segments(folder, "w101", range(0, 30))
+    write_segments(folder, "w102", range(30, 60))
+    return ws
+
+
+def test_compaction_records_each_segments_and_parts_sha256(logged: Workspace) -> None:
+    segments = {p.name: file_sha256(p) for p in closed_segments(log_folder(logged, "fraud"))}
+    result = compact(logged, "fraud", batch_bytes=4_000)
+    recorded = entries(logged, kind="predictions", action="logs.compact")
+    assert len(recorded) > 1  # one entry per batch
+    assert {e.name for e in recorded} == {"fraud"}
+    assert sum(e.details["records"] for e in recorded) == result.records
+    assert {k: v for e in recorded for k, v in e.details["segments"].items()} == segments
+    folder = parquet_folder(logged, "fraud")
+    parts = {k: v for e in recorded for k, v in e.details["parts"].items()}
+    assert parts == {str(p.relative_to(folder)): file_sha256(p) for p in result.parts}
+    assert verify(logged).ok
+    report = verify_prediction_logs(logged)
+    assert report.ok and report.parts_checked == len(result.parts)
+
+
+def test_an_altered_removed_or_added_part_is_named(logged: Workspace) -> None:
+    result = compact(logged, "fraud", batch_bytes=4_000)
+    altered, removed = result.parts[0], result.parts[-1]
+    table = pq.read_table(altered)
+    outputs = pa.array([[0.0]] * table.num_rows, type=table.schema.field("outputs").type)
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("outputs"), "outputs", outputs), altered
+    )
+    removed.unlink()
+    added = altered.with_name("part-9999999999999-extra.parquet")
+    pq.write_table(table, added)
+    problems = verify_prediction_logs(logged, "fraud").problems
+    folder = parquet_folder(logged, "fraud")
+    assert sorted(problems) == sorted(
+        [
+            f"fraud: part {altered.relative_to(folder)} was altered (its SHA-256 is not the "
+            "recorded one)",
+            f"fraud: part {removed.relative_to(folder)} is on record but missing (removed)",
+            f"fraud: part {added.relative_to(folder)} is not on record (added afterwards)",
+        ]
+    )
+    assert verify(logged).ok  # the chain itself is intact: the parts are what changed
+
+
+def test_a_batch_finished_after_a_crash_is_recorded_once(logged: Workspace) -> None:
+    """Killed after its first batch was recorded but before its journal was deleted, the
+    compaction's batch is finished by the next run without a second entry."""
+    with start_compaction(logged, "segment-removed") as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "paused at segment-removed"
+            os.kill(child.pid, signal.SIGKILL)
+        finally:
+            child.kill()
+    assert len(entries(logged, kind="predictions")) == 1
+    result = compact(logged, "fraud", batch_bytes=4_000)
+    assert result.recovered == 1
+    batches = [e.details["batch"] for e in entries(logged, kind="predictions")]
+    assert len(batches) == len(set(batches)) > 1
+    assert verify(logged).ok and verify_prediction_logs(logged).ok

@@ -79,36 +79,49 @@ def log(
     metavar="HASH",
     help="a head hash printed by an earlier verify: the trail must still contain it",
 )
+@click.option(
+    "--logs",
+    is_flag=True,
+    help="also check every compacted prediction-log part against its recorded SHA-256",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
-def verify(ctx: click.Context, expect_head: str | None, as_json: bool) -> None:
+def verify(ctx: click.Context, expect_head: str | None, logs: bool, as_json: bool) -> None:
     """Recompute the hash chain; exit 1 naming the first edited, removed, inserted or
     reordered entry. Keep the printed head hash elsewhere to detect a rewritten chain."""
     from shipyard.governance.audit import verify as verify_trail
+    from shipyard.governance.audit import verify_prediction_logs
 
-    report = verify_trail(open_workspace(ctx), expected_head=expect_head)
+    workspace = open_workspace(ctx)
+    report = verify_trail(workspace, expected_head=expect_head)
+    parts = verify_prediction_logs(workspace) if logs else None
     if as_json:
         problem = report.problem
-        click.echo(
-            json.dumps(
-                {
-                    "ok": report.ok,
-                    "entries": report.entries,
-                    "head": report.head,
-                    "problem": None
-                    if problem is None
-                    else {
-                        "sequence": problem.sequence,
-                        "tampering": problem.tampering.value,
-                        "message": problem.message,
-                    },
-                },
-                indent=2,
-            )
-        )
-    elif report.ok:
-        console().print(f"[green]{report.describe()}[/]")
+        out: dict[str, Any] = {
+            "ok": report.ok and (parts is None or parts.ok),
+            "entries": report.entries,
+            "head": report.head,
+            "problem": None
+            if problem is None
+            else {
+                "sequence": problem.sequence,
+                "tampering": problem.tampering.value,
+                "message": problem.message,
+            },
+        }
+        if parts is not None:
+            out["logs"] = {"parts_checked": parts.parts_checked, "problems": list(parts.problems)}
+        click.echo(json.dumps(out, indent=2))
     else:
-        console().print(f"[red]{report.describe()}[/]")
-    if not report.ok:
+        out_console = console()
+        colour = "green" if report.ok else "red"
+        out_console.print(f"[{colour}]{report.describe()}[/]", markup=True)
+        if parts is not None and parts.ok:
+            out_console.print(
+                f"[green]prediction logs intact: {parts.parts_checked} Parquet part(s) match "
+                "their recorded SHA-256[/]"
+            )
+        for line in parts.problems if parts is not None else ():
+            out_console.print(f"[red]prediction log: {line}[/]")
+    if not report.ok or (parts is not None and not parts.ok):
         ctx.exit(1)

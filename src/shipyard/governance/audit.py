@@ -306,6 +306,40 @@ def record_threshold_change(
     )
 
 
+def record_compaction(
+    workspace: Workspace, endpoint: str, batch: Mapping[str, Any], actor: str | None = None
+) -> AuditEntry:
+    """Record one compaction batch of ``endpoint``'s prediction log: the SHA-256 of each
+    segment it moved and of each Parquet part it wrote.
+
+    :func:`shipyard.monitoring.logstore.compact` calls it with the batch's journal entry
+    before it deletes the segments; a batch already on record (a crashed run finished later)
+    is not recorded twice.
+    """
+    for entry in entries(workspace, kind="predictions", name=endpoint, action="logs.compact"):
+        if entry.details.get("batch") == batch["batch"]:
+            return entry
+    hashes = batch["sha256"]
+    return append(
+        workspace,
+        kind="predictions",
+        name=endpoint,
+        action="logs.compact",
+        reason=(
+            f"compacted {len(hashes['segments'])} closed prediction-log segment(s) into "
+            f"{len(hashes['parts'])} Parquet part(s)"
+        ),
+        actor=actor,
+        details={
+            "batch": batch["batch"],
+            "records": batch.get("records"),
+            "skipped_lines": batch.get("skipped_lines"),
+            "segments": dict(hashes["segments"]),
+            "parts": dict(hashes["parts"]),
+        },
+    )
+
+
 # -- reading and verifying -----------------------------------------------------------------
 
 
@@ -460,3 +494,58 @@ def _broken_link(rows: list[AuditEntry], i: int, positions: dict[str, int]) -> A
         f"{missing} removed: entry {row.sequence} {what} was appended after an entry that is "
         "no longer in the trail",
     )
+
+
+@dataclass(frozen=True)
+class LogVerification:
+    """What :func:`verify_prediction_logs` found: Parquet parts checked and every mismatch."""
+
+    parts_checked: int
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when every compacted part on disk matches the hash the trail recorded."""
+        return not self.problems
+
+
+def verify_prediction_logs(workspace: Workspace, endpoint: str | None = None) -> LogVerification:
+    """Check each compacted Parquet part of the prediction log against its recorded SHA-256.
+
+    A part on disk with another hash (altered), a recorded part that is gone (removed) and a
+    part the trail never recorded (added) are each a problem. Run :func:`verify` too: these
+    hashes are only as trustworthy as the chain that holds them.
+    """
+    from shipyard.integrity import file_sha256
+    from shipyard.monitoring.logstore import parquet_folder
+
+    recorded: dict[str, dict[str, str]] = {}
+    for entry in entries(workspace, kind="predictions", name=endpoint, action="logs.compact"):
+        recorded.setdefault(entry.name, {}).update(entry.details.get("parts", {}))
+    root = parquet_folder(workspace, "any").parent
+    if endpoint is not None:
+        endpoints = {endpoint}
+    else:
+        on_disk = {p.name.removeprefix("endpoint=") for p in root.glob("endpoint=*")}
+        endpoints = on_disk | set(recorded)
+    problems: list[str] = []
+    checked = 0
+    for name in sorted(endpoints):
+        folder = parquet_folder(workspace, name)
+        expected = recorded.get(name, {})
+        present = {
+            str(p.relative_to(folder)): p for p in sorted(folder.glob("day=*/part-*.parquet"))
+        }
+        for relative, path in present.items():
+            checked += 1
+            if relative not in expected:
+                problems.append(f"{name}: part {relative} is not on record (added afterwards)")
+            elif file_sha256(path) != expected[relative]:
+                problems.append(
+                    f"{name}: part {relative} was altered (its SHA-256 is not the recorded one)"
+                )
+        problems += [
+            f"{name}: part {relative} is on record but missing (removed)"
+            for relative in sorted(set(expected) - set(present))
+        ]
+    return LogVerification(checked, tuple(problems))

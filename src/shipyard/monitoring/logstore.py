@@ -29,6 +29,10 @@ and the next :func:`compact` finishes or discards the batch:
 4. delete the segments;
 5. delete the journal.
 
+The journal also holds the SHA-256 of each segment and part; before step 4 they are
+recorded in the workspace's audit trail (:func:`shipyard.governance.audit.record_compaction`,
+once per batch), so that ``shipyard audit verify --logs`` can show a part was not altered.
+
 A run first finishes every journal left by a crashed run (steps 3-5 are idempotent), then
 deletes temporary parts no journal names (a crash before step 2). Compactions of one
 endpoint are serialized by a lock file. A reader takes a snapshot of the listing (journals,
@@ -44,13 +48,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import re
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -170,23 +175,33 @@ def compact(
         endpoints = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     else:
         endpoints = [endpoint]
+    from shipyard.governance.audit import record_compaction
+
     result = CompactionResult()
     for name in endpoints:
         _compact_endpoint(
-            log_folder(workspace, name), parquet_folder(workspace, name), result, batch_bytes
+            log_folder(workspace, name),
+            parquet_folder(workspace, name),
+            result,
+            batch_bytes,
+            functools.partial(record_compaction, workspace, name),
         )
     return result
 
 
 def _compact_endpoint(
-    source: Path, target: Path, result: CompactionResult, batch_bytes: int
+    source: Path,
+    target: Path,
+    result: CompactionResult,
+    batch_bytes: int,
+    record: Callable[[dict[str, Any]], object] | None = None,
 ) -> None:
     if not source.is_dir():
         return
     target.mkdir(parents=True, exist_ok=True)
     with _locked(target / ".compact.lock"):
         for journal in sorted((target / _JOURNAL).glob("*.json")):
-            _finish(journal, source, target)
+            _finish(journal, source, target, record)
             result.recovered += 1
         for orphan in target.glob("day=*/.part-*.parquet.tmp"):  # written, never committed
             orphan.unlink()
@@ -198,17 +213,31 @@ def _compact_endpoint(
             batch.append(segment)
             size += segment.stat().st_size
             if size >= batch_bytes:
-                _move(batch, source, target, result)
+                _move(batch, source, target, result, record)
                 batch, size = [], 0
         if batch:
-            _move(batch, source, target, result)
+            _move(batch, source, target, result, record)
 
 
-def _move(segments: list[Path], source: Path, target: Path, result: CompactionResult) -> None:
+def _move(
+    segments: list[Path],
+    source: Path,
+    target: Path,
+    result: CompactionResult,
+    record: Callable[[dict[str, Any]], object] | None = None,
+) -> None:
     """Steps 1-5 for one batch of segments."""
+    from shipyard.integrity import file_sha256
+
     batch = f"{time.time_ns() // 1_000_000:013d}-{uuid.uuid4().hex[:8]}"
     parts, records, skipped = _write_parts(segments, target, batch)
     _pause("parts-written")
+    sha256 = {  # kept in the journal; the audit trail records them before segments go
+        "segments": {s.name: file_sha256(s) for s in segments},
+        "parts": {
+            str(p.relative_to(target)): file_sha256(p.with_name(f".{p.name}.tmp")) for p in parts
+        },
+    }
     journal = target / _JOURNAL / f"{batch}.json"
     entry = {
         "batch": batch,
@@ -216,10 +245,11 @@ def _move(segments: list[Path], source: Path, target: Path, result: CompactionRe
         "parts": [str(p.relative_to(target)) for p in parts],
         "records": records,
         "skipped_lines": skipped,
+        "sha256": sha256,
     }
     _write_atomically(journal, json.dumps(entry, indent=1).encode())
     _pause("committed")
-    _finish(journal, source, target)
+    _finish(journal, source, target, record)
     result.segments += len(segments)
     result.records += records
     result.skipped_lines += skipped
@@ -322,8 +352,17 @@ def _torn_lines(segments: list[Path]) -> int:
     return torn
 
 
-def _finish(journal: Path, source: Path, target: Path) -> None:
-    """Steps 3-5 of a committed batch; idempotent, so a crashed run's batch is finished later."""
+def _finish(
+    journal: Path,
+    source: Path,
+    target: Path,
+    record: Callable[[dict[str, Any]], object] | None = None,
+) -> None:
+    """Steps 3-5 of a committed batch; idempotent, so a crashed run's batch is finished later.
+
+    ``record`` (the audit trail's, given the journal entry) runs before any segment is
+    deleted, so that the hashes of every deleted segment are on record.
+    """
     entry = json.loads(journal.read_bytes())
     folders = set()
     for part in entry["parts"]:
@@ -335,6 +374,8 @@ def _finish(journal: Path, source: Path, target: Path) -> None:
         folders.add(final.parent)
     for folder in folders:
         _fsync(folder)
+    if record is not None and "sha256" in entry:
+        record(entry)
     for name in entry["segments"]:
         with contextlib.suppress(FileNotFoundError):
             (source / name).unlink()
