@@ -13,9 +13,12 @@ from shipyard.data.catalog import write_dataset
 from shipyard.errors import PromotionRefusedError
 from shipyard.features.offline import OfflineStore
 from shipyard.governance.audit import record_threshold_change
+from shipyard.monitoring.logstore import parquet_folder
 from shipyard.registry import ModelRegistry, PromotionGate
 from shipyard.serving.policy import Arm, TrafficPolicy, rollback_policy, set_policy
+from shipyard.serving.predlog import log_folder
 from shipyard.workspace import Workspace
+from tests.monitoring.test_logstore import _write as write_segments
 from tests.registry.credit import DATASET, VIEWS, applications
 from tests.registry.test_second_solution import _register
 
@@ -142,3 +145,27 @@ def test_verify_with_a_head_the_trail_lacks_fails(governed: Workspace) -> None:
     result = shipyard(governed, "audit", "verify", "--expect-head", "ab" * 32)
     assert result.exit_code == 1
     assert "not in the trail" in result.output
+
+
+def test_verify_logs_checks_compacted_parts_against_their_recorded_hashes(
+    workspace: Workspace,
+) -> None:
+    folder = log_folder(workspace, "fraud")
+    write_segments(folder, "w1", range(0, 30))
+    compacted = shipyard(workspace, "logs", "compact", "fraud")
+    assert compacted.exit_code == 0, compacted.output
+    intact = shipyard(workspace, "audit", "verify", "--logs")
+    assert intact.exit_code == 0, intact.output
+    assert "prediction logs intact" in intact.output
+    logged = shipyard(workspace, "audit", "log", "--kind", "predictions", "--json")
+    (entry,) = json.loads(logged.stdout)
+    part = parquet_folder(workspace, "fraud") / next(iter(entry["details"]["parts"]))
+    part.write_bytes(part.read_bytes()[:-8] + b"\0" * 8)  # bytes changed after the fact
+    broken = shipyard(workspace, "audit", "verify", "--logs", "--json")
+    assert broken.exit_code == 1
+    report = json.loads(broken.stdout)
+    assert not report["ok"] and report["problem"] is None  # the chain is fine, the part is not
+    assert report["logs"]["problems"] == [
+        f"fraud: part {part.relative_to(parquet_folder(workspace, 'fraud'))} was altered "
+        "(its SHA-256 is not the recorded one)"
+    ]
