@@ -41,6 +41,8 @@ from shipyard.serving.codec import (
     encode_mlflow,
     encode_v2,
     event_time,
+    explain_flag,
+    query_explain,
 )
 from shipyard.serving.event_codec import (
     EventColumns,
@@ -77,6 +79,9 @@ Response = tuple[int, bytes, list[tuple[bytes, bytes]]]
 Handler = Callable[[str, Headers, Receive, float], Awaitable[Response]]
 
 JSON = [(b"content-type", b"application/json")]
+QUERY = b":query"
+"""Where :meth:`ServingApp._route` puts a request's query string among its headers (a name
+no client can send: ``:`` is not allowed in a header name)."""
 TEXT = [(b"content-type", b"text/plain; version=0.0.4")]
 LIVE = encode({"live": True})
 _EVENT_DATATYPES = {"key": "INT64|BYTES", "time": "BYTES", "number": "FP64", "value": "FP64|BYTES"}
@@ -201,6 +206,9 @@ class ServingApp:
         method = scope["method"]
         path = scope["path"].rstrip("/") or "/"
         headers: Headers = dict(scope["headers"])
+        query = scope.get("query_string")
+        if query:
+            headers[QUERY] = query
         handler = self._routes.get((method, path))
         if handler is not None:
             return await handler(path, headers, receive, started)
@@ -259,9 +267,45 @@ class ServingApp:
             if refused.status != 422:
                 raise
             request = await self._accept_events(protocol, explicit, headers, body, refused)
+        if request.explain:
+            return await self._explained(request, started)
         scores = await request.deployment.batcher.submit(request.matrix)
         await self._record(request, scores, started)
         return self._answer(request, scores)
+
+    async def _explained(self, request: Accepted, started: float) -> Response:
+        """Score, explain (the native model's attributions and reason codes), log, answer.
+
+        Only ``explain=true`` requests come here: the plain path does no explaining work.
+        A version that cannot be explained is refused (422) before it scores.
+        """
+        from shipyard.governance.reasons import explanation_records
+        from shipyard.serving.codec import (
+            Explained,
+            encode_mlflow_explained,
+            encode_v2_explained,
+        )
+
+        deployment = request.deployment
+        explainer = await self.runtime.explainer(deployment)
+        scores = await deployment.batcher.submit(request.matrix)
+        explanation = explainer(request.matrix)
+        records = explanation_records(explanation, descriptions=deployment.descriptions)
+        explained = Explained(list(explainer.features), explainer.output_space, records)
+        await self._record(request, scores, started, records)
+        status, _, headers = self._answer(request, scores)
+        if request.protocol == "v2":
+            body = encode_v2_explained(
+                self.runtime.model,
+                request.version,
+                request.request_id,
+                scores,
+                request.arm,
+                explained,
+            )
+        else:
+            body = encode_mlflow_explained(scores, explained)
+        return status, body, headers
 
     async def _predict_traced(
         self,
@@ -292,6 +336,9 @@ class ServingApp:
             if refused is not None:
                 with tracer.start_as_current_span("features"):
                     request = await self._accept_events(protocol, explicit, headers, body, refused)
+            if request.explain:
+                with tracer.start_as_current_span("explain"):
+                    return await self._explained(request, started)
             deployment = request.deployment
             span.set_attributes(
                 {
@@ -361,6 +408,7 @@ class ServingApp:
             arm,
             out_of_range,
             event_time=None if given is None else event_time(given),
+            explain=_wants_explanation(headers, parameters),
         )
 
     async def _accept_events(
@@ -400,6 +448,7 @@ class ServingApp:
             out_of_range,
             assembled.stale,
             events.columns,
+            explain=_wants_explanation(headers, parameters),
         )
 
     def _decode_events(
@@ -426,10 +475,16 @@ class ServingApp:
             return None
         return events, request_id or self.runtime.next_id(), parameters
 
-    async def _record(self, request: Accepted, scores: NDArray[np.float64], started: float) -> None:
+    async def _record(
+        self,
+        request: Accepted,
+        scores: NDArray[np.float64],
+        started: float,
+        explanations: list[dict[str, Any]] | None = None,
+    ) -> None:
         """Log the answer (before it is sent), count it, and hand the rows to the shadows."""
         latency = time.perf_counter() - started
-        await self.runtime.log_answer(request, scores, latency)
+        await self.runtime.log_answer(request, scores, latency, explanations)
         self.metrics.request(request.version, request.arm, latency)
         if request.state.policy.shadows:
             self.runtime.shadow(request)
@@ -574,6 +629,14 @@ class ServingApp:
         admin.authorize(headers, self.config.admin_token, admin=True)
         await self.runtime.reload()
         return 200, encode(admin.traffic_status(self.runtime)), JSON
+
+
+def _wants_explanation(headers: Headers, parameters: dict[str, Any] | None) -> bool:
+    """``explain=true`` in the V2 parameters or the URL query (``/invocations?explain=true``)."""
+    if parameters and "explain" in parameters:
+        return explain_flag(parameters["explain"])
+    query = headers.get(QUERY)
+    return query is not None and query_explain(query)
 
 
 def _predicting(scope: Scope) -> bool:

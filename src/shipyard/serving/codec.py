@@ -30,7 +30,9 @@ __all__ = [
     "encode_error",
     "encode_mlflow",
     "encode_v2",
+    "encode_v2_explained",
     "event_time",
+    "explain_flag",
 ]
 
 Names = Sequence[str]
@@ -265,6 +267,81 @@ def encode_v2(
             outputs=[ResponseOutput("probability", [len(scores)], "FP64", scores.tolist())],
         )
     )
+
+
+def encode_v2_explained(
+    model_name: str,
+    version: int,
+    request_id: str | None,
+    scores: NDArray[np.float64],
+    arm: str,
+    explained: Explained,
+) -> bytes:
+    """The V2 response of an ``explain=true`` request: the probabilities as usual, and in
+    ``parameters`` the attribution features, their output space and one explanation per row."""
+    return encode(
+        InferenceResponse(
+            model_name=model_name,
+            model_version=str(version),
+            id=request_id,
+            parameters={"arm": arm, **explained.fields()},
+            outputs=[ResponseOutput("probability", [len(scores)], "FP64", scores.tolist())],
+        )
+    )
+
+
+def encode_mlflow_explained(scores: NDArray[np.float64], explained: Explained) -> bytes:
+    """MLflow's response with the explanations beside the predictions (``explain=true``)."""
+    return encode({"predictions": [[1.0 - s, s] for s in scores.tolist()], **explained.fields()})
+
+
+class Explained(msgspec.Struct, frozen=True):
+    """What an ``explain=true`` answer adds: attribution features, output space, records."""
+
+    features: list[str]
+    output_space: str
+    records: list[dict[str, Any]]
+    """Per row: ``base_value``, ``attributions`` (in ``features`` order), ``reasons``."""
+
+    def fields(self) -> dict[str, Any]:
+        """The keys an answer carries."""
+        return {
+            "explanation_features": self.features,
+            "output_space": self.output_space,
+            "explanations": self.records,
+        }
+
+
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no", ""})
+
+
+def explain_flag(value: object) -> bool:
+    """Whether ``explain`` (V2 ``parameters.explain`` or the ``?explain=`` query) asks for
+    explanations: true/false (a JSON boolean or text); RequestError(422) naming it otherwise."""
+    if isinstance(value, bool):
+        return value
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    if isinstance(text, str) and text.strip().lower() in _TRUE | _FALSE:
+        return text.strip().lower() in _TRUE
+    from shipyard.errors import invalid_parameter
+
+    refused = invalid_parameter(
+        "explain",
+        "a prediction request (parameters.explain or ?explain=)",
+        "true or false",
+        value,
+    )
+    raise RequestError(422, str(refused))
+
+
+def query_explain(query: bytes) -> bool:
+    """The ``explain`` flag of a URL query string (``explain=true``); False when absent."""
+    from urllib.parse import parse_qsl
+
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    found = [value for key, value in pairs if key == "explain"]
+    return explain_flag(found[-1]) if found else False
 
 
 def decode_mlflow(body: bytes, names: Names) -> NDArray[np.float64]:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
+    from shipyard.governance.explain import Explainer
     from shipyard.registry.models import ModelVersion
     from shipyard.serving.backends import BackendReport
     from shipyard.serving.features import OnlineFeatures
@@ -97,6 +98,10 @@ class Deployment:
     batcher: MicroBatcher
     report: BackendReport
     validator: InputValidator
+    explainer: Explainer | None = None
+    """Built on the first ``explain=true`` request, from the native, hash-verified model."""
+    descriptions: dict[str, str] = field(default_factory=dict)
+    """Readable feature names for reason codes (from the lineage's feature views)."""
 
     @property
     def schema(self) -> Schema:
@@ -154,6 +159,8 @@ class Accepted:
     """The raw event columns as decoded, when the request carried events, not features."""
     event_time: float | None = None
     """When the request's traffic happened (epoch seconds), when the client said so."""
+    explain: bool = False
+    """The client asked for attributions and reason codes (``explain=true``)."""
 
 
 class EndpointRuntime:
@@ -357,10 +364,45 @@ class EndpointRuntime:
         for deployment in deployments:
             await deployment.batcher.close()
 
+    # -- explanations ----------------------------------------------------------------------
+
+    async def explainer(self, deployment: Deployment) -> Explainer:
+        """The deployment's explainer, built once from its native, hash-verified model file.
+
+        Raises RequestError(422) naming the model type when the version cannot be explained.
+        """
+        if deployment.explainer is None:
+            deployment.explainer = await asyncio.to_thread(self._build_explainer, deployment)
+        return deployment.explainer
+
+    def _build_explainer(self, deployment: Deployment) -> Explainer:
+        from shipyard.errors import FeatureDefinitionError
+        from shipyard.governance.explain import Explainer, UnexplainableModelError
+        from shipyard.governance.reasons import feature_descriptions
+        from shipyard.registry.models import ModelRegistry
+
+        mv = deployment.version
+        native = ModelRegistry(self.workspace).load(mv.name, mv.version)  # SHA-256 checked
+        try:
+            explainer = Explainer.of(native)
+        except UnexplainableModelError as exc:
+            message = f"explain: {mv.name} v{mv.version} ({mv.model_type}) cannot be explained"
+            raise RequestError(422, f"{message}; {exc}") from None
+        if mv.lineage.views:
+            try:
+                deployment.descriptions = feature_descriptions(mv.lineage.views)
+            except FeatureDefinitionError:  # the views moved: column names still read
+                logger.warning("explain: feature views %r cannot be loaded", mv.lineage.views)
+        return explainer
+
     # -- the prediction log ----------------------------------------------------------------
 
     async def log_answer(
-        self, request: Accepted, scores: NDArray[np.float64], latency: float
+        self,
+        request: Accepted,
+        scores: NDArray[np.float64],
+        latency: float,
+        explanations: list[dict[str, Any]] | None = None,
     ) -> None:
         """Write the record of an answer; return once it is written (before the answer).
 
@@ -373,6 +415,8 @@ class EndpointRuntime:
             record = self._record(
                 request, request.version, request.arm, scores, latency, request.out_of_range
             )
+            if explanations is not None:  # absent (NULL) unless the client asked
+                record["explanations"] = explanations
             try:
                 await self.log.commit(record)
             except (OSError, PredictionLogClosedError) as exc:
