@@ -1,4 +1,5 @@
-"""``shipyard quickstart``: the main job, end to end on embedded defaults."""
+"""``shipyard quickstart [fraud|credit] [DIRECTORY]``: a reference solution end to end on
+embedded defaults (fraud, the default: the main job; credit: German credit and HMDA)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,32 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from shipyard.data.fraud_simulator import Mode
+    from shipyard.solutions.credit import CreditReport
     from shipyard.solutions.fraud import BaselineReport
+
+SOLUTIONS = ("fraud", "credit")
+DEFAULT_DIRECTORY = "shipyard-workspace"
+
+
+def parse_arguments(arguments: tuple[str, ...]) -> tuple[str, str]:
+    """``[SOLUTION] [DIRECTORY]`` -> (solution, directory); a lone word that is not a
+    solution is the directory (``shipyard quickstart ws`` runs fraud in ``ws``)."""
+    if len(arguments) > 2:
+        raise click.UsageError(
+            f"Expected [fraud|credit] [DIRECTORY]. Got {len(arguments)} arguments: "
+            f"{' '.join(arguments)}."
+        )
+    if arguments and arguments[0] in SOLUTIONS:
+        return arguments[0], arguments[1] if len(arguments) == 2 else DEFAULT_DIRECTORY
+    if len(arguments) == 2:
+        raise click.UsageError(
+            f"The solution must be one of {', '.join(SOLUTIONS)}. Got {arguments[0]!r} instead."
+        )
+    return "fraud", arguments[0] if arguments else DEFAULT_DIRECTORY
 
 
 @click.command()
-@click.argument("directory", default="shipyard-workspace", type=click.Path(file_okay=False))
+@click.argument("arguments", nargs=-1, metavar="[fraud|credit] [DIRECTORY]")
 @click.option(
     "--mode",
     type=click.Choice(["reference", "fast"]),
@@ -26,21 +48,38 @@ if TYPE_CHECKING:
     help="Simulator mode for the fraud data set.",
 )
 @click.option("--bootstrap", default=500, show_default=True, help="Bootstrap draws for the CIs.")
-def quickstart(directory: str, mode: str, bootstrap: int) -> None:
-    """Run the fraud main job: data, features, five models, MLflow runs, champion, model card.
+def quickstart(arguments: tuple[str, ...], mode: str, bootstrap: int) -> None:
+    """Run a reference solution end to end in the workspace DIRECTORY (default
+    shipyard-workspace; created, or reused: unchanged data and features are reused).
 
-    Creates the workspace DIRECTORY (or reuses it: unchanged data and features are reused).
+    fraud (the default): data, features, five models, MLflow runs, champion, model card.
+    credit: German credit and HMDA mortgage denials: cross-validated models, explanations,
+    fairness assessment and mitigation, champion with reason codes, audit trail.
     """
     from pathlib import Path
 
-    from shipyard.solutions.fraud import train_baseline
     from shipyard.workspace import Workspace
 
+    solution, directory = parse_arguments(arguments)
+    if solution == "credit" and bootstrap < 100:
+        raise click.BadParameter(
+            f"must be at least 100. Got {bootstrap}.", param_hint="--bootstrap"
+        )
     out = console()
     started = time.perf_counter()
     root = Path(directory)
     ws = Workspace.open(root) if (root / "shipyard.toml").is_file() else Workspace.init(root)
-    out.print(f"[bold]Shipyard quickstart[/] in workspace {ws.root}")
+    out.print(f"[bold]Shipyard quickstart {solution}[/] in workspace {ws.root}")
+    if solution == "credit":
+        from shipyard.solutions.credit import SOLUTIONS as CREDIT
+        from shipyard.solutions.credit import train_credit
+
+        with progress_bars(out) as progress:
+            reports = [train_credit(ws, n, n_boot=bootstrap, progress=progress) for n in CREDIT]
+        print_credit_report(out, reports, time.perf_counter() - started)
+        return
+    from shipyard.solutions.fraud import train_baseline
+
     with progress_bars(out) as progress:
         report = train_baseline(ws, mode=cast("Mode", mode), n_boot=bootstrap, progress=progress)
     print_report(out, report, time.perf_counter() - started)
@@ -96,3 +135,84 @@ def print_report(out: Console, report: BaselineReport, seconds: float) -> None:
     out.print("Next:")
     out.print(f"  mlflow ui --backend-store-uri {report.tracking_uri}")
     out.print("  shipyard models list   |   shipyard models show fraud@champion")
+
+
+def print_credit_report(out: Console, reports: list[CreditReport], seconds: float) -> None:
+    """The credit summary: models per data set, the registered model, fairness, next steps."""
+    from rich.table import Table
+
+    from shipyard.solutions.credit import SELECTION_METRIC
+    from shipyard.solutions.fraud import headline
+
+    table = Table(
+        title="Credit risk: 5-fold stratified CV on development rows (mean ± std, 95% CI); "
+        "held out: the registered model",
+        caption=f"model selected on cross-validated {SELECTION_METRIC}; * = registered",
+    )
+    for column in ("data set", "model", "AUC", "average precision", "Brier score"):
+        table.add_column(column, justify="left" if column in ("data set", "model") else "right")
+
+    def cells(evaluation: object) -> list[str]:
+        out_cells = []
+        for metric in ("roc_auc", "average_precision", "brier"):
+            h = headline(evaluation, metric)  # type: ignore[arg-type]
+            out_cells.append(f"{h['mean']:.3f} ± {h['std']:.3f}\n[{h['low']:.3f}, {h['high']:.3f}]")
+        return out_cells
+
+    for report in reports:
+        ds = report.dataset
+        label = f"{ds.name} v{ds.version}\n{ds.n_rows:,} rows, {ds.n_positives or 0:,} positive"
+        for i, model in enumerate(report.models):
+            mark = " *" if model.model_type == report.best else ""
+            table.add_row(label if i == 0 else "", model.model_type + mark, *cells(model.crossval))
+        if report.holdout is not None:
+            n = len(report.holdout.folds[0].labels)
+            table.add_row("", f"held out ({n:,} rows)", *cells(report.holdout), end_section=True)
+    out.print(table)
+    for report in reports:
+        _print_credit_outcome(out, report)
+    stages: dict[str, float] = {}
+    for report in reports:
+        for stage, value in report.seconds.items():
+            stages[stage] = stages.get(stage, 0.0) + value
+    out.print(
+        f"Done in {seconds:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in stages.items())})."
+    )
+    out.print("Next:")
+    name = reports[0].solution.name if reports else "german_credit"
+    out.print(f"  shipyard serve {name}@champion   (then POST /invocations?explain=true)")
+    out.print("  shipyard audit verify   |   shipyard models show " + f"{name}@champion")
+
+
+def _print_credit_outcome(out: Console, report: CreditReport) -> None:
+    sol = report.solution
+    version = report.registered
+    out.print(f"[bold]{sol.name}[/]: decision '{sol.adverse}' at score >= {sol.threshold:.3g}")
+    if version is not None:
+        state = "promoted to [bold green]champion[/]" if report.promoted else "kept as challenger"
+        out.print(f"  registered {version.name} v{version.version} ({version.model_type}), {state}")
+        if report.gate is not None:
+            out.print(f"  gate: {report.gate.reason}")
+        if report.gate_message:
+            out.print(f"  [yellow]{report.gate_message}[/]")
+    for result in report.fairness_gates:
+        mark = "[green]passed[/]" if result.passed else "[red]failed[/]"
+        out.print(f"  fairness gate {result.describe()}: {mark} — {result.reason}")
+    if report.fairness is not None:
+        for assessed in report.fairness.attributes:
+            eod = assessed.equalized_odds_difference
+            text = "not assessable (groups too small)" if eod is None else str(eod)
+            small = (
+                f"; too small: {', '.join(assessed.insufficient)}" if assessed.insufficient else ""
+            )
+            out.print(f"  {assessed.attribute}: equalized-odds difference {text}{small}")
+    if report.variant is not None and report.tradeoff is not None:
+        out.print(f"  mitigated variant: {report.variant.name} v{report.variant.version}")
+        out.print(report.tradeoff.table())
+    if report.reasons and report.holdout is not None:
+        scores = report.holdout.folds[0].scores
+        riskiest = int(scores.argmax())
+        reasons = "; ".join(r.description for r in report.reasons[riskiest]) or "none"
+        out.print(f"  riskiest held-out applicant ({scores[riskiest]:.2f}): {reasons}")
+    if version is not None:
+        out.print(f"  model card: {version.card_path}  (HTML: {version.card_html})")

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from shipyard.workspace import Workspace
 
 ProgressCallback = Callable[[str, int, int], None]
+GOVERNANCE_STEPS = 5
 EXPERIMENT = "credit-risk"
 SELECTION_METRIC = "roc_auc"
 MODEL_TYPES = ("logistic_regression", "lightgbm")
@@ -458,15 +459,19 @@ def train_credit(
     protocol._validate()
     for model_type in model_types:
         make_config(model_type)  # an unknown type fails before any work
+
+    def scoped(stage: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(f"{name}: {stage}", done, total)
+
     started = time.perf_counter()
-    dataset = prepare_credit_data(workspace, name, progress)
+    dataset = prepare_credit_data(workspace, name, scoped)
     report = CreditReport(sol, dataset, protocol)
     report.seconds["data and features"] = time.perf_counter() - started
-    run = _CreditRun.start(workspace, report)
+    run = _CreditRun.start(workspace, report, scoped)
     for i, model_type in enumerate(model_types):
         report.models.append(run.cross_validate(model_type, n_boot))
-        if progress is not None:
-            progress(f"{name} models", i + 1, len(model_types))
+        scoped("cross-validated models", i + 1, len(model_types))
     report.seconds["cross-validation"] = (
         time.perf_counter() - started - sum(report.seconds.values())
     )
@@ -493,9 +498,12 @@ class _CreditRun:
     """The sensitive attributes of the frame's rows (not model inputs), row by row."""
     n_development: int
     lineage: Lineage
+    progress: ProgressCallback
 
     @classmethod
-    def start(cls, workspace: Workspace, report: CreditReport) -> _CreditRun:
+    def start(
+        cls, workspace: Workspace, report: CreditReport, progress: ProgressCallback
+    ) -> _CreditRun:
         from shipyard.training.frames import Window, load_frame
 
         sol, dataset, protocol = report.solution, report.dataset, report.protocol
@@ -513,7 +521,12 @@ class _CreditRun:
             groups,
             protocol.n_development(dataset.n_rows),
             lineage.with_windows(train=development, evaluation=holdout),
+            progress,
         )
+
+    def step(self, done: int) -> None:
+        """Report progress through the :data:`GOVERNANCE_STEPS` of :meth:`register`."""
+        self.progress("refit, explain, assess, register", done, GOVERNANCE_STEPS)
 
     @property
     def development(self) -> pd.DataFrame:
@@ -603,7 +616,9 @@ class _CreditRun:
         model = holdout.folds[0].model
         if model is None:  # holdout_evaluation keeps it; a guard for typing
             raise RuntimeError("the held-out evaluation kept no model")
+        self.step(1)
         self.explain(model)
+        self.step(2)
         fairness = self.assess(holdout, max(n_boot, 100))
         attribute, metric, bound = sol.fairness_gate
         # point estimate: with a few hundred held-out rows the interval is too wide to pass
@@ -612,7 +627,9 @@ class _CreditRun:
         )
         report.fairness_gates = [gate.decide(fairness)]
         report.fairness = fairness.with_gates(report.fairness_gates)
+        self.step(3)
         variant_model, variant_eval = self.mitigate(model, n_boot)
+        self.step(4)
         report.sections = [
             comparison_section(report),
             explanation_section(report),
@@ -680,6 +697,7 @@ class _CreditRun:
                 f"(reductions, equalized odds on {sol.mitigate[0]})",
             )
             report.variant = variant
+        self.step(5)
 
     def notes(self, sections: Sequence[CardSection]) -> CardNotes:
         """The solution's card notes with ``sections``."""
