@@ -78,6 +78,9 @@ def test_every_change_is_one_entry_of_one_trail_with_before_and_after(
         ("endpoint", "policy.rollback"),
         ("model", "threshold"),
     ]
+    strong = ModelRegistry(governed).get(DATASET, 1)
+    assert trail[0]["details"]["native_sha256"] == strong.native_sha256  # which file, by hash
+    assert trail[0]["details"]["dataset_hash"] == strong.dataset_hash
     refusal, override, rollback = trail[3], trail[4], trail[5]
     assert refusal["details"]["passed"] is False  # the gate's result, kept with the refusal
     assert refusal["before"] == refusal["after"] == {"alias": "champion", "version": 1}

@@ -251,7 +251,13 @@ class ModelRegistry:
             client.delete_model_version(name, str(version))
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        self._record(name, version, "register", CHALLENGER, None, actor, reason, {"run_id": run_id})
+        recorded = {  # what was registered, by hash: the trail proves which file it was
+            "run_id": run_id,
+            "native_sha256": sha256,
+            "dataset_hash": lineage.dataset_hash,
+            "features_hash": lineage.features_hash,
+        }
+        self._record(name, version, "register", CHALLENGER, None, actor, reason, recorded)
         _build_reference_profile(self.workspace, name, version)
         return self.get(name, version)
 
