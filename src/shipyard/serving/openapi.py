@@ -39,7 +39,7 @@ def document(endpoint: str, features: list[str]) -> dict[str, Any]:
             f"/v2/models/{endpoint}/ready": {"get": {"responses": ok(simple)}},
             f"/v2/models/{endpoint}/infer": {
                 "post": {
-                    "parameters": [_EVENT_TIME_HEADER],
+                    "parameters": [_EVENT_TIME_HEADER, _EXPLAIN_QUERY],
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": v2_request}},
@@ -49,7 +49,7 @@ def document(endpoint: str, features: list[str]) -> dict[str, Any]:
             },
             "/invocations": {
                 "post": {
-                    "parameters": [_EVENT_TIME_HEADER],
+                    "parameters": [_EVENT_TIME_HEADER, _EXPLAIN_QUERY],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -58,7 +58,13 @@ def document(endpoint: str, features: list[str]) -> dict[str, Any]:
                         },
                     },
                     "responses": ok(
-                        {"type": "object", "properties": {"predictions": {"type": "array"}}}
+                        {
+                            "type": "object",
+                            "properties": {
+                                "predictions": {"type": "array"},
+                                **_EXPLAINED,
+                            },
+                        }
                     ),
                 }
             },
@@ -86,6 +92,46 @@ _EVENT_TIME_HEADER: dict[str, Any] = {
 }
 
 
+_EXPLAIN_QUERY: dict[str, Any] = {
+    "name": "explain",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "enum": ["true", "false"]},
+    "description": "true: answer and log, per row, the feature attributions (exact TreeSHAP "
+    "of the native model for LightGBM and XGBoost) and the reason codes (the features pushing "
+    "toward label 1, with readable names and the request's values). 422 for a version that "
+    "cannot be explained.",
+}
+
+_REASON = {
+    "type": "object",
+    "properties": {
+        "feature": {"type": "string"},
+        "description": {"type": "string"},
+        "value": {"type": "number", "nullable": True},
+        "contribution": {"type": "number"},
+    },
+}
+_EXPLAINED: dict[str, Any] = {
+    "explanation_features": {"type": "array", "items": {"type": "string"}},
+    "output_space": {"type": "string", "enum": ["log-odds", "probability"]},
+    "explanations": {
+        "type": "array",
+        "description": "One per row (explain=true): base_value + sum(attributions) is the "
+        "model's raw output in output_space",
+        "items": {
+            "type": "object",
+            "properties": {
+                "base_value": {"type": "number"},
+                "attributions": {"type": "array", "items": {"type": "number"}},
+                "reasons": {"type": "array", "items": _REASON},
+            },
+        },
+    },
+}
+"""What an explain=true answer adds (the MLflow body; the V2 response's parameters)."""
+
+
 def _v2_request() -> dict[str, Any]:
     """The body of a V2 inference request."""
     return {
@@ -95,9 +141,14 @@ def _v2_request() -> dict[str, Any]:
             "id": {"type": "string"},
             "parameters": {
                 "type": "object",
-                "properties": {"event_time": {"oneOf": [{"type": "number"}, {"type": "string"}]}},
+                "properties": {
+                    "event_time": {"oneOf": [{"type": "number"}, {"type": "string"}]},
+                    "explain": {"type": "boolean"},
+                },
                 "description": "event_time: the request's own time (epoch seconds or ISO 8601, "
-                "naive = UTC), logged for monitoring windows; wins over X-Event-Time",
+                "naive = UTC), logged for monitoring windows; wins over X-Event-Time. "
+                "explain: true answers attributions and reason codes per row in the "
+                "response's parameters (explanations) and logs them; wins over ?explain=",
             },
             "inputs": {
                 "type": "array",
