@@ -38,6 +38,13 @@ def _change(before: Any, after: Any) -> str:
     return f"{short(before)} -> {short(after)}"
 
 
+def _verdict(details: dict[str, Any]) -> str:
+    """`` passed`` / `` failed`` for a gate's result (fairness, promotion), else nothing."""
+    if "passed" not in details:
+        return ""
+    return " passed" if details["passed"] else " failed"
+
+
 @audit.command("log")
 @click.option("--subject", help="only entries about this model or endpoint name")
 @click.option("--kind", help="only this kind of subject: model, endpoint, predictions")
@@ -65,7 +72,7 @@ def log(
             e.action,
             f"{e.kind} {e.name}" + (f"@{e.alias}" if e.alias else ""),
             "" if e.version is None else f"v{e.version}",
-            _change(e.before, e.after),
+            (_change(e.before, e.after) + _verdict(e.details)).strip(),
             e.reason,
         )
     console().print(table)
@@ -115,7 +122,7 @@ def verify(ctx: click.Context, expect_head: str | None, logs: bool, as_json: boo
     else:
         out_console = console()
         colour = "green" if report.ok else "red"
-        out_console.print(f"[{colour}]{report.describe()}[/]", markup=True)
+        out_console.print(f"[{colour}]{report.describe()}[/]", soft_wrap=True)
         if parts is not None and parts.ok:
             out_console.print(
                 f"[green]prediction logs intact: {parts.parts_checked} Parquet part(s) match "
