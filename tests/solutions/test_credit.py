@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -244,6 +245,24 @@ def test_the_protocol_holds_out_the_last_dates() -> None:
         CreditProtocol(n_splits=1).n_development(1000)
 
 
+def test_platt_scaling_recovers_a_known_miscalibration_and_moves_the_threshold() -> None:
+    from shipyard.solutions.credit import PlattScaling
+
+    rng = np.random.default_rng(5)
+    z = rng.normal(0, 2, 20_000)
+    truth = 1 / (1 + np.exp(-(0.5 * z - 1.0)))  # true probability of each row
+    labels = (rng.random(len(z)) < truth).astype(int)
+    scores = 1 / (1 + np.exp(-z))  # over-confident, shifted scores
+    platt = PlattScaling.fit(labels, scores)
+    assert platt.slope == pytest.approx(0.5, abs=0.05)
+    assert platt.intercept == pytest.approx(-1.0, abs=0.06)
+    cut = platt.raw_threshold(1 / 6)
+    assert platt(np.array([cut]))[0] == pytest.approx(1 / 6)
+    # same decisions: calibrated >= 1/6 exactly where score >= the raw threshold
+    assert ((platt(scores) >= 1 / 6) == (scores >= cut)).mean() > 0.999
+    assert PlattScaling(-0.1, 0.0).raw_threshold(0.3) == 0.3  # ranks nothing: unchanged
+
+
 # -- the command -------------------------------------------------------------------------
 
 
@@ -262,7 +281,7 @@ def test_quickstart_arguments_keep_fraud_the_default() -> None:
 # -- end to end --------------------------------------------------------------------------
 
 
-BOOT = ("--bootstrap", "100")
+SHIPYARD = (sys.executable, "-m", "shipyard.cli.main")
 
 
 @pytest.mark.slow
@@ -274,7 +293,7 @@ def test_quickstart_credit_runs_both_data_sets_to_governed_champions(tmp_path: P
     env["COLUMNS"] = "200"
     root = tmp_path / "ws"
     done = subprocess.run(
-        [sys.executable, "-m", "shipyard.cli.main", "quickstart", "credit", str(root), *BOOT],
+        [*SHIPYARD, "quickstart", "credit", str(root), "--bootstrap", "100"],
         capture_output=True,
         text=True,
         env=env,
@@ -308,4 +327,67 @@ def test_quickstart_credit_runs_both_data_sets_to_governed_champions(tmp_path: P
         (gate,) = [e for e in trail if e.name == name and e.action == "gate"]
         assert (registry.aliases(name).get("champion") == 1) == gate.details["passed"]
     assert verify(ws).ok
+
+    # served with reason codes: the riskiest held-out applicant, explain=true
+    champion = next(n for n in SOLUTIONS if registry.aliases(n).get("champion"))
+    version = registry.get(champion, "champion")
+    held_out = load_frame(ws, Window.from_dict(version.eval_window))
+    features = version.input_schema.names
+    descriptions = {f.name: f.description for v in solution(champion).views for f in v.features}
     ws.close()
+    row = held_out[features].iloc[[0]]
+    port = _free_port()
+    target = f"{champion}@champion"
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        server = subprocess.Popen(
+            [*SHIPYARD, "-w", str(root), "serve", target, "--port", str(port), "--workers", "1"],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        try:
+            body = _post_when_up(
+                f"http://127.0.0.1:{port}/invocations?explain=true",
+                {"dataframe_split": {"columns": features, "data": row.to_numpy().tolist()}},
+                server,
+                log,
+            )
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    (record,) = body["explanations"]
+    assert body["explanation_features"] == features
+    for reason in record["reasons"]:
+        assert reason["contribution"] > 0
+        assert reason["description"] == descriptions[reason["feature"]]
+        assert reason["value"] == pytest.approx(float(row[reason["feature"]].iloc[0]))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _post_when_up(
+    url: str, payload: dict[str, object], server: subprocess.Popen[bytes], log: Path
+) -> Any:
+    """POST ``payload`` once the server answers (it loads the model first)."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(payload).encode()
+    for _ in range(240):
+        if server.poll() is not None:
+            raise AssertionError(f"the server exited: {log.read_text()[-2000:]}")
+        request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.5)
+    raise AssertionError("the server did not answer within two minutes")

@@ -187,7 +187,10 @@ def print_credit_report(out: Console, reports: list[CreditReport], seconds: floa
 def _print_credit_outcome(out: Console, report: CreditReport) -> None:
     sol = report.solution
     version = report.registered
-    out.print(f"[bold]{sol.name}[/]: decision '{sol.adverse}' at score >= {sol.threshold:.3g}")
+    out.print(
+        f"[bold]{sol.name}[/]: decision '{sol.adverse}' at calibrated probability >= "
+        f"{sol.threshold:.3g}, i.e. score >= {report.threshold:.3g}"
+    )
     if version is not None:
         state = "promoted to [bold green]champion[/]" if report.promoted else "kept as challenger"
         out.print(f"  registered {version.name} v{version.version} ({version.model_type}), {state}")

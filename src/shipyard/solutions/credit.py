@@ -31,7 +31,9 @@ from shipyard.registry.card import CardNotes, CardSection
 from shipyard.types import COUNT, FLAG, NON_NEGATIVE, ColumnRoles, Lineage
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+    from numpy.typing import NDArray
 
     from shipyard.data.catalog import Dataset
     from shipyard.governance.explain import Explanation
@@ -244,7 +246,7 @@ class CreditSolution:
     """What the positive label means for the applicant, in words ("bad risk", "denied")."""
     notes: CardNotes
     threshold: float
-    """Decision threshold: a score at or above it is the adverse decision."""
+    """Decision threshold on the calibrated probability: at or above it, the adverse decision."""
     mitigate: tuple[str, str]
     """The sensitive attribute the mitigated variants protect, and its group coded 1."""
     fairness_gate: tuple[str, str, float]
@@ -290,7 +292,7 @@ SOLUTIONS = {
         # Statlog's cost matrix: accepting a bad risk costs 5, rejecting a good one 1
         threshold=1 / 6,
         mitigate=("age_group", "under 25"),
-        fairness_gate=("age_group", "equalized_odds_difference", 0.3),
+        fairness_gate=("age_group", "equalized_odds_difference", 0.2),
         notes=CardNotes(
             intended_use=(
                 "Estimate the probability that a consumer-credit applicant is a bad risk, to "
@@ -313,7 +315,7 @@ SOLUTIONS = {
         adverse="denied",
         threshold=0.5,
         mitigate=("afam", "yes"),
-        fairness_gate=("afam", "equalized_odds_difference", 0.3),
+        fairness_gate=("afam", "equalized_odds_difference", 0.2),
         notes=CardNotes(
             intended_use=(
                 "Estimate the probability that a mortgage application is denied, to study "
@@ -385,6 +387,55 @@ class CreditProtocol:
         )
 
 
+@dataclass(frozen=True)
+class PlattScaling:
+    """Calibrated probability ``sigmoid(slope * logit(score) + intercept)`` (Platt, 1999).
+
+    Fitted on out-of-fold scores, so it corrects the model as it scores unseen rows. It is
+    monotone: the registered model keeps serving its own score, and a decision threshold on
+    the calibrated probability becomes one on the score (:meth:`raw_threshold`).
+    """
+
+    slope: float
+    intercept: float
+
+    @classmethod
+    def fit(cls, labels: Any, scores: Any) -> PlattScaling:
+        """Fit on binary ``labels`` and the model's ``scores`` of the same rows."""
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+
+        z = _logit(np.asarray(scores, dtype=np.float64)).reshape(-1, 1)
+        fitted = LogisticRegression(C=1e6, max_iter=1000).fit(z, np.asarray(labels))
+        return cls(float(fitted.coef_[0, 0]), float(fitted.intercept_[0]))
+
+    def __call__(self, scores: Any) -> NDArray[np.float64]:
+        """The calibrated probabilities of ``scores``."""
+        import numpy as np
+
+        z = self.slope * _logit(np.asarray(scores, dtype=np.float64)) + self.intercept
+        return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float64)
+
+    def raw_threshold(self, probability: float) -> float:
+        """The score whose calibrated probability is ``probability`` (same decisions).
+
+        A non-increasing fit (slope <= 0: the scores rank nothing) keeps ``probability``.
+        """
+        import math
+
+        if self.slope <= 0:
+            return probability
+        z = (math.log(probability / (1 - probability)) - self.intercept) / self.slope
+        return 1.0 / (1.0 + math.exp(-z))
+
+
+def _logit(p: NDArray[np.float64]) -> NDArray[np.float64]:
+    import numpy as np
+
+    clipped = np.clip(p, 1e-9, 1 - 1e-9)
+    return np.asarray(np.log(clipped / (1 - clipped)), dtype=np.float64)
+
+
 @dataclass
 class CreditModelReport:
     """One model type: its cross-validated evaluation and its MLflow run."""
@@ -411,6 +462,11 @@ class CreditReport:
     gate: GateResult | None = None
     gate_message: str = ""
     sections: list[CardSection] = field(default_factory=list)
+    calibration: PlattScaling | None = None
+    """The Platt scaling fitted on the chosen model's out-of-fold scores."""
+    threshold: float = 0.5
+    """The registered model's decision threshold on its own score: the score whose
+    calibrated probability is the solution's threshold."""
     explanation: Explanation | None = None
     """SHAP attributions of the registered model on the held-out rows."""
     reasons: list[tuple[Reason, ...]] = field(default_factory=list)
@@ -604,8 +660,11 @@ class _CreditRun:
         return evaluation
 
     def register(self, best: CreditModelReport, gate_boot: int, n_boot: int) -> None:
-        """Explain, assess and mitigate the refit best model; register it and its variant;
-        promote it through the fairness gate and the promotion gate."""
+        """Calibrate the decision threshold, explain, assess and mitigate the refit best
+        model; register it and its variant; promote it through the fairness and the
+        promotion gate."""
+        import numpy as np
+
         from shipyard.governance import audit
         from shipyard.registry.gate import FairnessGate, PromotionGate
         from shipyard.registry.models import ModelRegistry
@@ -616,6 +675,11 @@ class _CreditRun:
         model = holdout.folds[0].model
         if model is None:  # holdout_evaluation keeps it; a guard for typing
             raise RuntimeError("the held-out evaluation kept no model")
+        report.calibration = PlattScaling.fit(
+            np.concatenate([f.labels for f in best.crossval.folds]),
+            np.concatenate([f.scores for f in best.crossval.folds]),
+        )
+        report.threshold = report.calibration.raw_threshold(sol.threshold)
         self.step(1)
         self.explain(model)
         self.step(2)
@@ -623,7 +687,7 @@ class _CreditRun:
         attribute, metric, bound = sol.fairness_gate
         # point estimate: with a few hundred held-out rows the interval is too wide to pass
         gate = FairnessGate(
-            attribute, metric, bound, threshold=sol.threshold, require_significance=False
+            attribute, metric, bound, threshold=report.threshold, require_significance=False
         )
         report.fairness_gates = [gate.decide(fairness)]
         report.fairness = fairness.with_gates(report.fairness_gates)
@@ -632,8 +696,9 @@ class _CreditRun:
         self.step(4)
         report.sections = [
             comparison_section(report),
+            calibration_section(report),
             explanation_section(report),
-            report.fairness.card_section(f"Fairness (decision at score >= {sol.threshold:.3g})"),
+            report.fairness.card_section(f"Fairness (decision at score >= {report.threshold:.3g})"),
         ]
         if report.tradeoff is not None:
             report.sections.append(report.tradeoff.card_section())
@@ -652,10 +717,11 @@ class _CreditRun:
             self.workspace,
             sol.name,
             before=None,
-            after=sol.threshold,
+            after=report.threshold,
             version=version.version,
             reason=f"decision threshold of {sol.name} v{version.version}: score >= "
-            f"{sol.threshold:.4g} is {sol.adverse}",
+            f"{report.threshold:.4g} (calibrated probability >= {sol.threshold:.4g}) is "
+            f"{sol.adverse}",
         )
         for result in report.fairness_gates:
             audit.append(
@@ -730,7 +796,7 @@ class _CreditRun:
             result.scores,
             self.groups.iloc[self.n_development :].reset_index(drop=True),
             sol.data.sensitive,
-            threshold=sol.threshold,
+            threshold=self.report.threshold,
             n_boot=n_boot,
         )
 
@@ -769,7 +835,7 @@ class _CreditRun:
             labels,
             groups,
             attribute,
-            threshold=sol.threshold,
+            threshold=report.threshold,
             n_boot=max(n_boot, 100),
         )
         scores = variant.predict_proba(test)
@@ -879,3 +945,43 @@ def explanation_section(report: CreditReport) -> CardSection:
         f"{table(['score', 'reasons (value, push)'], examples)}"
     )
     return CardSection("Explanations", "\n".join(md), body)
+
+
+def calibration_section(report: CreditReport) -> CardSection:
+    """Held-out Brier score and calibration error, raw and Platt-calibrated; the threshold."""
+    import html
+
+    from shipyard.governance.fairness import expected_calibration_error
+    from shipyard.training.metrics import brier
+
+    platt, sol = report.calibration, report.solution
+    if platt is None or report.holdout is None:
+        return CardSection("Calibration", "Not computed.", "<p>Not computed.</p>")
+    result = report.holdout.folds[0]
+    calibrated = platt(result.scores)
+    rows = [
+        [
+            name,
+            f"{brier(result.labels, p):.4f}",
+            f"{expected_calibration_error(result.labels, p):.4f}",
+        ]
+        for name, p in (("model score", result.scores), ("Platt-calibrated", calibrated))
+    ]
+    text = (
+        f"Platt scaling fitted on the chosen model type's out-of-fold scores: calibrated "
+        f"probability = sigmoid({platt.slope:.3f} * logit(score) + {platt.intercept:.3f}). "
+        f"The decision '{sol.adverse}' at calibrated probability >= {sol.threshold:.4g} is "
+        f"score >= {report.threshold:.4g}: the model serves its own score, the threshold "
+        f"carries the calibration (recorded in the audit trail). Held-out rows "
+        f"({len(result.labels):,}): Brier score and expected calibration error (10 bins)."
+    )
+    md = [text, "", "| scores | Brier | ECE |", "|---|---|---|"]
+    md += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    cells = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
+    )
+    body = (
+        f"<p>{html.escape(text)}</p><table><thead><tr><th>scores</th><th>Brier</th>"
+        f"<th>ECE</th></tr></thead><tbody>{cells}</tbody></table>"
+    )
+    return CardSection("Calibration", "\n".join(md), body)
