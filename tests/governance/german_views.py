@@ -4,6 +4,7 @@ attribute as a 0/1 code: an input of the group-threshold variant only."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from shipyard.data.catalog import Dataset
     from shipyard.registry.card import CardNotes
     from shipyard.registry.models import ModelVersion
+    from shipyard.training.evaluation import Evaluation
     from shipyard.training.trainers import ModelConfig, TrainedModel
 
 DATASET = "german_credit"
@@ -98,18 +100,30 @@ SPLIT_DAYS = 700
 """Rows 0..699 (dates 2000-01-01 + 0..699 days) train; rows 700..999 evaluate."""
 
 
-def register(
-    ws: Workspace,
-    dataset: Dataset,
-    config: ModelConfig,
-    features: list[str],
-    notes: CardNotes | None = None,
-) -> tuple[ModelVersion, TrainedModel, pd.DataFrame]:
-    """Train ``config`` on the first 700 rows, evaluate on the last 300, register it.
+@dataclass(frozen=True)
+class Trained:
+    """A configuration trained on the first 700 rows and evaluated on the last 300."""
 
-    Returns the version, the trained model and the frame of the whole data set.
-    """
-    from shipyard.registry.models import ModelRegistry
+    evaluation: Evaluation
+    lineage: Lineage
+    run_id: str
+    frame: pd.DataFrame
+
+    @property
+    def model(self) -> TrainedModel:
+        """The trained model."""
+        model = self.evaluation.folds[0].model
+        assert model is not None
+        return model
+
+    @property
+    def test(self) -> pd.DataFrame:
+        """The evaluation rows."""
+        return self.frame.iloc[self.evaluation.folds[0].fold.test]
+
+
+def train(ws: Workspace, dataset: Dataset, config: ModelConfig, features: list[str]) -> Trained:
+    """Train ``config`` on the first 700 rows, evaluate it on the last 300, log the run."""
     from shipyard.registry.tracking import Tracker
     from shipyard.training.evaluation import evaluate
     from shipyard.training.frames import Window, load_frame
@@ -129,20 +143,25 @@ def register(
     run_id = Tracker(ws).log_evaluation(
         "german-fairness", config.model_type, evaluation, params={}, tags={}
     )
-    result = evaluation.folds[0]
-    assert result.model is not None
-    fold = result.fold
-    version = ModelRegistry(ws).register(
+    fold = evaluation.folds[0].fold
+    lineage = lineage.with_windows(
+        train=(str(fold.train_start), str(fold.train_end)),
+        evaluation=(str(fold.test_start), str(fold.test_end)),
+    )
+    return Trained(evaluation, lineage, run_id, frame)
+
+
+def register(ws: Workspace, trained: Trained, notes: CardNotes | None = None) -> ModelVersion:
+    """Register a trained configuration as a new version of ``german_credit``."""
+    from shipyard.registry.models import ModelRegistry
+
+    return ModelRegistry(ws).register(
         DATASET,
-        result.model,
-        lineage=lineage.with_windows(
-            train=(str(fold.train_start), str(fold.train_end)),
-            evaluation=(str(fold.test_start), str(fold.test_end)),
-        ),
-        evaluation=evaluation,
-        run_id=run_id,
-        sample=frame.iloc[fold.test[:100]],
+        trained.model,
+        lineage=trained.lineage,
+        evaluation=trained.evaluation,
+        run_id=trained.run_id,
+        sample=trained.test.head(100),
         notes=notes,
         actor="tester",
     )
-    return version, result.model, frame

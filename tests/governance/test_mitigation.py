@@ -4,17 +4,24 @@ and promoted through a fairness gate."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from shipyard.errors import DataValidationError, ParameterError
+from shipyard.data.catalog import Dataset
+from shipyard.errors import DataValidationError, ParameterError, PromotionRefusedError
 from shipyard.governance.fairness import assess_fairness
 from shipyard.governance.mitigation import MitigatedConfig, MitigatedModel, tradeoff
+from shipyard.registry.card import CardNotes
+from shipyard.registry.gate import FairnessGate
+from shipyard.registry.models import ModelRegistry
 from shipyard.training.trainers import TrainedModel, load_native, make_config
+from shipyard.workspace import Workspace
 from tests.governance.fair_data import hmda
+from tests.governance.german_views import FEATURES, german_workspace, register, train
 
 ATTRIBUTE = "afam_code"
 
@@ -169,3 +176,72 @@ def test_a_missing_or_single_group_attribute_is_refused_naming_it() -> None:
         MitigatedConfig(attribute="b").fit(X, y)
     with pytest.raises(DataValidationError, match="'a' has a single group"):
         MitigatedConfig(attribute="a").fit(X, y)
+
+
+# -- registered variants -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def german(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, Dataset]]:
+    ws, dataset = german_workspace(tmp_path_factory.mktemp("german") / "ws")
+    yield ws, dataset
+    ws.close()
+
+
+@pytest.mark.slow
+def test_mitigated_variants_are_registered_loaded_verified_and_promoted_by_fairness(
+    german: tuple[Workspace, Dataset], tmp_path: Path
+) -> None:
+    """Base model and two variants on German credit: registered with their lineage and a
+    card showing the trade-off, loaded hash-verified, and a fairness gate at promotion that
+    tells the base model and the reductions variant apart."""
+    ws, dataset = german
+    registry = ModelRegistry(ws)
+    base = train(ws, dataset, make_config("logistic_regression"), FEATURES)
+    with_group = [*FEATURES, "is_female"]
+    variants = {
+        method: train(
+            ws, dataset, MitigatedConfig(method=method, attribute="is_female"), with_group
+        )
+        for method in ("reductions", "thresholds")
+    }
+    test = base.test.reset_index(drop=True)
+    sex = pd.DataFrame({"sex": np.where(test["is_female"] == 1, "female", "male")})
+    models = {"base": base.model, **{k: v.model for k, v in variants.items()}}
+    table = tradeoff(models, test[with_group], test["bad_risk"], sex, "sex", n_boot=200)
+    section = table.card_section(table.plot(tmp_path / "tradeoff.png"))
+    notes = CardNotes(intended_use="Fairness tests on German credit.", sections=(section,))
+
+    base_version = register(ws, base, notes)
+    registry.promote(dataset.name, base_version.version, reason="first model")
+    versions = {k: register(ws, v, notes) for k, v in variants.items()}
+    for method, version in versions.items():
+        assert version.model_type == "mitigated" and version.framework == "sklearn"
+        assert version.params["method"] == method and version.params["attribute"] == "is_female"
+        assert version.lineage.dataset_hash == base_version.lineage.dataset_hash
+        assert version.eval_window == base_version.eval_window
+        predictor = registry.load(dataset.name, version.version)  # hash-verified
+        rows = test[version.input_schema.names].to_numpy(dtype=float)
+        np.testing.assert_array_equal(predictor.predict(rows), models[method].predict_proba(rows))
+        card = version.card_path.read_text()
+        assert "## Fairness mitigation" in card and "| reductions |" in card
+    # the reductions variant takes the base model's inputs; the threshold variant the group too
+    assert versions["reductions"].input_schema.names == base_version.input_schema.names
+    assert versions["thresholds"].input_schema.names == with_group
+
+    # a fairness gate on the equalized-odds estimate, its bound between the base model's
+    # and the reductions variant's: it refuses the one that measures higher on the
+    # evaluation window and promotes the other
+    eo = {k: table.row(k).equalized_odds_difference for k in ("base", "reductions")}
+    estimates = {k: v.estimate for k, v in eo.items() if v is not None}
+    fairer, other = sorted(estimates, key=estimates.__getitem__)
+    bound = (estimates[fairer] + estimates[other]) / 2
+    gate = FairnessGate("sex", bound=bound, threshold=0.5, require_significance=False)
+    number = {"base": base_version.version, "reductions": versions["reductions"].version}
+    with pytest.raises(PromotionRefusedError, match="fairness gate equalized_odds_difference"):
+        registry.promote(dataset.name, number[other], reason="check", fairness=[gate])
+    registry.promote(dataset.name, number[fairer], reason="fairer", fairness=[gate])
+    assert registry.aliases(dataset.name)["champion"] == number[fairer]
+    refused, promoted = registry.history(dataset.name)[-2:]
+    assert refused.action == "refuse" and refused.details["fairness"][0]["passed"] is False
+    assert promoted.details["fairness"][0]["estimate"] == pytest.approx(estimates[fairer])

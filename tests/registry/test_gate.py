@@ -15,7 +15,7 @@ from shipyard.registry.models import ModelRegistry, ModelVersion
 from shipyard.training.frames import Window, load_frame
 from shipyard.training.trainers import make_config
 from tests.governance.fair_data import german_credit, split_scores
-from tests.governance.german_views import FEATURES, german_workspace, register
+from tests.governance.german_views import FEATURES, german_workspace, register, train
 
 
 @pytest.fixture
@@ -200,7 +200,7 @@ def german_registry(
 ) -> Iterator[tuple[ModelRegistry, ModelVersion]]:
     """German credit in a workspace, a logistic regression registered (no champion yet)."""
     ws, dataset = german_workspace(tmp_path_factory.mktemp("german") / "ws")
-    version, _, _ = register(ws, dataset, make_config("logistic_regression"), FEATURES)
+    version = register(ws, train(ws, dataset, make_config("logistic_regression"), FEATURES))
     yield ModelRegistry(ws), version
     ws.close()
 
