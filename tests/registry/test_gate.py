@@ -139,6 +139,11 @@ def test_a_fairness_gate_compares_the_intervals_upper_end_with_the_bound(
     # decide() on the report gives the same result as check()
     assert FairnessGate("age_group", bound=middle, **kwargs).decide(report) == strict
     assert json.loads(json.dumps(strict.to_dict()))["high"] == eo.high
+    # the card section shows the gates with the assessment they were decided on
+    section = report.with_gates([strict, loose]).card_section()
+    assert f"| {strict.describe()} | FAILED |" in section.markdown
+    assert f"| {loose.describe()} | passed |" in section.markdown
+    assert "<td>FAILED</td>" in section.html
 
 
 def test_a_ratio_gate_compares_the_lower_end(
