@@ -263,6 +263,15 @@ def test_platt_scaling_recovers_a_known_miscalibration_and_moves_the_threshold()
     assert PlattScaling(-0.1, 0.0).raw_threshold(0.3) == 0.3  # ranks nothing: unchanged
 
 
+def test_card_sections_escape_what_they_show_in_html() -> None:
+    from shipyard.solutions.credit import card_section
+
+    section = card_section("Checks", ["score < 0.5 & more", (["group"], [["<under 25>"]])])
+    assert section.markdown == "score < 0.5 & more\n\n| group |\n|---|\n| <under 25> |"
+    assert "<p>score &lt; 0.5 &amp; more</p>" in section.html
+    assert "<td>&lt;under 25&gt;</td>" in section.html
+
+
 # -- the command -------------------------------------------------------------------------
 
 

@@ -848,10 +848,34 @@ class _CreditRun:
         return variant, evaluation
 
 
-def comparison_section(report: CreditReport) -> CardSection:
-    """The card section comparing the cross-validated model types (mean ± std, 95% CI)."""
+Table = tuple[list[str], list[list[str]]]
+"""A card table: its header and its rows of cells."""
+
+
+def card_section(title: str, parts: Sequence[str | Table]) -> CardSection:
+    """A card section of paragraphs (``str``) and tables, in Markdown and escaped HTML."""
     import html
 
+    markdown: list[str] = []
+    body: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            markdown.append(part)
+            body.append(f"<p>{html.escape(part)}</p>")
+            continue
+        header, rows = part
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        markdown.append("\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]))
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        cells = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
+        )
+        body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
+    return CardSection(title, "\n\n".join(markdown), "".join(body))
+
+
+def comparison_section(report: CreditReport) -> CardSection:
+    """The card section comparing the cross-validated model types (mean ± std, 95% CI)."""
     from shipyard.solutions.fraud import headline
 
     header = ["model", "AUC", "average precision", "Brier score"]
@@ -862,31 +886,15 @@ def comparison_section(report: CreditReport) -> CardSection:
             h = headline(model.crossval, metric)
             cells.append(f"{h['mean']:.3f} ± {h['std']:.3f} [{h['low']:.3f}, {h['high']:.3f}]")
         rows.append(cells)
+    protocol = report.protocol
     intro = (
-        f"{report.protocol.n_splits}-fold stratified cross-validation (seed "
-        f"{report.protocol.seed}) on the {report.protocol.n_development(report.dataset.n_rows):,} "
-        "development rows: mean ± std over folds [95% row-bootstrap interval]. The registered "
-        f"model is the best on mean {SELECTION_METRIC}, refit on every development row; the "
-        "metrics above are its own, on the held-out rows."
+        f"{protocol.n_splits}-fold stratified cross-validation (seed {protocol.seed}) on the "
+        f"{protocol.n_development(report.dataset.n_rows):,} development rows: mean ± std over "
+        f"folds [95% row-bootstrap interval]. The registered model is the best on mean "
+        f"{SELECTION_METRIC}, refit on every development row; the metrics above are its own, "
+        "on the held-out rows."
     )
-    markdown = "\n".join(
-        [
-            intro,
-            "",
-            "| " + " | ".join(header) + " |",
-            "|" + "---|" * len(header),
-            *("| " + " | ".join(r) + " |" for r in rows),
-        ]
-    )
-    cells_html = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
-    )
-    head_html = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = (
-        f"<p>{html.escape(intro)}</p><table><thead><tr>{head_html}</tr></thead>"
-        f"<tbody>{cells_html}</tbody></table>"
-    )
-    return CardSection("Model comparison (cross-validation)", markdown, body)
+    return card_section("Model comparison (cross-validation)", [intro, (header, rows)])
 
 
 EXAMPLES = 3
@@ -896,23 +904,21 @@ TOP_FEATURES = 10
 
 def explanation_section(report: CreditReport) -> CardSection:
     """Global importance (mean |SHAP| on the held-out rows) and example reason codes."""
-    import html
-
     import numpy as np
+
+    from shipyard.governance.reasons import feature_descriptions
 
     explanation, sol = report.explanation, report.solution
     if explanation is None or report.holdout is None:
-        return CardSection("Explanations", "Not computed.", "<p>Not computed.</p>")
-    from shipyard.governance.reasons import feature_descriptions
-
+        return card_section("Explanations", ["Not computed."])
     readable = feature_descriptions(sol.views_ref)
     importance = list(explanation.mean_abs().items())[:TOP_FEATURES]
     scores = report.holdout.folds[0].scores
     riskiest = np.argsort(-scores, kind="stable")[:EXAMPLES].tolist()
     intro = (
         f"SHAP attributions of the registered model on the {len(explanation):,} held-out "
-        f"rows, in {explanation.output_space} (exact: {report.best}). Global importance is "
-        f"the mean |attribution|; reason codes are the features that pushed a decision "
+        f"rows, in {explanation.output_space} (exact for {report.best}). Global importance "
+        f"is the mean |attribution|; reason codes are the features that pushed a decision "
         f"toward '{sol.adverse}' most, as served with explain=true."
     )
     rows = [[readable.get(f, f), f"{v:.4f}"] for f, v in importance]
@@ -926,46 +932,30 @@ def explanation_section(report: CreditReport) -> CardSection:
         ]
         for i in riskiest
     ]
-    md = [intro, "", "| feature | mean abs(SHAP) |", "|---|---|"]
-    md += [f"| {a} | {b} |" for a, b in rows]
-    md += ["", f"Reason codes of the {EXAMPLES} riskiest held-out applicants:", ""]
-    md += ["| score | reasons (value, push) |", "|---|---|"]
-    md += [f"| {a} | {b} |" for a, b in examples]
-
-    def table(header: list[str], body: list[list[str]]) -> str:
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-        cells = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body
-        )
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>"
-
-    body = (
-        f"<p>{html.escape(intro)}</p>{table(['feature', 'mean |SHAP|'], rows)}"
-        f"<p>Reason codes of the {EXAMPLES} riskiest held-out applicants:</p>"
-        f"{table(['score', 'reasons (value, push)'], examples)}"
+    return card_section(
+        "Explanations",
+        [
+            intro,
+            (["feature", "mean |SHAP|"], rows),
+            f"Reason codes of the {EXAMPLES} riskiest held-out applicants:",
+            (["score", "reasons (value, push)"], examples),
+        ],
     )
-    return CardSection("Explanations", "\n".join(md), body)
 
 
 def calibration_section(report: CreditReport) -> CardSection:
     """Held-out Brier score and calibration error, raw and Platt-calibrated; the threshold."""
-    import html
-
     from shipyard.governance.fairness import expected_calibration_error
     from shipyard.training.metrics import brier
 
     platt, sol = report.calibration, report.solution
     if platt is None or report.holdout is None:
-        return CardSection("Calibration", "Not computed.", "<p>Not computed.</p>")
+        return card_section("Calibration", ["Not computed."])
     result = report.holdout.folds[0]
-    calibrated = platt(result.scores)
+    y = result.labels
     rows = [
-        [
-            name,
-            f"{brier(result.labels, p):.4f}",
-            f"{expected_calibration_error(result.labels, p):.4f}",
-        ]
-        for name, p in (("model score", result.scores), ("Platt-calibrated", calibrated))
+        [name, f"{brier(y, p):.4f}", f"{expected_calibration_error(y, p):.4f}"]
+        for name, p in (("model score", result.scores), ("Platt-calibrated", platt(result.scores)))
     ]
     text = (
         f"Platt scaling fitted on the chosen model type's out-of-fold scores: calibrated "
@@ -973,15 +963,6 @@ def calibration_section(report: CreditReport) -> CardSection:
         f"The decision '{sol.adverse}' at calibrated probability >= {sol.threshold:.4g} is "
         f"score >= {report.threshold:.4g}: the model serves its own score, the threshold "
         f"carries the calibration (recorded in the audit trail). Held-out rows "
-        f"({len(result.labels):,}): Brier score and expected calibration error (10 bins)."
+        f"({len(y):,}): Brier score and expected calibration error (10 bins)."
     )
-    md = [text, "", "| scores | Brier | ECE |", "|---|---|---|"]
-    md += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    cells = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
-    )
-    body = (
-        f"<p>{html.escape(text)}</p><table><thead><tr><th>scores</th><th>Brier</th>"
-        f"<th>ECE</th></tr></thead><tbody>{cells}</tbody></table>"
-    )
-    return CardSection("Calibration", "\n".join(md), body)
+    return card_section("Calibration", [text, (["scores", "Brier", "ECE"], rows)])
