@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from shipyard.errors import DataValidationError, ParameterError, PromotionRefusedError
+from shipyard.governance.audit import entries, verify
 from shipyard.governance.fairness import assess_fairness
 from shipyard.registry.gate import FairnessGate, PromotionGate
 from shipyard.registry.models import ModelRegistry, ModelVersion
@@ -246,6 +247,11 @@ def test_promotion_is_refused_by_a_failing_fairness_gate_and_the_refusal_recorde
     promotion = registry.history(version.name)[-1]
     assert promotion.action == "promote"
     assert promotion.details["fairness"][0]["passed"] is True
+    # both are entries of the workspace's hash-chained audit trail, which still verifies
+    trail = entries(registry.workspace, kind="model", name=version.name)
+    assert [e.action for e in trail[-2:]] == ["refuse", "promote"]
+    assert trail[-2].details["fairness"][0]["passed"] is False
+    assert verify(registry.workspace).ok
 
 
 def test_a_fairness_gate_on_an_attribute_the_data_set_lacks_names_it(
