@@ -150,6 +150,36 @@ def test_verify_with_a_head_the_trail_lacks_fails(governed: Workspace) -> None:
     assert "not in the trail" in result.output
 
 
+def test_verify_state_names_changes_made_around_shipyard(governed: Workspace) -> None:
+    intact = shipyard(governed, "audit", "verify", "--state")
+    assert intact.exit_code == 0, intact.output
+    assert "live state explained" in intact.output
+
+    client = ModelRegistry(governed).tracker.client
+    client.set_registered_model_alias(DATASET, "champion", "2")  # straight to MLflow
+    database = governed.database_url[len("sqlite:///") :]
+    governed.close()
+    with sqlite3.connect(database) as conn:  # a policy row no set_policy wrote
+        conn.execute(
+            "INSERT INTO shipyard_traffic_policies (endpoint, revision, model, arms, shadows, "
+            "actor, reason, created_at) VALUES (?, 4, ?, ?, '[]', 'mallory', 'quiet', "
+            "'2026-11-27 00:00:00')",
+            (ENDPOINT, DATASET, '[{"version": 2, "weight": 1.0}]'),
+        )
+    broken = shipyard(governed, "audit", "verify", "--state", "--json")
+    assert broken.exit_code == 1
+    report = json.loads(broken.stdout)
+    assert report["problem"] is None  # the chain is intact: what changed went around it
+    assert report["state"]["problems"] == [
+        "model credit: champion is v2 but the trail last gave it to v1 (changed outside Shipyard)",
+        f"endpoint {ENDPOINT}: policy revision 4 has no audit entry (written outside set_policy)",
+    ]
+    client.set_registered_model_alias(DATASET, "champion", "1")
+    with sqlite3.connect(database) as conn:
+        conn.execute("DELETE FROM shipyard_traffic_policies WHERE revision = 4")
+    assert shipyard(governed, "audit", "verify", "--state").exit_code == 0
+
+
 def test_verify_logs_checks_compacted_parts_against_their_recorded_hashes(
     workspace: Workspace,
 ) -> None:

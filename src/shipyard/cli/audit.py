@@ -91,21 +91,30 @@ def log(
     is_flag=True,
     help="also check every compacted prediction-log part against its recorded SHA-256",
 )
+@click.option(
+    "--state",
+    is_flag=True,
+    help="also check that the live aliases and traffic policies are the ones the trail explains",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
-def verify(ctx: click.Context, expect_head: str | None, logs: bool, as_json: bool) -> None:
+def verify(
+    ctx: click.Context, expect_head: str | None, logs: bool, state: bool, as_json: bool
+) -> None:
     """Recompute the hash chain; exit 1 naming the first edited, removed, inserted or
     reordered entry. Keep the printed head hash elsewhere to detect a rewritten chain."""
     from shipyard.governance.audit import verify as verify_trail
-    from shipyard.governance.audit import verify_prediction_logs
+    from shipyard.governance.audit import verify_prediction_logs, verify_state
 
     workspace = open_workspace(ctx)
     report = verify_trail(workspace, expected_head=expect_head)
     parts = verify_prediction_logs(workspace) if logs else None
+    live = verify_state(workspace) if state else None
+    ok = report.ok and (parts is None or parts.ok) and (live is None or live.ok)
     if as_json:
         problem = report.problem
         out: dict[str, Any] = {
-            "ok": report.ok and (parts is None or parts.ok),
+            "ok": ok,
             "entries": report.entries,
             "head": report.head,
             "problem": None
@@ -118,6 +127,8 @@ def verify(ctx: click.Context, expect_head: str | None, logs: bool, as_json: boo
         }
         if parts is not None:
             out["logs"] = {"parts_checked": parts.parts_checked, "problems": list(parts.problems)}
+        if live is not None:
+            out["state"] = {"problems": list(live.problems)}
         click.echo(json.dumps(out, indent=2))
     else:
         out_console = console()
@@ -130,5 +141,9 @@ def verify(ctx: click.Context, expect_head: str | None, logs: bool, as_json: boo
             )
         for line in parts.problems if parts is not None else ():
             out_console.print(f"[red]prediction log: {line}[/]")
-    if not report.ok or (parts is not None and not parts.ok):
+        if live is not None and live.ok:
+            out_console.print("[green]live state explained: aliases and traffic policies[/]")
+        for line in live.problems if live is not None else ():
+            out_console.print(f"[red]live state: {line}[/]")
+    if not ok:
         ctx.exit(1)

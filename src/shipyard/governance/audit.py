@@ -549,3 +549,90 @@ def verify_prediction_logs(workspace: Workspace, endpoint: str | None = None) ->
             for relative in sorted(set(expected) - set(present))
         ]
     return LogVerification(checked, tuple(problems))
+
+
+@dataclass(frozen=True)
+class StateVerification:
+    """What :func:`verify_state` found: each live alias or policy the trail does not explain."""
+
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when every alias and every traffic-policy revision is explained by the trail."""
+        return not self.problems
+
+
+def verify_state(workspace: Workspace) -> StateVerification:
+    """Compare the live state with the trail: changes made around Shipyard show up here.
+
+    Replays the trail's registrations, promotions and rollbacks and compares the aliases they
+    leave with the registry's (an alias set directly in MLflow); checks that every
+    traffic-policy revision has its ``policy.*`` entry and that the latest matches the last
+    entry's ``after`` (a policy row written by hand).
+    """
+    from shipyard.registry.models import CHALLENGER, CHAMPION, ModelRegistry
+    from shipyard.serving.policy import policy_history
+
+    problems: list[str] = []
+    expected: dict[str, dict[str, int | None]] = {}
+    for entry in entries(workspace, kind="model"):
+        aliases = expected.setdefault(entry.name, {})
+        if entry.alias is None or entry.action not in ("register", "promote", "rollback"):
+            continue
+        ends_challenge = entry.action == "promote" and entry.alias == CHAMPION
+        if ends_challenge and aliases.get(CHALLENGER) == entry.version:
+            aliases.pop(CHALLENGER)
+        aliases[entry.alias] = entry.version
+    registry = ModelRegistry(workspace)
+    for name in sorted(expected | {v.name: {} for v in registry.versions()}):
+        live: dict[str, int | None] = dict(registry.aliases(name))
+        want = expected.get(name, {})
+        problems += [
+            f"model {name}: {alias} is {_held(live.get(alias))} but the trail last gave it "
+            f"to {_held(want.get(alias))} (changed outside Shipyard)"
+            for alias in sorted(set(live) | set(want))
+            if live.get(alias) != want.get(alias)
+        ]
+    recorded: dict[str, dict[int, Any]] = {}
+    for entry in entries(workspace, kind="endpoint"):
+        if entry.action.startswith("policy.") and isinstance(entry.after, dict):
+            recorded.setdefault(entry.name, {})[int(entry.after["revision"])] = entry.after
+    for endpoint in sorted(set(recorded) | _policy_endpoints(workspace)):
+        revisions = {p.revision: p for p in policy_history(workspace, endpoint)}
+        on_record = recorded.get(endpoint, {})
+        problems += [
+            f"endpoint {endpoint}: policy revision {r} has no audit entry (written outside "
+            "set_policy)"
+            for r in sorted(set(revisions) - set(on_record))
+        ]
+        problems += [
+            f"endpoint {endpoint}: policy revision {r} is on record but missing"
+            for r in sorted(set(on_record) - set(revisions))
+        ]
+        for r in sorted(set(revisions) & set(on_record)):
+            policy = revisions[r]
+            stored = {
+                "arms": [{"version": a.version, "weight": a.weight} for a in policy.arms],
+                "shadows": list(policy.shadows),
+                "sticky_key": policy.sticky_key,
+            }
+            if any(on_record[r].get(k) != v for k, v in stored.items()):
+                problems.append(
+                    f"endpoint {endpoint}: policy revision {r} ({policy.describe()}) differs "
+                    "from its audit entry (edited outside set_policy)"
+                )
+    return StateVerification(tuple(problems))
+
+
+def _held(version: int | None) -> str:
+    return "unset" if version is None else f"v{version}"
+
+
+def _policy_endpoints(workspace: Workspace) -> set[str]:
+    from sqlalchemy import select
+
+    from shipyard.tables import traffic_policies as table
+
+    with workspace.engine.connect() as conn:
+        return {str(e) for (e,) in conn.execute(select(table.c.endpoint).distinct())}
