@@ -216,7 +216,10 @@ class FairnessReport:
             f"Decisions at threshold {self.threshold:g} on {self.n_rows:,} rows; a group needs "
             f"at least {self.min_rows} rows and {self.min_positives} positive and negative "
             f"labels for its rates to be reported. Intervals: {self.n_boot} bootstrap draws "
-            f"within groups (seed {self.seed}). Differences: 0 is parity; ratios: 1 is parity."
+            f"within groups (seed {self.seed}, percentile). Differences: 0 is parity; ratios: "
+            "1 is parity. A difference is a maximum minus a minimum over groups: with small "
+            "groups its bootstrap replicates lean upward, so its interval can lie above the "
+            "estimate (a gate on the interval's upper end is then conservative)."
         )
 
     def table(self) -> str:
