@@ -21,6 +21,7 @@ from shipyard.governance.audit import (
     append,
     entries,
     entry_hash,
+    record_compaction,
     record_threshold_change,
     transaction,
     verify,
@@ -346,3 +347,29 @@ def test_a_batch_finished_after_a_crash_is_recorded_once(logged: Workspace) -> N
     batches = [e.details["batch"] for e in entries(logged, kind="predictions")]
     assert len(batches) == len(set(batches)) > 1
     assert verify(logged).ok and verify_prediction_logs(logged).ok
+
+
+def test_an_append_holds_the_write_lock_from_before_it_reads_the_head(tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE: while a transaction holds the head, no other writer can start."""
+    ws = Workspace.init(tmp_path)
+    with transaction(ws) as conn:
+        append(ws, kind="model", name="credit", action="gate", reason="x", connection=conn)
+        other = sqlite3.connect(ws.database_url[len("sqlite:///") :], timeout=0)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+        other.close()
+    assert [e.sequence for e in entries(ws)] == [1]
+
+
+def test_recording_the_same_compaction_batch_twice_keeps_one_entry(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path)
+    batch = {
+        "batch": "0000000000001-abcd",
+        "records": 3,
+        "skipped_lines": 0,
+        "sha256": {"segments": {"a.jsonl": "1" * 64}, "parts": {"day=x/part-1.parquet": "2" * 64}},
+    }
+    first = record_compaction(ws, "fraud", batch)
+    assert record_compaction(ws, "fraud", batch) == first
+    assert record_compaction(ws, "other", batch).sequence == 2  # another endpoint's batch
+    assert len(entries(ws)) == 2

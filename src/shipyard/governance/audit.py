@@ -316,9 +316,23 @@ def record_compaction(
     before it deletes the segments; a batch already on record (a crashed run finished later)
     is not recorded twice.
     """
-    for entry in entries(workspace, kind="predictions", name=endpoint, action="logs.compact"):
-        if entry.details.get("batch") == batch["batch"]:
-            return entry
+    from sqlalchemy import select
+
+    from shipyard.tables import registry_events as table
+
+    # compactions of an endpoint run one batch at a time under a lock, so a batch already
+    # recorded by a crashed run is that endpoint's latest compaction entry
+    query = (
+        select(table)
+        .where(table.c.kind == "predictions", table.c.name == endpoint)
+        .where(table.c.action == "logs.compact")
+        .order_by(table.c.sequence.desc())
+        .limit(1)
+    )
+    with workspace.engine.connect() as conn:
+        latest = conn.execute(query).mappings().first()
+    if latest is not None and (latest["details"] or {}).get("batch") == batch["batch"]:
+        return _entry(latest)
     hashes = batch["sha256"]
     return append(
         workspace,
