@@ -19,6 +19,11 @@ runs in a ``BEGIN IMMEDIATE`` transaction (the database's write lock is taken be
 head is read); on other databases the head row is read ``FOR UPDATE``; a unique constraint
 on ``sequence`` is the last guard, and an append that loses it retries.
 
+Beyond the chain: :func:`verify_prediction_logs` checks each compacted prediction-log part
+against the SHA-256 its compaction recorded (:func:`record_compaction`), and
+:func:`verify_state` checks that the live aliases and traffic policies are the ones the trail
+explains (an alias set straight in MLflow shows there).
+
 What the chain proves, and what it does not: see ``docs/governance-audit.md``. In short,
 anyone who can write the database can rewrite the whole chain from some entry on with
 freshly computed hashes; keep the head hash that :func:`verify` reports somewhere else
