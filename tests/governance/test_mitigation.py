@@ -12,7 +12,12 @@ import pandas as pd
 import pytest
 
 from shipyard.data.catalog import Dataset
-from shipyard.errors import DataValidationError, ParameterError, PromotionRefusedError
+from shipyard.errors import (
+    DataValidationError,
+    ParameterError,
+    PromotionRefusedError,
+    TrainingError,
+)
 from shipyard.governance.fairness import assess_fairness
 from shipyard.governance.mitigation import MitigatedConfig, MitigatedModel, tradeoff
 from shipyard.registry.card import CardNotes
@@ -176,6 +181,13 @@ def test_a_missing_or_single_group_attribute_is_refused_naming_it() -> None:
         MitigatedConfig(attribute="b").fit(X, y)
     with pytest.raises(DataValidationError, match="'a' has a single group"):
         MitigatedConfig(attribute="a").fit(X, y)
+    with pytest.raises(DataValidationError, match="'a' has 1 missing value"):
+        MitigatedConfig(attribute="a").fit(X.assign(a=[np.nan] + [0.0, 1.0] * 19 + [0.0]), y)
+    words = X.assign(a=["x", "y"] * 20)
+    with pytest.raises(DataValidationError, match="'a' must hold numeric group codes"):
+        MitigatedConfig(method="thresholds", attribute="a").fit(words, y)
+    with pytest.raises(TrainingError, match="single class"):
+        MitigatedConfig(method="thresholds", attribute="a").fit(X.assign(a=[0.0, 1.0] * 20), y * 0)
 
 
 # -- registered variants -------------------------------------------------------------------

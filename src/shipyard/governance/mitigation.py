@@ -119,6 +119,7 @@ class MitigatedConfig(ModelConfig):
     def fit(self, X: pd.DataFrame, y: Any) -> MitigatedModel:
         """Train the variant; ``X`` holds the base features and the ``attribute`` column."""
         import numpy as np
+        import pandas as pd
 
         self._validate()
         attribute = self.params["attribute"]
@@ -127,16 +128,32 @@ class MitigatedConfig(ModelConfig):
                 f"The sensitive attribute {attribute!r} of MitigatedConfig is not a column of "
                 f"the training data; its columns are {', '.join(map(str, X.columns))}."
             )
+        column = X[attribute]
+        if column.isna().any():
+            raise DataValidationError(
+                f"The sensitive attribute {attribute!r} has {int(column.isna().sum())} missing "
+                "value(s) in the training data; give every row a group."
+            )
+        thresholds = self.params["method"] == "thresholds"
+        if thresholds and not pd.api.types.is_numeric_dtype(column):
+            raise DataValidationError(
+                f"The sensitive attribute {attribute!r} must hold numeric group codes for "
+                f"method='thresholds' (it becomes the model's last input); got {column.dtype}."
+            )
         base_X = X.drop(columns=[attribute]).astype(float)
-        groups = X[attribute].to_numpy()
+        groups = column.to_numpy()
         if len(np.unique(groups)) < 2:
             raise DataValidationError(
                 f"The sensitive attribute {attribute!r} has a single group in the training "
                 "data; mitigation needs at least two."
             )
         labels = np.asarray(y)
+        if len(np.unique(labels)) < 2:
+            raise TrainingError(
+                f"{self!r}: the training labels hold a single class; mitigation needs both."
+            )
         base = self.base_config()
-        if self.params["method"] == "thresholds":
+        if thresholds:
             from sklearn.model_selection import train_test_split
 
             fit_rows, threshold_rows = train_test_split(
@@ -145,7 +162,6 @@ class MitigatedConfig(ModelConfig):
                 stratify=labels,
                 random_state=int(self.params["seed"]),
             )
-            # the base fit checks that the labels hold both classes
             fitted = base.fit(base_X.iloc[fit_rows], labels[fit_rows])
             estimator: Any = GroupThresholdClassifier.fit(
                 fitted.estimator,
@@ -156,10 +172,6 @@ class MitigatedConfig(ModelConfig):
             )
             schema = Schema.from_frame(X[[*base_X.columns, attribute]].astype(float))
         else:
-            if len(np.unique(labels)) < 2:
-                raise TrainingError(
-                    f"{self!r}: the training labels hold a single class; mitigation needs both."
-                )
             estimator = ReductionsClassifier.fit(base, base_X, labels, groups, self.params)
             schema = Schema.from_frame(base_X)
         return MitigatedModel(self, estimator, schema)
@@ -200,10 +212,10 @@ class ReductionsClassifier:
         weight = "sample_weight"
         if hasattr(estimator, "steps"):  # a pipeline routes the weights to its last step
             weight = f"{estimator.steps[-1][0]}__sample_weight"
-        constraint = EqualizedOdds() if params["constraint"] == "equalized_odds" else None
+        moments = {"equalized_odds": EqualizedOdds, "demographic_parity": DemographicParity}
         mitigator = ExponentiatedGradient(
             estimator,
-            constraint or DemographicParity(),
+            moments[params["constraint"]](),
             eps=float(params["eps"]),
             max_iter=int(params["max_iter"]),
             sample_weight_name=weight,
