@@ -321,7 +321,14 @@ def test_quickstart_credit_runs_both_data_sets_to_governed_champions(tmp_path: P
         assert base.lineage.columns == solution(name).columns
         assert base.eval_window["start"] > base.train_window["end"]  # held-out dates
         card = base.card_path.read_text()
-        for title in ("## Model comparison", "## Explanations", "## Fairness", "## Fairness mit"):
+        for title in (
+            "## Model comparison (cross-validation)",
+            "## Calibration and decision threshold",
+            "## Global explanations",
+            "## Reason codes",
+            "## Fairness (decision at score >= ",
+            "## Fairness mitigation",
+        ):
             assert title in card, (name, title)
         stored = json.dumps([base.lineage.to_dict(), base.eval_window, base.train_window])
         for fraud_name in FRAUD_NAMES:

@@ -304,7 +304,7 @@ SOLUTIONS = {
                 "labels were oversampled to 30% bad risks, so probabilities are not today's "
                 "default rates.",
                 "Sex is derived from a combined personal-status field and is not a model input; "
-                "age is an input (the age-group assessment below shows its effect).",
+                "age is an input (the fairness section assesses age groups).",
                 *_COMMON_LIMITS,
             ),
         ),
@@ -709,7 +709,7 @@ class _CreditRun:
             lineage=self.lineage,
             evaluation=holdout,
             run_id=best.run_id,
-            sample=self.frame.iloc[self.n_development :][:200],
+            sample=self.held_out,
             notes=self.notes(report.sections),
             reason=f"best cross-validated {SELECTION_METRIC} of {len(report.models)} model types",
         )
@@ -755,7 +755,7 @@ class _CreditRun:
                 lineage=self.lineage,
                 evaluation=variant_eval,
                 run_id=best.run_id,
-                sample=self.frame.iloc[self.n_development :][:200],
+                sample=self.held_out,
                 notes=self.notes(
                     [s for s in report.sections if s.title.startswith("Fairness mitigation")]
                 ),
@@ -899,29 +899,24 @@ def comparison_section(report: CreditReport) -> CardSection:
 
 EXAMPLES = 3
 """How many held-out applicants the card shows with their reason codes (the riskiest)."""
-TOP_FEATURES = 10
 
 
 def explanation_section(report: CreditReport) -> CardSection:
-    """Global importance (mean |SHAP| on the held-out rows) and example reason codes."""
+    """Reason codes of the riskiest held-out applicants (the registry's card adds the
+    global importance and dependence plots itself)."""
     import numpy as np
-
-    from shipyard.governance.reasons import feature_descriptions
 
     explanation, sol = report.explanation, report.solution
     if explanation is None or report.holdout is None:
-        return card_section("Explanations", ["Not computed."])
-    readable = feature_descriptions(sol.views_ref)
-    importance = list(explanation.mean_abs().items())[:TOP_FEATURES]
+        return card_section("Reason codes", ["Not computed."])
     scores = report.holdout.folds[0].scores
     riskiest = np.argsort(-scores, kind="stable")[:EXAMPLES].tolist()
     intro = (
-        f"SHAP attributions of the registered model on the {len(explanation):,} held-out "
-        f"rows, in {explanation.output_space} (exact for {report.best}). Global importance "
-        f"is the mean |attribution|; reason codes are the features that pushed a decision "
-        f"toward '{sol.adverse}' most, as served with explain=true."
+        f"Reason codes of the {EXAMPLES} riskiest of the {len(explanation):,} held-out "
+        f"applicants: the features whose SHAP attribution ({explanation.output_space}, exact "
+        f"for {report.best}) pushed the decision toward '{sol.adverse}' most, with the "
+        "applicant's value, as served with explain=true."
     )
-    rows = [[readable.get(f, f), f"{v:.4f}"] for f, v in importance]
     examples = [
         [
             f"{scores[i]:.3f}",
@@ -932,15 +927,10 @@ def explanation_section(report: CreditReport) -> CardSection:
         ]
         for i in riskiest
     ]
-    return card_section(
-        "Explanations",
-        [
-            intro,
-            (["feature", "mean |SHAP|"], rows),
-            f"Reason codes of the {EXAMPLES} riskiest held-out applicants:",
-            (["score", "reasons (value, push)"], examples),
-        ],
-    )
+    return card_section("Reason codes", [intro, (["score", "reasons (value, push)"], examples)])
+
+
+CALIBRATION_TITLE = "Calibration and decision threshold"
 
 
 def calibration_section(report: CreditReport) -> CardSection:
@@ -950,7 +940,7 @@ def calibration_section(report: CreditReport) -> CardSection:
 
     platt, sol = report.calibration, report.solution
     if platt is None or report.holdout is None:
-        return card_section("Calibration", ["Not computed."])
+        return card_section(CALIBRATION_TITLE, ["Not computed."])
     result = report.holdout.folds[0]
     y = result.labels
     rows = [
@@ -965,4 +955,4 @@ def calibration_section(report: CreditReport) -> CardSection:
         f"carries the calibration (recorded in the audit trail). Held-out rows "
         f"({len(y):,}): Brier score and expected calibration error (10 bins)."
     )
-    return card_section("Calibration", [text, (["scores", "Brier", "ECE"], rows)])
+    return card_section(CALIBRATION_TITLE, [text, (["scores", "Brier", "ECE"], rows)])
