@@ -407,3 +407,19 @@ def _post_when_up(
         except (urllib.error.URLError, ConnectionError):
             time.sleep(0.5)
     raise AssertionError("the server did not answer within two minutes")
+
+
+def test_quickstart_credit_refuses_fraud_options_before_creating_anything(
+    tmp_path: Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from shipyard.cli.quickstart import quickstart
+
+    runner = CliRunner()
+    target = str(tmp_path / "ws")
+    done = runner.invoke(quickstart, ["credit", target, "--mode", "fast"])
+    assert done.exit_code == 2 and "--mode" in done.output and "fraud data set only" in done.output
+    done = runner.invoke(quickstart, ["credit", target, "--bootstrap", "10"])
+    assert done.exit_code == 2 and "at least 100 for credit. Got 10 instead" in done.output
+    assert not (tmp_path / "ws").exists()

@@ -61,9 +61,13 @@ def quickstart(arguments: tuple[str, ...], mode: str, bootstrap: int) -> None:
     from shipyard.workspace import Workspace
 
     solution, directory = parse_arguments(arguments)
+    if solution == "credit" and mode != "reference":
+        raise click.BadParameter(
+            f"applies to the fraud data set only. Got {mode!r} with credit.", param_hint="--mode"
+        )
     if solution == "credit" and bootstrap < 100:
         raise click.BadParameter(
-            f"must be at least 100. Got {bootstrap}.", param_hint="--bootstrap"
+            f"must be at least 100 for credit. Got {bootstrap} instead.", param_hint="--bootstrap"
         )
     out = console()
     started = time.perf_counter()
