@@ -23,6 +23,7 @@ from shipyard.governance.mitigation import MitigatedConfig, MitigatedModel, trad
 from shipyard.registry.card import CardNotes
 from shipyard.registry.gate import FairnessGate
 from shipyard.registry.models import ModelRegistry
+from shipyard.serving.backends import prepare_backends
 from shipyard.training.trainers import TrainedModel, load_native, make_config
 from shipyard.workspace import Workspace
 from tests.governance.fair_data import hmda
@@ -237,6 +238,9 @@ def test_mitigated_variants_are_registered_loaded_verified_and_promoted_by_fairn
         np.testing.assert_array_equal(predictor.predict(rows), models[method].predict_proba(rows))
         card = version.card_path.read_text()
         assert "## Fairness mitigation" in card and "| reductions |" in card
+        # serving prepares it like any model: the native predictor, no converted backend
+        backends = prepare_backends(registry, dataset.name, version.version)
+        assert backends.chosen == "native" and backends.candidates["native"].max_abs_diff == 0
     # the reductions variant takes the base model's inputs; the threshold variant the group too
     assert versions["reductions"].input_schema.names == base_version.input_schema.names
     assert versions["thresholds"].input_schema.names == with_group
