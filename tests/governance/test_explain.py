@@ -10,11 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shipyard.data.catalog import write_dataset
+from shipyard.data.catalog import Dataset, write_dataset
 from shipyard.errors import ParameterError, SchemaError
 from shipyard.features.fraud import BASELINE_FEATURES
 from shipyard.features.offline import OfflineStore
-from shipyard.governance.explain import Explainer, UnexplainableModelError, explain
+from shipyard.governance.explain import (
+    GLOBAL_EXPLANATION_TITLE,
+    Explainer,
+    UnexplainableModelError,
+    explain,
+    global_explanation,
+)
 from shipyard.training.frames import Window, load_frame
 from shipyard.training.trainers import NativePredictor, TrainedModel, load_native, make_config
 from shipyard.types import Lineage
@@ -27,16 +33,23 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # shap's notes o
 
 
 @pytest.fixture(scope="module")
-def credit_frame(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pd.DataFrame]:
-    """The synthetic credit applications with their feature views materialized."""
+def credit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, Dataset]]:
+    """A workspace with the synthetic credit applications and their feature views."""
     ws = Workspace.init(tmp_path_factory.mktemp("credit") / "ws")
     dataset = write_dataset(
         ws, DATASET, applications(), time_column="application_date", label_column="default"
     )
     OfflineStore(ws).materialize(VIEWS)
-    lineage = Lineage.of(dataset, VIEWS_REF, columns=COLUMNS)
-    yield load_frame(ws, Window.of(lineage, "2021-01-01", "2021-03-01"))
+    yield ws, dataset
     ws.close()
+
+
+@pytest.fixture(scope="module")
+def credit_frame(credit: tuple[Workspace, Dataset]) -> pd.DataFrame:
+    """The credit applications with their features."""
+    ws, dataset = credit
+    lineage = Lineage.of(dataset, VIEWS_REF, columns=COLUMNS)
+    return load_frame(ws, Window.of(lineage, "2021-01-01", "2021-03-01"))
 
 
 def _data(name: str, small_frame: pd.DataFrame, credit_frame: pd.DataFrame) -> Any:
@@ -189,3 +202,83 @@ def test_bad_input_names_the_field(
         explain(model, X.drop(columns=X.columns[0]))
     with pytest.raises(ParameterError, match="'features' parameter"):
         Explainer.of(model.estimator, features=["a", "b"])
+
+
+# -- global explanations in the model card ---------------------------------------------------
+
+
+def test_registration_puts_mean_abs_shap_and_dependence_plots_in_the_card(
+    credit: tuple[Workspace, Dataset], credit_frame: pd.DataFrame
+) -> None:
+    from shipyard.registry.models import ModelRegistry
+    from shipyard.registry.tracking import Tracker
+    from shipyard.training.evaluation import evaluate
+    from shipyard.training.splits import PrequentialSplit
+
+    ws, dataset = credit
+    split = PrequentialSplit(
+        "2021-02-01", n_folds=1, delta_train=14, remove_known_compromised=False, columns=COLUMNS
+    )
+    evaluation = evaluate(
+        credit_frame, FEATURES, make_config("lightgbm"), split, n_boot=0, keep_models=True
+    )
+    run_id = Tracker(ws).log_evaluation("explain-tests", "lightgbm", evaluation, params={}, tags={})
+    result = evaluation.folds[0]
+    fold = result.fold
+    assert result.model is not None
+    sample = credit_frame.iloc[fold.test]
+    version = ModelRegistry(ws).register(
+        DATASET,
+        result.model,
+        lineage=Lineage.of(dataset, VIEWS_REF, columns=COLUMNS).with_windows(
+            train=(str(fold.train_start), str(fold.train_end)),
+            evaluation=(str(fold.test_start), str(fold.test_end)),
+        ),
+        evaluation=evaluation,
+        run_id=run_id,
+        sample=sample,
+    )
+    markdown = version.card_path.read_text()
+    page = version.card_html.read_text()
+    assert f"## {GLOBAL_EXPLANATION_TITLE}" in markdown
+    assert f"<h2>{GLOBAL_EXPLANATION_TITLE}</h2>" in page
+    plots = version.card_path.parent / "plots"
+    assert (plots / "shap_importance.png").is_file()
+    assert (plots / "shap_dependence_1.png").is_file()
+    assert "](plots/shap_dependence_1.png)" in markdown
+    section = page.split(f"<h2>{GLOBAL_EXPLANATION_TITLE}</h2>")[1].split("<h2>")[0]
+    assert section.count('src="data:image/png;base64,') == 4  # importance, 3 dependence plots
+    # the card states the subsample and ranks features as the explanation of those rows does
+    assert f"1,000 rows drawn at random (seed 0) from the {len(sample):,}" in markdown
+    rows = np.sort(np.random.default_rng(0).choice(len(sample), 1000, replace=False))
+    importance = explain(result.model, sample.iloc[rows]).mean_abs()
+    cells = [line.split("|")[1].strip() for line in markdown.splitlines() if line[:2] == "| "]
+    listed = [cell for cell in cells if cell in importance]
+    assert listed == list(importance)
+
+
+def test_a_global_explanation_of_an_unexplainable_model_says_why(tmp_path: Path) -> None:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X = np.random.default_rng(0).normal(size=(50, 3))
+    knn = KNeighborsClassifier().fit(X, (X[:, 0] > 0).astype(int))
+    section = global_explanation(knn, X, tmp_path, title="knn")
+    assert "KNeighborsClassifier" in section.markdown and "No global explanation" in section.html
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_global_explanation_takes_every_row_when_few_and_refuses_bad_limits(
+    trained: Trained, tmp_path: Path
+) -> None:
+    model, X = trained[0]["lightgbm"], trained[1].head(50)
+    section = global_explanation(model, X, tmp_path, title="t", top=2)
+    assert "all 50 evaluation rows given" in section.markdown
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "shap_dependence_1.png",
+        "shap_dependence_2.png",
+        "shap_importance.png",
+    ]
+    with pytest.raises(ParameterError, match="'max_rows' parameter"):
+        global_explanation(model, X, tmp_path, title="t", max_rows=0)
+    with pytest.raises(ParameterError, match="'top' parameter"):
+        global_explanation(model, X, tmp_path, title="t", top=-1)

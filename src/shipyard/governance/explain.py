@@ -22,8 +22,10 @@ Example::
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from shipyard.errors import ShipyardError
@@ -31,6 +33,8 @@ from shipyard.errors import ShipyardError
 if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
+
+    from shipyard.registry.card import CardSection
 
 OutputSpace = Literal["log-odds", "probability"]
 
@@ -294,17 +298,29 @@ def _standardized_logistic(
     return compute
 
 
+def _import_shap(estimator: Any) -> Any:
+    """shap (the ``governance`` extra), or UnexplainableModelError saying how to install it."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            # shap's plotting modules warn about matplotlib on import: not the user's concern
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import shap  # type: ignore[import-untyped]
+    except ImportError:
+        raise UnexplainableModelError(
+            f"Explaining a {_type_name(estimator)} needs shap: pip install 'shipyard[governance]'"
+        ) from None
+    return shap
+
+
 def _sklearn_trees(
     estimator: Any,
 ) -> Callable[[NDArray[np.float64]], tuple[NDArray[np.float64], float]]:
     import numpy as np
 
-    try:
-        import shap  # type: ignore[import-untyped]
-    except ImportError:
-        raise UnexplainableModelError(
-            f"Explaining a {_type_name(estimator)} needs shap: pip install 'shipyard[governance]'"
-        ) from None
+    shap = _import_shap(estimator)
     explainer = shap.TreeExplainer(estimator)
     expected = np.ravel(np.asarray(explainer.expected_value, dtype=np.float64))
     base = float(expected[-1])
@@ -316,3 +332,91 @@ def _sklearn_trees(
         return np.ascontiguousarray(values), base
 
     return compute
+
+
+# -- global explanations (the model card) --------------------------------------------------
+
+GLOBAL_EXPLANATION_TITLE = "Global explanations"
+NATIVE_ROWS = 1000
+"""Rows a card's global explanation uses when the model explains itself (boosters, linear)."""
+SHAP_ROWS = 200
+"""Rows it uses when the ``shap`` library does the work (slower: scikit-learn trees)."""
+
+
+def global_explanation(
+    model: Any,
+    X: Any,
+    folder: Path,
+    *,
+    title: str,
+    max_rows: int | None = None,
+    top: int = 3,
+    seed: int = 0,
+) -> CardSection:
+    """The model card's global explanation of evaluation rows ``X``: mean |SHAP| per feature
+    (table and bar plot) and dependence plots of the ``top`` features, written to ``folder``.
+
+    At most ``max_rows`` rows, drawn at random with ``seed`` (default :data:`NATIVE_ROWS`,
+    :data:`SHAP_ROWS` when shap computes): registration stays fast and the card says so.
+    A model that cannot be explained gets a section saying why, not an error.
+    """
+    import numpy as np
+
+    from shipyard.errors import invalid_parameter
+    from shipyard.registry.card import CardSection, embedded_figure
+    from shipyard.registry.plots import explanation_plots
+
+    if isinstance(top, bool) or not isinstance(top, int) or top < 0:
+        raise invalid_parameter("top", "global_explanation", "an int >= 0", top)
+    try:
+        explainer = Explainer.of(model)
+    except UnexplainableModelError as exc:
+        text = f"No global explanation: {exc}"
+        return CardSection(GLOBAL_EXPLANATION_TITLE, text, f"<p>{html.escape(text)}</p>")
+    matrix = _matrix(X, explainer.features)
+    native = explainer.output_space == "log-odds"
+    limit = max_rows if max_rows is not None else NATIVE_ROWS if native else SHAP_ROWS
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise invalid_parameter("max_rows", "global_explanation", "an int >= 1", max_rows)
+    if len(matrix) == 0:
+        raise invalid_parameter("X", "global_explanation", "at least one row", "0 rows")
+    if len(matrix) > limit:
+        rows = np.sort(np.random.default_rng(seed).choice(len(matrix), limit, replace=False))
+        matrix = matrix[rows]
+    explanation = explainer(matrix)
+    plots = explanation_plots(explanation, folder, title, top)
+    importance = explanation.mean_abs()
+    space = explanation.output_space
+    drawn = (
+        f"{len(matrix):,} rows drawn at random (seed {seed}) from the {len(X):,} evaluation rows"
+        if len(X) > len(matrix)
+        else f"all {len(matrix):,} evaluation rows given"
+    )
+    how = (
+        "exact TreeSHAP of the model itself"
+        if explainer.model_type.startswith(("lightgbm", "xgboost"))
+        else "exact linear SHAP (standardized features)"
+        if native
+        else "shap.TreeExplainer"
+    )
+    intro = (
+        f"Mean |SHAP| per feature over {drawn}; {how}, in {space} (base value "
+        f"{explanation.base_value:.4f}: the model's average output before any feature). A "
+        "larger mean moves decisions more; the dependence plots show how the top features' "
+        "values push the output up (toward label 1) or down. Each decision's own reasons are "
+        "served with explain=true."
+    )
+    rows_md = "\n".join(f"| {name} | {value:.4f} |" for name, value in importance.items())
+    images_md = "\n".join(f"![{p.stem}](plots/{p.name})" for p in plots)
+    markdown = (
+        f"{intro}\n\n| feature | mean \\|SHAP\\| ({space}) |\n|---|---|\n{rows_md}\n\n{images_md}"
+    )
+    esc = html.escape
+    rows_html = "".join(
+        f"<tr><td>{esc(name)}</td><td>{value:.4f}</td></tr>" for name, value in importance.items()
+    )
+    body = (
+        f"<p>{esc(intro)}</p><table><tr><th>feature</th><th>mean |SHAP| ({esc(space)})</th>"
+        f"</tr>{rows_html}</table>" + "".join(embedded_figure(p.stem, p) for p in plots)
+    )
+    return CardSection(GLOBAL_EXPLANATION_TITLE, markdown, body)

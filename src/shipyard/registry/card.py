@@ -19,6 +19,16 @@ GENERIC_LIMITATIONS = (
 )
 
 
+def embedded_figure(label: str, path: Path) -> str:
+    """An HTML figure with the PNG at ``path`` embedded (a card is one self-contained file)."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    alt = html.escape(label)
+    return (
+        f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{alt}</figcaption></figure>"
+    )
+
+
 @dataclass(frozen=True)
 class CardSection:
     """A section a solution adds to the card (explanations, fairness ...): a title, its
@@ -145,10 +155,7 @@ curve below.
             for a, b, c, d in self.metrics
         )
         images = "".join(
-            f'<figure><img alt="{esc(label)}" src="data:image/png;base64,'
-            f'{base64.b64encode(path.read_bytes()).decode()}"><figcaption>{esc(label)}</figcaption></figure>'
-            for label, path in self.plots.items()
-            if path.is_file()
+            embedded_figure(label, path) for label, path in self.plots.items() if path.is_file()
         )
         params = ", ".join(f"<code>{esc(k)}={esc(str(v))}</code>" for k, v in self.params.items())
         limits = "".join(f"<li>{esc(item)}</li>" for item in self.limitations)

@@ -199,7 +199,8 @@ class ModelRegistry:
         ``lineage`` must record the training and evaluation windows
         (``lineage.with_windows(...)``); ``evaluation`` is the evaluation the card reports
         (its folds' labels and scores); ``run_id`` is the MLflow run the model belongs to;
-        ``sample`` holds a few rows of the model's features (for MLflow's signature);
+        ``sample`` holds rows of the model's features from the evaluation window (for
+        MLflow's signature and the card's global explanation, up to 1,000 of them);
         ``notes`` say what the model is for. The input schema gets the constraints its
         feature views declare. The model is logged to its run in MLflow's format (so MLflow
         clients can serve it) and saved natively with its SHA-256 (what Shipyard loads).
@@ -216,7 +217,7 @@ class ModelRegistry:
         try:
             native_path, sha256 = model.save_native(folder)
             card_md = self._write_card(
-                name, version, model, lineage, evaluation, run_id, notes, folder
+                name, version, model, lineage, evaluation, run_id, notes, folder, sample
             )
             client.set_registered_model_alias(name, CHALLENGER, str(version))
             root = self.workspace.artifact_root
@@ -271,12 +272,26 @@ class ModelRegistry:
         run_id: str,
         notes: CardNotes | None,
         folder: Path,
+        sample: pd.DataFrame,
     ) -> Path:
-        """Write the model card (Markdown, HTML, plots) into ``folder`` and log it to the run."""
+        """Write the model card (Markdown, HTML, plots) into ``folder`` and log it to the run.
+
+        The card's global explanation (mean |SHAP|, dependence plots) explains ``sample``'s
+        rows, unless the solution's notes already carry a section of that title.
+        """
+        import dataclasses
+
+        from shipyard.governance.explain import GLOBAL_EXPLANATION_TITLE, global_explanation
         from shipyard.registry.card import CardNotes, ModelCard
         from shipyard.registry.plots import evaluation_plots
 
         plots = evaluation_plots(evaluation, folder / "plots", f"{name} v{version}")
+        notes = notes or CardNotes()
+        if all(s.title != GLOBAL_EXPLANATION_TITLE for s in notes.sections):
+            section = global_explanation(
+                model, sample, folder / "plots", title=f"{name} v{version}"
+            )
+            notes = dataclasses.replace(notes, sections=(section, *notes.sections))
         card = ModelCard(
             name=name,
             version=version,
@@ -287,7 +302,7 @@ class ModelRegistry:
             features=model.features,
             metrics=metric_rows(evaluation),
             calibration=calibration_summary(evaluation),
-            notes=notes or CardNotes(),
+            notes=notes,
             plots={PLOT_TITLES.get(p.stem, p.stem): p for p in plots},
         )
         card_md, card_html = card.write(folder)

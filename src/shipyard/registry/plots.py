@@ -2,7 +2,9 @@
 
 One ROC and one precision-recall curve per test fold, a reliability curve pooled over the
 folds, and the feature importance of the first fold's kept model (when one was kept).
-Labels come from the evaluation itself, so the plots need no column names.
+Labels come from the evaluation itself, so the plots need no column names. The global
+explanation's plots (mean |SHAP| per feature, dependence of the top features) come from an
+:class:`~shipyard.governance.explain.Explanation` of evaluation rows.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from shipyard.governance.explain import Explanation
     from shipyard.training.evaluation import Evaluation
 
 
@@ -95,4 +98,34 @@ def evaluation_plots(evaluation: Evaluation, folder: Path, title: str) -> list[P
         ax.set(xlabel="share of importance", title=f"Feature importance — {title}")
         ax.tick_params(axis="y", labelsize=6)
         paths.append(_save(fig, folder / "importance.png"))
+    return paths
+
+
+def explanation_plots(explanation: Explanation, folder: Path, title: str, top: int) -> list[Path]:
+    """Write shap_importance.png (mean |SHAP| per feature) and one dependence plot
+    (value against attribution) for each of the ``top`` most important features."""
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    importance = explanation.mean_abs()
+    unit = f"mean |SHAP| ({explanation.output_space})"
+    fig, ax = _figure()
+    ordered = list(importance.items())[::-1]  # largest at the top
+    ax.barh([k for k, _ in ordered], [v for _, v in ordered])
+    ax.set(xlabel=unit, title=f"Mean |SHAP| — {title}")
+    ax.tick_params(axis="y", labelsize=6)
+    paths = [_save(fig, folder / "shap_importance.png")]
+    for rank, name in enumerate(list(importance)[:top], start=1):
+        j = explanation.features.index(name)
+        values = explanation.data[:, j]
+        shown = np.isfinite(values)
+        fig, ax = _figure()
+        ax.axhline(0.0, color="k", lw=0.6)
+        ax.scatter(values[shown], explanation.values[shown, j], s=6, alpha=0.5)
+        ax.set(
+            xlabel=f"{name} (value)",
+            ylabel=f"SHAP of {name} ({explanation.output_space})",
+            title=f"Dependence #{rank}: {name} — {title}",
+        )
+        paths.append(_save(fig, folder / f"shap_dependence_{rank}.png"))
     return paths
