@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from shipyard.registry.card import CardSection
+    from shipyard.registry.gate import FairnessGateResult
 
 DISPARITIES = (
     "demographic_parity_difference",
@@ -140,9 +141,8 @@ class FairnessReport:
     n_boot: int
     level: float
     seed: int
-    gates: tuple[Any, ...] = field(default=())
-    """Fairness gate results (:class:`~shipyard.registry.gate.FairnessGateResult`) shown
-    with the report; add them with :meth:`with_gates`."""
+    gates: tuple[FairnessGateResult, ...] = field(default=())
+    """Fairness gate results shown with the report; add them with :meth:`with_gates`."""
 
     def attribute(self, name: str) -> AttributeFairness:
         """The assessment of one attribute; ParameterError naming the assessed ones."""
@@ -152,7 +152,7 @@ class FairnessReport:
         assessed = [a.attribute for a in self.attributes]
         raise invalid_parameter("name", "FairnessReport.attribute", f"one of {assessed}", name)
 
-    def with_gates(self, results: Sequence[Any]) -> FairnessReport:
+    def with_gates(self, results: Sequence[FairnessGateResult]) -> FairnessReport:
         """The same report carrying fairness gate results (shown in the card section)."""
         from dataclasses import replace
 
