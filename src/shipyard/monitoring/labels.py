@@ -644,7 +644,7 @@ def realized_performance(
     )
     days = (np.floor(times / 86_400.0)).astype(np.int64)
     if by is None:
-        groups = np.full(len(frame), "all", dtype=object)
+        groups: NDArray[Any] = np.full(len(frame), "all", dtype=object)
     elif by == "version":
         groups = np.array([f"v{v}" for v in frame["version"].tolist()], dtype=object)
     else:

@@ -162,8 +162,9 @@ class NumericProfile:
                 "edges", "NumericProfile", "strictly increasing finite numbers", self.edges
             )
         self._edges = np.asarray(self.edges, dtype=np.float64)
-        self.counts = np.zeros(len(self.edges) + 1, dtype=np.int64)
-        self.sums = np.zeros(len(self.edges) + 1, dtype=np.float64)
+        # annotated: NumPy 2.2's stubs would infer a 1-D shape that sums no longer keep
+        self.counts: NDArray[np.int64] = np.zeros(len(self.edges) + 1, dtype=np.int64)
+        self.sums: NDArray[np.float64] = np.zeros(len(self.edges) + 1, dtype=np.float64)
         self.missing = 0
         self.minimum: float | None = None
         self.maximum: float | None = None
@@ -326,7 +327,7 @@ class CategoricalProfile:
                 "categories", "CategoricalProfile", "distinct labels", self.categories
             )
         self._index = {c: i for i, c in enumerate(self.categories)}
-        self.counts = np.zeros(len(self.categories), dtype=np.int64)
+        self.counts: NDArray[np.int64] = np.zeros(len(self.categories), dtype=np.int64)
         self.unseen = 0
         self.missing = 0
 
