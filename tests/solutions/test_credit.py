@@ -334,14 +334,17 @@ def test_quickstart_credit_runs_both_data_sets_to_governed_champions(tmp_path: P
         for fraud_name in FRAUD_NAMES:
             assert fraud_name not in card and fraud_name not in stored
 
-    # the audit trail holds the thresholds and the fairness gates, and its chain verifies;
-    # a model becomes champion exactly when its fairness gate passed
+    # the audit trail holds the thresholds and the fairness gate of each promotion, and its
+    # chain verifies; a model becomes champion exactly when its fairness gate passed
     trail = entries(ws)
-    actions = {(e.name, e.action) for e in trail}
     for name in SOLUTIONS:
-        assert {(name, "register"), (name, "threshold"), (name, "gate")} <= actions
-        (gate,) = [e for e in trail if e.name == name and e.action == "gate"]
-        assert (registry.aliases(name).get("champion") == 1) == gate.details["passed"]
+        actions = [e.action for e in trail if e.name == name]
+        assert actions[:2] == ["register", "threshold"]
+        (decision,) = [e for e in trail if e.name == name and e.action in ("promote", "refuse")]
+        (fairness,) = decision.details["fairness"]
+        assert fairness["attribute"] == solution(name).fairness_gate[0]
+        assert fairness["passed"] == (decision.action == "promote")
+        assert (registry.aliases(name).get("champion") == 1) == fairness["passed"]
     assert verify(ws).ok
 
     # served with reason codes: the riskiest held-out applicant, explain=true

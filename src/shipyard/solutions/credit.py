@@ -661,8 +661,8 @@ class _CreditRun:
 
     def register(self, best: CreditModelReport, gate_boot: int, n_boot: int) -> None:
         """Calibrate the decision threshold, explain, assess and mitigate the refit best
-        model; register it and its variant; promote it through the fairness and the
-        promotion gate."""
+        model; register it and its variant; promote it through the promotion gate and the
+        fairness gate (the registry records both in the audit trail)."""
         import numpy as np
 
         from shipyard.governance import audit
@@ -687,7 +687,12 @@ class _CreditRun:
         attribute, metric, bound = sol.fairness_gate
         # point estimate: with a few hundred held-out rows the interval is too wide to pass
         gate = FairnessGate(
-            attribute, metric, bound, threshold=report.threshold, require_significance=False
+            attribute,
+            metric,
+            bound,
+            threshold=report.threshold,
+            require_significance=False,
+            n_boot=max(n_boot, 100),
         )
         report.fairness_gates = [gate.decide(fairness)]
         report.fairness = fairness.with_gates(report.fairness_gates)
@@ -723,30 +728,17 @@ class _CreditRun:
             f"{report.threshold:.4g} (calibrated probability >= {sol.threshold:.4g}) is "
             f"{sol.adverse}",
         )
-        for result in report.fairness_gates:
-            audit.append(
-                self.workspace,
-                kind="model",
-                name=sol.name,
-                version=version.version,
-                action="gate",
-                reason=result.reason,
-                details=result.to_dict(),
+        try:
+            report.gate = registry.promote(
+                sol.name,
+                version.version,
+                reason=f"best cross-validated {SELECTION_METRIC}",
+                gate=PromotionGate(metric=SELECTION_METRIC, n_boot=gate_boot),
+                fairness=[gate],
             )
-        if all(r.passed for r in report.fairness_gates):
-            try:
-                report.gate = registry.promote(
-                    sol.name,
-                    version.version,
-                    reason=f"best cross-validated {SELECTION_METRIC}; fairness gate passed",
-                    gate=PromotionGate(metric=SELECTION_METRIC, n_boot=gate_boot),
-                )
-                report.promoted = True
-            except PromotionRefusedError as refused:
-                report.gate_message = str(refused)
-        else:
-            failed = next(r for r in report.fairness_gates if not r.passed)
-            report.gate_message = f"not promoted: fairness gate {failed.describe()} failed"
+            report.promoted = True
+        except PromotionRefusedError as refused:
+            report.gate_message = str(refused)
         report.registered = registry.get(sol.name, version.version)
         if variant_model is not None and variant_eval is not None:
             variant = registry.register(
