@@ -373,3 +373,39 @@ def test_recording_the_same_compaction_batch_twice_keeps_one_entry(tmp_path: Pat
     assert record_compaction(ws, "fraud", batch) == first
     assert record_compaction(ws, "other", batch).sequence == 2  # another endpoint's batch
     assert len(entries(ws)) == 2
+
+
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")
+
+
+@pytest.mark.slow
+# Workspace.init builds its tables through an engine it never disposes; psycopg warns when
+# that connection is collected (SQLite does not)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.skipif(not POSTGRES_URL, reason="set TEST_POSTGRES_URL to a scratch PostgreSQL")
+def test_on_postgresql_processes_appending_at_once_never_fork_the_chain(tmp_path: Path) -> None:
+    """The head row is read FOR UPDATE (and the unique sequence guards an empty trail).
+
+    Needs a scratch database whose tables it drops, e.g.
+    ``TEST_POSTGRES_URL=postgresql+psycopg://shipyard@127.0.0.1:55432/shipyard``.
+    """
+    from sqlalchemy import text
+
+    from shipyard.config import Settings
+    from shipyard.tables import metadata
+
+    ws = Workspace(tmp_path, Settings(database_url=str(POSTGRES_URL)))
+    metadata.drop_all(ws.engine)
+    ws.close()
+    ws = Workspace.init(tmp_path / "pg", Settings(database_url=str(POSTGRES_URL)))
+    workers, per_worker = 4, 25
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        pool.map(_append_many, [(str(ws.root), w, per_worker) for w in range(workers)])
+    stored = entries(ws)
+    assert [e.sequence for e in stored] == list(range(1, workers * per_worker + 1))
+    assert verify(ws).ok
+    with ws.engine.begin() as conn:
+        conn.execute(text(f"UPDATE {TABLE} SET reason = 'x' WHERE sequence = 42"))
+    problem = verify(ws).problem
+    assert problem is not None and (problem.sequence, problem.tampering) == (42, Tampering.EDITED)
+    ws.close()

@@ -16,8 +16,9 @@ chained after one that now comes later).
 
 Appends are serialized so that two processes never fork the chain: on SQLite the append
 runs in a ``BEGIN IMMEDIATE`` transaction (the database's write lock is taken before the
-head is read); on other databases the head row is read ``FOR UPDATE``; a unique constraint
-on ``sequence`` is the last guard, and an append that loses it retries.
+head is read); on PostgreSQL a transaction-scoped advisory lock is taken first; on other
+databases the head row is read ``FOR UPDATE``; a unique constraint on ``sequence`` is the
+last guard, and an append that loses on it retries.
 
 Beyond the chain: :func:`verify_prediction_logs` checks each compacted prediction-log part
 against the SHA-256 its compaction recorded (:func:`record_compaction`), and
@@ -81,6 +82,8 @@ HASHED_FIELDS = (
 """The columns an entry's hash covers (all but the row id and the hash itself)."""
 
 _RETRIES = 20
+_PG_LOCK_KEY = int.from_bytes(hashlib.sha256(b"shipyard audit trail").digest()[:8], signed=True)
+"""PostgreSQL advisory lock held by each append until its transaction ends."""
 
 
 @dataclass(frozen=True)
@@ -264,12 +267,16 @@ def append(
 
 def _append_in(conn: Connection, values: dict[str, Any]) -> AuditEntry:
     """Read the head (locked) and insert the next entry, inside the caller's transaction."""
-    from sqlalchemy import insert, select
+    from sqlalchemy import insert, select, text
 
     from shipyard.tables import registry_events as table
 
     query = select(table.c.sequence, table.c.hash).order_by(table.c.sequence.desc()).limit(1)
-    if conn.dialect.name != "sqlite":
+    if conn.dialect.name == "postgresql":
+        # a transaction-scoped lock taken before the head is read: a row lock alone would let
+        # a waiter read the head it waited on, now stale, and lose on the unique sequence
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+    elif conn.dialect.name != "sqlite":
         query = query.with_for_update()
     head = conn.execute(query).first()
     row = {
