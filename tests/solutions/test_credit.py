@@ -243,6 +243,8 @@ def test_the_protocol_holds_out_the_last_dates() -> None:
         CreditProtocol(holdout=0.9).n_development(1000)
     with pytest.raises(ParameterError, match="'n_splits' parameter of CreditProtocol"):
         CreditProtocol(n_splits=1).n_development(1000)
+    with pytest.raises(ParameterError, match="'seed' parameter of CreditProtocol"):
+        CreditProtocol(seed=-1).validate()
 
 
 def test_platt_scaling_recovers_a_known_miscalibration_and_moves_the_threshold() -> None:
@@ -318,6 +320,7 @@ def test_quickstart_credit_runs_both_data_sets_to_governed_champions(tmp_path: P
     for name in SOLUTIONS:
         base, variant = registry.get(name, 1), registry.get(name, 2)
         assert variant.model_type == "mitigated"
+        assert variant.run_id != base.run_id  # its own MLflow run and model artifact
         assert base.lineage.columns == solution(name).columns
         assert base.eval_window["start"] > base.train_window["end"]  # held-out dates
         card = base.card_path.read_text()

@@ -349,8 +349,11 @@ class CreditProtocol:
     n_splits: int = 5
     seed: int = 0
 
-    def _validate(self) -> None:
+    def validate(self) -> None:
+        """Refuse a bad parameter, naming it (ParameterError)."""
         owner = type(self).__name__
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise invalid_parameter("seed", owner, "an int >= 0", self.seed)
         if not isinstance(self.holdout, float) or not 0.05 <= self.holdout <= 0.5:
             raise invalid_parameter("holdout", owner, "a float in [0.05, 0.5]", self.holdout)
         if isinstance(self.n_splits, bool) or not isinstance(self.n_splits, int):
@@ -360,7 +363,7 @@ class CreditProtocol:
 
     def n_development(self, n_rows: int) -> int:
         """How many of ``n_rows`` rows (the first by synthetic date) are for development."""
-        self._validate()
+        self.validate()
         return n_rows - round(n_rows * self.holdout)
 
     def windows(self, dataset: Dataset) -> tuple[tuple[str, str], tuple[str, str]]:
@@ -512,7 +515,7 @@ def train_credit(
 
     sol = solution(name)
     protocol = protocol or CreditProtocol()
-    protocol._validate()
+    protocol.validate()
     for model_type in model_types:
         make_config(model_type)  # an unknown type fails before any work
 
@@ -746,7 +749,7 @@ class _CreditRun:
                 variant_model,
                 lineage=self.lineage,
                 evaluation=variant_eval,
-                run_id=best.run_id,
+                run_id=self.log_variant(variant_eval),
                 sample=self.held_out,
                 notes=self.notes(
                     [s for s in report.sections if s.title.startswith("Fairness mitigation")]
@@ -756,6 +759,19 @@ class _CreditRun:
             )
             report.variant = variant
         self.step(5)
+
+    def log_variant(self, evaluation: Evaluation) -> str:
+        """The mitigated variant's own MLflow run (its held-out evaluation); its run id."""
+        from shipyard.registry.tracking import Tracker
+
+        sol = self.report.solution
+        return Tracker(self.workspace).log_evaluation(
+            EXPERIMENT,
+            f"{sol.name}-mitigated",
+            evaluation,
+            params={"protocol": self.report.protocol.describe(), "attribute": sol.mitigate[0]},
+            tags=self.tags("mitigated"),
+        )
 
     def notes(self, sections: Sequence[CardSection]) -> CardNotes:
         """The solution's card notes with ``sections``."""
