@@ -252,7 +252,15 @@ def _append_many(args: tuple[str, int, int]) -> int:
     root, worker, n = args
     ws = Workspace.open(root)
     for i in range(n):
-        append(ws, kind="model", name=f"w{worker}", action="gate", reason=f"{i}", actor="test")
+        append(
+            ws,
+            kind="model",
+            name=f"w{worker}",
+            action="gate",
+            reason=f"{i}",
+            actor="test",
+            details={"value": 0.1 + i / 7, "gate": "écart ≤ 0.1", "passed": i % 2 == 0},
+        )
     ws.close()
     return n
 
