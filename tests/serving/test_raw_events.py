@@ -602,3 +602,38 @@ def test_a_traced_raw_event_has_a_features_span_between_decode_and_queue(
         key=lambda s: s.start_time or 0,
     )
     assert [c.name for c in children] == ["decode", "features", "queue", "model", "log", "encode"]
+
+
+def test_a_raw_event_waiting_on_a_locked_store_is_answered_503_after_the_timeout(
+    serving_workspace: tuple[Workspace, Dataset], raw_server: Server, tmp_path: Path
+) -> None:
+    """Another writer holds the online store's lock longer than --timeout-ms: the request
+    is answered 503 naming the timeout; once the lock is free, events are served again."""
+    import sqlite3
+
+    ws, _ = serving_workspace
+    server = start_server(
+        ws, "fraud@champion", tmp_path, "--endpoint", "fraud-timeout", "--timeout-ms", "1000"
+    )
+
+    def event(i: int) -> dict[str, list[Any]]:
+        return {
+            "TRANSACTION_ID": [3 * 10**9 + i],
+            "TX_DATETIME": ["2018-06-09T09:00:00"],
+            "CUSTOMER_ID": [f"locked-card-{i}"],
+            "TERMINAL_ID": [1],
+            "TX_AMOUNT": [10.0],
+        }
+
+    holder = sqlite3.connect(online_store_path(ws), isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, as a long transaction holds it
+        status, _, body = send(server, event(0), "split", "locked-0")
+        assert status == 503, body
+        assert "took more than 1000 ms" in body["error"], body
+        holder.execute("ROLLBACK")
+        status, _, body = send(server, event(1), "split", "locked-1")
+        assert status == 200, body
+    finally:
+        holder.close()
+        server.stop()

@@ -18,9 +18,9 @@ Two implementations behind one protocol, chosen by the ``online_store`` setting:
 
 * :class:`SQLiteOnlineStore` (default): one file in the workspace,
   ``<artifact_root>/online/online.db``, in WAL mode; ``update_many`` holds the write lock
-  (``BEGIN IMMEDIATE``) from the read to the commit, so writers queue (up to
-  ``busy_timeout``, 10 s) and the function runs once. The file is read through a memory map
-  (no system call per page read);
+  (``BEGIN IMMEDIATE``) from the read to the commit, so writers queue (up to 10 s, trying
+  again every 50 us to 1 ms) and the function runs once. The file is read through a memory map
+  (no system call per page read) and checkpointed every 10,000 WAL pages (40 MiB);
 * :class:`RedisOnlineStore`: one Redis string per entity,
   ``shipyard:online:state:{view}:{definition hash}:{entity}``, at ``redis_url`` (needs the
   ``online`` extra), and the hash ``shipyard:online:views`` of view name to definition hash.
@@ -66,6 +66,11 @@ if TYPE_CHECKING:
 
 _SQLITE_CHUNK = 500  # entity keys per IN (...) query, well under SQLite's variable limit
 _SQLITE_MMAP_BYTES = 256 * 2**20
+_SQLITE_BUSY_S = 10.0  # how long a writer waits for another's write lock
+# WAL pages between checkpoints (SQLite's default: 1,000). A checkpoint stalls the commit that
+# runs it (it fsyncs); fewer, larger ones cost less in all (measured with serving's writes:
+# 0.65 -> 0.45 ms per transaction of 14 entities, p99 15 -> 4 ms) for a WAL of up to 40 MiB.
+_SQLITE_CHECKPOINT_PAGES = 10_000
 _REDIS_CHUNK = 1_000  # keys per UNLINK and per SCAN step
 
 Update = Callable[[list[bytes | None]], Mapping[str, bytes]]
@@ -139,19 +144,24 @@ def _refuse_foreign(view: FeatureView, keys: Sequence[str], states: Mapping[str,
 
 
 class _DefinitionHashes:
-    """``view.definition_hash`` per view, computed once (it hashes the whole definition)."""
+    """``view.definition_hash`` per view, computed once (it hashes the whole definition).
+
+    Keyed by the view object's identity (hashing a view hashes every feature: it showed in
+    the profile of serving); the entry keeps the view alive, so its id is never reused.
+    """
 
     def __init__(self) -> None:
-        self._hashes: dict[FeatureView, str] = {}
+        self._hashes: dict[int, tuple[FeatureView, str]] = {}
 
     def __call__(self, view: FeatureView) -> str:
-        try:
-            return self._hashes[view]
-        except KeyError:
-            value = self._hashes[view] = view.definition_hash
-            return value
-        except TypeError:  # an unhashable definition: compute it each time
-            return view.definition_hash
+        entry = self._hashes.get(id(view))
+        if entry is not None and entry[0] is view:
+            return entry[1]
+        value = view.definition_hash
+        if len(self._hashes) >= 256:  # views made on the fly (parity's fresh names): bounded
+            self._hashes.clear()
+        self._hashes[id(view)] = (view, value)
+        return value
 
 
 class SQLiteOnlineStore:
@@ -164,12 +174,13 @@ class SQLiteOnlineStore:
         self._checked: dict[str, str] = {}
         self._hash = _DefinitionHashes()
         self._con = sqlite3.connect(
-            self.path, timeout=10.0, check_same_thread=False, isolation_level=None
+            self.path, timeout=_SQLITE_BUSY_S, check_same_thread=False, isolation_level=None
         )
-        self._con.execute("PRAGMA busy_timeout=10000")
+        self._con.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_S * 1000)}")
         switch_to_wal(self._con)
         self._con.execute("PRAGMA synchronous=NORMAL")
         self._con.execute(f"PRAGMA mmap_size={_SQLITE_MMAP_BYTES}")
+        self._con.execute(f"PRAGMA wal_autocheckpoint={_SQLITE_CHECKPOINT_PAGES}")
         self._con.execute(
             "CREATE TABLE IF NOT EXISTS online_views (view TEXT PRIMARY KEY, "
             "definition_hash TEXT NOT NULL, created_at TEXT NOT NULL)"
@@ -224,14 +235,17 @@ class SQLiteOnlineStore:
                 "SELECT entity, state FROM online_state WHERE view = ? AND "
                 f"definition_hash = ? AND entity IN ({marks})",
                 (view.name, definition, *chunk),
-            )
-            found.update((str(entity), bytes(state)) for entity, state in rows)
+            ).fetchall()
+            found.update(rows)  # TEXT and BLOB columns: str and bytes already
         return [found.get(key) for key in keys]
 
     def _write(self, view: FeatureView, states: Mapping[str, bytes]) -> None:
         definition = self._hash(view)
+        # an upsert rewrites the row in place; INSERT OR REPLACE deletes and inserts it, which
+        # dirtied more pages: its commit cost twice as much CPU
         self._con.executemany(
-            "INSERT OR REPLACE INTO online_state VALUES (?, ?, ?, ?)",
+            "INSERT INTO online_state VALUES (?, ?, ?, ?) ON CONFLICT "
+            "(view, definition_hash, entity) DO UPDATE SET state = excluded.state",
             [(view.name, definition, k, v) for k, v in states.items()],
         )
 
@@ -258,9 +272,9 @@ class SQLiteOnlineStore:
     def update_many(self, view: FeatureView, keys: Sequence[str], update: Update) -> None:
         """Read, update and write under SQLite's write lock (other writers wait for it)."""
         with self._lock:
-            # IMMEDIATE takes the write lock now: a second process waits here (busy_timeout)
-            # instead of reading the same old state and overwriting this update.
-            self._con.execute("BEGIN IMMEDIATE")
+            # IMMEDIATE takes the write lock now: a second process waits here instead of
+            # reading the same old state and overwriting this update.
+            self._begin_immediate()
             try:
                 registered = self._check(view, register=False)
                 current: list[bytes | None] = [None] * len(keys)
@@ -276,6 +290,29 @@ class SQLiteOnlineStore:
                 if self._con.in_transaction:
                     self._con.execute("ROLLBACK")
                 raise
+
+    def _begin_immediate(self) -> None:
+        """``BEGIN IMMEDIATE``, tried again every 50 us to 1 ms while another writer holds
+        the lock, for up to ``busy_timeout``. SQLite's own busy handler sleeps 1, 2, 5, 10 ...
+        ms between tries: with two serving workers writing at once, most of a batch's time
+        went to that sleep while the other's transaction takes a fraction of a millisecond."""
+        con = self._con
+        con.execute("PRAGMA busy_timeout=0")
+        try:
+            deadline = time.monotonic() + _SQLITE_BUSY_S
+            pause = 50e-6
+            while True:
+                try:
+                    con.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+                    if not busy or time.monotonic() > deadline:
+                        raise
+                time.sleep(pause)
+                pause = min(2 * pause, 1e-3)
+        finally:
+            con.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_S * 1000)}")
 
     def drop_view(self, view_name: str) -> int:
         with self._lock:

@@ -173,12 +173,11 @@ class EntityState:
         """A compact blob: format, count, int64 times, then one array per series."""
         parts = [_HEADER.pack(_FORMAT, len(self.times)), array("q", self.times).tobytes()]
         for spec, values in zip(series, self.values, strict=True):
-            if spec.decimals is None:
-                parts.append(array("d", [math.nan if v is None else v for v in values]).tobytes())
-            else:
-                parts.append(
-                    array("q", [_NULL_UNITS if v is None else v for v in values]).tobytes()
-                )
+            null = math.nan if spec.decimals is None else _NULL_UNITS
+            stored: list[Any] = values
+            if None in stored:
+                stored = [null if v is None else v for v in stored]
+            parts.append(array("d" if spec.decimals is None else "q", stored).tobytes())
         return b"".join(parts)
 
     @classmethod
@@ -196,10 +195,15 @@ class EntityState:
             column = array("d" if spec.decimals is None else "q")
             column.frombytes(blob[offset : offset + 8 * n])
             offset += 8 * n
+            items: list[Any] = column.tolist()
+            # nulls are rare: look for them in C (a NaN makes the sum NaN; the null units are
+            # the smallest int64) before converting value by value
             if spec.decimals is None:
-                values.append([None if math.isnan(v) else v for v in column])
-            else:
-                values.append([None if v == _NULL_UNITS else v for v in column])
+                if not math.isfinite(sum(items)):
+                    items = [None if math.isnan(v) else v for v in items]
+            elif items and min(items) == _NULL_UNITS:
+                items = [None if v == _NULL_UNITS else v for v in items]
+            values.append(items)
         return cls(times.tolist(), values)
 
 
@@ -235,9 +239,14 @@ class _Prepared:
     series: list[list[Any]]
     """One column per stored series (``StreamingView.series``)."""
     row_features: pa.Table | None
-    """The row features' columns, in definition order (None for a view without any)."""
+    """The row features' columns, in definition order (None for a view without any, or
+    not built yet: see :meth:`StreamingView._row_arrow`)."""
     row_values: list[list[Any]] | None = None
     """The same as Python values (None for a view without row features)."""
+    row_types: list[str] | None = None
+    """DuckDB's type of each row feature, to build :attr:`row_features` on first use."""
+    source: pa.Table | None = None
+    """The events, for DuckDB to convert row features of a type not mapped here."""
 
 
 @dataclass
@@ -249,23 +258,19 @@ class _Applied:
     touched: set[str]
 
 
-def _aggregate(feature: Aggregation, spec: _Series | None, values: list[Any]) -> float | int | None:
-    if feature.function == "count":
-        return len(values) if spec is None else sum(1 for v in values if v is not None)
-    present = [v for v in values if v is not None]
-    if not present:
-        return feature.fill_value
-    result: float
-    if feature.function == "min":
-        result = min(present)
-    elif feature.function == "max":
-        result = max(present)
-    else:
-        result = sum(present) if feature.function == "sum" else sum(present) / len(present)
-    if spec is not None and spec.decimals is not None:
-        scale: int = 10**spec.decimals
-        return result / scale
-    return float(result)
+@dataclass(frozen=True)
+class _Reading:
+    """What reading one aggregation needs, computed once per view."""
+
+    name: str
+    function: str
+    window_us: int
+    delay_us: int
+    series: int | None
+    """Index of the stored series it reads (None: a count of events)."""
+    scale: int | None
+    """10**decimals for an exact decimal series (its values are integer units)."""
+    fill_value: float | None
 
 
 class StreamingView:
@@ -309,13 +314,25 @@ class StreamingView:
                 _Series(f.column, f.decimals) for f in self.aggregations if f.column is not None
             )
         )
-        self._series_of = {
+        series_of = {
             f.name: None if f.column is None else self.series.index(_Series(f.column, f.decimals))
             for f in self.aggregations
         }
         # (feature name, window in us, delay in us): a window is (t - delay - window, t - delay]
         self._windows = tuple(
             (f.name, micros(f.window), micros(f.delay)) for f in self.aggregations
+        )
+        self._readings = tuple(
+            _Reading(
+                f.name,
+                f.function,
+                micros(f.window),
+                micros(f.delay),
+                series_of[f.name],
+                None if f.decimals is None or f.column is None else 10**f.decimals,
+                f.fill_value,
+            )
+            for f in self.aggregations
         )
         self.delayed = view.delayed
         longest = max((window + delay for _, window, delay in self._windows), default=0)
@@ -339,21 +356,45 @@ class StreamingView:
         self._raw_spec = RawSpec(
             view.timestamp, view.entity, tuple((s.column, s.decimals) for s in self.series)
         )
-        self._python: dict[pa.Schema, PythonSelect | None] = {}
+        self._python: list[tuple[pa.Schema, PythonSelect | None]] = []
+        self._checked_schemas: list[pa.Schema] = []
 
     # -- reading -----------------------------------------------------------------------------
 
     def _read(self, state: EntityState, time_us: int) -> dict[str, float | int | None]:
+        """The aggregations of ``state`` at ``time_us``: each over its window's events."""
         times = state.times
+        stored = state.values
         now = bisect.bisect_right(times, time_us)
         out: dict[str, float | int | None] = {}
-        for feature, (_, window, delay) in zip(self.aggregations, self._windows, strict=True):
+        for reading in self._readings:
+            delay = reading.delay_us
             hi = now if not delay else bisect.bisect_right(times, time_us - delay, 0, now)
-            lo = bisect.bisect_right(times, time_us - delay - window, 0, hi)
-            index = self._series_of[feature.name]
-            spec = None if index is None else self.series[index]
-            values: list[Any] = [None] * (hi - lo) if index is None else state.values[index][lo:hi]
-            out[feature.name] = _aggregate(feature, spec, values)
+            lo = bisect.bisect_right(times, time_us - delay - reading.window_us, 0, hi)
+            if reading.series is None:  # a count of events
+                out[reading.name] = hi - lo
+                continue
+            values: list[Any] = stored[reading.series][lo:hi]
+            if None in values:  # nulls are skipped, as SQL aggregates skip them
+                values = [v for v in values if v is not None]
+            function = reading.function
+            if function == "count":
+                out[reading.name] = len(values)
+                continue
+            if not values:
+                out[reading.name] = reading.fill_value
+                continue
+            result: float | int
+            if function == "min":
+                result = min(values)
+            elif function == "max":
+                result = max(values)
+            elif function == "sum":
+                result = sum(values)
+            else:
+                result = sum(values) / len(values)
+            scale = reading.scale
+            out[reading.name] = result / scale if scale is not None else float(result)
         return out
 
     def _load(self, keys: list[str]) -> dict[str, EntityState]:
@@ -427,9 +468,19 @@ class StreamingView:
         import pyarrow as pa
 
         table = _to_arrow(events)
-        self.view.check_columns(table.column_names, where="the events")
+        self._check_columns(table)
         labels = list(events.index) if not isinstance(events, pa.Table) else None
         return table, labels
+
+    def _check_columns(self, table: pa.Table) -> None:
+        """The view's columns are in ``table`` (checked once per schema: the names of a
+        table cost 10 us to list)."""
+        schema = table.schema
+        if any(schema == checked for checked in self._checked_schemas):
+            return
+        self.view.check_columns(schema.names, where="the events")
+        self._checked_schemas.append(schema)
+        del self._checked_schemas[:-8]
 
     def _prepared(
         self,
@@ -440,15 +491,12 @@ class StreamingView:
     ) -> _Prepared:
         """The batch from the columns of ``_raw_selects + _row_selects``, checked."""
         n = len(self._raw_selects)
-        rows = None
-        if self.row_features:
-            rows = self._row_table(columns[n:], types[n:])
-            if rows is None:  # a type not mapped here: as DuckDB converts it to Arrow
-                rows = self._select_arrow(table, self._row_selects)
-        prepared = _Prepared(columns[0], columns[1], columns[2:n], rows, columns[n:])
+        prepared = _Prepared(
+            columns[0], columns[1], columns[2:n], None, columns[n:], types[n:], table
+        )
         self._check_raw(table, prepared, labels)
-        if rows is not None:
-            self._check_constraints(rows, labels)
+        if self.row_features:
+            self._check_constraints(columns[n:], labels)
         return prepared
 
     def _prepare_apart(self, table: pa.Table, labels: list[Any] | None) -> _Prepared:
@@ -459,8 +507,19 @@ class StreamingView:
         if self.row_features:
             prepared.row_features = self._select_arrow(table, self._row_selects)
             prepared.row_values = [c.to_pylist() for c in prepared.row_features.columns]
-            self._check_constraints(prepared.row_features, labels)
+            self._check_constraints(prepared.row_values, labels)
         return prepared
+
+    def _row_arrow(self, prepared: _Prepared) -> pa.Table:
+        """The row features of ``prepared`` as the Arrow table DuckDB would give."""
+        if prepared.row_features is None:
+            assert prepared.row_values is not None and prepared.row_types is not None
+            rows = self._row_table(prepared.row_values, prepared.row_types)
+            if rows is None:  # a type not mapped here: as DuckDB converts it to Arrow
+                assert prepared.source is not None
+                rows = self._select_arrow(prepared.source, self._row_selects)
+            prepared.row_features = rows
+        return prepared.row_features
 
     def _row_table(self, columns: list[list[Any]], types: list[str]) -> pa.Table | None:
         """Row feature values as the Arrow table DuckDB would give (None: a type not mapped)."""
@@ -474,20 +533,30 @@ class StreamingView:
         ]
         return pa.Table.from_arrays(arrays, names=[f.name for f in self.row_features])
 
-    def _python_columns(self, table: pa.Table) -> tuple[list[list[Any]], list[str]] | None:
+    def prepare_for(self, events: pa.Table) -> bool:
+        """Compile the view's SQL for events with the columns of ``events`` (an Arrow table,
+        empty or not) and check it against DuckDB, as the first batch of that schema would;
+        True when small batches of it are computed in Python (see
+        :mod:`shipyard.features.expressions`)."""
+        self._check_columns(events)
+        return self._python_columns(events.slice(0, 0)) is not None
+
+    def _python_columns(
+        self, table: pa.Table, converted: dict[str, list[Any]] | None = None
+    ) -> tuple[list[list[Any]], list[str]] | None:
         """What :meth:`_select` of the raw values and row features answers, computed in
-        Python (see :mod:`shipyard.features.expressions`); None: DuckDB computes it."""
+        Python (see :mod:`shipyard.features.expressions`); None: DuckDB computes it.
+        ``converted``: the table's columns as Python values, shared by views."""
         if table.num_rows > MAX_ROWS:
             return None
         schema = table.schema
-        try:
-            compiled = self._python[schema]
-        except KeyError:
-            compiled = self._compile_python(schema)
+        # compared, not hashed: a schema's hash costs 13 us
+        found = [compiled for known, compiled in self._python if known == schema]
+        compiled = found[0] if found else self._compile_python(schema)
         if compiled is None:
             return None
         try:
-            return compiled.columns(table), compiled.types
+            return compiled.columns(table, converted), compiled.types
         except FallbackError:
             return None
 
@@ -499,7 +568,8 @@ class StreamingView:
             compiled, schema, lambda table: self._select(table, selects)
         ):
             compiled = None
-        self._python[schema] = compiled
+        self._python.append((schema, compiled))
+        del self._python[:-8]
         return compiled
 
     def _cursor(self) -> Any:
@@ -603,13 +673,12 @@ class StreamingView:
                 got = raw[bad[0]].as_py()
                 self._bad(spec.column, bad, labels, f"{got!r}; expected {spec.expected()}")
 
-    def _check_constraints(self, rows: pa.Table, labels: list[Any] | None) -> None:
+    def _check_constraints(self, rows: list[list[Any]], labels: list[Any] | None) -> None:
         """Row feature values against their declared constraints (nulls are missing)."""
-        for feature, column in zip(self.row_features, rows.columns, strict=True):
+        for feature, values in zip(self.row_features, rows, strict=True):
             constraint = feature.declared_constraint
-            if constraint is None:
+            if constraint is None or _within(constraint, values):
                 continue
-            values = column.to_pylist()
             bad = [i for i, v in enumerate(values) if v is not None and not _allows(constraint, v)]
             if bad:
                 inputs = ", ".join(repr(c) for c in feature.columns)
@@ -741,7 +810,7 @@ class StreamingView:
 
         valid = [r is not None for r in results]
         columns: dict[str, Any] = {}
-        computed = prepared.row_features
+        computed = self._row_arrow(prepared) if self.row_features else None
         for feature in self.view.features:
             if isinstance(feature, RowFeature):
                 assert computed is not None  # a view with row features computed them
@@ -793,6 +862,20 @@ def _missing(value: Any) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
+def _within(constraint: Constraint, values: list[Any]) -> bool:
+    """Whether every value surely satisfies ``constraint``, judged from the smallest and the
+    largest (False: look value by value)."""
+    present = [v for v in values if v is not None] if None in values else values
+    if not present:
+        return True
+    kinds = {type(v) for v in present}
+    if not kinds <= {int, float} or (float in kinds and constraint.integer):
+        return False
+    if float in kinds and not math.isfinite(sum(present)):  # NaN or an infinity
+        return False
+    return constraint.allows(min(present)) and constraint.allows(max(present))
+
+
 def _allows(constraint: Constraint, value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         return False
@@ -827,8 +910,9 @@ def process_together(streams: Sequence[StreamingView], events: Any) -> list[Stre
         return []
     table, labels = streams[0]._events(events)
     for stream in streams[1:]:
-        stream.view.check_columns(table.column_names, where="the events")
-    python = [stream._python_columns(table) for stream in streams]
+        stream._check_columns(table)
+    converted: dict[str, list[Any]] = {}  # each column of the events as Python values, once
+    python = [stream._python_columns(table, converted) for stream in streams]
     if all(p is not None for p in python):  # small batches: no DuckDB query at all
         prepared = [
             stream._prepared(table, labels, *p)
