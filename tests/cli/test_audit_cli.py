@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -99,6 +100,18 @@ def test_every_change_is_one_entry_of_one_trail_with_before_and_after(
     assert policy_rollback["after"]["arms"] == [{"version": 1, "weight": 1.0}]
     assert policy_rollback["after"]["revision"] == 3
     assert trail[9]["before"] == {"threshold": 0.5} and trail[9]["after"] == {"threshold": 0.35}
+
+
+def test_the_json_export_verifies_with_the_documented_recipe_alone(governed: Workspace) -> None:
+    """docs/governance-audit.md: anyone can check an export with hashlib and json."""
+    trail = json.loads(shipyard(governed, "audit", "log", "--json").stdout)
+    previous = "0" * 64
+    for entry in trail:
+        content = {k: v for k, v in entry.items() if k != "hash"}
+        text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert entry["previous_hash"] == previous
+        assert hashlib.sha256(text.encode()).hexdigest() == entry["hash"]
+        previous = entry["hash"]
 
 
 def test_the_log_filters_by_subject_and_kind_and_models_history_reads_the_same_trail(
