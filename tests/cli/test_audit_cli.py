@@ -121,6 +121,8 @@ def test_the_log_filters_by_subject_and_kind_and_models_history_reads_the_same_t
     assert endpoint.exit_code == 0, endpoint.output
     assert "policy.rollback" in endpoint.output and "r2 v1 90% · v2 10%" in endpoint.output
     assert "promote" not in endpoint.output
+    refused = shipyard(governed, "audit", "log", "--subject", DATASET, "--action", "refuse")
+    assert "gate failed" in refused.output and "v1 -> v1" in refused.output
     none = shipyard(governed, "audit", "log", "--subject", "nobody")
     assert none.exit_code == 0 and "No entries match." in none.output
     history = shipyard(governed, "models", "history", DATASET)

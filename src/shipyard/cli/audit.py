@@ -39,10 +39,15 @@ def _change(before: Any, after: Any) -> str:
 
 
 def _verdict(details: dict[str, Any]) -> str:
-    """`` passed`` / `` failed`` for a gate's result (fairness, promotion), else nothing."""
-    if "passed" not in details:
-        return ""
-    return " passed" if details["passed"] else " failed"
+    """`` gate passed`` / `` fairness failed`` ...: the gates' results an entry carries."""
+    parts = []
+    if "passed" in details:
+        parts.append("gate passed" if details["passed"] else "gate failed")
+    fairness = details.get("fairness")
+    if isinstance(fairness, list) and fairness:
+        passed = all(isinstance(r, dict) and r.get("passed") for r in fairness)
+        parts.append("fairness passed" if passed else "fairness failed")
+    return "".join(f" {p}" for p in parts)
 
 
 @audit.command("log")
