@@ -16,6 +16,7 @@ from shipyard.features.fraud import BASELINE_FEATURES
 from shipyard.features.offline import OfflineStore
 from shipyard.governance.explain import (
     GLOBAL_EXPLANATION_TITLE,
+    NATIVE_ROWS,
     Explainer,
     UnexplainableModelError,
     explain,
@@ -249,8 +250,8 @@ def test_registration_puts_mean_abs_shap_and_dependence_plots_in_the_card(
     section = page.split(f"<h2>{GLOBAL_EXPLANATION_TITLE}</h2>")[1].split("<h2>")[0]
     assert section.count('src="data:image/png;base64,') == 4  # importance, 3 dependence plots
     # the card states the subsample and ranks features as the explanation of those rows does
-    assert f"1,000 rows drawn at random (seed 0) from the {len(sample):,}" in markdown
-    rows = np.sort(np.random.default_rng(0).choice(len(sample), 1000, replace=False))
+    assert f"{NATIVE_ROWS} rows drawn at random (seed 0) from the {len(sample):,}" in markdown
+    rows = np.sort(np.random.default_rng(0).choice(len(sample), NATIVE_ROWS, replace=False))
     importance = explain(result.model, sample.iloc[rows]).mean_abs()
     cells = [line.split("|")[1].strip() for line in markdown.splitlines() if line[:2] == "| "]
     listed = [cell for cell in cells if cell in importance]

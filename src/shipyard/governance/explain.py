@@ -337,8 +337,9 @@ def _sklearn_trees(
 # -- global explanations (the model card) --------------------------------------------------
 
 GLOBAL_EXPLANATION_TITLE = "Global explanations"
-NATIVE_ROWS = 1000
-"""Rows a card's global explanation uses when the model explains itself (boosters, linear)."""
+NATIVE_ROWS = 500
+"""Rows a card's global explanation uses when the model explains itself (boosters, linear):
+enough for a stable mean |SHAP|; a 500-tree, 31-leaf LightGBM takes about 4 ms a row."""
 SHAP_ROWS = 200
 """Rows it uses when the ``shap`` library does the work (slower: scikit-learn trees)."""
 

@@ -200,7 +200,7 @@ class ModelRegistry:
         (``lineage.with_windows(...)``); ``evaluation`` is the evaluation the card reports
         (its folds' labels and scores); ``run_id`` is the MLflow run the model belongs to;
         ``sample`` holds rows of the model's features from the evaluation window (for
-        MLflow's signature and the card's global explanation, up to 1,000 of them);
+        MLflow's signature and the card's global explanation, up to 500 of them);
         ``notes`` say what the model is for. The input schema gets the constraints its
         feature views declare. The model is logged to its run in MLflow's format (so MLflow
         clients can serve it) and saved natively with its SHA-256 (what Shipyard loads).
