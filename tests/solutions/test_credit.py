@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from shipyard.cli.quickstart import DEFAULT_DIRECTORY, parse_arguments
+from shipyard.data.catalog import get_dataset
 from shipyard.data.credit import (
     DATE_COLUMN,
     GERMAN,
@@ -350,14 +351,26 @@ def test_quickstart_credit_runs_both_data_sets_to_governed_champions(tmp_path: P
         assert (registry.aliases(name).get("champion") == 1) == fairness["passed"]
     assert verify(ws).ok
 
-    # served with reason codes: the riskiest held-out applicant, explain=true
+    # served with reason codes (explain=true), from the features and from the raw application
     champion = next(n for n in SOLUTIONS if registry.aliases(n).get("champion"))
     version = registry.get(champion, "champion")
     held_out = load_frame(ws, Window.from_dict(version.eval_window))
     features = version.input_schema.names
-    descriptions = {f.name: f.description for v in solution(champion).views for f in v.features}
+    views = solution(champion).views
+    descriptions = {f.name: f.description for v in views for f in v.features}
+    raw_columns = [ID_COLUMN, DATE_COLUMN]
+    raw_columns += list(dict.fromkeys(c for v in views for f in v.features for c in f.columns))
+    raw = get_dataset(ws, champion).read(raw_columns).set_index(ID_COLUMN)
     ws.close()
     row = held_out[features].iloc[[0]]
+    application = raw.loc[[int(held_out[ID_COLUMN].iloc[0])]].reset_index()
+    application[DATE_COLUMN] = application[DATE_COLUMN].dt.strftime("%Y-%m-%dT%H:%M:%S")
+    raw_payload = {
+        "dataframe_split": {
+            "columns": raw_columns,
+            "data": json.loads(application[raw_columns].to_json(orient="values")),
+        }
+    }
     port = _free_port()
     target = f"{champion}@champion"
     log = tmp_path / "serve.log"
@@ -368,13 +381,15 @@ def test_quickstart_credit_runs_both_data_sets_to_governed_champions(tmp_path: P
             stderr=subprocess.STDOUT,
             env=env,
         )
+        url = f"http://127.0.0.1:{port}/invocations?explain=true"
         try:
             body = _post_when_up(
-                f"http://127.0.0.1:{port}/invocations?explain=true",
+                url,
                 {"dataframe_split": {"columns": features, "data": row.to_numpy().tolist()}},
                 server,
                 log,
             )
+            from_raw = _post_when_up(url, raw_payload, server, log)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -384,6 +399,13 @@ def test_quickstart_credit_runs_both_data_sets_to_governed_champions(tmp_path: P
         assert reason["contribution"] > 0
         assert reason["description"] == descriptions[reason["feature"]]
         assert reason["value"] == pytest.approx(float(row[reason["feature"]].iloc[0]))
+    # the raw application's features are computed by the same views: the same answer
+    assert from_raw["predictions"][0] == pytest.approx(body["predictions"][0])
+    reasons = from_raw["explanations"][0]["reasons"]
+    assert [r["feature"] for r in reasons] == [r["feature"] for r in record["reasons"]]
+    assert [r["contribution"] for r in reasons] == pytest.approx(
+        [r["contribution"] for r in record["reasons"]]
+    )
 
 
 def _free_port() -> int:
