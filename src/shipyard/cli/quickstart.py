@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from shipyard.data.fraud_simulator import Mode
     from shipyard.solutions.credit import CreditReport
     from shipyard.solutions.fraud import BaselineReport
+    from shipyard.training.evaluation import Evaluation
 
 SOLUTIONS = ("fraud", "credit")
 DEFAULT_DIRECTORY = "shipyard-workspace"
@@ -148,18 +149,19 @@ def print_credit_report(out: Console, reports: list[CreditReport], seconds: floa
     from shipyard.solutions.credit import SELECTION_METRIC
     from shipyard.solutions.fraud import headline
 
+    folds = reports[0].protocol.n_splits if reports else 0
     table = Table(
-        title="Credit risk: 5-fold stratified CV on development rows (mean ± std, 95% CI); "
-        "held out: the registered model",
+        title=f"Credit risk: {folds}-fold stratified CV on development rows (mean ± std, "
+        "95% CI); held out: the registered model",
         caption=f"model selected on cross-validated {SELECTION_METRIC}; * = registered",
     )
     for column in ("data set", "model", "AUC", "average precision", "Brier score"):
         table.add_column(column, justify="left" if column in ("data set", "model") else "right")
 
-    def cells(evaluation: object) -> list[str]:
+    def cells(evaluation: Evaluation) -> list[str]:
         out_cells = []
         for metric in ("roc_auc", "average_precision", "brier"):
-            h = headline(evaluation, metric)  # type: ignore[arg-type]
+            h = headline(evaluation, metric)
             out_cells.append(f"{h['mean']:.3f} ± {h['std']:.3f}\n[{h['low']:.3f}, {h['high']:.3f}]")
         return out_cells
 
