@@ -2,8 +2,10 @@
 
 MLflow keeps runs and model versions; these tables keep what MLflow lacks: data sets,
 feature materializations, the freshness of the features written online, each model
-version's lineage, files and schema, the registry's audit trail (registrations, promotions,
-gate refusals, rollbacks), the traffic policies of endpoints and the monitored quantities
+version's lineage, files and schema, the hash-chained audit trail (registrations, alias
+changes, promotions, gate results, rollbacks, traffic-policy changes, threshold changes,
+prediction-log compactions: :mod:`shipyard.governance.audit`), the traffic policies of
+endpoints and the monitored quantities
 of each endpoint per window (with the alert rules and alerts raised on them). They live in the
 workspace's database: SQLite by default, any SQLAlchemy URL (PostgreSQL) by setting.
 ``Workspace.init`` creates them.
