@@ -289,11 +289,10 @@ class ServingApp:
 
         deployment = request.deployment
         explainer = await self.runtime.explainer(deployment)
-        # TreeSHAP costs ~100x a prediction (O(leaves x depth^2) per tree): it runs in a
-        # thread (the booster releases the GIL) so the loop keeps answering other requests
+        # TreeSHAP costs ~100x a prediction: the runtime runs it off the loop, beside scoring
         scores, explanation = await asyncio.gather(
             deployment.batcher.submit(request.matrix),
-            asyncio.to_thread(explainer, request.matrix),
+            self.runtime.explain(explainer, request.matrix),
         )
         records = explanation_records(explanation, descriptions=deployment.descriptions)
         explained = Explained(list(explainer.features), explainer.output_space, records)

@@ -16,6 +16,7 @@ import os
 import time
 import uuid
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
-    from shipyard.governance.explain import Explainer
+    from shipyard.governance.explain import Explainer, Explanation
     from shipyard.registry.models import ModelVersion
     from shipyard.serving.backends import BackendReport
     from shipyard.serving.features import OnlineFeatures
@@ -179,6 +180,7 @@ class EndpointRuntime:
         self._features: dict[tuple[str, tuple[tuple[str, str], ...]], OnlineFeatures] = {}
         self._id_prefix = uuid.uuid4().hex[:12]
         self._id_counter = 0
+        self._explaining: ThreadPoolExecutor | None = None
 
     @property
     def model(self) -> str:
@@ -237,6 +239,8 @@ class EndpointRuntime:
             await features.stop()
         if self.log is not None:
             self.log.close()
+        if self._explaining is not None:
+            self._explaining.shutdown(wait=False)
 
     async def reload(self) -> None:
         """Load the latest policy beside the current one, then switch atomically."""
@@ -374,6 +378,18 @@ class EndpointRuntime:
         if deployment.explainer is None:
             deployment.explainer = await asyncio.to_thread(self._build_explainer, deployment)
         return deployment.explainer
+
+    async def explain(self, explainer: Explainer, matrix: NDArray[np.float64]) -> Explanation:
+        """``explainer(matrix)`` on this worker's one explaining thread, first come first served.
+
+        TreeSHAP costs ~100x a prediction: off the loop (the booster releases the GIL) the
+        worker keeps answering other requests; one thread per worker keeps explained requests
+        in order instead of many threads sharing the cores in turn (long tails).
+        """
+        if self._explaining is None:
+            self._explaining = ThreadPoolExecutor(1, thread_name_prefix="explain")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._explaining, explainer, matrix)
 
     def _build_explainer(self, deployment: Deployment) -> Explainer:
         from shipyard.errors import FeatureDefinitionError
