@@ -101,6 +101,8 @@ class Deployment:
     validator: InputValidator
     explainer: Explainer | None = None
     """Built on the first ``explain=true`` request, from the native, hash-verified model."""
+    building: asyncio.Future[Explainer] | None = None
+    """The explainer's build, awaited by every request that asks before it is done."""
     descriptions: dict[str, str] = field(default_factory=dict)
     """Readable feature names for reason codes (from the lineage's feature views)."""
 
@@ -375,8 +377,19 @@ class EndpointRuntime:
 
         Raises RequestError(422) naming the model type when the version cannot be explained.
         """
-        if deployment.explainer is None:
-            deployment.explainer = await asyncio.to_thread(self._build_explainer, deployment)
+        if deployment.explainer is not None:
+            return deployment.explainer
+        if deployment.building is None:  # one build, however many requests wait for it
+            deployment.building = asyncio.ensure_future(
+                asyncio.to_thread(self._build_explainer, deployment)
+            )
+        try:
+            deployment.explainer = await asyncio.shield(deployment.building)
+        except RequestError:  # cannot be explained: every request gets the same 422
+            raise
+        except Exception:  # a failed load (I/O, integrity): the next request tries again
+            deployment.building = None
+            raise
         return deployment.explainer
 
     async def explain(self, explainer: Explainer, matrix: NDArray[np.float64]) -> Explanation:
