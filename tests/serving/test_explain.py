@@ -17,6 +17,9 @@ from shipyard.monitoring.logstore import query
 from shipyard.registry.models import ModelRegistry
 from shipyard.serving.codec import explain_flag, query_explain
 from tests.serving.conftest import Server
+from tests.serving.test_raw_events import _served, raw_server
+
+__all__ = ["raw_server"]  # a fixture, shared with the raw-event tests
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -158,3 +161,24 @@ def test_the_query_flag_is_off_unless_asked() -> None:
     with pytest.raises(RequestError) as refused:
         query_explain(b"explain=sure")
     assert refused.value.status == 422
+
+
+def test_a_raw_event_is_explained_on_the_features_computed_from_it(raw_server: Server) -> None:
+    cells = {
+        "TRANSACTION_ID": [10**9 + 7],
+        "TX_DATETIME": ["2018-06-08T13:00:00"],
+        "CUSTOMER_ID": ["explained-card"],
+        "TERMINAL_ID": [10**8 + 7],
+        "TX_AMOUNT": [250.0],
+    }
+    payload = {
+        "dataframe_split": {"columns": list(cells), "data": [[v[0] for v in cells.values()]]}
+    }
+    status, _, body = raw_server.post_json(
+        "/invocations?explain=true", payload, {"X-Request-Id": "exp-raw"}
+    )
+    assert status == 200, body
+    served = _served(raw_server.workspace, "fraud-raw").set_index("TRANSACTION_ID").loc[10**9 + 7]
+    features = body["explanation_features"]
+    matrix = np.array([[float(served[name]) for name in features]])
+    _check_records(body["explanations"], matrix, _expected(raw_server, matrix))
