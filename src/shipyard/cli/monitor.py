@@ -356,7 +356,8 @@ def _print_run(out: Any, result: Any) -> None:
         out.print(f"{result.endpoint}: no prediction in the span; nothing monitored")
     for group in result.groups:
         table = Table(
-            Column("window", no_wrap=True), "records", "drift", "alert rate", "est. AUC", "realized AUC", "labelled",
+            Column("window", no_wrap=True), "records", "drift", "alert rate", "est. AUC",
+            "realized AUC", "labelled",
             title=f"{result.endpoint} {group}: {_when(result.start, result.window)} .. "
             f"{_when(result.end, result.window)}, windows of {_length(result.window)}",
         )  # fmt: skip
