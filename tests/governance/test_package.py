@@ -20,3 +20,15 @@ def test_import_loads_neither_shap_nor_fairlearn() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_explain_and_reasons_are_the_functions_even_after_their_modules_load() -> None:
+    """The package binds the functions, not the same-named submodules."""
+    code = (
+        "import shipyard.governance.explain, shipyard.governance.reasons\n"
+        "from shipyard.governance import explain, reasons\n"
+        "import shipyard.governance as g\n"
+        "print(callable(explain), callable(reasons), callable(g.explain), callable(g.reasons))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True"] * 4

@@ -16,13 +16,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# Two functions share their module's name: bound here, eagerly (both modules are light), so
+# that ``shipyard.governance.explain`` is the function even after its module is imported
+# (an import sets the package attribute to the submodule on first load, which is this one).
+from shipyard.governance.explain import explain
+from shipyard.governance.reasons import reasons
+
 _EXPORTS = {
-    "explain": "shipyard.governance.explain",
     "Explainer": "shipyard.governance.explain",
     "Explanation": "shipyard.governance.explain",
     "UnexplainableModelError": "shipyard.governance.explain",
     "global_explanation": "shipyard.governance.explain",
-    "reasons": "shipyard.governance.reasons",
     "Reason": "shipyard.governance.reasons",
     "feature_descriptions": "shipyard.governance.reasons",
     "explanation_records": "shipyard.governance.reasons",
@@ -64,7 +68,6 @@ if TYPE_CHECKING:
         Explainer,
         Explanation,
         UnexplainableModelError,
-        explain,
         global_explanation,
     )
     from shipyard.governance.fairness import (
@@ -83,7 +86,6 @@ if TYPE_CHECKING:
         Reason,
         explanation_records,
         feature_descriptions,
-        reasons,
     )
     from shipyard.registry.gate import (
         FairnessGate,

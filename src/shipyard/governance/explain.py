@@ -115,8 +115,8 @@ class Explainer:
 
         ``model``: a :class:`~shipyard.training.trainers.TrainedModel`, a loaded version
         (:class:`~shipyard.training.trainers.NativePredictor`, from ``ModelRegistry.load``),
-        or a bare LightGBM/XGBoost booster or scikit-learn estimator (then ``features``
-        names its columns, else ``x0, x1 ...``).
+        or a bare LightGBM/XGBoost booster or scikit-learn estimator (its columns are the
+        names it was fitted with from a DataFrame, else ``features``, else ``x0, x1 ...``).
         """
         estimator, names = _unwrap(model)
         names = list(features) if features is not None else names
@@ -188,7 +188,24 @@ def _unwrap(model: Any) -> tuple[Any, list[str] | None]:
         return _booster(model.estimator), list(model.features)
     if isinstance(model, NativePredictor):
         return model.model, list(model.input_schema.names)
-    return _booster(model), None
+    booster = _booster(model)
+    return booster, _fitted_names(model, booster)
+
+
+def _fitted_names(model: Any, booster: Any) -> list[str] | None:
+    """The column names a bare estimator was fitted with (from a DataFrame), if any."""
+    fitted = getattr(model, "feature_names_in_", None)
+    if fitted is not None:
+        return [str(n) for n in fitted]
+    module = type(booster).__module__
+    if module.startswith("lightgbm") and hasattr(booster, "feature_name"):
+        found = [str(n) for n in booster.feature_name()]
+        generic = all(n == f"Column_{j}" for j, n in enumerate(found))
+        return None if generic else found
+    if module.startswith("xgboost"):
+        named = getattr(booster, "feature_names", None)
+        return None if named is None else [str(n) for n in named]
+    return None
 
 
 def _booster(estimator: Any) -> Any:
@@ -253,7 +270,8 @@ def _xgboost(booster: Any) -> Callable[[NDArray[np.float64]], tuple[NDArray[np.f
     import xgboost
 
     def compute(data: NDArray[np.float64]) -> tuple[NDArray[np.float64], float]:
-        out = booster.predict(xgboost.DMatrix(data, nthread=1), pred_contribs=True)
+        matrix = xgboost.DMatrix(data, nthread=1, feature_names=booster.feature_names)
+        out = booster.predict(matrix, pred_contribs=True)
         return _split(np.asarray(out, dtype=np.float64), data)
 
     return compute
