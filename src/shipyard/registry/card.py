@@ -62,6 +62,13 @@ class CardNotes:
     limitations: tuple[str, ...] = GENERIC_LIMITATIONS
     sections: tuple[CardSection, ...] = ()
     """Extra sections, shown after the plots in this order."""
+    evaluation: str = (
+        "The same configuration is trained and tested on every fold; this version is the "
+        "model of the most recent fold."
+    )
+    """How the metrics below were measured, after the protocol (the solution's own words)."""
+    interval: str = "day bootstrap"
+    """How the 95% intervals were drawn (the metric table's header)."""
 
 
 @dataclass
@@ -127,10 +134,9 @@ class ModelCard:
 {lineage}
 
 ## Evaluation
-Protocol: {self.lineage.protocol or "not recorded"}. The same configuration is trained and tested on every fold;
-this version is the model of the most recent fold.
+Protocol: {self.lineage.protocol or "not recorded"}. {self.notes.evaluation}
 
-| metric | mean ± std over test folds | 95% CI (day bootstrap) | meaning |
+| metric | mean ± std over test folds | 95% CI ({self.notes.interval}) | meaning |
 |---|---|---|---|
 {rows}
 
@@ -175,9 +181,8 @@ code {{ background: #f4f4f4; padding: 0 .2rem; }}
 <li>MLflow run: <code>{esc(self.run_id)}</code></li>
 <li>Input: {len(self.features)} features ({esc(", ".join(self.features))}); output: probability that <code>{esc(self.lineage.columns.label)}</code> is 1</li></ul>
 <h2>Data and lineage</h2><ul>{lineage}</ul>
-<h2>Evaluation</h2><p>Protocol: {esc(self.lineage.protocol or "not recorded")}. The same configuration is trained and
-tested on every fold; this version is the model of the most recent fold.</p>
-<table><tr><th>metric</th><th>mean ± std over test folds</th><th>95% CI (day bootstrap)</th><th>meaning</th></tr>{rows}</table>
+<h2>Evaluation</h2><p>Protocol: {esc(self.lineage.protocol or "not recorded")}. {esc(self.notes.evaluation)}</p>
+<table><tr><th>metric</th><th>mean ± std over test folds</th><th>95% CI ({esc(self.notes.interval)})</th><th>meaning</th></tr>{rows}</table>
 <h2>Calibration</h2><p>Brier score {calib.get("brier", float("nan")):.5f}; mean predicted probability
 {calib.get("mean_predicted", float("nan")):.4f} against an observed rate of
 {calib.get("observed_rate", float("nan")):.4f}.</p>

@@ -776,7 +776,17 @@ class _CreditRun:
     def notes(self, sections: Sequence[CardSection]) -> CardNotes:
         """The solution's card notes with ``sections``."""
         sol = self.report.solution
-        return CardNotes(sol.notes.intended_use, sol.notes.limitations, tuple(sections))
+        return CardNotes(
+            sol.notes.intended_use,
+            sol.notes.limitations,
+            tuple(sections),
+            evaluation=(
+                "The metrics below are those of this version (refit on every development "
+                "row) on the held-out rows: one test set, so the std column is 0; the model "
+                "comparison section gives the cross-validated figures."
+            ),
+            interval="row bootstrap",
+        )
 
     @property
     def held_out(self) -> pd.DataFrame:
