@@ -334,6 +334,9 @@ def test_quickstart_credit_runs_both_data_sets_to_governed_champions(tmp_path: P
             "## Fairness mitigation",
         ):
             assert title in card, (name, title)
+        # the card describes the credit evaluation, not the fraud protocol's folds and days
+        assert "95% CI (row bootstrap)" in card and "on the held-out rows" in card
+        assert "most recent fold" not in card and "day bootstrap" not in card
         stored = json.dumps([base.lineage.to_dict(), base.eval_window, base.train_window])
         for fraud_name in FRAUD_NAMES:
             assert fraud_name not in card and fraud_name not in stored
