@@ -281,8 +281,7 @@ _COMMON_LIMITS = (
     "Not a lending model: a reference of the platform on a public data set. Decisions about "
     "people need a validated model, a legal review and human oversight.",
     "The 'time' windows above are synthetic dates (2000-01-01 + the row's rank in a seeded "
-    "shuffle); the 'day bootstrap' resamples single applications. The table above is the "
-    "registered model alone on the held-out rows (one fold, hence a std of 0).",
+    "shuffle), one application per day.",
 )
 SOLUTIONS = {
     GERMAN.name: CreditSolution(
