@@ -96,20 +96,32 @@ class Server:
             self.log_file.close()
 
 
-def wait_for_revision(server: Server, revision: int, deadline_s: float = 120) -> None:
-    """Wait until the workers serve policy ``revision`` (20 answers in a row say so).
+def wait_for_revision(
+    server: Server, revision: int, deadline_s: float = 120, workers: int = 2
+) -> None:
+    """Wait until every worker serves policy ``revision`` (20 answers in a row say so, from
+    at least ``workers`` different worker processes: on a busy machine 20 answers can all
+    come from one worker while the other still serves the old policy).
 
     Workers poll the policy every second and load new versions before switching; on a busy
     machine that takes a variable time, so tests wait for it instead of sleeping a guess.
     """
     deadline = time.monotonic() + deadline_s
     in_a_row = 0
-    while in_a_row < 20:
+    pids: set[int] = set()
+    while in_a_row < 20 or len(pids) < workers:
         if time.monotonic() > deadline:
-            raise AssertionError(f"the workers did not switch to policy revision {revision}")
+            raise AssertionError(
+                f"the workers did not switch to policy revision {revision} "
+                f"({len(pids)} of {workers} seen serving it)"
+            )
         status, _, body = server.request("GET", "/admin/traffic", headers=ADMIN)
-        in_a_row = in_a_row + 1 if status == 200 and json.loads(body)["revision"] == revision else 0
-        if not in_a_row:
+        answer = json.loads(body) if status == 200 else {}
+        if answer.get("revision") == revision:
+            in_a_row += 1
+            pids.add(int(answer["worker"]))
+        else:
+            in_a_row, pids = 0, set()
             time.sleep(0.2)
 
 
