@@ -16,8 +16,10 @@ Metric names (a column name follows the last dot where there is one):
 ``drift.columns_drifted``  number of columns whose verdict is drift
 ``drift.distance.<col>``   the column's distance (Jensen–Shannon by default)
 ``drift.p_value.<col>``    the column's p-value after the correction across columns
-``estimated.<m>``          CBPE estimate without labels (auc, precision, recall, fpr)
-``realized.<m>``           from joined labels (auc, ap, precision, recall, fpr, ...)
+``estimated.<m>``          CBPE estimate without labels (roc_auc, precision, recall,
+                           false_positive_rate)
+``realized.<m>``           from joined labels (roc_auc, average_precision, precision,
+                           recall, false_positive_rate, ...)
 ``labelled``               share of the window's predictions that have a label
 ========================== ===============================================================
 
