@@ -228,3 +228,21 @@ def rows(serving_workspace: tuple[Workspace, Dataset]) -> Any:
         ),
     )
     return frame[list(BASELINE_FEATURES)].head(300)
+
+
+def v2_body(matrix: Any, request_id: str, **parameters: Any) -> dict[str, Any]:
+    """A V2 inference request of ``matrix``'s rows (FP64), with ``parameters`` if any."""
+    payload: dict[str, Any] = {
+        "id": request_id,
+        "inputs": [
+            {
+                "name": "input",
+                "shape": list(matrix.shape),
+                "datatype": "FP64",
+                "data": matrix.ravel().tolist(),
+            }
+        ],
+    }
+    if parameters:
+        payload["parameters"] = parameters
+    return payload

@@ -12,7 +12,7 @@ import pytest
 from shipyard.errors import RequestError
 from shipyard.monitoring.logstore import query
 from shipyard.serving.codec import event_time
-from tests.serving.conftest import Server
+from tests.serving.conftest import Server, v2_body
 
 JUNE_1 = datetime(2018, 6, 1, tzinfo=UTC).timestamp()
 
@@ -56,21 +56,7 @@ def _logged(server: Server, prefix: str) -> dict[str, float | None]:
 
 
 def _v2(rows: pd.DataFrame, request_id: str, **parameters: Any) -> dict[str, Any]:
-    matrix = rows.head(3).to_numpy(dtype=float)
-    payload: dict[str, Any] = {
-        "id": request_id,
-        "inputs": [
-            {
-                "name": "input",
-                "shape": list(matrix.shape),
-                "datatype": "FP64",
-                "data": matrix.ravel().tolist(),
-            }
-        ],
-    }
-    if parameters:
-        payload["parameters"] = parameters
-    return payload
+    return v2_body(rows.head(3).to_numpy(dtype=float), request_id, **parameters)
 
 
 def test_the_header_or_the_v2_parameter_is_logged_as_epoch_seconds(

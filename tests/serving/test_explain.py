@@ -16,29 +16,12 @@ from shipyard.governance.explain import explain
 from shipyard.monitoring.logstore import query
 from shipyard.registry.models import ModelRegistry
 from shipyard.serving.codec import explain_flag, query_explain
-from tests.serving.conftest import Server
+from tests.serving.conftest import Server, v2_body
 from tests.serving.test_raw_events import _served, raw_server
 
 __all__ = ["raw_server"]  # a fixture, shared with the raw-event tests
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-def _v2(matrix: np.ndarray, request_id: str, **parameters: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "id": request_id,
-        "inputs": [
-            {
-                "name": "input",
-                "shape": list(matrix.shape),
-                "datatype": "FP64",
-                "data": matrix.ravel().tolist(),
-            }
-        ],
-    }
-    if parameters:
-        payload["parameters"] = parameters
-    return payload
 
 
 def _expected(server: Server, matrix: np.ndarray) -> Any:
@@ -65,10 +48,10 @@ def test_v2_explain_true_returns_attributions_and_reasons_beside_the_same_predic
 ) -> None:
     matrix = rows.head(5).to_numpy(dtype=float)
     path = "/v2/models/fraud/infer"
-    status, _, plain = server.post_json(path, _v2(matrix, "exp-plain"))
+    status, _, plain = server.post_json(path, v2_body(matrix, "exp-plain"))
     assert status == 200
     assert "explanations" not in plain["parameters"]
-    status, _, body = server.post_json(path, _v2(matrix, "exp-v2", explain=True))
+    status, _, body = server.post_json(path, v2_body(matrix, "exp-v2", explain=True))
     assert status == 200, body
     assert body["outputs"] == plain["outputs"]
     parameters = body["parameters"]
@@ -138,7 +121,7 @@ def test_an_unreadable_explain_flag_is_a_422_naming_it(
 ) -> None:
     matrix = rows.head(1).to_numpy(dtype=float)
     if path.startswith("/v2"):
-        payload: Any = _v2(matrix, "exp-bad", **(parameters or {}))
+        payload: Any = v2_body(matrix, "exp-bad", **(parameters or {}))
     else:
         payload = {"inputs": matrix.tolist()}
     status, _, body = server.post_json(path, payload)

@@ -9,6 +9,7 @@ predictions per window. Each prints a table, or JSON with ``--json``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 
@@ -49,10 +50,18 @@ _window_options = [
 ]
 
 
-def _with_window(command: Any) -> Any:
-    for option in reversed(_window_options):
-        command = option(command)
-    return command
+def _with_options(options: list[Any]) -> Callable[[Any], Any]:
+    """A decorator applying ``options`` (click options) in their listed order."""
+
+    def apply(command: Any) -> Any:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+_with_window = _with_options(_window_options)
 
 
 @monitor.command()
@@ -252,10 +261,7 @@ _run_options = [
 ]  # fmt: skip
 
 
-def _with_run_options(command: Any) -> Any:
-    for option in reversed(_run_options):
-        command = option(command)
-    return command
+_with_run_options = _with_options(_run_options)
 
 
 @monitor.command()
