@@ -2,6 +2,7 @@
 
 from shipyard.features.definitions import (
     Aggregation,
+    Derived,
     FeatureView,
     RowFeature,
     definitions_hash,
@@ -10,6 +11,7 @@ from shipyard.features.offline import HistoricalFeatures, Materialization, Offli
 
 __all__ = [
     "Aggregation",
+    "Derived",
     "FeatureView",
     "HistoricalFeatures",
     "Materialization",

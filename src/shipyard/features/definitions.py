@@ -8,7 +8,10 @@ set, and holds features of two kinds:
   the row's time, optionally shifted into the past by a ``delay`` (labels that are not yet
   known at time t): the window is ``(t - delay - window, t - delay]``. With no delay the
   row itself and every row at the same instant are included: features use data *at or
-  before* t, never after.
+  before* t, never after. ``past_only`` makes the window ``(t - window, t)``: the entity's
+  history before the row's instant (what a z-score of the row against its past needs);
+* :class:`Derived` — a fixed arithmetic combination (ratio, z-score, difference) of earlier
+  features of the same view and of source columns, computed row by row after them.
 
 The definition hash covers everything that changes values, so a stored materialization is
 reused only while its definition is unchanged.
@@ -39,8 +42,10 @@ from typing import Any, Literal
 from shipyard.errors import FeatureDefinitionError
 from shipyard.types import COUNT, Constraint
 
-AggregationFunction = Literal["count", "sum", "mean", "min", "max"]
-_FUNCTIONS = ("count", "sum", "mean", "min", "max")
+AggregationFunction = Literal["count", "sum", "mean", "min", "max", "std"]
+_FUNCTIONS = ("count", "sum", "mean", "min", "max", "std")
+DerivedFunction = Literal["ratio", "zscore", "difference"]
+_DERIVED_ARITY = {"ratio": 2, "zscore": 3, "difference": 2}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -96,10 +101,14 @@ class RowFeature:
 class Aggregation:
     """An aggregate of ``column`` over the entity's rows in ``(t - delay - window, t - delay]``.
 
-    ``function`` is one of count, sum, mean, min, max (``count`` needs no column).
+    ``function`` is one of count, sum, mean, min, max, std (``count`` needs no column;
+    ``std`` is the population standard deviation and needs ``decimals``, so that it is
+    computed from exact integer sums).
     ``fill_value`` replaces the result of an empty window (count is 0 by itself).
     ``decimals`` sums the column as an exact fixed-point decimal: a feature then cannot
     depend on other rows through floating-point rounding.
+    ``past_only`` excludes the row's own instant: the window is ``(t - window, t)``, the
+    entity's history before the row (only without a delay, which excludes it already).
     """
 
     name: str
@@ -112,6 +121,7 @@ class Aggregation:
     description: str = ""
     constraint: Constraint | None = None
     """What values are possible; a count is a non-negative integer without saying. Not hashed."""
+    past_only: bool = False
 
     def __post_init__(self) -> None:
         _check_identifier("Aggregation.name", self.name)
@@ -140,6 +150,20 @@ class Aggregation:
                 f"Aggregation {self.name!r}: decimals must be an int in [0, 9]. "
                 f"Got {self.decimals!r} instead."
             )
+        if self.function == "std" and self.decimals is None:
+            raise FeatureDefinitionError(
+                f"Aggregation {self.name!r}: function 'std' needs decimals (it is computed "
+                "from exact integer sums)."
+            )
+        if not isinstance(self.past_only, bool):
+            raise FeatureDefinitionError(
+                f"Aggregation {self.name!r}: past_only must be a bool. Got {self.past_only!r}."
+            )
+        if self.past_only and self.delay > timedelta(0):
+            raise FeatureDefinitionError(
+                f"Aggregation {self.name!r}: past_only needs no delay (a delayed window "
+                "already ends before the row)."
+            )
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -164,10 +188,72 @@ class Aggregation:
             "delay_us": micros(self.delay),
             "fill_value": self.fill_value,
             "decimals": self.decimals,
+            # only when set, so that the hashes of existing definitions do not change
+            **({"past_only": True} if self.past_only else {}),
         }
 
 
-Feature = RowFeature | Aggregation
+@dataclass(frozen=True)
+class Derived:
+    """A row-wise combination of earlier features of the view and of source columns.
+
+    ``function`` and its ``inputs`` (names, in order):
+
+    * ``ratio``: ``inputs[0] / inputs[1]``;
+    * ``zscore``: ``(inputs[0] - inputs[1]) / inputs[2]`` (a value, a mean, a std);
+    * ``difference``: ``inputs[0] - inputs[1]``.
+
+    The result is null (``fill_value`` if given) when an input is null or a divisor is 0.
+    Each input is a feature defined *earlier* in the same view or, failing that, a column of
+    the source data set. Computed in IEEE double precision, the same offline and online.
+    """
+
+    name: str
+    function: DerivedFunction
+    inputs: tuple[str, ...]
+    fill_value: float | None = None
+    description: str = ""
+    constraint: Constraint | None = None
+    """What values are possible; serving rejects the rest. Not in the hash."""
+
+    def __post_init__(self) -> None:
+        _check_identifier("Derived.name", self.name)
+        arity = _DERIVED_ARITY.get(self.function)
+        if arity is None:
+            raise FeatureDefinitionError(
+                f"Derived {self.name!r}: function must be one of {', '.join(_DERIVED_ARITY)}. "
+                f"Got {self.function!r} instead."
+            )
+        if not isinstance(self.inputs, tuple) or len(self.inputs) != arity:
+            raise FeatureDefinitionError(
+                f"Derived {self.name!r}: {self.function} takes {arity} inputs. "
+                f"Got {self.inputs!r} instead."
+            )
+        for name in self.inputs:
+            _check_identifier(f"Derived {self.name!r} input", name)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Names this feature reads (features of its view or source columns)."""
+        return self.inputs
+
+    @property
+    def declared_constraint(self) -> Constraint | None:
+        """The declared constraint, if any."""
+        return self.constraint
+
+    def to_dict(self) -> dict[str, Any]:
+        """Canonical, JSON-serializable form (what the definition hash covers)."""
+        return {
+            "kind": "derived",
+            "name": self.name,
+            "function": self.function,
+            "inputs": list(self.inputs),
+            "fill_value": self.fill_value,
+        }
+
+
+Feature = RowFeature | Aggregation | Derived
 
 
 def micros(value: timedelta) -> int:
@@ -204,6 +290,14 @@ class FeatureView:
                 f"FeatureView {self.name!r}: feature name {sorted(clash)[0]!r} collides with "
                 "the entity or timestamp column."
             )
+        for position, feature in enumerate(self.features):
+            later = set(names[position:])
+            if isinstance(feature, Derived) and later & set(feature.inputs):
+                raise FeatureDefinitionError(
+                    f"FeatureView {self.name!r}: derived feature {feature.name!r} reads "
+                    f"{sorted(later & set(feature.inputs))[0]!r}, which is not defined before "
+                    "it (a derived feature reads earlier features or source columns)."
+                )
 
     @property
     def feature_names(self) -> list[str]:
@@ -235,11 +329,21 @@ class FeatureView:
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
+    def source_columns(self, feature: Feature) -> tuple[str, ...]:
+        """The source columns ``feature`` reads (a derived feature's inputs that are not
+        features of this view)."""
+        if isinstance(feature, Derived):
+            own = set(self.feature_names)
+            return tuple(c for c in feature.inputs if c not in own)
+        return feature.columns
+
     def check_columns(self, available: Iterable[str], where: str) -> None:
         """Raise FeatureDefinitionError naming the first column missing from ``available``."""
         have = set(available)
         needed: list[tuple[str, str]] = [("entity", self.entity), ("timestamp", self.timestamp)]
-        needed += [(f"feature {f.name!r}", c) for f in self.features for c in f.columns]
+        needed += [
+            (f"feature {f.name!r}", c) for f in self.features for c in self.source_columns(f)
+        ]
         for role, column in needed:
             if column not in have:
                 raise FeatureDefinitionError(
