@@ -249,10 +249,45 @@ MODEL_TYPES: dict[str, type[ModelConfig]] = {
     )
 }
 BASELINE_SUITE = tuple(MODEL_TYPES)
+FAMILY_MODULES = ("shipyard.training.ensembles", "shipyard.training.neural")
+"""Modules that add model families (configurations and native formats) when first needed:
+each calls :func:`register_model_type` / :func:`register_format` at import and imports its
+heavy framework (PyTorch ...) only inside its functions."""
+_families_loaded = False
+
+
+def register_model_type(cls: type[ModelConfig]) -> type[ModelConfig]:
+    """Make ``cls`` known to :func:`make_config` under its ``model_type`` (a class decorator)."""
+    MODEL_TYPES[cls.model_type] = cls
+    return cls
+
+
+def register_format(framework: str, native: NativeFormat) -> None:
+    """Make ``native`` the format of ``framework`` models (save, verified load, scoring)."""
+    FORMATS[framework] = native
+    NATIVE_FILES[framework] = native.file
+
+
+def load_families() -> None:
+    """Import the modules of :data:`FAMILY_MODULES` once, so their model types are known."""
+    global _families_loaded
+    if _families_loaded:
+        return
+    import importlib
+
+    _families_loaded = True
+    for module in FAMILY_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # the module exists but something it imports is missing
+                raise
 
 
 def make_config(model_type: str, **params: Any) -> ModelConfig:
     """The configuration of ``model_type`` (one of :data:`MODEL_TYPES`) with ``params``."""
+    if model_type not in MODEL_TYPES:
+        load_families()
     cls = MODEL_TYPES.get(model_type)
     if cls is None:
         raise ParameterError(f"Unknown model type {model_type!r}; known: {', '.join(MODEL_TYPES)}.")
@@ -348,6 +383,8 @@ NATIVE_FILES = {framework: f.file for framework, f in FORMATS.items()}
 
 def native_format(framework: str) -> NativeFormat:
     """The native format of ``framework``; ParameterError naming the known ones otherwise."""
+    if framework not in FORMATS:
+        load_families()
     found = FORMATS.get(framework)
     if found is None:
         raise ParameterError(
