@@ -101,6 +101,10 @@ class IntegrityError(ShipyardError, ValueError):
     """An artifact's content does not match its recorded SHA-256; it is not loaded."""
 
 
+class LeakageError(ShipyardError, ValueError):
+    """Features read labels before they are known, the future, or columns not observable."""
+
+
 class PromotionRefusedError(ShipyardError, ValueError):
     """A promotion gate refused to replace the champion (worse, not significant, schema)."""
 
