@@ -5,6 +5,11 @@ Both follow the *Fraud Detection Handbook* (chapter 5.2): a training window of
 ``delta_test`` test days. Prequential validation repeats this ``n_folds`` times, each fold
 shifted ``delta_test`` days further into the past. Never a random K-fold on time-ordered data.
 
+``train_days`` lengthens (or shortens) the training window without moving anything else: a
+fold then trains on the ``train_days`` days that end on the protocol's last training day, and
+its delay, its test rows and the known-compromised entities stay exactly those of the
+``delta_train`` protocol (so models trained on 7 or 28 days are compared on the same rows).
+
 ``columns`` names the frame's time, entity and label columns (a solution supplies them:
 see :class:`~shipyard.types.ColumnRoles`). With ``remove_known_compromised`` (the handbook
 protocol), each test day drops the entities already known to be positive: a positive label
@@ -62,6 +67,9 @@ class HoldoutSplit:
     """Train window, delay (labels not yet known), test window; one fold.
 
     ``columns`` says which columns of the frame are the time, the entity and the label.
+    ``train_days`` (None: ``delta_train``) is how many days the model trains on, ending on
+    the protocol's last training day; the test rows and the known-compromised entities stay
+    those of the ``delta_train`` protocol.
     """
 
     def __init__(
@@ -73,6 +81,7 @@ class HoldoutSplit:
         remove_known_compromised: bool = True,
         *,
         columns: ColumnRoles,
+        train_days: int | None = None,
     ) -> None:
         self.start_date_training = start_date_training
         self.delta_train = delta_train
@@ -80,6 +89,7 @@ class HoldoutSplit:
         self.delta_test = delta_test
         self.remove_known_compromised = remove_known_compromised
         self.columns = columns
+        self.train_days = train_days
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters (what a training run logs)."""
@@ -103,6 +113,11 @@ class HoldoutSplit:
             low = 0 if name == "delta_delay" else 1
             if not isinstance(value, int) or value < low:
                 raise invalid_parameter(name, owner, f"an int >= {low} (days)", value)
+        days = self.train_days
+        if days is not None and (isinstance(days, bool) or not isinstance(days, int) or days < 1):
+            raise invalid_parameter(
+                "train_days", owner, "an int >= 1 (days) or None (delta_train)", days
+            )
         try:
             return date.fromisoformat(self.start_date_training)
         except (TypeError, ValueError):
@@ -118,7 +133,7 @@ class HoldoutSplit:
         return [self.fold(frame, self._validate(), 0)]
 
     def fold(self, frame: pd.DataFrame, start: date, index: int) -> Fold:
-        """Build the fold whose training window starts on ``start``."""
+        """Build the fold whose protocol training window starts on ``start``."""
         import numpy as np
 
         roles = self._roles()
@@ -131,10 +146,25 @@ class HoldoutSplit:
         days = frame[roles.time].to_numpy().astype("datetime64[D]")
         first = np.datetime64(start, "D")
         offset = (days - first).astype(np.int64)
-        train = np.flatnonzero((offset >= 0) & (offset < self.delta_train))
+        train_days = self.delta_train if self.train_days is None else self.train_days
+        train_start = start + timedelta(days=self.delta_train - train_days)
+        if self.train_days is not None and (
+            len(days) == 0 or days.min() > np.datetime64(train_start, "D")
+        ):
+            earliest = "no rows" if len(days) == 0 else f"rows from {days.min()}"
+            raise DataValidationError(
+                f"Fold {index} of {type(self).__name__} trains on {train_days} days from "
+                f"{train_start}, but the frame has {earliest}; load it from {train_start} on."
+            )
+        train = np.flatnonzero(
+            (offset >= self.delta_train - train_days) & (offset < self.delta_train)
+        )
         labels = frame[roles.label].to_numpy()
         entities = frame[roles.entity].to_numpy()
-        known = set(entities[train][labels[train] == 1].tolist())
+        # the entities known to be compromised come from the protocol's own training window,
+        # whatever the model trains on, so that every train_days sees the same test rows
+        protocol_rows = np.flatnonzero((offset >= 0) & (offset < self.delta_train))
+        known = set(entities[protocol_rows][labels[protocol_rows] == 1].tolist())
         test_parts = []
         for day in range(self.delta_test):
             on_day = np.flatnonzero(offset == self.delta_train + self.delta_delay + day)
@@ -150,7 +180,7 @@ class HoldoutSplit:
             index=index,
             train=train.astype(np.int64),
             test=test.astype(np.int64),
-            train_start=start,
+            train_start=train_start,
             train_end=start + timedelta(days=self.delta_train - 1),
             test_start=test_start,
             test_end=test_start + timedelta(days=self.delta_test - 1),
@@ -170,6 +200,7 @@ class PrequentialSplit(HoldoutSplit):
         remove_known_compromised: bool = True,
         *,
         columns: ColumnRoles,
+        train_days: int | None = None,
     ) -> None:
         super().__init__(
             start_date_training,
@@ -178,6 +209,7 @@ class PrequentialSplit(HoldoutSplit):
             delta_test,
             remove_known_compromised,
             columns=columns,
+            train_days=train_days,
         )
         self.n_folds = n_folds
 
