@@ -178,7 +178,13 @@ class RandomForestConfig(ModelConfig):
 
 
 class XGBoostConfig(ModelConfig):
-    """Gradient-boosted trees (XGBoost, ``hist`` method, base score 0.5 fixed)."""
+    """Gradient-boosted trees (XGBoost, ``hist`` method, base score 0.5 fixed).
+
+    ``scale_pos_weight`` weighs each positive row (e.g. negatives / positives to balance
+    the classes; its scores then overstate the probability: calibrate them with
+    ``CalibratedConfig``); ``max_bin`` is the number of histogram bins per feature (more
+    bins let a split fall on an exact amount).
+    """
 
     model_type = "xgboost"
     framework = "xgboost"
@@ -188,6 +194,8 @@ class XGBoostConfig(ModelConfig):
         "learning_rate": 0.1,
         "tree_method": "hist",
         "base_score": 0.5,
+        "scale_pos_weight": 1.0,
+        "max_bin": 256,
         "n_jobs": 2,
         "random_state": 0,
     }
@@ -199,16 +207,23 @@ class XGBoostConfig(ModelConfig):
 
     @staticmethod
     def search_space(trial: optuna.Trial) -> dict[str, Any]:
-        """Trees in 25..300, depth in [2, 8], learning rate log-uniform in [0.01, 0.5]."""
+        """Trees in 25..300, depth in [2, 8], learning rate log-uniform in [0.01, 0.5],
+        positive weight log-uniform in [1, 20], 256 or 1024 histogram bins."""
         return {
             "n_estimators": trial.suggest_int("n_estimators", 25, 300, step=25),
             "max_depth": trial.suggest_int("max_depth", 2, 8),
             "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.5, log=True),
+            "scale_pos_weight": trial.suggest_float("scale_pos_weight", 1.0, 20.0, log=True),
+            "max_bin": trial.suggest_categorical("max_bin", [256, 1024]),
         }
 
 
 class LightGBMConfig(ModelConfig):
-    """Gradient-boosted trees (LightGBM)."""
+    """Gradient-boosted trees (LightGBM).
+
+    ``scale_pos_weight`` weighs each positive row; ``max_bin`` is the number of histogram
+    bins per feature (as for :class:`XGBoostConfig`).
+    """
 
     model_type = "lightgbm"
     framework = "lightgbm"
@@ -217,6 +232,8 @@ class LightGBMConfig(ModelConfig):
         "learning_rate": 0.05,
         "num_leaves": 15,
         "min_child_samples": 20,
+        "scale_pos_weight": 1.0,
+        "max_bin": 255,
         "n_jobs": 2,
         "random_state": 0,
         "verbose": -1,
@@ -229,12 +246,15 @@ class LightGBMConfig(ModelConfig):
 
     @staticmethod
     def search_space(trial: optuna.Trial) -> dict[str, Any]:
-        """Trees in 50..400, leaves in [7, 63], learning rate and leaf size log-uniform."""
+        """Trees in 50..400, leaves in [7, 63], learning rate and leaf size log-uniform,
+        positive weight log-uniform in [1, 20], 256 or 1024 histogram bins."""
         return {
             "n_estimators": trial.suggest_int("n_estimators", 50, 400, step=50),
             "num_leaves": trial.suggest_int("num_leaves", 7, 63),
             "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
             "min_child_samples": trial.suggest_int("min_child_samples", 5, 100, log=True),
+            "scale_pos_weight": trial.suggest_float("scale_pos_weight", 1.0, 20.0, log=True),
+            "max_bin": trial.suggest_categorical("max_bin", [256, 1024]),
         }
 
 
