@@ -310,3 +310,113 @@ def parity_(
         out.print("[red]No event was compared: parity is not shown.[/red]")
     if not report.ok:
         raise SystemExit(1)
+
+
+@features.command("audit")
+@views_option
+@click.option(
+    "--day",
+    required=True,
+    help="Day D (YYYY-MM-DD): the features of days <= D must not change when every later row "
+    "is dropped and every label later than D - delay is zeroed.",
+)
+@click.option(
+    "--dataset",
+    "dataset_name",
+    default="fraud",
+    show_default=True,
+    help="Source data set of the views (its label, delay and forbidden columns are known for "
+    "fraud; give --label for another).",
+)
+@click.option(
+    "--version",
+    "version",
+    type=int,
+    default=None,
+    help="Version of the data set to audit on (default: the latest).",
+)
+@click.option("--label", default=None, help="Label column (default: the data set's, TX_FRAUD).")
+@click.option(
+    "--delay-days",
+    type=int,
+    default=None,
+    help="Days before a label is known (default: the data set's, 7 for fraud).",
+)
+@click.pass_context
+def audit(
+    ctx: click.Context,
+    views_ref: str,
+    day: str,
+    dataset_name: str,
+    version: int | None,
+    label: str | None,
+    delay_days: int | None,
+) -> None:
+    """Audit feature views for leakage: their definitions, then their values of days <= DAY.
+
+    Exits with status 1 when a definition leaks or a feature of days <= DAY changes.
+    """
+    from rich.table import Table
+
+    from shipyard.data.catalog import get_dataset
+    from shipyard.features.leakage import KNOWN_RULES, audit_point_in_time, check_views
+
+    ws = open_workspace(ctx)
+    out = console()
+    views = load_views(views_ref)
+    dataset = get_dataset(ws, dataset_name, version)
+    rules = KNOWN_RULES.get(dataset.name)
+    label = label or (rules.label if rules else None)
+    if label is None:
+        raise click.UsageError(f"Data set {dataset.name!r} has no known label: give --label.")
+    time_column = rules.time if rules else (dataset.time_column or views[0].timestamp)
+    delay = timedelta(days=delay_days) if delay_days is not None else None
+    label_delay = delay or (rules.label_delay if rules else timedelta(days=7))
+    forbidden = rules.forbidden if rules else {}
+
+    static = check_views(views, label=label, label_delay=label_delay, forbidden=forbidden)
+    status = "[green]OK[/green]" if static.ok else "[red]LEAKS[/red]"
+    out.print(
+        f"Definitions of {views_ref}: {status} ({static.features_checked} features; label "
+        f"{label!r} needs a delay >= {label_delay.days} days; {len(forbidden)} forbidden "
+        f"column(s){': ' + ', '.join(forbidden) if forbidden else ''})"
+    )
+    if static.violations:
+        table = Table("view", "feature", "column", "why", title="Leaks in the definitions")
+        for v in static.violations:
+            table.add_row(v.view, v.feature, v.column, v.detail)
+        out.print(table)
+
+    report = audit_point_in_time(
+        ws, dataset, views, day, label=label, time=time_column, delay_days=label_delay.days
+    )
+    status = "[green]OK[/green]" if report.ok else "[red]LEAKS[/red]"
+    known = report.day - timedelta(days=report.delay_days)
+    out.print(
+        f"Point-in-time audit on {report.dataset} v{report.dataset_version}, day {report.day}: "
+        f"{status}\n{report.rows_compared:,} rows of days <= {report.day} compared; "
+        f"{report.rows_dropped:,} later rows dropped, {report.labels_zeroed:,} positive labels "
+        f"after {known} zeroed; {report.seconds:.1f} s"
+    )
+    changed = {(m.view, m.feature): m for m in report.mismatches}
+    table = Table(
+        "view", "feature", "rows changed", "first changed (entity, time)", "full data",
+        "without the future", title="Features of days <= D, with and without the future",
+    )  # fmt: skip
+    for view_name, feature in report.features:
+        m = changed.get((view_name, feature))
+        if m is None:
+            table.add_row(view_name, feature, "0", "", "", "")
+        else:
+            table.add_row(
+                view_name, feature, f"[red]{m.rows:,}[/red]", f"{m.entity}, {m.time}",
+                repr(m.full), repr(m.truncated),
+            )  # fmt: skip
+    out.print(table)
+    if not report.conclusive:
+        out.print(
+            "[yellow]Inconclusive: no later row to drop or no positive label to zero; choose "
+            "a day with frauds in the week before it and data after it.[/yellow]"
+        )
+    if not (static.ok and report.ok):
+        raise SystemExit(1)

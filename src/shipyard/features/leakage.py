@@ -84,8 +84,21 @@ that re-draws them (a hard-coded list of terminals, a join with a table built fr
 is foreknowledge of the simulator; neither check below can recognise a literal list, so
 reviews must.
 """
-FRAUD_RULES = {"label": FRAUD_LABEL, "time": FRAUD_TIME, "label_delay": FRAUD_LABEL_DELAY}
-"""The fraud data set's label, time column and label delay (what the CLI audits with)."""
+
+
+@dataclass(frozen=True)
+class LeakageRules:
+    """What a data set's audit needs: its label, time column, label delay, forbidden columns."""
+
+    label: str
+    time: str
+    label_delay: timedelta
+    forbidden: Mapping[str, str]
+
+
+FRAUD_RULES = LeakageRules(FRAUD_LABEL, FRAUD_TIME, FRAUD_LABEL_DELAY, FRAUD_FORBIDDEN)
+KNOWN_RULES: dict[str, LeakageRules] = {"fraud": FRAUD_RULES}
+"""The rules of the data sets Shipyard simulates, by data set name (what the CLI audits with)."""
 
 _ROW = "__shipyard_audit_row"
 _FULL = "__audit_full"
