@@ -52,10 +52,15 @@ def list_(views_ref: str) -> None:
 def _describe(d: dict[str, object]) -> str:
     if d["kind"] == "row":
         return str(d["expression"])
+    if d["kind"] == "derived":
+        inputs = d["inputs"]
+        assert isinstance(inputs, list)
+        return f"{d['function']}({', '.join(str(i) for i in inputs)})"
     days = int(str(d["window_us"])) / 86_400e6
     delay = int(str(d["delay_us"])) / 86_400e6
     column = d["column"] or "*"
     text = f"{d['function']}({column}) over {days:g} day(s)"
+    text += " before the row" if d.get("past_only") else ""
     return text + (f", delayed {delay:g} day(s)" if delay else "")
 
 
