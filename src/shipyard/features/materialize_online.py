@@ -99,7 +99,7 @@ class OnlineMaterialization:
 
 def event_columns(view: FeatureView) -> list[str]:
     """The source columns the events of ``view`` carry: entity, timestamp, feature inputs."""
-    columns = (c for f in view.features for c in f.columns)
+    columns = (c for f in view.features for c in view.source_columns(f))
     return list(dict.fromkeys([view.entity, view.timestamp, *columns]))
 
 

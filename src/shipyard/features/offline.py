@@ -35,7 +35,7 @@ from shipyard.errors import (
     FeatureDefinitionError,
     FeatureNotFoundError,
 )
-from shipyard.features.definitions import Aggregation, FeatureView, RowFeature, micros
+from shipyard.features.definitions import Aggregation, Derived, FeatureView, RowFeature, micros
 from shipyard.integrity import file_sha256
 
 if TYPE_CHECKING:
@@ -75,39 +75,105 @@ def _literal(path: Path | str) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
+def _units_sql(column: str, decimals: int) -> str:
+    """The column as exact integer units of 10**-decimals (the DECIMAL cast, then HUGEINT)."""
+    return f"CAST(CAST({column} AS DECIMAL(18, {decimals})) * {10**decimals} AS HUGEINT)"
+
+
 def _aggregate_sql(feature: Aggregation, window: str) -> str:
     column = "*" if feature.column is None else _q(feature.column)
-    if feature.decimals is not None and feature.column is not None:
-        column = f"CAST({column} AS DECIMAL(18, {feature.decimals}))"
-    function = {"mean": "avg"}.get(feature.function, feature.function)
-    expression = f"{function}({column}) OVER {window}"
-    if feature.function in ("mean", "sum") and feature.decimals is not None:
-        expression = f"CAST({expression} AS DOUBLE)"
+    if feature.function == "std":
+        # population std from exact integer sums: sqrt(n * S2 - S1^2) / n / 10**d, each step
+        # one IEEE operation that Python repeats (StreamingView, _std_units)
+        assert feature.decimals is not None and feature.column is not None  # checked by it
+        units = _units_sql(column, feature.decimals)
+        n = f"count({column}) OVER {window}"
+        spread = (
+            f"{n} * sum({units} * {units}) OVER {window} "
+            f"- sum({units}) OVER {window} * sum({units}) OVER {window}"
+        )
+        expression = (
+            f"sqrt(CAST({spread} AS DOUBLE)) / CAST({n} AS DOUBLE) "
+            f"/ CAST({10**feature.decimals} AS DOUBLE)"
+        )
+    else:
+        if feature.decimals is not None and feature.column is not None:
+            column = f"CAST({column} AS DECIMAL(18, {feature.decimals}))"
+        function = {"mean": "avg"}.get(feature.function, feature.function)
+        expression = f"{function}({column}) OVER {window}"
+        if feature.function in ("mean", "sum") and feature.decimals is not None:
+            expression = f"CAST({expression} AS DOUBLE)"
     if feature.fill_value is not None:
-        expression = f"COALESCE({expression}, {float(feature.fill_value)!r})"
+        expression = f"COALESCE({expression}, {_double(feature.fill_value)})"
     return expression
+
+
+def _double(value: float) -> str:
+    return f"CAST({float(value)!r} AS DOUBLE)"
 
 
 def _frame_sql(feature: Aggregation) -> str:
     # Integer microseconds make the open lower bound exact: (t - d - w, t - d] is
-    # [t - d - w + 1us, t - d] on a microsecond grid.
+    # [t - d - w + 1us, t - d] on a microsecond grid; a past-only (t - w, t) is
+    # [t - w + 1us, t - 1us].
     delay = micros(feature.delay)
     lower = delay + micros(feature.window) - 1
-    upper = "CURRENT ROW" if delay == 0 else f"{delay} PRECEDING"
+    if feature.past_only:
+        upper = "1 PRECEDING"
+    else:
+        upper = "CURRENT ROW" if delay == 0 else f"{delay} PRECEDING"
     return f"RANGE BETWEEN {lower} PRECEDING AND {upper}"
+
+
+def _source_alias(column: str) -> str:
+    return _q(f"__shipyard_source_{column}")
+
+
+def _derived_sql(view: FeatureView) -> dict[str, str]:
+    """The DOUBLE expression of each derived feature of ``view`` over the inner query's
+    columns (a derived input is inlined, so one SELECT computes them all)."""
+    kinds = {f.name: f for f in view.features}
+    expressions: dict[str, str] = {}
+    for feature in view.features:
+        if not isinstance(feature, Derived):
+            continue
+        args = []
+        for name in feature.inputs:
+            if name in expressions:
+                args.append(f"({expressions[name]})")
+            elif name in kinds:
+                args.append(f"CAST({_q(name)} AS DOUBLE)")
+            else:
+                args.append(f"CAST({_source_alias(name)} AS DOUBLE)")
+        if feature.function == "ratio":
+            expression = f"{args[0]} / NULLIF({args[1]}, 0)"
+        elif feature.function == "zscore":
+            expression = f"({args[0]} - {args[1]}) / NULLIF({args[2]}, 0)"
+        else:
+            expression = f"{args[0]} - {args[1]}"
+        if feature.fill_value is not None:
+            expression = f"COALESCE({expression}, {_double(feature.fill_value)})"
+        expressions[feature.name] = expression
+    return expressions
 
 
 def view_sql(view: FeatureView, source: str) -> str:
     """The DuckDB query computing ``view`` for every row of ``source`` (a FROM clause)."""
     windows: dict[str, str] = {}
+    keys = [_q(view.entity), _q(view.timestamp)]
     selects = [_q(view.entity), f"CAST({_q(view.timestamp)} AS TIMESTAMP) AS {_q(view.timestamp)}"]
+    derived = _derived_sql(view)
     for feature in view.features:
         if isinstance(feature, RowFeature):
             selects.append(f"({feature.expression}) AS {_q(feature.name)}")
-            continue
-        frame = _frame_sql(feature)
-        window = windows.setdefault(frame, f"w{len(windows)}")
-        selects.append(f"{_aggregate_sql(feature, window)} AS {_q(feature.name)}")
+        elif isinstance(feature, Aggregation):
+            frame = _frame_sql(feature)
+            window = windows.setdefault(frame, f"w{len(windows)}")
+            selects.append(f"{_aggregate_sql(feature, window)} AS {_q(feature.name)}")
+    sources = dict.fromkeys(
+        c for f in view.features if isinstance(f, Derived) for c in view.source_columns(f)
+    )
+    selects += [f"{_q(c)} AS {_source_alias(c)}" for c in sources]
     rows = f"SELECT *, epoch_us({_q(view.timestamp)}) AS {_TS} FROM {source}"
     sql = f"SELECT {', '.join(selects)} FROM ({rows})"
     if windows:
@@ -116,7 +182,14 @@ def view_sql(view: FeatureView, source: str) -> str:
             for frame, name in windows.items()
         )
         sql += f" WINDOW {definitions}"
-    return sql
+    if not derived:
+        return sql
+    # derived features row by row over the computed ones; source columns carried, then dropped
+    outer = keys + [
+        f"{derived[f.name]} AS {_q(f.name)}" if f.name in derived else _q(f.name)
+        for f in view.features
+    ]
+    return f"SELECT {', '.join(outer)} FROM ({sql})"
 
 
 class OfflineStore:

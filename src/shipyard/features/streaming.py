@@ -76,7 +76,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from shipyard.errors import DataValidationError, FeatureDefinitionError, ShipyardError
-from shipyard.features.definitions import Aggregation, FeatureView, RowFeature, micros
+from shipyard.features.definitions import Aggregation, Derived, FeatureView, RowFeature, micros
 from shipyard.features.expressions import (
     MAX_ROWS,
     FallbackError,
@@ -129,6 +129,11 @@ class _Series:
     def name(self) -> str:
         suffix = "" if self.decimals is None else f"__d{self.decimals}"
         return f"__series_{self.column}{suffix}"
+
+    @property
+    def input_name(self) -> str:
+        """The alias of the column read as a derived feature's input (not stored)."""
+        return f"__input_{self.column}"
 
     def sql(self) -> str:
         """The offline cast; ``TRY_CAST`` so that a bad value becomes a null to report."""
@@ -238,6 +243,8 @@ class _Prepared:
     """Entity values (before :func:`_key`)."""
     series: list[list[Any]]
     """One column per stored series (``StreamingView.series``)."""
+    inputs: list[list[Any]]
+    """One column per source column derived features read (``StreamingView.inputs``)."""
     row_features: pa.Table | None
     """The row features' columns, in definition order (None for a view without any, or
     not built yet: see :meth:`StreamingView._row_arrow`)."""
@@ -247,6 +254,8 @@ class _Prepared:
     """DuckDB's type of each row feature, to build :attr:`row_features` on first use."""
     source: pa.Table | None = None
     """The events, for DuckDB to convert row features of a type not mapped here."""
+    labels: list[Any] | None = None
+    """The events' pandas index labels, for error messages (None: positions)."""
 
 
 @dataclass
@@ -270,6 +279,19 @@ class _Reading:
     """Index of the stored series it reads (None: a count of events)."""
     scale: int | None
     """10**decimals for an exact decimal series (its values are integer units)."""
+    fill_value: float | None
+    past_only: bool
+    """The window ends before the reading's instant: ``(t - window, t)``."""
+
+
+@dataclass(frozen=True)
+class _Derivation:
+    """What computing one derived feature needs, computed once per view."""
+
+    name: str
+    function: str
+    inputs: tuple[tuple[bool, str], ...]
+    """Per input: (read from the raw event, feature name or source column)."""
     fill_value: float | None
 
 
@@ -309,6 +331,30 @@ class StreamingView:
         self.on_late = on_late
         self.aggregations = tuple(f for f in view.features if isinstance(f, Aggregation))
         self.row_features = tuple(f for f in view.features if isinstance(f, RowFeature))
+        self.derived = tuple(f for f in view.features if isinstance(f, Derived))
+        own = set(view.feature_names)
+        self._derivations = tuple(
+            _Derivation(
+                f.name, f.function, tuple((c not in own, c) for c in f.inputs), f.fill_value
+            )
+            for f in self.derived
+        )
+        # the source columns derived features read from the event, as DOUBLE (not stored)
+        self.inputs = tuple(
+            dict.fromkeys(_Series(c, None) for f in self.derived for c in view.source_columns(f))
+        )
+        self._constrained_derived = tuple(
+            f for f in self.derived if f.declared_constraint is not None
+        )
+        row_names = {f.name for f in self.row_features}
+        # a derived feature that reads the event (a source column or a row feature, through
+        # derived features too) cannot be read without one (read_at)
+        needs_event: set[str] = set()
+        for f in self.derived:
+            if any(c not in own or c in row_names or c in needs_event for c in f.inputs):
+                needs_event.add(f.name)
+        self._needs_event = tuple(sorted(needs_event))
+        self._read_names = [f.name for f in view.features if not isinstance(f, RowFeature)]
         self.series = tuple(
             dict.fromkeys(
                 _Series(f.column, f.decimals) for f in self.aggregations if f.column is not None
@@ -331,6 +377,7 @@ class StreamingView:
                 series_of[f.name],
                 None if f.decimals is None or f.column is None else 10**f.decimals,
                 f.fill_value,
+                f.past_only,
             )
             for f in self.aggregations
         )
@@ -340,13 +387,15 @@ class StreamingView:
         entity, ts = (_quote(c) for c in (view.entity, view.timestamp))
         # the SQL expressions DuckDB computes, raw values then row features, and their aliases
         self._expressions = [f"epoch_us(TRY_CAST({ts} AS TIMESTAMP))", entity]
-        self._expressions += [s.sql() for s in self.series]
+        self._expressions += [s.sql() for s in (*self.series, *self.inputs)]
         self._expressions += [f"({f.expression})" for f in self.row_features]
         aliases = [_TS, _KEY, *(s.name for s in self.series)]
+        aliases += [s.input_name for s in self.inputs]
         aliases += [_quote(f.name) for f in self.row_features]
         selects = [f"{e} AS {a}" for e, a in zip(self._expressions, aliases, strict=True)]
-        self._raw_selects = selects[: 2 + len(self.series)]
-        self._row_selects = selects[2 + len(self.series) :]
+        raw = 2 + len(self.series) + len(self.inputs)
+        self._raw_selects = selects[:raw]
+        self._row_selects = selects[raw:]
         # one DuckDB database per view and process (opening one costs milliseconds), a cursor
         # per call so that threads never share a connection
         self._duckdb: Any = None
@@ -354,7 +403,9 @@ class StreamingView:
         self._duckdb_lock = threading.Lock()
         # the same values computed in Python for small batches, per Arrow schema (None: DuckDB)
         self._raw_spec = RawSpec(
-            view.timestamp, view.entity, tuple((s.column, s.decimals) for s in self.series)
+            view.timestamp,
+            view.entity,
+            tuple((s.column, s.decimals) for s in (*self.series, *self.inputs)),
         )
         self._python: list[tuple[pa.Schema, PythonSelect | None]] = []
         self._checked_schemas: list[pa.Schema] = []
@@ -366,10 +417,16 @@ class StreamingView:
         times = state.times
         stored = state.values
         now = bisect.bisect_right(times, time_us)
+        before = -1  # the events before time_us (bisect_left), found on first need
         out: dict[str, float | int | None] = {}
         for reading in self._readings:
             delay = reading.delay_us
-            hi = now if not delay else bisect.bisect_right(times, time_us - delay, 0, now)
+            if reading.past_only:
+                if before < 0:
+                    before = bisect.bisect_left(times, time_us, 0, now)
+                hi = before
+            else:
+                hi = now if not delay else bisect.bisect_right(times, time_us - delay, 0, now)
             lo = bisect.bisect_right(times, time_us - delay - reading.window_us, 0, hi)
             if reading.series is None:  # a count of events
                 out[reading.name] = hi - lo
@@ -384,6 +441,7 @@ class StreamingView:
             if not values:
                 out[reading.name] = reading.fill_value
                 continue
+            scale = reading.scale
             result: float | int
             if function == "min":
                 result = min(values)
@@ -391,9 +449,16 @@ class StreamingView:
                 result = max(values)
             elif function == "sum":
                 result = sum(values)
-            else:
+            elif scale is not None:  # exact units: DuckDB's own arithmetic, bit for bit
+                if function == "mean":
+                    out[reading.name] = decimal_mean(sum(values), len(values), scale)
+                else:
+                    out[reading.name] = decimal_std(values, scale)
+                continue
+            elif function == "mean":
                 result = sum(values) / len(values)
-            scale = reading.scale
+            else:  # std is defined with decimals only
+                raise AssertionError(function)
             out[reading.name] = result / scale if scale is not None else float(result)
         return out
 
@@ -424,9 +489,7 @@ class StreamingView:
                 "time per entity."
             )
         micros_at = [int(pd.Timestamp(t).value // 1000) for t in times]
-        return pd.DataFrame(
-            self.read_values(entities, micros_at), columns=[f.name for f in self.aggregations]
-        )
+        return pd.DataFrame(self.read_values(entities, micros_at), columns=self._read_names)
 
     def read_values(self, entities: list[Any], times_us: list[int]) -> dict[str, list[Any]]:
         """:meth:`read_at` with times in epoch microseconds, as plain columns (feature name
@@ -436,10 +499,19 @@ class StreamingView:
                 f"read_values: {len(entities)} entities but {len(times_us)} times; expected "
                 "one time per entity."
             )
+        if self._needs_event:
+            raise FeatureDefinitionError(
+                f"View {self.view.name!r}: derived feature {self._needs_event[0]!r} reads the "
+                "event (a source column or a row feature), so it cannot be read from the "
+                "state alone; process the events instead."
+            )
         keys = [_key(e) for e in entities]
         states = self._load(list(dict.fromkeys(keys)))
         rows = [self._read(states[k], t) for k, t in zip(keys, times_us, strict=True)]
-        return {f.name: [row[f.name] for row in rows] for f in self.aggregations}
+        values = {f.name: [row[f.name] for row in rows] for f in self.aggregations}
+        for derivation in self._derivations:
+            values[derivation.name] = _derive(derivation, values, {}, None)
+        return {name: values[name] for name in self._read_names}
 
     # -- processing --------------------------------------------------------------------------
 
@@ -491,8 +563,17 @@ class StreamingView:
     ) -> _Prepared:
         """The batch from the columns of ``_raw_selects + _row_selects``, checked."""
         n = len(self._raw_selects)
+        stored = 2 + len(self.series)
         prepared = _Prepared(
-            columns[0], columns[1], columns[2:n], None, columns[n:], types[n:], table
+            columns[0],
+            columns[1],
+            columns[2:stored],
+            columns[stored:n],
+            None,
+            columns[n:],
+            types[n:],
+            table,
+            labels,
         )
         self._check_raw(table, prepared, labels)
         if self.row_features:
@@ -502,7 +583,8 @@ class StreamingView:
     def _prepare_apart(self, table: pa.Table, labels: list[Any] | None) -> _Prepared:
         """:meth:`_prepare` in two queries: raw values checked before row features run."""
         raw, _ = self._select(table, self._raw_selects)
-        prepared = _Prepared(raw[0], raw[1], raw[2:], None)
+        stored = 2 + len(self.series)
+        prepared = _Prepared(raw[0], raw[1], raw[2:stored], raw[stored:], None, labels=labels)
         self._check_raw(table, prepared, labels)
         if self.row_features:
             prepared.row_features = self._select_arrow(table, self._row_selects)
@@ -660,7 +742,10 @@ class StreamingView:
                     f"{got}, in the future; expected a time at or before now + "
                     f"{self.max_future} ({limit} UTC)",
                 )
-        for spec, values in zip(self.series, prepared.series, strict=True):
+        checked = zip(
+            (*self.series, *self.inputs), (*prepared.series, *prepared.inputs), strict=True
+        )
+        for spec, values in checked:
             raw = table.column(spec.column)
             # a value the cast turned into a null (the raw one was not), or not finite
             bad = [
@@ -673,9 +758,16 @@ class StreamingView:
                 got = raw[bad[0]].as_py()
                 self._bad(spec.column, bad, labels, f"{got!r}; expected {spec.expected()}")
 
-    def _check_constraints(self, rows: list[list[Any]], labels: list[Any] | None) -> None:
-        """Row feature values against their declared constraints (nulls are missing)."""
-        for feature, values in zip(self.row_features, rows, strict=True):
+    def _check_constraints(
+        self,
+        rows: list[list[Any]],
+        labels: list[Any] | None,
+        features: Sequence[RowFeature | Derived] | None = None,
+    ) -> None:
+        """Row feature (or derived ``features``) values against their declared constraints
+        (nulls are missing)."""
+        kind = "row" if features is None else "derived"
+        for feature, values in zip(features or self.row_features, rows, strict=True):
             constraint = feature.declared_constraint
             if constraint is None or _within(constraint, values):
                 continue
@@ -686,7 +778,7 @@ class StreamingView:
                     feature.name,
                     bad,
                     labels,
-                    f"{values[bad[0]]!r} (row feature computed from {inputs}); expected "
+                    f"{values[bad[0]]!r} ({kind} feature computed from {inputs}); expected "
                     f"{constraint.describe()}, its declared constraint",
                 )
 
@@ -709,22 +801,51 @@ class StreamingView:
         """:meth:`process` after its events were prepared and checked."""
         times: list[int] = prepared.times
         if not self.aggregations or not times:  # row features only: nothing is stored
-            return self._result(prepared, [{}] * len(times), [])
+            results: list[dict[str, float | int | None] | None] = [{}] * len(times)
+            return self._result(prepared, results, [], self._derived_values(prepared, results))
         keys = [_key(k) for k in prepared.keys]
         rows: list[tuple[float | int | None, ...]] = [()] * len(times)
         if self.series:
             rows = list(zip(*prepared.series, strict=True))
         entities = list(dict.fromkeys(keys))
         applied: list[_Applied] = []
+        derived: list[dict[str, list[Any]]] = []
 
         def update(blobs: list[bytes | None]) -> dict[str, bytes]:
             # called again on a retry (Redis): recomputed from the state it is applied to
             states = {key: self._state(blob) for key, blob in zip(entities, blobs, strict=True)}
             applied[:] = [self._apply(times, keys, rows, states)]
+            # derived values checked before anything is written (a refusal stores nothing)
+            derived[:] = [self._derived_values(prepared, applied[0].results)]
             return {key: states[key].to_bytes(self.series) for key in applied[0].touched}
 
         self.store.update_many(self.view, entities, update)
-        return self._result(prepared, applied[0].results, applied[0].rejected)
+        return self._result(prepared, applied[0].results, applied[0].rejected, derived[0])
+
+    def _derived_values(
+        self, prepared: _Prepared, results: list[dict[str, float | int | None] | None]
+    ) -> dict[str, list[Any]]:
+        """Each derived feature's value per event (None for a rejected event), checked
+        against its declared constraint."""
+        if not self._derivations:
+            return {}
+        columns: dict[str, list[Any]] = {}
+        for feature in self.view.features:
+            if isinstance(feature, Aggregation):
+                columns[feature.name] = [None if r is None else r[feature.name] for r in results]
+            elif isinstance(feature, RowFeature):
+                assert prepared.row_values is not None  # a view with row features has them
+                columns[feature.name] = prepared.row_values[self.row_features.index(feature)]
+        inputs = {spec.column: prepared.inputs[i] for i, spec in enumerate(self.inputs)}
+        out: dict[str, list[Any]] = {}
+        for derivation in self._derivations:
+            out[derivation.name] = columns[derivation.name] = _derive(
+                derivation, columns, inputs, results
+            )
+        if self._constrained_derived:
+            rows = [out[f.name] for f in self._constrained_derived]
+            self._check_constraints(rows, prepared.labels, self._constrained_derived)
+        return out
 
     def _state(self, blob: bytes | None) -> EntityState:
         if blob is None:
@@ -790,10 +911,13 @@ class StreamingView:
         prepared: _Prepared,
         results: list[dict[str, float | int | None] | None],
         rejected: list[int],
+        derived: dict[str, list[Any]],
     ) -> StreamingResult:
         values: dict[str, list[Any]] = {}
         for feature in self.view.features:
-            if isinstance(feature, RowFeature):
+            if isinstance(feature, Derived):
+                values[feature.name] = derived[feature.name]
+            elif isinstance(feature, RowFeature):
                 assert prepared.row_values is not None  # a view with row features has them
                 column = prepared.row_values[self.row_features.index(feature)]
                 values[feature.name] = [
@@ -801,10 +925,13 @@ class StreamingView:
                 ]
             else:
                 values[feature.name] = [None if r is None else r[feature.name] for r in results]
-        return StreamingResult(values, rejected, lambda: self._frame(prepared, results))
+        return StreamingResult(values, rejected, lambda: self._frame(prepared, results, derived))
 
     def _frame(
-        self, prepared: _Prepared, results: list[dict[str, float | int | None] | None]
+        self,
+        prepared: _Prepared,
+        results: list[dict[str, float | int | None] | None],
+        derived: dict[str, list[Any]],
     ) -> pd.DataFrame:
         import pandas as pd
 
@@ -818,6 +945,8 @@ class StreamingView:
                 columns[feature.name] = (
                     column.where(pd.Series(valid), None) if not all(valid) else column
                 )
+            elif isinstance(feature, Derived):
+                columns[feature.name] = pd.array(derived[feature.name], dtype="float64")
             else:
                 values = [None if r is None else r[feature.name] for r in results]
                 dtype = "Int64" if feature.function == "count" else "float64"
@@ -827,6 +956,77 @@ class StreamingView:
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def decimal_mean(total: int, count: int, scale: int) -> float:
+    """DuckDB's ``avg`` of a ``DECIMAL`` column, bit for bit, from its integer units.
+
+    DuckDB divides the exact sum by ``count * scale`` in x87 long double (a 64-bit
+    significand) and rounds that to a double: two roundings, each half to even, which
+    ``total / (count * scale)`` (one rounding) differs from about once in 6,000 means.
+    Exact while ``|total|`` and ``count * scale`` are below 2**64 (DuckDB's own casts).
+    """
+    if total == 0:
+        return 0.0
+    divisor = count * scale
+    magnitude = -total if total < 0 else total
+    # q = magnitude * 2**shift / divisor in [2**63, 2**64): the long double's significand
+    shift = 64 - (magnitude.bit_length() - divisor.bit_length())
+    while True:
+        if shift >= 0:
+            q, r = divmod(magnitude << shift, divisor)
+            half = divisor
+        else:
+            half = divisor << -shift
+            q, r = divmod(magnitude, half)
+        if q < 2**64:
+            break
+        shift -= 1
+    if 2 * r > half or (2 * r == half and q & 1):
+        q += 1
+    # float(q) rounds the 64-bit significand to 53 bits, half to even; ldexp is exact
+    value = math.ldexp(float(q), -shift)
+    return -value if total < 0 else value
+
+
+def decimal_std(units: list[int], scale: int) -> float:
+    """The population standard deviation of ``units`` (integer units of ``1 / scale``) as
+    the offline store computes it: ``sqrt(float(n * S2 - S1**2)) / n / scale``, with exact
+    integer sums and the same four IEEE operations (``n * S2 - S1**2 >= 0`` exactly)."""
+    n = len(units)
+    total = sum(units)
+    squares = sum(u * u for u in units)
+    return math.sqrt(float(n * squares - total * total)) / n / scale
+
+
+def _derive(
+    derivation: _Derivation,
+    features: dict[str, list[Any]],
+    inputs: dict[str, list[Any]],
+    results: Sequence[object | None] | None,
+) -> list[float | None]:
+    """One derived feature per event, in IEEE doubles as DuckDB computes it offline: null
+    (or the fill value) when an input is null or a divisor is 0; None for a rejected event
+    (``results[i]`` None)."""
+    columns = [inputs[name] if raw else features[name] for raw, name in derivation.inputs]
+    function, fill = derivation.function, derivation.fill_value
+    out: list[float | None] = []
+    for i, args in enumerate(zip(*columns, strict=True)):
+        if results is not None and results[i] is None:
+            out.append(None)
+            continue
+        if None in args:
+            out.append(fill)
+            continue
+        a, b, *rest = (float(v) for v in args)
+        if function == "difference":
+            out.append(a - b)
+        elif function == "ratio":
+            out.append(a / b if b != 0 else fill)
+        else:
+            s = rest[0]
+            out.append((a - b) / s if s != 0 else fill)
+    return out
 
 
 def _to_arrow(events: Any) -> pa.Table:

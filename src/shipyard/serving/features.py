@@ -80,10 +80,10 @@ def event_columns(views: Sequence[FeatureView], names: Sequence[str]) -> EventCo
     """The raw event columns ``views`` need, with their kinds; ``names`` are the model inputs.
 
     Every view's entity (a key) and timestamp; the columns read by views without delay
-    (a number when an aggregation reads it). A delayed view needs only its key and time: its
-    other columns (labels) are not known when an event arrives.
+    (a number when an aggregation or a derived feature reads it). A delayed view needs only
+    its key and time: its other columns (labels) are not known when an event arrives.
     """
-    from shipyard.features.definitions import Aggregation
+    from shipyard.features.definitions import RowFeature
 
     kinds: dict[str, Kind] = {}
     for view in views:
@@ -93,8 +93,9 @@ def event_columns(views: Sequence[FeatureView], names: Sequence[str]) -> EventCo
         if view.delayed:
             continue
         for feature in view.features:
-            for column in feature.columns:
-                numeric = isinstance(feature, Aggregation) or kinds.get(column) == "number"
+            # an aggregation or a derived feature reads its source columns as numbers
+            for column in view.source_columns(feature):
+                numeric = not isinstance(feature, RowFeature) or kinds.get(column) == "number"
                 if kinds.get(column) in (None, "value"):
                     kinds[column] = "number" if numeric else "value"
     return EventColumns(kinds, frozenset(n for n in kinds if n not in names))
@@ -446,9 +447,11 @@ def _time_text(micros_: int | None) -> str:
 
 
 def _view_delay(view: FeatureView) -> int:
+    """The shortest delay of a delayed view's aggregations: a read at ``t`` is exact once
+    the events up to ``t`` minus it are fed (longer delays end earlier)."""
     from shipyard.features.definitions import Aggregation, micros
 
-    return max(micros(f.delay) for f in view.features if isinstance(f, Aggregation))
+    return min(micros(f.delay) for f in view.features if isinstance(f, Aggregation))
 
 
 def _split(matrix: NDArray[np.float64], requests: list[RawEvents]) -> list[NDArray[np.float64]]:
