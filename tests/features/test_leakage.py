@@ -30,6 +30,7 @@ from shipyard.workspace import Workspace
 
 DAY = date(2018, 5, 10)  # day 39 of the small data set's 70: 30-day windows and delays reach back
 WEEK = timedelta(days=7)
+MONTH = timedelta(days=30)
 RISKS = [f"TERMINAL_ID_RISK_{n}DAY_WINDOW" for n in (1, 7, 30)]
 
 
@@ -79,6 +80,19 @@ NEXT_AMOUNT = FeatureView(
     ),
 )
 
+FLOAT_SUMS = FeatureView(
+    "float_sums",
+    "CUSTOMER_ID",
+    "TX_DATETIME",
+    "fraud",
+    (
+        Aggregation("AVG_AMOUNT_30DAY_EXACT", "mean", MONTH, column="TX_AMOUNT", decimals=2),
+        # the protocol's rounding trap: DuckDB's window sum of DOUBLEs rounds differently
+        # when later rows exist, so the value of a past row depends on the future
+        Aggregation("AVG_AMOUNT_30DAY_FLOAT", "mean", MONTH, column="TX_AMOUNT"),
+    ),
+)
+
 
 def _static(views: tuple[FeatureView, ...] | list[FeatureView]) -> list[str]:
     report = check_views(views, label="TX_FRAUD", label_delay=WEEK, forbidden=FRAUD_FORBIDDEN)
@@ -120,6 +134,7 @@ def test_the_baseline_views_pass_both_checks(small_workspace: tuple[Workspace, D
         pytest.param((SCENARIO,), ["TERMINAL_SCENARIO_7DAY"], [], id="forbidden-column"),
         # no definition shows it: only the point-in-time audit sees the future
         pytest.param((NEXT_AMOUNT,), [], ["NEXT_AMOUNT"], id="sql-reads-the-next-row"),
+        pytest.param((FLOAT_SUMS,), [], ["AVG_AMOUNT_30DAY_FLOAT"], id="float-rounding"),
     ],
 )
 def test_planted_leaks_are_caught_and_the_leaking_features_named(
