@@ -320,10 +320,10 @@ def test_a_score_audit_trained_on_labels_unknown_on_the_day_is_refused(
         )
 
 
-def _audit_cli(ws: Workspace, views: str) -> tuple[int, str]:
+def _audit_cli(ws: Workspace, views: str, *options: str) -> tuple[int, str]:
     result = CliRunner().invoke(
         cli,
-        ["--workspace", str(ws.root), "features", "audit", "--views", views, "--day", "2018-05-10"],
+        ["--workspace", str(ws.root), "features", "audit", "--views", views, *options],
         env={"COLUMNS": "250"},
     )
     return result.exit_code, result.output
@@ -333,13 +333,27 @@ def test_the_audit_command_exits_1_on_a_leak_and_names_it(
     small_workspace: tuple[Workspace, Dataset],
 ) -> None:
     ws, _ = small_workspace
-    code, output = _audit_cli(ws, "shipyard.features.fraud:BASELINE_VIEWS")
+    code, output = _audit_cli(ws, "shipyard.features.fraud:BASELINE_VIEWS", "--day", "2018-05-10")
     assert code == 0, output
     assert "Definitions of shipyard.features.fraud:BASELINE_VIEWS: OK" in output
     assert "day 2018-05-10: OK" in output
-    code, output = _audit_cli(ws, "tests.features.test_leakage:SIX_DAY_RISK")
+    code, output = _audit_cli(ws, "tests.features.test_leakage:SIX_DAY_RISK", "--day", "2018-05-10")
     assert code == 1, output
     assert "Leaks in the definitions" in output
     for name in RISKS:
         assert output.count(name) == 2  # once in each table
     assert "day 2018-05-10: LEAKS" in output
+
+
+def test_the_audit_command_compares_model_scores_on_request(
+    small_workspace: tuple[Workspace, Dataset],
+) -> None:
+    ws, _ = small_workspace
+    options = ("--day", "2018-05-10", "--model", "logistic_regression")
+    code, output = _audit_cli(ws, "shipyard.features.fraud:BASELINE_VIEWS", *options)
+    assert code == 0, output
+    assert "Scores of logistic_regression trained on 2018-04-27 .. 2018-05-03: OK" in output
+    # the float-rounding leak changes features by one unit in the last place: scores too
+    code, output = _audit_cli(ws, "tests.features.test_leakage:FLOAT_SUMS", *options)
+    assert code == 1, output
+    assert "Scores of logistic_regression trained on 2018-04-27 .. 2018-05-03: LEAKS" in output

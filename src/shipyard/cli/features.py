@@ -13,6 +13,9 @@ from shipyard.features.definitions import load_views
 from shipyard.features.fraud import BASELINE_VIEWS_REF
 
 if TYPE_CHECKING:
+    from datetime import date
+
+    from shipyard.data.catalog import Dataset
     from shipyard.features.definitions import FeatureView
     from shipyard.workspace import Workspace
 
@@ -347,6 +350,13 @@ def parity_(
     default=None,
     help="Days before a label is known (default: the data set's, 7 for fraud).",
 )
+@click.option(
+    "--model",
+    "model_type",
+    default=None,
+    help="Also train this model type (seeded) on the 7 days ending at DAY - delay of both "
+    "versions and compare its scores of days <= DAY.",
+)
 @click.pass_context
 def audit(
     ctx: click.Context,
@@ -356,10 +366,12 @@ def audit(
     version: int | None,
     label: str | None,
     delay_days: int | None,
+    model_type: str | None,
 ) -> None:
     """Audit feature views for leakage: their definitions, then their values of days <= DAY.
 
-    Exits with status 1 when a definition leaks or a feature of days <= DAY changes.
+    Exits with status 1 when a definition leaks, a feature of days <= DAY changes, or (with
+    --model) a score of days <= DAY changes.
     """
     from rich.table import Table
 
@@ -395,6 +407,7 @@ def audit(
     report = audit_point_in_time(
         ws, dataset, views, day, label=label, time=time_column, delay_days=label_delay.days
     )
+    delay_days = label_delay.days
     status = "[green]OK[/green]" if report.ok else "[red]LEAKS[/red]"
     known = report.day - timedelta(days=report.delay_days)
     out.print(
@@ -423,5 +436,56 @@ def audit(
             "[yellow]Inconclusive: no later row to drop or no positive label to zero; choose "
             "a day with frauds in the week before it and data after it.[/yellow]"
         )
-    if not (static.ok and report.ok):
+    scores_ok = True
+    if model_type is not None:
+        scores_ok = _audit_scores(
+            ws, dataset, views, report.day, model_type, label, time_column, delay_days
+        )
+    if not (static.ok and report.ok and scores_ok):
         raise SystemExit(1)
+
+
+def _audit_scores(
+    ws: Workspace,
+    dataset: Dataset,
+    views: list[FeatureView],
+    day: date,
+    model_type: str,
+    label: str,
+    time_column: str,
+    delay_days: int = 7,
+    train_days: int = 7,
+) -> bool:
+    """Train ``model_type`` on both versions and print whether the scores of days <= day agree."""
+    from shipyard.features.leakage import audit_scores, point_in_time_frames
+    from shipyard.training.trainers import make_config
+
+    full, truncated = point_in_time_frames(
+        ws, dataset, views, day, label=label, time=time_column, delay_days=delay_days
+    )
+    train_end = day - timedelta(days=delay_days)
+    scores = audit_scores(
+        full,
+        truncated,
+        [n for v in views for n in v.feature_names],
+        make_config(model_type),
+        train_start=train_end - timedelta(days=train_days - 1),
+        train_end=train_end,
+        day=day,
+        label=label,
+        time=time_column,
+        delay_days=delay_days,
+        keys=[views[0].entity],
+    )
+    status = "[green]OK[/green]" if scores.ok else "[red]LEAKS[/red]"
+    first = scores.describe_first()
+    console().print(
+        f"Scores of {model_type} trained on {scores.train[0]} .. {scores.train[1]}: {status}\n"
+        f"{scores.rows_different:,} of {scores.rows_scored:,} scores of days <= {day} differ"
+        + (
+            f" (largest difference {scores.max_abs_difference:.3g}; first: {first})"
+            if not scores.ok
+            else ""
+        )
+    )
+    return scores.ok

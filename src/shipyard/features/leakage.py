@@ -569,13 +569,25 @@ class ScoreAudit:
         """True when every score is identical."""
         return self.rows_different == 0
 
+    def describe_first(self) -> str:
+        """The first differing row in words ('' when none differs)."""
+        if self.first is None:
+            return ""
+        keys = ", ".join(
+            f"{k} {v}" for k, v in self.first.items() if k not in ("full", "truncated")
+        )
+        return (
+            f"{keys}: {self.first['full']:.6g} with the full data, "
+            f"{self.first['truncated']:.6g} without the future"
+        )
+
     def require(self) -> None:
         """Raise LeakageError when a score differs."""
         if not self.ok:
             raise LeakageError(
                 f"{self.rows_different:,} of {self.rows_scored:,} scores of days <= {self.day} "
                 f"change when the future is dropped and late labels are zeroed (largest "
-                f"difference {self.max_abs_difference:.3g}; first: {self.first})."
+                f"difference {self.max_abs_difference:.3g}; first: {self.describe_first()})."
             )
 
 
