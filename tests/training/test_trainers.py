@@ -11,21 +11,27 @@ import pytest
 
 from shipyard.errors import IntegrityError, ParameterError, TrainingError
 from shipyard.features.fraud import BASELINE_FEATURES
+from shipyard.training.sequences import add_sequence_columns, sequence_columns
 from shipyard.training.trainers import (
     MODEL_TYPES,
     PROBABILITY,
     NativePredictor,
+    load_families,
     load_native,
     make_config,
 )
 from shipyard.types import Predictor
 
+load_families()  # every family's types, whichever test module was collected first
 FEATURES = list(BASELINE_FEATURES)
 FAST = {
     "random_forest": {"n_estimators": 20},
     "xgboost": {"n_estimators": 30},
     "lightgbm": {"n_estimators": 30},
+    "feedforward": {"max_epochs": 5},
+    "sequence": {"max_epochs": 5},
 }
+LAGS = sequence_columns(["TX_AMOUNT"], 2)  # the sequence model's input: lag columns
 
 
 @pytest.fixture(scope="module")
@@ -47,23 +53,37 @@ def test_configuration_stores_parameters_and_nothing_else(model_type: str) -> No
         make_config(model_type, colour="red")
 
 
+@pytest.fixture(scope="module")
+def lagged(small_frame: pd.DataFrame) -> pd.DataFrame:
+    return add_sequence_columns(small_frame, "CUSTOMER_ID", "TX_DATETIME", ["TX_AMOUNT"], 2)
+
+
 @pytest.mark.parametrize("model_type", sorted(MODEL_TYPES))
 def test_trained_model_contract(
-    model_type: str, data: tuple[pd.DataFrame, np.ndarray, pd.DataFrame], tmp_path: Path
+    model_type: str,
+    data: tuple[pd.DataFrame, np.ndarray, pd.DataFrame],
+    lagged: pd.DataFrame,
+    tmp_path: Path,
 ) -> None:
     X, y, X_new = data
+    if model_type == "sequence":
+        X, X_new = (
+            lagged.iloc[:15_000][FEATURES + LAGS],
+            lagged.iloc[15_000:16_000][FEATURES + LAGS],
+        )
+    features = list(X.columns)
     model = make_config(model_type, **FAST.get(model_type, {})).fit(X, y)
     before = X_new.copy()
     scores = model.predict_proba(X_new)
     pd.testing.assert_frame_equal(X_new, before)  # scoring does not mutate its input
     assert scores.shape == (len(X_new),)
     assert ((scores >= 0) & (scores <= 1)).all()
-    assert model.features == FEATURES
+    assert model.features == features
     # one row at a time gives what a batch gives
     singles = np.array([model.predict_proba(X_new.iloc[[i]])[0] for i in range(20)])
     np.testing.assert_allclose(singles, scores[:20], rtol=1e-6)
     importance = model.feature_importance()
-    assert set(importance) == set(FEATURES)
+    assert set(importance) == set(features)
     assert sum(importance.values()) == pytest.approx(1.0)
     # native file round trip, hash-verified
     path, sha = model.save_native(tmp_path)
@@ -74,7 +94,7 @@ def test_trained_model_contract(
     assert predictor.output_schema == model.output_schema == PROBABILITY
     # the input schema records the range each feature took in the training data
     observed = {c.name: c.observed for c in model.input_schema.columns}
-    assert observed == {f: (float(X[f].min()), float(X[f].max())) for f in FEATURES}
+    assert observed == {f: (float(X[f].min()), float(X[f].max())) for f in features}
     np.testing.assert_allclose(
         predictor.predict(X_new.to_numpy(dtype=float)), scores, rtol=1e-6, atol=1e-9
     )
