@@ -20,7 +20,7 @@ need).
 
 Example::
 
-    model = make_config("feedforward", hidden=(64, 32), max_epochs=20).fit(X, y)
+    model = make_config("feedforward", width=128, depth=2, max_epochs=20).fit(X, y)
     for epoch in model.estimator.history:
         print(epoch.metrics())
 """
@@ -67,12 +67,9 @@ def _number(check: Callable[[float], bool]) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, int | float) and not isinstance(v, bool) and check(float(v))
 
 
-def _sizes(v: Any) -> bool:
-    return isinstance(v, tuple | list) and all(_int_at_least(1)(s) for s in v)
-
-
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "hidden": (_sizes, "a tuple of layer widths (ints >= 1)"),
+    "width": (_int_at_least(1), "an int >= 1"),
+    "depth": (_int_at_least(0), "an int >= 0"),
     "dropout": (_number(lambda v: 0 <= v < 1), "a float in [0, 1)"),
     "learning_rate": (_number(lambda v: v > 0), "a float > 0"),
     "weight_decay": (_number(lambda v: v >= 0), "a float >= 0"),
@@ -110,7 +107,8 @@ class TorchConfig(ModelConfig):
 
     framework = "torch"
     shared: ClassVar[dict[str, Any]] = {
-        "hidden": (64, 32),
+        "width": 64,
+        "depth": 2,
         "dropout": 0.1,
         "learning_rate": 1e-3,
         "weight_decay": 1e-4,
@@ -129,11 +127,14 @@ class TorchConfig(ModelConfig):
             check, expected = _RULES[name]
             if not check(value):
                 raise invalid_parameter(name, type(self).__name__, expected, value)
-        self.params["hidden"] = tuple(self.params["hidden"])
 
     def architecture(self, features: list[str]) -> dict[str, Any]:
         """The JSON-able description of the network for these input columns."""
         raise NotImplementedError
+
+    def hidden(self) -> list[int]:
+        """The hidden layers' sizes: ``depth`` layers of ``width``, halving (at least 4 units)."""
+        return [max(self.params["width"] >> i, 4) for i in range(self.params["depth"])]
 
     def build(self) -> Any:
         """Not used: a PyTorch model needs its input columns; call :meth:`fit`."""
@@ -141,11 +142,10 @@ class TorchConfig(ModelConfig):
 
     @staticmethod
     def search_space(trial: optuna.Trial) -> dict[str, Any]:
-        """Depth 1..3 of halving widths from 32..256, dropout, AdamW rates, batch, pos_weight."""
-        width = trial.suggest_categorical("width", [32, 64, 128, 256])
-        depth = trial.suggest_int("depth", 1, 3)
+        """Width 32..256, depth 1..3, dropout, AdamW's rates, batch size, ``pos_weight``."""
         return {
-            "hidden": tuple(max(width >> i, 8) for i in range(depth)),
+            "width": trial.suggest_categorical("width", [32, 64, 128, 256]),
+            "depth": trial.suggest_int("depth", 1, 3),
             "dropout": trial.suggest_float("dropout", 0.0, 0.5),
             "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
             "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
@@ -194,7 +194,7 @@ class FeedForwardConfig(TorchConfig):
         return {
             "architecture": "feedforward",
             "features": features,
-            "hidden": list(self.params["hidden"]),
+            "hidden": self.hidden(),
             "dropout": float(self.params["dropout"]),
         }
 
@@ -206,13 +206,13 @@ class SequenceConfig(TorchConfig):
     The sequence comes as lag columns ``SEQ_{i}_{column}`` (see
     :func:`~shipyard.training.sequences.add_sequence_columns`); every other column is a
     feature of the current row. The GRU reads the steps oldest first; its last state and the
-    current row's features feed an MLP of sizes ``hidden``. The lag columns are an offline
+    current row's features feed an MLP of :meth:`hidden` sizes. The lag columns are an offline
     construction: serving this model needs the entity's recent events online, which the
     streaming state keeps but no feature view exposes yet.
     """
 
     model_type = "sequence"
-    defaults: ClassVar[dict[str, Any]] = {**TorchConfig.shared, "hidden": (64,), "gru_hidden": 32}
+    defaults: ClassVar[dict[str, Any]] = {**TorchConfig.shared, "depth": 1, "gru_hidden": 32}
 
     def architecture(self, features: list[str]) -> dict[str, Any]:
         """A GRU over the lag columns' steps, joined with the other columns by an MLP."""
@@ -220,7 +220,7 @@ class SequenceConfig(TorchConfig):
         return {
             "architecture": "sequence",
             "features": features,
-            "hidden": list(self.params["hidden"]),
+            "hidden": self.hidden(),
             "dropout": float(self.params["dropout"]),
             "gru_hidden": int(self.params["gru_hidden"]),
             "steps": [list(step) for step in layout.steps],
