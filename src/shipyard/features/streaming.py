@@ -353,7 +353,7 @@ class StreamingView:
         for f in self.derived:
             if any(c not in own or c in row_names or c in needs_event for c in f.inputs):
                 needs_event.add(f.name)
-        self._needs_event = tuple(sorted(needs_event))
+        self._needs_event = tuple(f.name for f in self.derived if f.name in needs_event)
         self._read_names = [f.name for f in view.features if not isinstance(f, RowFeature)]
         self.series = tuple(
             dict.fromkeys(
