@@ -12,7 +12,12 @@ from shipyard.cli.main import cli
 from shipyard.data.catalog import Dataset
 from shipyard.errors import FeatureDefinitionError, LeakageError, ParameterError, ShipyardError
 from shipyard.features.definitions import Aggregation, Derived, FeatureView, RowFeature
-from shipyard.features.fraud import BASELINE_FEATURES, BASELINE_VIEWS, TERMINAL_RISK
+from shipyard.features.fraud import (
+    BASELINE_FEATURES,
+    BASELINE_VIEWS,
+    EXTENDED_VIEWS,
+    TERMINAL_RISK,
+)
 from shipyard.features.leakage import (
     FRAUD_FORBIDDEN,
     FRAUD_RULES,
@@ -93,6 +98,21 @@ FLOAT_SUMS = FeatureView(
     ),
 )
 
+NEW_PRIMITIVES = FeatureView(
+    "new_primitives",
+    "TERMINAL_ID",
+    "TX_DATETIME",
+    "fraud",
+    (
+        Aggregation("NB_TX_7D", "count", WEEK, delay=WEEK),
+        Aggregation("NB_FRAUD_7D", "sum", WEEK, column="TX_FRAUD", delay=WEEK, decimals=0),
+        Derived("RISK_7D", "ratio", ("NB_FRAUD_7D", "NB_TX_7D")),
+        # the terminal's frauds before the transaction: past-only is not delayed
+        Aggregation("PAST_FRAUDS_7D", "sum", WEEK, column="TX_FRAUD", past_only=True, decimals=0),
+        Derived("PAST_RISK_7D", "ratio", ("PAST_FRAUDS_7D", "NB_TX_7D")),
+    ),
+)
+
 
 def _static(views: tuple[FeatureView, ...] | list[FeatureView]) -> list[str]:
     report = check_views(views, label="TX_FRAUD", label_delay=WEEK, forbidden=FRAUD_FORBIDDEN)
@@ -103,6 +123,17 @@ def _dynamic(ws: Workspace, dataset: Dataset, views: tuple[FeatureView, ...]) ->
     report = audit_point_in_time(ws, dataset, views, DAY, label="TX_FRAUD", time="TX_DATETIME")
     assert report.conclusive, "the audit must be able to fail"
     return report.leaking_features
+
+
+def test_the_extended_views_pass_both_checks(small_workspace: tuple[Workspace, Dataset]) -> None:
+    ws, dataset = small_workspace
+    assert _static(EXTENDED_VIEWS) == []
+    report = audit_point_in_time(
+        ws, dataset, EXTENDED_VIEWS, DAY, label="TX_FRAUD", time="TX_DATETIME"
+    )
+    assert report.conclusive
+    assert len(report.features) == sum(len(v.features) for v in EXTENDED_VIEWS)
+    assert report.mismatches == ()
 
 
 def test_the_baseline_views_pass_both_checks(small_workspace: tuple[Workspace, Dataset]) -> None:
@@ -135,6 +166,12 @@ def test_the_baseline_views_pass_both_checks(small_workspace: tuple[Workspace, D
         # no definition shows it: only the point-in-time audit sees the future
         pytest.param((NEXT_AMOUNT,), [], ["NEXT_AMOUNT"], id="sql-reads-the-next-row"),
         pytest.param((FLOAT_SUMS,), [], ["AVG_AMOUNT_30DAY_FLOAT"], id="float-rounding"),
+        pytest.param(
+            (NEW_PRIMITIVES,),
+            ["PAST_FRAUDS_7D", "PAST_RISK_7D"],
+            ["PAST_FRAUDS_7D", "PAST_RISK_7D"],
+            id="past-only-label-and-its-derived-ratio",
+        ),
     ],
 )
 def test_planted_leaks_are_caught_and_the_leaking_features_named(
@@ -276,7 +313,9 @@ def _score_audit(ws: Workspace, dataset: Dataset, views: tuple[FeatureView, ...]
         full,
         truncated,
         [n for v in views for n in v.feature_names],
-        make_config("logistic_regression"),
+        make_config(
+            "xgboost", n_estimators=30, n_jobs=1
+        ),  # missing values (empty past windows) allowed
         train_start=DAY - timedelta(days=13),
         train_end=DAY - WEEK,
         day=DAY,
@@ -290,9 +329,10 @@ def test_model_scores_are_unchanged_for_honest_features_and_change_for_a_leak(
     small_workspace: tuple[Workspace, Dataset],
 ) -> None:
     ws, dataset = small_workspace
-    honest = _score_audit(ws, dataset, BASELINE_VIEWS)
-    assert honest.ok and honest.rows_scored > 0
-    honest.require()
+    for views in (BASELINE_VIEWS, EXTENDED_VIEWS):
+        honest = _score_audit(ws, dataset, views)
+        assert honest.ok and honest.rows_scored > 0
+        honest.require()
     leaky = _score_audit(ws, dataset, UNDELAYED_RISK)
     assert not leaky.ok
     assert leaky.first is not None and leaky.first["TX_DATETIME"].date() > DAY - WEEK
