@@ -11,7 +11,13 @@ semantics:
   before any of them is read (a call to :meth:`StreamingView.process` must carry every
   event of an instant; :func:`replay` splits a history only between instants);
 * ``decimals`` sums are exact: the column is cast to ``DECIMAL(18, decimals)`` by DuckDB (the
-  offline cast) and kept as an integer number of units;
+  offline cast) and kept as an integer number of units; a mean and a ``std`` repeat the
+  offline arithmetic on those units bit for bit (:func:`decimal_mean`, :func:`decimal_std`);
+* a ``past_only`` aggregation covers ``(t - window, t)``: the events before the event's
+  instant;
+* a :class:`Derived` feature is computed per event after the aggregations, in doubles, from
+  earlier features and the event's source columns (read as ``DOUBLE``, as offline); its
+  declared constraint is checked before the batch's state is written;
 * ``fill_value`` answers an empty window; a count is 0;
 * a :class:`RowFeature` is its SQL expression, evaluated by DuckDB over the raw events of the
   batch, as offline.
@@ -959,12 +965,15 @@ def _quote(name: str) -> str:
 
 
 def decimal_mean(total: int, count: int, scale: int) -> float:
-    """DuckDB's ``avg`` of a ``DECIMAL`` column, bit for bit, from its integer units.
+    """DuckDB's windowed ``avg`` of a ``DECIMAL`` column (the offline store's mean), bit for
+    bit, from its integer units.
 
     DuckDB divides the exact sum by ``count * scale`` in x87 long double (a 64-bit
     significand) and rounds that to a double: two roundings, each half to even, which
     ``total / (count * scale)`` (one rounding) differs from about once in 6,000 means.
     Exact while ``|total|`` and ``count * scale`` are below 2**64 (DuckDB's own casts).
+    (A grouped ``avg`` beside a ``sum`` is planned by DuckDB as ``sum / count``, one
+    rounding: not what the offline store's window functions compute.)
     """
     if total == 0:
         return 0.0
