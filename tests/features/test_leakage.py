@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date, timedelta
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -185,6 +186,23 @@ def test_planted_leaks_are_caught_and_the_leaking_features_named(
     assert _dynamic(ws, dataset, views) == dynamic
 
 
+def test_the_audit_computes_what_the_offline_store_serves_for_training(
+    small_workspace: tuple[Workspace, Dataset], small_frame: pd.DataFrame
+) -> None:
+    ws, dataset = small_workspace
+    full, _ = point_in_time_frames(
+        ws, dataset, BASELINE_VIEWS, DAY, label="TX_FRAUD", time="TX_DATETIME"
+    )
+    assert not full.columns.duplicated().any()
+    stored = small_frame[small_frame["TX_DATETIME"] < pd.Timestamp(DAY + timedelta(days=1))]
+    stored = stored.sort_values("TRANSACTION_ID").reset_index(drop=True)
+    mine = full.sort_values("TRANSACTION_ID").reset_index(drop=True)
+    columns = ["TRANSACTION_ID", *BASELINE_FEATURES]
+    pd.testing.assert_frame_equal(
+        mine[columns], stored[columns], check_dtype=False, check_exact=True
+    )
+
+
 def test_a_mismatch_names_its_first_changed_row(
     small_workspace: tuple[Workspace, Dataset],
 ) -> None:
@@ -343,8 +361,6 @@ def test_model_scores_are_unchanged_for_honest_features_and_change_for_a_leak(
 def test_a_score_audit_trained_on_labels_unknown_on_the_day_is_refused(
     small_workspace: tuple[Workspace, Dataset],
 ) -> None:
-    import pandas as pd
-
     frame = pd.DataFrame({"TX_DATETIME": [pd.Timestamp(DAY)], "TX_FRAUD": [0], "X": [1.0]})
     with pytest.raises(ParameterError, match=r"'train_end' parameter .* at or before day - delay"):
         audit_scores(

@@ -426,6 +426,8 @@ class _AuditTables:
     views: Sequence[FeatureView]
     day: date
     time: str
+    columns: list[str]
+    """The source data set's columns."""
 
     def compare_count(self, i: int) -> int:
         row = self.con.execute(
@@ -459,7 +461,10 @@ class _AuditTables:
 
     def frame(self, source: str) -> pd.DataFrame:
         suffix = "full" if source == _FULL else "cut"
-        selects = ["s.*"]
+        # a feature named like a source column replaces it, as in a training frame
+        named = {n for view in self.views for n in view.feature_names}
+        replaced = ", ".join(_q(c) for c in self.columns if c in named)
+        selects = [f"s.* EXCLUDE ({replaced})" if replaced else "s.*"]
         joins = []
         for i, view in enumerate(self.views):
             selects += [f"f{i}.{_q(n)}" for n in view.feature_names]
@@ -533,7 +538,7 @@ def _audit_tables(
                     f"WHERE CAST({_q(view.timestamp)} AS DATE) <= ?",
                     [first],
                 )
-        yield _AuditTables(con, views, first, time)
+        yield _AuditTables(con, views, first, time, list(kind))
     finally:
         con.close()
 
