@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from shipyard.data.catalog import Dataset
 from shipyard.errors import IntegrityError, ParameterError, TrainingError
 from shipyard.training.metrics import roc_auc
 from shipyard.training.neural import EpochRecord, FeedForwardConfig, SequenceConfig
@@ -22,6 +23,7 @@ from shipyard.training.trainers import (
     make_config,
 )
 from shipyard.types import Predictor
+from shipyard.workspace import Workspace
 
 FAST = {
     "width": 16,
@@ -273,3 +275,52 @@ def test_the_sequence_model_learns_what_only_the_sequence_reveals(
 def test_the_sequence_model_needs_lag_columns(sequence_frame: pd.DataFrame) -> None:
     with pytest.raises(TrainingError, match="add_sequence_columns"):
         make_config("sequence").fit(sequence_frame[["TX_AMOUNT"]], sequence_frame["TX_FRAUD"])
+
+
+def test_a_registered_feedforward_model_is_served_from_its_verified_file(
+    small_workspace: tuple[Workspace, Dataset], small_frame: pd.DataFrame
+) -> None:
+    """The lead's path: evaluate, register (MLflow flavour + model.pt), load as a Predictor."""
+    import mlflow.pyfunc
+
+    from shipyard.features.fraud import BASELINE_FEATURES, BASELINE_VIEWS_REF
+    from shipyard.registry.models import ModelRegistry
+    from shipyard.training.evaluation import evaluate
+    from shipyard.training.splits import PrequentialSplit
+    from shipyard.types import ColumnRoles, Lineage
+
+    ws, dataset = small_workspace
+    roles = ColumnRoles(label="TX_FRAUD", time="TX_DATETIME", entity="CUSTOMER_ID")
+    features = list(BASELINE_FEATURES)
+    split = PrequentialSplit("2018-05-13", n_folds=1, columns=roles)
+    config = make_config("feedforward", **FAST)
+    evaluation = evaluate(small_frame, features, config, split, n_boot=0, keep_models=True)
+    fold = evaluation.folds[0]
+    assert fold.model is not None
+    registry = ModelRegistry(ws)
+    run = registry.tracker.client.create_run(registry.tracker.experiment_id("tests"))
+    registry.tracker.client.set_terminated(run.info.run_id)
+    f = fold.fold
+    lineage = Lineage.of(dataset, BASELINE_VIEWS_REF, columns=roles, protocol="test")
+    version = registry.register(
+        "neural-test",
+        fold.model,
+        lineage=lineage.with_windows(
+            train=(str(f.train_start), str(f.train_end)),
+            evaluation=(str(f.test_start), str(f.test_end)),
+        ),
+        evaluation=evaluation,
+        run_id=str(run.info.run_id),
+        sample=small_frame.iloc[f.test[:200]],
+        reason="test",
+        actor="tester",
+    )
+    assert version.framework == "torch" and version.native_path.name == "model.pt"
+    predictor = registry.load("neural-test", version.version)
+    test = small_frame.iloc[f.test][features]
+    np.testing.assert_array_equal(predictor.predict(test.to_numpy(dtype=float)), fold.scores)
+    mlflow.set_tracking_uri(ws.mlflow_tracking_uri)  # MLflow's own client, as users load it
+    theirs = mlflow.pyfunc.load_model(f"models:/neural-test/{version.version}").predict(
+        test.astype(float)
+    )
+    np.testing.assert_allclose(np.asarray(theirs)[:, 1], fold.scores, rtol=1e-12)
