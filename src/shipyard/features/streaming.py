@@ -361,6 +361,13 @@ class StreamingView:
                 needs_event.add(f.name)
         self._needs_event = tuple(f.name for f in self.derived if f.name in needs_event)
         self._read_names = [f.name for f in view.features if not isinstance(f, RowFeature)]
+        read = {c for f in self.derived for c in f.inputs}
+        # (feature name, its row feature index or None for an aggregation) per feature read
+        self._derived_reads = tuple(
+            (f.name, self.row_features.index(f) if isinstance(f, RowFeature) else None)
+            for f in view.features
+            if f.name in read and not isinstance(f, Derived)
+        )
         self.series = tuple(
             dict.fromkeys(
                 _Series(f.column, f.decimals) for f in self.aggregations if f.column is not None
@@ -836,12 +843,12 @@ class StreamingView:
         if not self._derivations:
             return {}
         columns: dict[str, list[Any]] = {}
-        for feature in self.view.features:
-            if isinstance(feature, Aggregation):
-                columns[feature.name] = [None if r is None else r[feature.name] for r in results]
-            elif isinstance(feature, RowFeature):
+        for name, row in self._derived_reads:  # the features derived ones read
+            if row is None:
+                columns[name] = [None if r is None else r[name] for r in results]
+            else:
                 assert prepared.row_values is not None  # a view with row features has them
-                columns[feature.name] = prepared.row_values[self.row_features.index(feature)]
+                columns[name] = prepared.row_values[row]
         inputs = {spec.column: prepared.inputs[i] for i, spec in enumerate(self.inputs)}
         out: dict[str, list[Any]] = {}
         for derivation in self._derivations:
