@@ -448,7 +448,8 @@ class RawSpec:
     timestamp: str
     entity: str
     series: tuple[tuple[str, int | None], ...]
-    """(column, decimals) per stored series: DOUBLE when decimals is None."""
+    """(column, decimals) per stored series, then per source column a derived feature reads:
+    DOUBLE when decimals is None."""
 
 
 class PythonSelect:

@@ -405,9 +405,10 @@ def read_online(
     ``at`` is one time for all or a sequence of one time per entity. Each row maps the
     entity column to the entity key (a string), the view's timestamp column to the read
     time, and each aggregation to its value over its window ending at that time (minus the
-    delay). An entity never fed has zero history: 0 for a count, an aggregation's
-    ``fill_value`` where it has one, None otherwise. Row features are not kept online (they
-    come from the event itself) and are not in the rows.
+    delay), then each derived feature of the aggregations. An entity never fed has zero
+    history: 0 for a count, an aggregation's ``fill_value`` where it has one, None otherwise.
+    Row features are not kept online (they come from the event itself) and are not in the
+    rows.
     """
     import pandas as pd
 
