@@ -413,3 +413,20 @@ def test_the_audit_command_compares_model_scores_on_request(
     code, output = _audit_cli(ws, "tests.features.test_leakage:FLOAT_SUMS", *options)
     assert code == 1, output
     assert "Scores of logistic_regression trained on 2018-04-27 .. 2018-05-03: LEAKS" in output
+
+
+def test_the_audit_command_needs_a_label_for_a_data_set_it_does_not_know(
+    workspace: Workspace,
+) -> None:
+    from shipyard.data.catalog import write_dataset
+
+    frame = pd.DataFrame(
+        {"ts": pd.date_range("2024-01-01", periods=4, freq="D"), "user": 1, "y": [0, 1, 0, 1]}
+    )
+    write_dataset(workspace, "events", frame, time_column="ts")
+    code, output = _audit_cli(
+        workspace, "shipyard.features.fraud:BASELINE_VIEWS", "--dataset", "events", "--day",
+        "2024-01-02",
+    )  # fmt: skip
+    assert code == 2
+    assert "Data set 'events' has no known label: give --label." in output

@@ -387,8 +387,10 @@ def audit(
     if label is None:
         raise click.UsageError(f"Data set {dataset.name!r} has no known label: give --label.")
     time_column = rules.time if rules else (dataset.time_column or views[0].timestamp)
-    delay = timedelta(days=delay_days) if delay_days is not None else None
-    label_delay = delay or (rules.label_delay if rules else timedelta(days=7))
+    if delay_days is not None:
+        label_delay = timedelta(days=delay_days)
+    else:
+        label_delay = rules.label_delay if rules else timedelta(days=7)
     forbidden = rules.forbidden if rules else {}
 
     static = check_views(views, label=label, label_delay=label_delay, forbidden=forbidden)
