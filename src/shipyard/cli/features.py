@@ -13,10 +13,9 @@ from shipyard.features.definitions import load_views
 from shipyard.features.fraud import BASELINE_VIEWS_REF
 
 if TYPE_CHECKING:
-    from datetime import date
-
-    from shipyard.data.catalog import Dataset
     from shipyard.features.definitions import FeatureView
+    from shipyard.features.leakage import AuditReport, PointInTime
+    from shipyard.training.trainers import ModelConfig
     from shipyard.workspace import Workspace
 
 DEFAULT_VIEWS = BASELINE_VIEWS_REF
@@ -376,7 +375,8 @@ def audit(
     from rich.table import Table
 
     from shipyard.data.catalog import get_dataset
-    from shipyard.features.leakage import KNOWN_RULES, audit_point_in_time, check_views
+    from shipyard.features.leakage import KNOWN_RULES, check_views, point_in_time
+    from shipyard.training.trainers import make_config
 
     ws = open_workspace(ctx)
     out = console()
@@ -392,6 +392,7 @@ def audit(
     else:
         label_delay = rules.label_delay if rules else timedelta(days=7)
     forbidden = rules.forbidden if rules else {}
+    config = None if model_type is None else make_config(model_type)  # unknown: fails now
 
     static = check_views(views, label=label, label_delay=label_delay, forbidden=forbidden)
     status = "[green]OK[/green]" if static.ok else "[red]LEAKS[/red]"
@@ -406,10 +407,19 @@ def audit(
             table.add_row(v.view, v.feature, v.column, v.detail)
         out.print(table)
 
-    report = audit_point_in_time(
-        ws, dataset, views, day, label=label, time=time_column, delay_days=label_delay.days
-    )
-    delay_days = label_delay.days
+    started = time.perf_counter()
+    with point_in_time(ws, dataset, views, day, label, time_column, label_delay.days) as pit:
+        report = pit.report(seconds_before=time.perf_counter() - started)
+        _print_point_in_time(report)
+        scores_ok = config is None or _audit_scores(pit, config)
+    if not (static.ok and report.ok and scores_ok):
+        raise SystemExit(1)
+
+
+def _print_point_in_time(report: AuditReport) -> None:
+    from rich.table import Table
+
+    out = console()
     status = "[green]OK[/green]" if report.ok else "[red]LEAKS[/red]"
     known = report.day - timedelta(days=report.delay_days)
     out.print(
@@ -438,52 +448,33 @@ def audit(
             "[yellow]Inconclusive: no later row to drop or no positive label to zero; choose "
             "a day with frauds in the week before it and data after it.[/yellow]"
         )
-    scores_ok = True
-    if model_type is not None:
-        scores_ok = _audit_scores(
-            ws, dataset, views, report.day, model_type, label, time_column, delay_days
-        )
-    if not (static.ok and report.ok and scores_ok):
-        raise SystemExit(1)
 
 
-def _audit_scores(
-    ws: Workspace,
-    dataset: Dataset,
-    views: list[FeatureView],
-    day: date,
-    model_type: str,
-    label: str,
-    time_column: str,
-    delay_days: int = 7,
-    train_days: int = 7,
-) -> bool:
-    """Train ``model_type`` on both versions and print whether the scores of days <= day agree."""
-    from shipyard.features.leakage import audit_scores, point_in_time_frames
-    from shipyard.training.trainers import make_config
+def _audit_scores(pit: PointInTime, config: ModelConfig, train_days: int = 7) -> bool:
+    """Train ``config`` on both versions; print whether the scores of days <= day agree."""
+    from shipyard.features.leakage import audit_scores
 
-    full, truncated = point_in_time_frames(
-        ws, dataset, views, day, label=label, time=time_column, delay_days=delay_days
-    )
-    train_end = day - timedelta(days=delay_days)
+    full, truncated = pit.frames()
+    train_end = pit.day - timedelta(days=pit.delay_days)
     scores = audit_scores(
         full,
         truncated,
-        [n for v in views for n in v.feature_names],
-        make_config(model_type),
+        [n for v in pit.views for n in v.feature_names],
+        config,
         train_start=train_end - timedelta(days=train_days - 1),
         train_end=train_end,
-        day=day,
-        label=label,
-        time=time_column,
-        delay_days=delay_days,
-        keys=[views[0].entity],
+        day=pit.day,
+        label=pit.label,
+        time=pit.time,
+        delay_days=pit.delay_days,
+        keys=[pit.views[0].entity],
     )
     status = "[green]OK[/green]" if scores.ok else "[red]LEAKS[/red]"
     first = scores.describe_first()
     console().print(
-        f"Scores of {model_type} trained on {scores.train[0]} .. {scores.train[1]}: {status}\n"
-        f"{scores.rows_different:,} of {scores.rows_scored:,} scores of days <= {day} differ"
+        f"Scores of {config.model_type} trained on {scores.train[0]} .. {scores.train[1]}: "
+        f"{status}\n{scores.rows_different:,} of {scores.rows_scored:,} scores of days <= "
+        f"{pit.day} differ"
         + (
             f" (largest difference {scores.max_abs_difference:.3g}; first: {first})"
             if not scores.ok

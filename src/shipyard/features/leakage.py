@@ -373,31 +373,8 @@ def audit_point_in_time(
     ``day`` must be identical (NaN equals NaN).
     """
     started = clock.perf_counter()
-    with _audit_tables(workspace, dataset, views, day, label, time, delay_days) as tables:
-        con, first = tables.con, tables.day
-        counts = con.execute(
-            f"SELECT count(*) FILTER (WHERE CAST({_q(time)} AS DATE) > ?), "
-            f"count(*) FILTER (WHERE CAST({_q(time)} AS DATE) <= ? "
-            f"AND CAST({_q(time)} AS DATE) > ? AND {_q(label)} <> 0) FROM {_FULL}",
-            [first, first, first - timedelta(days=delay_days)],
-        ).fetchall()[0]
-        mismatches: list[Mismatch] = []
-        compared = 0
-        for i, view in enumerate(views):
-            compared = max(compared, tables.compare_count(i))
-            mismatches += tables.mismatches(i, view)
-    return AuditReport(
-        dataset=dataset.name,
-        dataset_version=dataset.version,
-        day=tables.day,
-        delay_days=delay_days,
-        rows_compared=compared,
-        rows_dropped=int(counts[0]),
-        labels_zeroed=int(counts[1]),
-        features=tuple((v.name, n) for v in views for n in v.feature_names),
-        mismatches=tuple(mismatches),
-        seconds=clock.perf_counter() - started,
-    )
+    with point_in_time(workspace, dataset, views, day, label, time, delay_days) as computed:
+        return computed.report(seconds_before=clock.perf_counter() - started)
 
 
 def point_in_time_frames(
@@ -416,20 +393,60 @@ def point_in_time_frames(
     every feature of ``views``, row for row in the same order: what :func:`audit_scores`
     trains and scores on.
     """
-    with _audit_tables(workspace, dataset, views, day, label, time, delay_days) as tables:
-        return tables.frame(_FULL), tables.frame(_CUT)
+    with point_in_time(workspace, dataset, views, day, label, time, delay_days) as computed:
+        return computed.frames()
 
 
 @dataclass
-class _AuditTables:
+class PointInTime:
+    """The views computed over the full and the truncated data, in one DuckDB connection.
+
+    :func:`point_in_time` opens it; :meth:`report` and :meth:`frames` read the same
+    computation (what :func:`audit_point_in_time` and :func:`point_in_time_frames` do).
+    """
+
     con: duckdb.DuckDBPyConnection
+    dataset: Dataset
     views: Sequence[FeatureView]
     day: date
+    label: str
     time: str
+    delay_days: int
     columns: list[str]
     """The source data set's columns."""
 
-    def compare_count(self, i: int) -> int:
+    def report(self, seconds_before: float = 0.0) -> AuditReport:
+        """Compare every feature of days <= day; ``seconds_before`` is the computing time."""
+        started = clock.perf_counter()
+        when = f"CAST({_q(self.time)} AS DATE)"
+        counts = self.con.execute(
+            f"SELECT count(*) FILTER (WHERE {when} > ?), count(*) FILTER (WHERE {when} <= ? "
+            f"AND {when} > ? AND {_q(self.label)} <> 0) FROM {_FULL}",
+            [self.day, self.day, self.day - timedelta(days=self.delay_days)],
+        ).fetchall()[0]
+        mismatches: list[Mismatch] = []
+        compared = 0
+        for i, view in enumerate(self.views):
+            compared = max(compared, self._compare_count(i))
+            mismatches += self._mismatches(i, view)
+        return AuditReport(
+            dataset=self.dataset.name,
+            dataset_version=self.dataset.version,
+            day=self.day,
+            delay_days=self.delay_days,
+            rows_compared=compared,
+            rows_dropped=int(counts[0]),
+            labels_zeroed=int(counts[1]),
+            features=tuple((v.name, n) for v in self.views for n in v.feature_names),
+            mismatches=tuple(mismatches),
+            seconds=seconds_before + clock.perf_counter() - started,
+        )
+
+    def frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The rows of days <= day with their features: (full data, truncated data)."""
+        return self._frame(_FULL), self._frame(_CUT)
+
+    def _compare_count(self, i: int) -> int:
         row = self.con.execute(
             f"SELECT count(*), count(a.{_q(_ROW)}), count(b.{_q(_ROW)}) FROM f{i}_full a "
             f"FULL JOIN f{i}_cut b USING ({_q(_ROW)})"
@@ -441,9 +458,7 @@ class _AuditTables:
             )
         return int(row[0])
 
-    def mismatches(self, i: int, view: FeatureView) -> list[Mismatch]:
-        if not view.feature_names:
-            return []
+    def _mismatches(self, i: int, view: FeatureView) -> list[Mismatch]:
         differs = {n: f"a.{_q(n)} IS DISTINCT FROM b.{_q(n)}" for n in view.feature_names}
         counts = ", ".join(f"count(*) FILTER (WHERE {c})" for c in differs.values())
         join = f"FROM f{i}_full a JOIN f{i}_cut b USING ({_q(_ROW)})"
@@ -459,7 +474,7 @@ class _AuditTables:
             found.append(Mismatch(view.name, name, int(rows), *first))
         return found
 
-    def frame(self, source: str) -> pd.DataFrame:
+    def _frame(self, source: str) -> pd.DataFrame:
         suffix = "full" if source == _FULL else "cut"
         # a feature named like a source column replaces it, as in a training frame
         named = {n for view in self.views for n in view.feature_names}
@@ -478,15 +493,23 @@ class _AuditTables:
 
 
 @contextmanager
-def _audit_tables(
+def point_in_time(
     workspace: Workspace,
     dataset: Dataset,
     views: Sequence[FeatureView],
     day: date | str,
     label: str,
     time: str,
-    delay_days: int,
-) -> Iterator[_AuditTables]:
+    delay_days: int = 7,
+) -> Iterator[PointInTime]:
+    """Compute ``views`` over ``dataset`` and over its copy without what was unknown on
+    ``day`` (rows after it dropped, ``label`` zeroed after ``day - delay_days``).
+
+    Use it to read the audit and the frames from one computation::
+
+        with point_in_time(ws, dataset, views, "2018-08-31", "TX_FRAUD", "TX_DATETIME") as pit:
+            report, (full, truncated) = pit.report(), pit.frames()
+    """
     owner = "audit_point_in_time"
     first = _as_date(day, owner)
     if not isinstance(delay_days, int) or isinstance(delay_days, bool) or delay_days < 0:
@@ -538,7 +561,7 @@ def _audit_tables(
                     f"WHERE CAST({_q(view.timestamp)} AS DATE) <= ?",
                     [first],
                 )
-        yield _AuditTables(con, views, first, time, list(kind))
+        yield PointInTime(con, dataset, views, first, label, time, delay_days, list(kind))
     finally:
         con.close()
 
