@@ -11,12 +11,25 @@ from click.testing import CliRunner
 
 from shipyard.cli.main import cli
 from shipyard.data.catalog import Dataset
-from shipyard.errors import FeatureDefinitionError, LeakageError, ParameterError, ShipyardError
-from shipyard.features.definitions import Aggregation, Derived, FeatureView, RowFeature
+from shipyard.errors import (
+    DataValidationError,
+    FeatureDefinitionError,
+    LeakageError,
+    ParameterError,
+    ShipyardError,
+)
+from shipyard.features.definitions import (
+    Aggregation,
+    Derived,
+    FeatureView,
+    RowFeature,
+    load_views,
+)
 from shipyard.features.fraud import (
     BASELINE_FEATURES,
     BASELINE_VIEWS,
     EXTENDED_VIEWS,
+    FEATURE_SETS,
     TERMINAL_RISK,
 )
 from shipyard.features.leakage import (
@@ -135,6 +148,13 @@ def test_the_extended_views_pass_both_checks(small_workspace: tuple[Workspace, D
     assert report.conclusive
     assert len(report.features) == sum(len(v.features) for v in EXTENDED_VIEWS)
     assert report.mismatches == ()
+
+
+@pytest.mark.parametrize("name", sorted(FEATURE_SETS))
+def test_every_feature_set_of_the_fraud_solution_has_clean_definitions(name: str) -> None:
+    """A view added to a feature set that reads labels without the delay fails here."""
+    views = load_views(FEATURE_SETS[name])
+    check_views(views, label="TX_FRAUD", label_delay=WEEK, forbidden=FRAUD_FORBIDDEN).require()
 
 
 def test_the_baseline_views_pass_both_checks(small_workspace: tuple[Workspace, Dataset]) -> None:
@@ -358,10 +378,22 @@ def test_model_scores_are_unchanged_for_honest_features_and_change_for_a_leak(
         leaky.require()
 
 
-def test_a_score_audit_trained_on_labels_unknown_on_the_day_is_refused(
+def test_a_score_audit_without_a_feature_or_on_labels_unknown_on_the_day_is_refused(
     small_workspace: tuple[Workspace, Dataset],
 ) -> None:
     frame = pd.DataFrame({"TX_DATETIME": [pd.Timestamp(DAY)], "TX_FRAUD": [0], "X": [1.0]})
+    with pytest.raises(DataValidationError, match="Feature 'Y' is not in the training data"):
+        audit_scores(
+            frame,
+            frame,
+            ["Y"],
+            make_config("logistic_regression"),
+            train_start=DAY - timedelta(days=10),
+            train_end=DAY - WEEK,
+            day=DAY,
+            label="TX_FRAUD",
+            time="TX_DATETIME",
+        )
     with pytest.raises(ParameterError, match=r"'train_end' parameter .* at or before day - delay"):
         audit_scores(
             frame,

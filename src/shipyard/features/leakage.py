@@ -643,6 +643,8 @@ def audit_scores(
     """
     import numpy as np
 
+    from shipyard.training.evaluation import check_features
+
     owner = "audit_scores"
     first_day, last_day = _as_date(train_start, owner), _as_date(train_end, owner)
     audited = _as_date(day, owner)
@@ -663,6 +665,7 @@ def audit_scores(
         )
     scores = []
     for frame in (full, truncated):
+        check_features(frame, [*features, time], label)
         days = frame[time].to_numpy().astype("datetime64[D]")
         train = (days >= np.datetime64(first_day)) & (days <= np.datetime64(last_day))
         scored = days <= np.datetime64(audited)
