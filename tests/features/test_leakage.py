@@ -337,6 +337,12 @@ def test_bad_arguments_are_named(small_workspace: tuple[Workspace, Dataset]) -> 
     other = replace(TERMINAL_RISK, source="credit")
     with pytest.raises(FeatureDefinitionError, match="reads data set 'credit', not 'fraud'"):
         audit_point_in_time(ws, dataset, [other], DAY, label="TX_FRAUD", time="TX_DATETIME")
+    broken = FeatureView(
+        "broken", "TRANSACTION_ID", "TX_DATETIME", "fraud",
+        (RowFeature("BAD", 'no_such_function("TX_AMOUNT")', inputs=("TX_AMOUNT",)),),
+    )  # fmt: skip
+    with pytest.raises(FeatureDefinitionError, match="view 'broken' over data set fraud v1"):
+        audit_point_in_time(ws, dataset, [broken], DAY, label="TX_FRAUD", time="TX_DATETIME")
     with pytest.raises(ParameterError, match="'label_delay' parameter"):
         check_views(BASELINE_VIEWS, label="TX_FRAUD", label_delay=7)  # type: ignore[arg-type]
 

@@ -17,6 +17,7 @@ Three checks, from the cheapest to the most direct (``FRAUD_PROTOCOL.md``, "Leak
   window over the whole table), sums whose rounding depends on later rows.
 * :func:`audit_scores` trains one configuration on the same training window of both
   versions and compares the scores of the days up to D: what the issue's acceptance asks.
+  :func:`point_in_time` computes both versions once for the audit and the frames it needs.
 
 Example::
 
@@ -510,6 +511,8 @@ def point_in_time(
         with point_in_time(ws, dataset, views, "2018-08-31", "TX_FRAUD", "TX_DATETIME") as pit:
             report, (full, truncated) = pit.report(), pit.frames()
     """
+    import duckdb
+
     owner = "audit_point_in_time"
     first = _as_date(day, owner)
     if not isinstance(delay_days, int) or isinstance(delay_days, bool) or delay_days < 0:
@@ -556,11 +559,17 @@ def point_in_time(
             tagged = replace(view, features=(*view.features, row))
             for source, suffix in ((_FULL, "full"), (_CUT, "cut")):
                 sql = view_sql(tagged, source)
-                con.execute(
-                    f"CREATE TABLE f{i}_{suffix} AS SELECT * FROM ({sql}) "
-                    f"WHERE CAST({_q(view.timestamp)} AS DATE) <= ?",
-                    [first],
-                )
+                try:
+                    con.execute(
+                        f"CREATE TABLE f{i}_{suffix} AS SELECT * FROM ({sql}) "
+                        f"WHERE CAST({_q(view.timestamp)} AS DATE) <= ?",
+                        [first],
+                    )
+                except duckdb.Error as exc:
+                    raise FeatureDefinitionError(
+                        f"Computing feature view {view.name!r} over data set {dataset.name} "
+                        f"v{dataset.version} failed in DuckDB: {exc}"
+                    ) from None
         yield PointInTime(con, dataset, views, first, label, time, delay_days, list(kind))
     finally:
         con.close()
