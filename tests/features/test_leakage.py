@@ -431,11 +431,16 @@ def test_the_audit_command_exits_1_on_a_leak_and_names_it(
     assert code == 0, output
     assert "Definitions of shipyard.features.fraud:BASELINE_VIEWS: OK" in output
     assert "day 2018-05-10: OK" in output
-    code, output = _audit_cli(ws, "tests.features.test_leakage:SIX_DAY_RISK", "--day", "2018-05-10")
+    # each day is audited on its own
+    code, output = _audit_cli(
+        ws, "tests.features.test_leakage:SIX_DAY_RISK", "--day", "2018-05-10", "--day",
+        "2018-05-20",
+    )  # fmt: skip
     assert code == 1, output
+    assert "day 2018-05-20: LEAKS" in output
     assert "Leaks in the definitions" in output
     for name in RISKS:
-        assert output.count(name) == 2  # once in each table
+        assert output.count(name) == 3  # in the definitions, then once per day
     assert "day 2018-05-10: LEAKS" in output
 
 

@@ -323,9 +323,11 @@ def parity_(
 @views_option
 @click.option(
     "--day",
+    "days",
     required=True,
+    multiple=True,
     help="Day D (YYYY-MM-DD): the features of days <= D must not change when every later row "
-    "is dropped and every label later than D - delay is zeroed.",
+    "is dropped and every label later than D - delay is zeroed. Repeat to audit several days.",
 )
 @click.option(
     "--dataset",
@@ -360,7 +362,7 @@ def parity_(
 def audit(
     ctx: click.Context,
     views_ref: str,
-    day: str,
+    days: tuple[str, ...],
     dataset_name: str,
     version: int | None,
     label: str | None,
@@ -407,12 +409,15 @@ def audit(
             table.add_row(v.view, v.feature, v.column, v.detail)
         out.print(table)
 
-    started = time.perf_counter()
-    with point_in_time(ws, dataset, views, day, label, time_column, label_delay.days) as pit:
-        report = pit.report(seconds_before=time.perf_counter() - started)
-        _print_point_in_time(report)
-        scores_ok = config is None or _audit_scores(pit, config)
-    if not (static.ok and report.ok and scores_ok):
+    clean = static.ok
+    for day in days:
+        started = time.perf_counter()
+        with point_in_time(ws, dataset, views, day, label, time_column, label_delay.days) as pit:
+            report = pit.report(seconds_before=time.perf_counter() - started)
+            _print_point_in_time(report)
+            scores_ok = config is None or _audit_scores(pit, config)
+        clean = clean and report.ok and scores_ok
+    if not clean:
         raise SystemExit(1)
 
 
