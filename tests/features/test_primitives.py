@@ -385,3 +385,18 @@ def test_the_fraud_history_views_are_not_all_null(
     recomputed = frame["TX_AMOUNT"] / frame["CUSTOMER_ID_PAST_AVG_AMOUNT_30DAY"]
     assert np.allclose(ratio.dropna(), recomputed[ratio.notna()], rtol=1e-12)
     assert not math.isnan(float(frame["CUSTOMER_ID_PAST_STD_AMOUNT_90DAY"].max()))
+
+
+def test_a_late_event_skipped_gets_no_derived_feature(tmp_path: Path) -> None:
+    store = SQLiteOnlineStore(tmp_path / "online.db")
+    try:
+        stream = StreamingView(PRIMITIVES, store, lateness=timedelta(0), on_late="count")
+        stream.process(_events().iloc[[1]])  # card 1 at T0 + 1h
+        late_and_new = _events().iloc[[0, 7]]  # card 1 at T0 (late), card 2 at T0 + 1h
+        result = stream.process(late_and_new)
+        assert result.rejected == [0]
+        assert all(result.values[name][0] is None for name in PRIMITIVES.feature_names)
+        assert result.values["ZSCORE_FILLED"][1] == 0.0  # the accepted one: empty past
+        assert result.values["PAST_N"][1] == 0
+    finally:
+        store.close()

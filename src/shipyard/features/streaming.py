@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import operator
 import os
 import struct
 import threading
@@ -1011,7 +1012,7 @@ def decimal_std(units: list[int], scale: int) -> float:
     integer sums and the same four IEEE operations (``n * S2 - S1**2 >= 0`` exactly)."""
     n = len(units)
     total = sum(units)
-    squares = sum(u * u for u in units)
+    squares = sum(map(operator.mul, units, units))
     return math.sqrt(float(n * squares - total * total)) / n / scale
 
 
@@ -1026,22 +1027,23 @@ def _derive(
     (``results[i]`` None)."""
     columns = [inputs[name] if raw else features[name] for raw, name in derivation.inputs]
     function, fill = derivation.function, derivation.fill_value
-    out: list[float | None] = []
-    for i, args in enumerate(zip(*columns, strict=True)):
-        if results is not None and results[i] is None:
-            out.append(None)
-            continue
-        if None in args:
-            out.append(fill)
-            continue
-        a, b, *rest = (float(v) for v in args)
-        if function == "difference":
-            out.append(a - b)
-        elif function == "ratio":
-            out.append(a / b if b != 0 else fill)
-        else:
-            s = rest[0]
-            out.append((a - b) / s if s != 0 else fill)
+    out: list[float | None]
+    if function == "difference":
+        a, b = columns
+        pairs = zip(a, b, strict=True)
+        out = [fill if x is None or y is None else float(x) - float(y) for x, y in pairs]
+    elif function == "ratio":
+        a, b = columns
+        pairs = zip(a, b, strict=True)  # "not y": a null or a zero divisor
+        out = [fill if x is None or not y else float(x) / float(y) for x, y in pairs]
+    else:
+        a, m, sd = columns
+        out = [
+            fill if x is None or y is None or not z else (float(x) - float(y)) / float(z)
+            for x, y, z in zip(a, m, sd, strict=True)
+        ]
+    if results is not None and None in results:  # rejected events have no features
+        out = [None if r is None else v for v, r in zip(out, results, strict=True)]
     return out
 
 
