@@ -19,6 +19,7 @@ from shipyard.data.catalog import Dataset
 from shipyard.errors import DataValidationError, FeatureDefinitionError
 from shipyard.features.definitions import Aggregation, Derived, FeatureView, RowFeature
 from shipyard.features.fraud import CUSTOMER_HISTORY, EXTENDED_VIEWS, TERMINAL_HISTORY
+from shipyard.features.materialize_online import materialize_online, read_online
 from shipyard.features.offline import OfflineStore, view_sql
 from shipyard.features.online import SQLiteOnlineStore
 from shipyard.features.parity import exact_features, parity
@@ -400,3 +401,32 @@ def test_a_late_event_skipped_gets_no_derived_feature(tmp_path: Path) -> None:
         assert result.values["PAST_N"][1] == 0
     finally:
         store.close()
+
+
+def test_the_terminal_history_is_fed_by_materialize_online_as_offline(
+    small_workspace: tuple[Workspace, Dataset], tmp_path: Path
+) -> None:
+    """Fed with labelled history up to a day, the delayed view read at the times of the next
+    day's events (within its 7-day delay) equals their offline features exactly."""
+    ws, dataset = small_workspace
+    OfflineStore(ws).materialize([TERMINAL_HISTORY])
+    fed = pd.Timestamp("2018-05-20")
+    store = SQLiteOnlineStore(tmp_path / "online.db")
+    try:
+        (run,) = materialize_online(ws, [TERMINAL_HISTORY], store=store, as_of=fed)
+        assert run.skipped is None and run.events_fed > 0
+        events = dataset.read(columns=["TERMINAL_ID", "TX_DATETIME"])
+        day = events[
+            (fed < events.TX_DATETIME) & (fed + pd.Timedelta(days=1) >= events.TX_DATETIME)
+        ]
+        day = day.reset_index(drop=True)
+        online = pd.DataFrame(
+            read_online(store, TERMINAL_HISTORY, day.TERMINAL_ID.tolist(), day.TX_DATETIME.tolist())
+        )
+    finally:
+        store.close()
+    offline = OfflineStore(ws).get_historical_features(day, [TERMINAL_HISTORY]).to_pandas()
+    assert len(day) > 100
+    for name in TERMINAL_HISTORY.feature_names:
+        assert _same(online[name], offline[name]), name
+    assert online["TERMINAL_ID_NB_FRAUD_30DAY_WINDOW"].sum() > 0  # labels were fed
