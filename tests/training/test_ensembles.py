@@ -159,7 +159,7 @@ def test_bagging_trains_each_member_on_every_positive_and_a_seeded_draw() -> Non
     params = {"base_params": SMALL_BASE, "n_bags": 3, "ratio": 2.0}
     model = make_config("balanced_bagging", **params).fit(X, y)
     again = make_config("balanced_bagging", **params).fit(X, y)
-    other = make_config("balanced_bagging", **params, seed=1).fit(X, y)
+    other = make_config("balanced_bagging", **params, random_state=1).fit(X, y)
     np.testing.assert_array_equal(model.predict_proba(X), again.predict_proba(X))
     assert not np.allclose(model.predict_proba(X), other.predict_proba(X))
     members = model.estimator.members
@@ -243,6 +243,8 @@ def test_a_calibration_share_without_positives_is_refused() -> None:
         ("calibrated", {"base": "calibrated"}, "a model type other than 'calibrated'"),
         ("calibrated", {"base": "catboost"}, "base model of CalibratedConfig: Unknown model"),
         ("calibrated", {"base_params": {"depth": 3}}, "XGBoostConfig has no parameter 'depth'"),
+        ("calibrated", {"base_params": {"random_state": 3}}, "without random_state"),
+        ("balanced_bagging", {"random_state": "x"}, "'random_state' parameter of Balanced"),
     ],
 )
 def test_bad_parameters_are_named(model_type: str, params: dict[str, object], message: str) -> None:

@@ -75,7 +75,7 @@ class _WrapperConfig(ModelConfig):
     """The base types it accepts (None: every registered type but its own)."""
 
     def base_config(self) -> ModelConfig:
-        """The base model's configuration (``base`` with ``base_params``)."""
+        """The base model's configuration: ``base``, ``base_params`` and our ``random_state``."""
         owner = type(self).__name__
         base, params = self.params["base"], self.params["base_params"]
         allowed = self.allowed_bases
@@ -84,12 +84,23 @@ class _WrapperConfig(ModelConfig):
             if allowed is not None:
                 expected = f"one of {', '.join(allowed)}"
             raise invalid_parameter("base", owner, expected, base)
-        if not isinstance(params, dict):
-            raise invalid_parameter("base_params", owner, "a dict of the base's parameters", params)
+        if not isinstance(params, dict) or "random_state" in params:
+            raise invalid_parameter(
+                "base_params",
+                owner,
+                f"a dict of the base's parameters without random_state (set {owner}'s own)",
+                params,
+            )
+        seed = self.params["random_state"]
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise invalid_parameter("random_state", owner, "an int", seed)
         try:
-            return make_config(base, **params)
+            config = make_config(base, **params)
         except ParameterError as exc:  # an unknown type or parameter: say whose it is
             raise ParameterError(f"The base model of {owner}: {exc}") from None
+        if "random_state" in config.defaults:
+            config = config.set_params(random_state=seed)
+        return config
 
     def build(self) -> Any:
         """Not used: the ensemble is assembled by ``fit`` from fitted base models."""
@@ -101,8 +112,9 @@ class BalancedBaggingConfig(_WrapperConfig):
     """``n_bags`` base models (LightGBM by default), each trained on every positive and a
     seeded draw of ``ratio`` negatives per positive; the score is their mean.
 
-    ``base`` is one of :data:`BAGGING_BASES`, ``base_params`` its parameters; member ``i``
-    draws its negatives with ``seed`` and trains with ``random_state`` + ``i``.
+    ``base`` is one of :data:`BAGGING_BASES`, ``base_params`` its parameters (less
+    ``random_state``); ``random_state`` seeds the draws, and member ``i`` trains with
+    ``random_state + i``.
     """
 
     model_type = "balanced_bagging"
@@ -113,7 +125,7 @@ class BalancedBaggingConfig(_WrapperConfig):
         "base_params": {},
         "n_bags": 5,
         "ratio": 5.0,
-        "seed": 0,
+        "random_state": 0,
     }
 
     def _validate(self) -> ModelConfig:
@@ -124,8 +136,6 @@ class BalancedBaggingConfig(_WrapperConfig):
             raise invalid_parameter("n_bags", owner, "an int >= 1", n_bags)
         if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not ratio > 0:
             raise invalid_parameter("ratio", owner, "a number > 0 (negatives per positive)", ratio)
-        if isinstance(p["seed"], bool) or not isinstance(p["seed"], int):
-            raise invalid_parameter("seed", owner, "an int", p["seed"])
         return self.base_config()
 
     @staticmethod
@@ -145,13 +155,13 @@ class BalancedBaggingConfig(_WrapperConfig):
         positives = np.flatnonzero(labels == 1)
         negatives = np.flatnonzero(labels != 1)
         draw = min(len(negatives), max(1, round(float(self.params["ratio"]) * len(positives))))
-        rng = np.random.default_rng(int(self.params["seed"]))
-        seed = base.params.get("random_state")
+        seed = int(self.params["random_state"])
+        rng = np.random.default_rng(seed)
         members = []
         for i in range(int(self.params["n_bags"])):
             chosen = rng.choice(negatives, size=draw, replace=False)
             rows = np.sort(np.concatenate([positives, chosen]))
-            member = base if seed is None else base.set_params(random_state=int(seed) + i)
+            member = base.set_params(random_state=seed + i)
             members.append(member.fit(X.iloc[rows], labels[rows]))
         return EnsembleModel(self, BaggedClassifier(members), Schema.from_frame(X.astype(float)))
 
@@ -164,7 +174,8 @@ class CalibratedConfig(_WrapperConfig):
     The rows must come in time order (a solution's frames do): the base model trains on
     the first rows, the calibrator on the most recent ones; nothing is shuffled or refitted.
     ``base`` is any model type but ``calibrated`` (``balanced_bagging`` included),
-    ``base_params`` its parameters, ``method`` ``isotonic`` (monotone steps, needs a few
+    ``base_params`` its parameters (its ``random_state`` is this configuration's),
+    ``method`` ``isotonic`` (monotone steps, needs a few
     hundred calibration rows with positives among them) or ``platt`` (a logistic curve on
     the score's log-odds, two parameters).
     """
@@ -176,6 +187,7 @@ class CalibratedConfig(_WrapperConfig):
         "base_params": {},
         "method": "isotonic",
         "calibration_fraction": 0.2,
+        "random_state": 0,
     }
 
     def _validate(self) -> ModelConfig:
