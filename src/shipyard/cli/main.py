@@ -23,6 +23,7 @@ COMMANDS = {
     "logs": "shipyard.cli.logs:logs",
     "monitor": "shipyard.cli.monitor:monitor",
     "scenario": "shipyard.cli.scenario:scenario",
+    "fraud": "shipyard.cli.fraud:fraud",
 }
 
 
@@ -34,6 +35,7 @@ EXTRAS = {
         "serve",
     ),
     "opentelemetry": "observability",
+    "torch": "neural",
 }
 
 

@@ -10,6 +10,13 @@ days; 4 folds shifted one week apart. *Validation* folds start training on 2018-
 choose the model; *test* folds start on 2018-08-15 (3 weeks later, so no test day was seen
 during selection) and give the reported metrics. Cards known to be compromised are removed
 from each test day.
+
+Beyond the handbook, a :class:`Candidate` names a model, its feature set (the baseline views
+or the extended ones of :mod:`shipyard.features.fraud`) and its training window: a longer
+window (28 days) ends where the protocol's 7 days end, so the delay, the test days and the
+known-compromised cards stay exactly those of the protocol. The quickstart evaluates the five
+baselines and :data:`EXTENDED_CHAMPION`, the best configuration of the full search
+(:mod:`shipyard.solutions.fraud_search`).
 """
 
 from __future__ import annotations
@@ -20,8 +27,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-from shipyard.errors import PromotionRefusedError
-from shipyard.features.fraud import BASELINE_VIEWS_REF
+from shipyard.errors import ParameterError, PromotionRefusedError
+from shipyard.features.fraud import BASELINE_VIEWS_REF, FEATURE_SETS
 from shipyard.registry.card import GENERIC_LIMITATIONS, CardNotes
 from shipyard.types import ColumnRoles, Lineage
 
@@ -65,6 +72,59 @@ CARD_NOTES = CardNotes(
 """What the fraud model cards say about intended use and limitations."""
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration to evaluate: model type and parameters, feature set, training days.
+
+    ``features`` is a name of :data:`~shipyard.features.fraud.FEATURE_SETS` (``baseline``,
+    ``customer_history``, ``terminal_history``, ``extended``); ``train_days`` the length of
+    the training window, which ends where the protocol's ends.
+    """
+
+    model_type: str
+    params: dict[str, Any] = field(default_factory=dict)
+    features: str = "baseline"
+    train_days: int = 7
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if self.features not in FEATURE_SETS:
+            raise ParameterError(
+                f"Candidate {self.model_type!r}: features must be one of "
+                f"{', '.join(FEATURE_SETS)}. Got {self.features!r} instead."
+            )
+        if not isinstance(self.train_days, int) or self.train_days < 1:
+            raise ParameterError(
+                f"Candidate {self.model_type!r}: train_days must be an int >= 1. "
+                f"Got {self.train_days!r} instead."
+            )
+
+    @property
+    def name(self) -> str:
+        """How tables and MLflow runs name it: the label, else type, features and window."""
+        if self.label:
+            return self.label
+        if self.features == "baseline" and self.train_days == 7:
+            return self.model_type
+        return f"{self.model_type}/{self.features}/{self.train_days}d"
+
+    @property
+    def views_ref(self) -> str:
+        """The ``module:attribute`` of its feature views (what its lineage records)."""
+        return FEATURE_SETS[self.features]
+
+
+EXTENDED_CHAMPION = Candidate(
+    "xgboost",
+    {"n_estimators": 100, "max_depth": 3, "learning_rate": 0.1, "max_bin": 1024},
+    features="extended",
+    train_days=28,
+    label="xgboost/extended/28d",
+)
+"""The best configuration of the full search (docs/fraud-results.md): what the quickstart adds
+to the five baselines."""
+
+
 @dataclass
 class ModelReport:
     """One model of the suite: its validation and test evaluations and MLflow run."""
@@ -74,6 +134,7 @@ class ModelReport:
     test: Evaluation
     run_id: str
     seconds: float
+    candidate: Candidate | None = None
 
 
 @dataclass
@@ -112,34 +173,45 @@ class Protocol:
         start = date.fromisoformat(self.start_date_training)
         return (start + timedelta(days=(self.n_folds - 1) * self.delta_test)).isoformat()
 
-    def splits(self) -> tuple[PrequentialSplit, PrequentialSplit]:
-        """The validation and the test folds."""
+    def splits(self, train_days: int | None = None) -> tuple[PrequentialSplit, PrequentialSplit]:
+        """The validation and the test folds (training on ``train_days``, default 7, that end
+        where the protocol's training days end; test days and known cards unchanged)."""
         from shipyard.training.splits import PrequentialSplit
 
         args = (self.n_folds, self.delta_train, self.delta_delay, self.delta_test)
+        longer = train_days not in (None, self.delta_train)
+        extra: dict[str, Any] = {"train_days": train_days} if longer else {}
         return (
-            PrequentialSplit(self.validation_start(), *args, columns=self.columns),
-            PrequentialSplit(self.test_start(), *args, columns=self.columns),
+            PrequentialSplit(self.validation_start(), *args, columns=self.columns, **extra),
+            PrequentialSplit(self.test_start(), *args, columns=self.columns, **extra),
         )
 
-    def lineage(self, dataset: Dataset) -> Lineage:
+    def lineage(
+        self, dataset: Dataset, views: str = FEATURES_REF, train_days: int | None = None
+    ) -> Lineage:
         """The lineage of models trained on ``dataset`` with this protocol (no windows yet)."""
-        return Lineage.of(dataset, FEATURES_REF, columns=self.columns, protocol=self.describe())
+        return Lineage.of(dataset, views, columns=self.columns, protocol=self.describe(train_days))
 
-    def window(self, dataset: Dataset) -> Window:
-        """The days both protocols use: the first validation training day to the last test day."""
+    def window(self, dataset: Dataset, views: str = FEATURES_REF, train_days: int = 7) -> Window:
+        """The days both protocols use: the first validation training day (of a
+        ``train_days`` window) to the last test day."""
         earliest = date.fromisoformat(self.validation_start()) - timedelta(
-            days=(self.n_folds - 1) * self.delta_test
+            days=(self.n_folds - 1) * self.delta_test + max(0, train_days - self.delta_train)
         )
         latest = date.fromisoformat(self.test_start()) + timedelta(
             days=self.delta_train + self.delta_delay + self.delta_test - 1
         )
-        return _window(self.lineage(dataset), earliest, latest)
+        return _window(self.lineage(dataset, views), earliest, latest)
 
-    def describe(self) -> str:
+    def describe(self, train_days: int | None = None) -> str:
         """One line for model cards and logs."""
+        trained = (
+            ""
+            if train_days in (None, self.delta_train)
+            else f" (models trained on the {train_days} days ending with the training days)"
+        )
         return (
-            f"prequential, {self.n_folds} folds of {self.delta_train} training, "
+            f"prequential, {self.n_folds} folds of {self.delta_train} training{trained}, "
             f"{self.delta_delay} delay and {self.delta_test} test days, one week apart; test "
             f"folds start training on {self.test_start()} (selection on validation folds from "
             f"{self.validation_start()}); known compromised cards removed from test days"
@@ -147,18 +219,28 @@ class Protocol:
 
 
 def prepare_data(
-    workspace: Workspace, mode: Mode = "reference", progress: ProgressCallback | None = None
+    workspace: Workspace,
+    mode: Mode = "reference",
+    progress: ProgressCallback | None = None,
+    features: str = "extended",
 ) -> Dataset:
-    """Simulate (or reuse, if unchanged) the fraud data set and materialize its features."""
+    """Simulate (or reuse, if unchanged) the fraud data set and materialize a feature set
+    (a name of :data:`~shipyard.features.fraud.FEATURE_SETS`; unchanged views are reused)."""
     from shipyard.data.fraud_simulator import FraudSimulator, simulate_fraud_dataset
     from shipyard.features.definitions import load_views
     from shipyard.features.offline import OfflineStore
 
+    views = load_views(Candidate("feature_set_check", features=features).views_ref)
     dataset = simulate_fraud_dataset(workspace, FraudSimulator(mode=mode), progress=progress)
-    OfflineStore(workspace).materialize(
-        load_views(FEATURES_REF), dataset.version, progress=progress
-    )
+    OfflineStore(workspace).materialize(views, dataset.version, progress=progress)
     return dataset
+
+
+def quickstart_candidates() -> list[Candidate]:
+    """What the quickstart evaluates: the handbook's five baselines and the extended champion."""
+    from shipyard.training.trainers import BASELINE_SUITE
+
+    return [*(Candidate(model_type) for model_type in BASELINE_SUITE), EXTENDED_CHAMPION]
 
 
 def train_baseline(
@@ -169,12 +251,19 @@ def train_baseline(
     gate_boot: int = 1000,
     progress: ProgressCallback | None = None,
 ) -> BaselineReport:
-    """The main job: prepare the data, then :func:`train_suite` with registration and promotion."""
+    """The main job: prepare the data, then :func:`train_suite` of the quickstart candidates
+    (five baselines and the extended champion) with registration and promotion."""
     started = time.perf_counter()
     dataset = prepare_data(workspace, mode, progress)
     prepared = time.perf_counter() - started
     report = train_suite(
-        workspace, dataset, n_boot=n_boot, gate_boot=gate_boot, promote=True, progress=progress
+        workspace,
+        dataset,
+        candidates=quickstart_candidates(),
+        n_boot=n_boot,
+        gate_boot=gate_boot,
+        promote=True,
+        progress=progress,
     )
     report.seconds = {"data and features": prepared, **report.seconds}
     return report
@@ -185,6 +274,7 @@ def train_suite(
     dataset: Dataset,
     *,
     model_types: Sequence[str] | None = None,
+    candidates: Sequence[Candidate] | None = None,
     protocol: Protocol | None = None,
     n_trials: int = 0,
     model_params: dict[str, dict[str, Any]] | None = None,
@@ -196,92 +286,135 @@ def train_suite(
 ) -> BaselineReport:
     """Evaluate models on the protocol, log them to MLflow, register (and promote) the best.
 
-    ``model_params`` overrides defaults per model type (``{"lightgbm": {"n_estimators": 500}}``).
-    With ``n_trials`` > 0 each model type is first tuned with Optuna on the validation
-    folds. The best model on validation is registered as ``challenger``; with ``promote`` it
-    is then promoted to ``champion`` through the promotion gate (directly if there is none).
+    Either ``model_types`` (on the baseline features and the protocol's 7 training days;
+    ``model_params`` overrides defaults per type, e.g. ``{"lightgbm": {"n_estimators": 500}}``)
+    or ``candidates`` (each with its feature set and training window). With ``n_trials`` > 0
+    each candidate is first tuned with Optuna on the validation folds. The best candidate on
+    validation is registered as ``challenger`` with the lineage of its own feature views;
+    with ``promote`` it is then promoted to ``champion`` through the promotion gate.
     """
-    from shipyard.features.definitions import load_views
     from shipyard.registry.tracking import Tracker
     from shipyard.training.frames import load_frame
-    from shipyard.training.trainers import BASELINE_SUITE, make_config
+    from shipyard.training.trainers import BASELINE_SUITE
 
+    if candidates is not None and model_types is not None:
+        raise ParameterError("train_suite takes model_types or candidates, not both.")
+    if candidates is None:
+        candidates = [
+            Candidate(t, dict((model_params or {}).get(t, {})))
+            for t in (model_types or BASELINE_SUITE)
+        ]
+    if not candidates:
+        raise ParameterError("train_suite needs at least one candidate.")
+    check_candidates(candidates)
     protocol = protocol or Protocol()
-    model_types = list(model_types or BASELINE_SUITE)
-    for model_type in model_types:
-        make_config(model_type)  # an unknown type fails before any work
     clock = _Clock()
     report = BaselineReport(dataset=dataset, tracking_uri=workspace.mlflow_tracking_uri)
-    views = load_views(FEATURES_REF)
     run = _SuiteRun(
-        frame=load_frame(workspace, protocol.window(dataset)),
-        features=[name for view in views for name in view.feature_names],
-        lineage=protocol.lineage(dataset),
+        frame=load_frame(workspace, frame_window(protocol, dataset, candidates)),
         protocol=protocol,
         tracker=Tracker(workspace),
         dataset=dataset,
     )
     clock.lap(report, "training frame")
-    for i, model_type in enumerate(model_types):
-        params = dict((model_params or {}).get(model_type, {}))
-        report.models.append(run.evaluate(model_type, params, n_trials, n_boot, progress))
+    for i, candidate in enumerate(candidates):
+        report.models.append(run.evaluate(candidate, n_trials, n_boot, progress))
         if progress is not None:
-            progress("models", i + 1, len(model_types))
+            progress("models", i + 1, len(candidates))
     clock.lap(report, "training")
 
     best = max(report.models, key=lambda r: r.validation.mean(SELECTION_METRIC))
     report.best = best.model_type
     if register:
-        run.register_best(workspace, report, best, promote, gate_boot, model_types)
+        names = [c.name for c in candidates]
+        run.register_best(workspace, report, best, promote, gate_boot, names)
         clock.lap(report, "registry")
     return report
 
 
+def check_candidates(candidates: Sequence[Candidate]) -> None:
+    """Fail before any work on an unknown model, bad parameters, or a feature set that reads
+    labels without the 7-day delay or a column of the simulator's internals (LeakageError)."""
+    from shipyard.features.definitions import load_views
+    from shipyard.features.leakage import FRAUD_FORBIDDEN, FRAUD_LABEL_DELAY, require_clean_views
+    from shipyard.training.trainers import make_config
+
+    for candidate in candidates:
+        make_config(candidate.model_type, **candidate.params)
+    for ref in dict.fromkeys(c.views_ref for c in candidates):
+        require_clean_views(
+            load_views(ref),
+            label=COLUMNS.label,
+            label_delay=FRAUD_LABEL_DELAY,
+            forbidden=FRAUD_FORBIDDEN,
+        )
+
+
+def frame_window(protocol: Protocol, dataset: Dataset, candidates: Sequence[Candidate]) -> Window:
+    """The frame every candidate can read: the widest feature set, the longest window."""
+    order = list(FEATURE_SETS)
+    used = {c.features for c in candidates}
+    # the extended set holds every other; a single set needs only its own views
+    widest = next(iter(used)) if len(used) == 1 else order[-1]
+    return protocol.window(dataset, FEATURE_SETS[widest], max(c.train_days for c in candidates))
+
+
+def candidate_features(candidate: Candidate) -> list[str]:
+    """The feature names a candidate's model reads, in view order."""
+    from shipyard.features.definitions import load_views
+
+    return [name for view in load_views(candidate.views_ref) for name in view.feature_names]
+
+
 @dataclass
 class _SuiteRun:
-    """What the models of one suite run share: frame, features, splits, tracker."""
+    """What the models of one suite run share: frame, splits, tracker."""
 
     frame: pd.DataFrame
-    features: list[str]
-    lineage: Lineage
     protocol: Protocol
     tracker: Tracker
     dataset: Dataset
 
-    def tags(self, model_type: str) -> dict[str, str]:
+    def lineage(self, candidate: Candidate) -> Lineage:
+        return self.protocol.lineage(self.dataset, candidate.views_ref, candidate.train_days)
+
+    def tags(self, candidate: Candidate) -> dict[str, str]:
         ds = self.dataset
+        lineage = self.lineage(candidate)
         return {
             "shipyard.dataset": ds.name,
             "shipyard.dataset_version": str(ds.version),
             "shipyard.dataset_hash": ds.content_hash,
             "shipyard.dataset_time_range": f"{ds.time_min} .. {ds.time_max}",
-            "shipyard.features": self.lineage.views,
-            "shipyard.features_hash": self.lineage.features_hash,
-            "shipyard.label": self.lineage.columns.label,
-            "shipyard.model_type": model_type,
+            "shipyard.features": lineage.views,
+            "shipyard.features_hash": lineage.features_hash,
+            "shipyard.label": lineage.columns.label,
+            "shipyard.model_type": candidate.model_type,
+            "shipyard.candidate": candidate.name,
         }
 
     def evaluate(
         self,
-        model_type: str,
-        params: dict[str, Any],
+        candidate: Candidate,
         n_trials: int,
         n_boot: int,
         progress: ProgressCallback | None,
     ) -> ModelReport:
-        """Tune (optionally), validate, test and log one model type."""
+        """Tune (optionally), validate, test and log one candidate."""
         from shipyard.training.evaluation import evaluate
         from shipyard.training.search import search
         from shipyard.training.trainers import make_config
 
         started = time.perf_counter()
-        validation, test = self.protocol.splits()
+        features = candidate_features(candidate)
+        validation, test = self.protocol.splits(candidate.train_days)
+        params = dict(candidate.params)
         extra: dict[str, float] = {}
         if n_trials > 0:
             tuned = search(
                 self.frame,
-                self.features,
-                model_type,
+                features,
+                candidate.model_type,
                 validation,
                 n_trials=n_trials,
                 metric=SELECTION_METRIC,
@@ -289,24 +422,27 @@ class _SuiteRun:
             )
             params = {**params, **tuned.best_params}
             extra["search.best_validation_value"] = tuned.best_value
-        config = make_config(model_type, **params)
-        val = evaluate(self.frame, self.features, config, validation, n_boot=0)
-        tst = evaluate(self.frame, self.features, config, test, n_boot=n_boot, keep_models=True)
+        config = make_config(candidate.model_type, **params)
+        val = evaluate(self.frame, features, config, validation, n_boot=0)
+        tst = evaluate(self.frame, features, config, test, n_boot=n_boot, keep_models=True)
         run_id = self.tracker.log_evaluation(
             EXPERIMENT,
-            model_type,
+            candidate.name,
             tst,
             params={
                 "split.validation": validation.describe(),
                 "split.test": test.describe(),
                 "selection_metric": SELECTION_METRIC,
                 "search.n_trials": n_trials,
-                "features": ",".join(self.features),
+                "feature_set": candidate.features,
+                "train_days": candidate.train_days,
+                "features": ",".join(features),
             },
-            tags=self.tags(model_type),
+            tags=self.tags(candidate),
             extra_metrics={**extra, **{f"validation.{k}": v for k, v in val.summary().items()}},
         )
-        return ModelReport(model_type, val, tst, run_id, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        return ModelReport(candidate.name, val, tst, run_id, seconds, candidate)
 
     def register_best(
         self,
@@ -315,18 +451,18 @@ class _SuiteRun:
         best: ModelReport,
         promote: bool,
         gate_boot: int,
-        model_types: Sequence[str],
+        names: Sequence[str],
     ) -> None:
         """Register the most recent fold's model of ``best``; promote it through the gate."""
         from shipyard.registry.gate import PromotionGate
         from shipyard.registry.models import ModelRegistry
 
         newest = best.test.folds[0]  # fold 0: the most recent training window
-        if newest.model is None:  # evaluate(keep_models=True) keeps it; a guard for typing
+        if newest.model is None or best.candidate is None:  # keep_models=True keeps it
             raise RuntimeError("the most recent fold kept no model")
         registry = ModelRegistry(workspace, self.tracker)
         fold = newest.fold
-        lineage = self.lineage.with_windows(
+        lineage = self.lineage(best.candidate).with_windows(
             train=(fold.train_start.isoformat(), fold.train_end.isoformat()),
             evaluation=(fold.test_start.isoformat(), fold.test_end.isoformat()),
         )
@@ -338,14 +474,14 @@ class _SuiteRun:
             run_id=best.run_id,
             sample=self.frame.iloc[fold.test[:1000]],
             notes=CARD_NOTES,
-            reason=f"best {SELECTION_METRIC} on validation folds",
+            reason=f"best {SELECTION_METRIC} on validation folds ({best.model_type})",
         )
         if promote:
             try:
                 report.gate = registry.promote(
                     MODEL_NAME,
                     version.version,
-                    reason=f"best of {', '.join(model_types)} on validation {SELECTION_METRIC}",
+                    reason=f"best of {', '.join(names)} on validation {SELECTION_METRIC}",
                     gate=PromotionGate(metric=SELECTION_METRIC, n_boot=gate_boot),
                 )
                 report.promoted = True

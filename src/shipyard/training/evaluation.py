@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,10 @@ class FoldResult:
     scores: NDArray[np.float64]
     cp_per_day: dict[str, float]
     model: TrainedModel | None = None
+    fit_seconds: float = 0.0
+    """Wall-clock seconds to fit the fold's model."""
+    score_seconds: float = 0.0
+    """Wall-clock seconds to score the fold's test rows."""
 
 
 @dataclass
@@ -54,6 +59,14 @@ class Evaluation:
         import numpy as np
 
         return float(np.std([f.metrics[metric] for f in self.folds]))
+
+    def seconds(self) -> tuple[float, float]:
+        """Mean (fit, score) wall-clock seconds per fold."""
+        n = len(self.folds) or 1
+        return (
+            sum(f.fit_seconds for f in self.folds) / n,
+            sum(f.score_seconds for f in self.folds) / n,
+        )
 
     def summary(self) -> dict[str, float]:
         """``{metric_mean, metric_std}`` for every metric (what a run logs as overall)."""
@@ -109,13 +122,16 @@ def evaluate(
             raise TrainingError(
                 f"Fold {fold.index} ({fold.test_start}..{fold.test_end}) has no test rows."
             )
+        started = time.perf_counter()
         try:
             model = config.fit(X.iloc[fold.train], y[fold.train])
         except TrainingError as exc:
             raise TrainingError(
                 f"Fold {fold.index} ({fold.train_start}..{fold.train_end}): {exc}"
             ) from None
+        fitted = time.perf_counter()
         scores = model.predict_proba(X.iloc[fold.test])
+        scored = time.perf_counter()
         yt, dt, ct = y[fold.test], days[fold.test], cards[fold.test]
         cp = m.card_precision_at_k(dt, ct, yt, scores, k=top_k)
         budget = m.alert_budget(dt, yt, scores, per_day=top_k)
@@ -127,7 +143,16 @@ def evaluate(
             f"precision@{top_k}_per_day": budget["precision"],
             f"recall@{top_k}_per_day": budget["recall"],
         }
-        return FoldResult(fold, values, yt, scores, cp.per_day, model if keep_models else None)
+        return FoldResult(
+            fold,
+            values,
+            yt,
+            scores,
+            cp.per_day,
+            model if keep_models else None,
+            fit_seconds=fitted - started,
+            score_seconds=scored - fitted,
+        )
 
     results = (engine or LocalEngine()).map(run, folds)
     evaluation = Evaluation(config, results)
