@@ -65,11 +65,15 @@ def test_quickstart_runs_to_the_end_and_reproduces(tmp_path: Path) -> None:
     assert "1,754,155 transactions, 14,681 frauds" in out
     for model in ("logistic_regression", "decision_tree", "random_forest", "xgboost", "lightgbm"):
         assert model in out
+    assert "xgboost/extended/28d" in out
     assert "promoted to champion" in out
     ws = Workspace.open(target)
     registry = ModelRegistry(ws)
     champion = registry.get("fraud", "champion")
     assert champion.version == 1
+    # the extended features and the 28-day window win on validation, as the full search found
+    assert champion.lineage.views == "shipyard.features.fraud:EXTENDED_VIEWS"
+    assert "28 days" in champion.lineage.protocol
     assert champion.card_path.is_file() and champion.card_html.is_file()
 
     second = _quickstart(target)
@@ -119,7 +123,7 @@ def test_quickstart_runs_to_the_end_and_reproduces(tmp_path: Path) -> None:
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             runs = json.loads(response.read())["runs"]
-        assert len(runs) == 10  # five models, two quickstart runs
+        assert len(runs) == 12  # five baselines and the extended champion, two quickstart runs
         model = _get(f"{base}/registered-models/get?name=fraud")["registered_model"]
         assert {a["alias"]: a["version"] for a in model["aliases"]} == {
             "champion": "1",

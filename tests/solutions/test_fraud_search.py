@@ -42,7 +42,7 @@ PROTOCOL = Protocol(start_date_training="2018-05-06", n_folds=2)
 PLAN = SearchPlan(
     feature_sets=("baseline", "extended"),
     train_days=(7, 14),
-    families=("xgboost", "logistic_regression"),
+    families=("xgboost", "decision_tree"),
     n_trials=1,
     n_boot=20,
 )
@@ -219,4 +219,5 @@ def test_cli_search_writes_the_report(extended: tuple[Workspace, Dataset], tmp_p
         cli, ["--workspace", str(ws.root), "fraud", "search", "--family", "nope"]
     )
     assert bad.exit_code != 0
-    assert "Unknown model family 'nope'" in bad.output
+    assert isinstance(bad.exception, ParameterError)  # the entry point prints it, exit 2
+    assert "Unknown model family 'nope'" in str(bad.exception)
