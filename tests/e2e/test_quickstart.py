@@ -65,7 +65,7 @@ def test_quickstart_runs_to_the_end_and_reproduces(tmp_path: Path) -> None:
     assert "1,754,155 transactions, 14,681 frauds" in out
     for model in ("logistic_regression", "decision_tree", "random_forest", "xgboost", "lightgbm"):
         assert model in out
-    assert "xgboost/extended/28d" in out
+    assert "balanced_bagging/extended/28d" in out
     assert "promoted to champion" in out
     ws = Workspace.open(target)
     registry = ModelRegistry(ws)

@@ -15,7 +15,8 @@ from shipyard.cli._common import console, open_workspace, progress_bars
     "model_types",
     multiple=True,
     help="Model type (repeatable): logistic_regression, decision_tree, random_forest, xgboost, "
-    "lightgbm. Default: all five.",
+    "lightgbm (the default: all five), balanced_bagging, calibrated, feedforward (the neural "
+    "extra).",
 )
 @click.option("--dataset", default="fraud", show_default=True, help="Registered data set.")
 @click.option("--version", "version", type=int, default=None, help="Data set version (latest).")
