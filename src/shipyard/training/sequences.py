@@ -4,8 +4,8 @@
 ``length`` most recent transactions *strictly before* the row's instant, with the time gap to
 each and a presence mask::
 
-    SEQ_1_TX_AMOUNT, SEQ_1_GAP_SECONDS, SEQ_1_PRESENT,   # the most recent earlier one
-    SEQ_2_TX_AMOUNT, SEQ_2_GAP_SECONDS, SEQ_2_PRESENT,   # the one before it ...
+    SEQ_1_AMOUNT, SEQ_1_GAP_SECONDS, SEQ_1_PRESENT,   # the most recent earlier one
+    SEQ_2_AMOUNT, SEQ_2_GAP_SECONDS, SEQ_2_PRESENT,   # the one before it ...
 
 A missing step (the entity has fewer earlier transactions) has NaN values and gap and
 ``PRESENT`` 0. Transactions of the same entity at the same instant never see each other;
@@ -19,8 +19,9 @@ exposes them yet, so sequence models are evaluated offline only for now.
 
 Example::
 
-    frame = add_sequence_columns(frame, "CUSTOMER_ID", "TX_DATETIME", ["TX_AMOUNT"], 5)
-    features = BASE + sequence_columns(["TX_AMOUNT"], 5)
+    roles = lineage.columns  # entity and time columns come from the model's lineage
+    frame = add_sequence_columns(frame, roles.entity, roles.time, ["AMOUNT"], 5)
+    features = BASE + sequence_columns(["AMOUNT"], 5)
 """
 
 from __future__ import annotations
