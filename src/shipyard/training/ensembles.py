@@ -35,6 +35,7 @@ from shipyard.training.trainers import (
     BASELINE_SUITE,
     ModelConfig,
     TrainedModel,
+    check_labels,
     make_config,
     register_model_type,
 )
@@ -56,15 +57,7 @@ def _labels(config: ModelConfig, y: Any) -> NDArray[Any]:
     import numpy as np
 
     labels = np.asarray(y)
-    if len(labels) == 0:
-        raise TrainingError(f"{config!r}: the training window holds no rows.")
-    positives = int((labels == 1).sum())
-    if positives == 0 or positives == len(labels):
-        kind = "no positive" if positives == 0 else "only positive"
-        raise TrainingError(
-            f"{config!r}: the training window holds {kind} labels among {len(labels):,} rows; "
-            "choose a window that contains both classes."
-        )
+    check_labels(config, labels)
     return labels
 
 

@@ -42,6 +42,7 @@ from shipyard.training.trainers import (
     ModelConfig,
     NativeFormat,
     TrainedModel,
+    check_labels,
     register_format,
     register_model_type,
 )
@@ -165,15 +166,7 @@ class TorchConfig(ModelConfig):
         n_validation = int(len(labels) * self.params["validation_fraction"])
         n_train = len(labels) - n_validation
         for part, rows in (("training window", labels), ("training slice", labels[:n_train])):
-            if len(rows) == 0:
-                raise TrainingError(f"{self!r}: the {part} holds no rows.")
-            positives = int(rows.sum())
-            if positives == 0 or positives == len(rows):
-                kind = "no positive" if positives == 0 else "only positive"
-                raise TrainingError(
-                    f"{self!r}: the {part} holds {kind} labels among {len(rows):,} rows; "
-                    "choose a window that contains both classes."
-                )
+            check_labels(self, rows, part)
         features = [str(c) for c in X.columns]
         matrix = X.to_numpy(dtype=np.float64)
         classifier = TorchClassifier.train(

@@ -94,18 +94,24 @@ class ModelConfig:
         import numpy as np
 
         labels = np.asarray(y)
-        if len(labels) == 0:
-            raise TrainingError(f"{self!r}: the training window holds no rows.")
-        positives = int(labels.sum())
-        if positives == 0 or positives == len(labels):
-            kind = "no positive" if positives == 0 else "only positive"
-            raise TrainingError(
-                f"{self!r}: the training window holds {kind} labels among {len(labels):,} rows; "
-                "choose a window that contains both classes."
-            )
+        check_labels(self, labels)
         estimator = self.build()
         estimator.fit(X.to_numpy(dtype=np.float64), labels)
         return TrainedModel(self, estimator, Schema.from_frame(X.astype(float)))
+
+
+def check_labels(config: ModelConfig, labels: Any, part: str = "training window") -> None:
+    """TrainingError naming ``config`` and ``part`` if ``labels`` are empty or one class."""
+    n = len(labels)
+    if n == 0:
+        raise TrainingError(f"{config!r}: the {part} holds no rows.")
+    positives = int((labels == 1).sum())
+    if positives == 0 or positives == n:
+        kind = "no positive" if positives == 0 else "only positive"
+        raise TrainingError(
+            f"{config!r}: the {part} holds {kind} labels among {n:,} rows; "
+            "choose a window that contains both classes."
+        )
 
 
 class LogisticRegressionConfig(ModelConfig):
