@@ -105,6 +105,11 @@ class LeakageError(ShipyardError, ValueError):
     """Features read labels before they are known, the future, or columns not observable."""
 
 
+class ConcurrentChangeError(ShipyardError, RuntimeError):
+    """Someone changed the state between reading it and acting on it (e.g. another worker's
+    guardrail already rolled the traffic policy back); read the state again."""
+
+
 class PromotionRefusedError(ShipyardError, ValueError):
     """A promotion gate refused to replace the champion (worse, not significant, schema)."""
 

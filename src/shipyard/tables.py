@@ -169,6 +169,7 @@ traffic_policies = Table(
     Column("arms", JSON, nullable=False, doc="[{version, weight}]"),
     Column("shadows", JSON, nullable=False, doc="[version]"),
     Column("sticky_key", String(200), nullable=True),
+    Column("salt", String(200), nullable=True, doc="hashed with the routing key (experiments)"),
     Column("actor", String(200), nullable=False),
     Column("reason", Text, nullable=False),
     Column("created_at", DateTime, nullable=False),

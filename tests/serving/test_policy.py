@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from shipyard.errors import ModelNotFoundError, ParameterError
+from shipyard.errors import ConcurrentChangeError, ModelNotFoundError, ParameterError
 from shipyard.serving.policy import (
     Arm,
     Router,
@@ -33,6 +33,22 @@ def test_sticky_keys_stay_in_one_arm_and_spread_over_both() -> None:
     assert all(again.choose(k) == v for k, v in chosen.items())
     share = Counter(chosen.values())[2] / 2000
     assert 0.45 < share < 0.55
+
+
+def test_a_salt_reshuffles_assignment_and_stays_stable() -> None:
+    def salted(salt: str | None) -> Router:
+        policy = _policy((1, 50), (2, 50), sticky="customer")
+        return Router(TrafficPolicy(**{**policy.__dict__, "salt": salt}))
+
+    keys = [f"customer-{i}" for i in range(2000)]
+    plain = [salted(None).choose(k) for k in keys]
+    first = [salted("exp-1").choose(k) for k in keys]
+    assert first == [salted("exp-1").choose(k) for k in keys]  # stable for one salt
+    second = [salted("exp-2").choose(k) for k in keys]
+    # independent salts: about half the customers change arm between experiments
+    moved = sum(a != b for a, b in zip(first, second, strict=True)) / len(keys)
+    assert 0.4 < moved < 0.6
+    assert sum(a != b for a, b in zip(plain, first, strict=True)) / len(keys) > 0.4
 
 
 @pytest.mark.parametrize(
@@ -68,6 +84,21 @@ def test_policies_are_stored_as_revisions_and_roll_back(
     assert [p.actor for p in policy_history(ws, "fraud")][-3:] == ["a", "b", "c"]  # type: ignore[arg-type]
     with pytest.raises(ModelNotFoundError, match=r"version 99"):
         set_policy(ws, _policy((99, 1)), reason="typo")  # type: ignore[arg-type]
+
+
+def test_a_rollback_expecting_a_revision_happens_once(
+    serving_workspace: tuple[object, object],
+) -> None:
+    ws = serving_workspace[0]
+    good = set_policy(ws, _policy((1, 1)), reason="start")  # type: ignore[arg-type]
+    bad = set_policy(ws, _policy((2, 1)), reason="deploy v2")  # type: ignore[arg-type]
+    restored = rollback_policy(ws, "fraud", reason="guardrail", expected_revision=bad.revision)  # type: ignore[arg-type]
+    assert restored.arms == good.arms
+    # a second worker that saw the same trip finds the policy moved on: nothing written
+    with pytest.raises(ConcurrentChangeError, match=f"revision {restored.revision}"):
+        rollback_policy(ws, "fraud", reason="guardrail", expected_revision=bad.revision)  # type: ignore[arg-type]
+    assert get_policy(ws, "fraud").revision == restored.revision  # type: ignore[arg-type]
+    assert get_policy(ws, "fraud").salt is None  # type: ignore[arg-type]
 
 
 def test_without_a_sticky_key_the_routing_header_is_ignored_and_assignment_is_random() -> None:

@@ -6,7 +6,9 @@ key. Without a sticky key every request is assigned at random in proportion to t
 weights. With one (say ``customer``), a request's routing key is read from the
 ``X-Routing-Key`` header, else from the header named by the sticky key (``customer``),
 else from the V2 request parameter ``routing_key`` or the one named by the sticky key; the
-key is hashed so that a customer stays in one arm on every worker, across restarts. A
+key is hashed (with the policy's ``salt`` when it has one: each experiment salts its own
+assignment, so that two experiments in a row do not put the same customers in the same arm)
+so that a customer stays in one arm on every worker, across restarts. A
 request with no key is assigned at random. Every arm and shadow must take the same input
 columns (a request is decoded once, then routed). Every change is a new revision in the
 metadata database; workers poll the latest revision and switch without a restart. Rolling
@@ -24,7 +26,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shipyard.errors import ModelNotFoundError, ParameterError, SchemaError
+from shipyard.errors import (
+    ConcurrentChangeError,
+    ModelNotFoundError,
+    ParameterError,
+    SchemaError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -54,6 +61,7 @@ class TrafficPolicy:
     arms: tuple[Arm, ...]
     shadows: tuple[int, ...] = ()
     sticky_key: str | None = None
+    salt: str | None = None
     revision: int = 0
     reason: str = ""
     actor: str = ""
@@ -86,6 +94,8 @@ class TrafficPolicy:
         parts += [f"shadow v{v}" for v in self.shadows]
         if self.sticky_key:
             parts.append(f"sticky on {self.sticky_key}")
+        if self.salt:
+            parts.append(f"salt {self.salt}")
         return " · ".join(parts)
 
 
@@ -112,6 +122,7 @@ class Router:
             bounds.append(running * BUCKETS)
         self._bounds = bounds
         self._random = random.Random()
+        self._salt = f"{policy.salt}:".encode() if policy.salt else b""
 
     def routing_key(
         self, headers: dict[bytes, bytes], parameters: dict[str, Any] | None = None
@@ -133,14 +144,16 @@ class Router:
         """The version that serves a request with routing key ``key`` (None: random)."""
         if len(self.policy.arms) == 1:
             return self.policy.arms[0].version
-        if key is None:
-            bucket = self._random.random() * BUCKETS
-        else:
-            bucket = zlib.crc32(key.encode()) % BUCKETS  # stable across processes and restarts
+        bucket = self._random.random() * BUCKETS if key is None else bucket_of(key, self._salt)
         for arm, bound in zip(self.policy.arms, self._bounds, strict=True):
             if bucket < bound:
                 return arm.version
         return self.policy.arms[-1].version
+
+
+def bucket_of(key: str, salt: bytes = b"") -> int:
+    """The bucket (0 .. BUCKETS - 1) of a routing key: stable across processes and restarts."""
+    return zlib.crc32(salt + key.encode()) % BUCKETS
 
 
 def set_policy(
@@ -150,11 +163,14 @@ def set_policy(
     reason: str,
     actor: str | None = None,
     action: str = "policy.set",
+    expected_revision: int | None = None,
 ) -> TrafficPolicy:
     """Store ``policy`` as the endpoint's next revision; workers pick it up within a second.
 
     The change is recorded in the audit trail (the policy before and after) in the same
-    transaction.
+    transaction. With ``expected_revision``, the change is made only if that is still the
+    endpoint's latest revision (else ConcurrentChangeError, nothing written): how two
+    workers' guardrails, or a guardrail and an operator, never both act on one revision.
     """
     from sqlalchemy import insert, select
 
@@ -178,6 +194,13 @@ def set_policy(
             .mappings()
             .first()
         )
+        if expected_revision is not None:
+            found = latest["revision"] if latest is not None else 0
+            if found != expected_revision:
+                raise ConcurrentChangeError(
+                    f"Traffic policy of {policy.endpoint!r} is at revision {found}, not "
+                    f"{expected_revision}: it changed meanwhile; nothing was changed."
+                )
         row = {
             "endpoint": policy.endpoint,
             "revision": (latest["revision"] if latest is not None else 0) + 1,
@@ -185,6 +208,7 @@ def set_policy(
             "arms": [{"version": a.version, "weight": a.weight} for a in policy.arms],
             "shadows": list(policy.shadows),
             "sticky_key": policy.sticky_key,
+            "salt": policy.salt,
             "actor": who,
             "reason": reason,
             "created_at": datetime.now(UTC).replace(tzinfo=None),
@@ -214,6 +238,7 @@ def _audited(policy: TrafficPolicy) -> dict[str, Any]:
         "arms": [{"version": a.version, "weight": a.weight} for a in policy.arms],
         "shadows": list(policy.shadows),
         "sticky_key": policy.sticky_key,
+        "salt": policy.salt,
         "describe": policy.describe(),
     }
 
@@ -327,21 +352,37 @@ def policy_history(workspace: Workspace, endpoint: str) -> list[TrafficPolicy]:
 
 
 def rollback_policy(
-    workspace: Workspace, endpoint: str, *, reason: str, actor: str | None = None
+    workspace: Workspace,
+    endpoint: str,
+    *,
+    reason: str,
+    actor: str | None = None,
+    expected_revision: int | None = None,
 ) -> TrafficPolicy:
-    """Re-apply the revision before the current one, as a new revision."""
+    """Re-apply the revision before the current one (or before ``expected_revision``), as a
+    new revision.
+
+    With ``expected_revision`` the rollback happens only if that revision is still the
+    latest (ConcurrentChangeError otherwise, nothing written): a guardrail that tripped on
+    revision 7 restores revision 6, once, however many workers saw it trip.
+    """
     history = policy_history(workspace, endpoint)
-    if len(history) < 2:
+    latest = history[-1].revision if history else 0
+    current = expected_revision if expected_revision is not None else latest
+    earlier = [p for p in history if p.revision < current]
+    if not earlier:
         raise ModelNotFoundError(
-            f"Endpoint {endpoint!r} has no earlier traffic policy to roll back to."
+            f"Endpoint {endpoint!r} has no traffic policy before revision {current} to roll "
+            "back to."
         )
-    previous = history[-2]
+    previous = earlier[-1]
     return set_policy(
         workspace,
         previous,
         reason=f"rollback to revision {previous.revision}: {reason}",
         actor=actor,
         action="policy.rollback",
+        expected_revision=expected_revision,
     )
 
 
@@ -352,6 +393,7 @@ def _from_row(row: dict[str, Any]) -> TrafficPolicy:
         arms=tuple(Arm(int(a["version"]), float(a["weight"])) for a in row["arms"]),
         shadows=tuple(int(v) for v in row["shadows"]),
         sticky_key=row["sticky_key"],
+        salt=row.get("salt"),
         revision=row["revision"],
         reason=row["reason"],
         actor=row["actor"],
