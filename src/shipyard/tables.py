@@ -5,10 +5,10 @@ feature materializations, the freshness of the features written online, each mod
 version's lineage, files and schema, the hash-chained audit trail (registrations, alias
 changes, promotions, gate results, rollbacks, traffic-policy changes, threshold changes,
 prediction-log compactions: :mod:`shipyard.governance.audit`), the traffic policies of
-endpoints and the monitored quantities
-of each endpoint per window (with the alert rules and alerts raised on them). They live in the
-workspace's database: SQLite by default, any SQLAlchemy URL (PostgreSQL) by setting.
-``Workspace.init`` creates them.
+endpoints and the monitored quantities of each endpoint per window (with the alert rules and
+alerts raised on them), the guardrails of endpoints, online experiments, and lifecycle
+pipeline runs with their step cache. They live in the workspace's database: SQLite by
+default, any SQLAlchemy URL (PostgreSQL) by setting. ``Workspace.init`` creates them.
 """
 
 from __future__ import annotations
@@ -247,6 +247,71 @@ alerts = Table(
     Column("acknowledged_at", DateTime, nullable=True),
     Column("note", Text, nullable=False),
     Column("delivery", Text, nullable=True, doc="webhook delivery of the latest event"),
+)
+
+experiments = Table(
+    "shipyard_experiments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("endpoint", String(200), nullable=False),
+    Column("status", String(20), nullable=False, doc="running, stopped"),
+    Column("spec", JSON, nullable=False, doc="arms, salt, metric, guardrails, alpha, method"),
+    Column("result", JSON, nullable=True, doc="the decision and statistics when stopped"),
+    Column("active_key", String(200), nullable=True, unique=True,
+           doc="the endpoint while running, NULL once stopped: one running experiment per "
+           "endpoint, even with concurrent starts"),
+    Column("started_at", DateTime, nullable=False),
+    Column("started_by", String(200), nullable=False),
+    Column("stopped_at", DateTime, nullable=True),
+    Column("stopped_by", String(200), nullable=True),
+    Column("reason", Text, nullable=False, doc="why it started, then why it stopped"),
+    UniqueConstraint("name", name="uq_experiment_name"),
+)  # fmt: skip
+
+guardrails = Table(
+    "shipyard_guardrails",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("endpoint", String(200), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("spec", JSON, nullable=False, doc="metric, op, threshold, counts, action"),
+    Column("enabled", Boolean, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("endpoint", "name", name="uq_guardrail"),
+)
+
+pipeline_runs = Table(
+    "shipyard_pipeline_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), nullable=False, unique=True),
+    Column("pipeline", String(300), nullable=False),
+    Column("status", String(20), nullable=False, doc="running, succeeded, failed, waiting"),
+    Column("trigger", JSON, nullable=False, doc="{kind: schedule|alert|command, detail}"),
+    Column("graph", JSON, nullable=False, doc="steps, their inputs and parameters"),
+    Column("state", JSON, nullable=False, doc="per step: status, input hash, outputs, times"),
+    Column("error", Text, nullable=True),
+    Column("active_key", String(300), nullable=True, unique=True,
+           doc="the pipeline while the run is unfinished, NULL after: never two at once"),
+    Column("started_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Column("finished_at", DateTime, nullable=True),
+    Column("actor", String(200), nullable=False),
+)  # fmt: skip
+
+step_cache = Table(
+    "shipyard_step_cache",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pipeline", String(300), nullable=False),
+    Column("step", String(200), nullable=False),
+    Column("input_hash", String(64), nullable=False),
+    Column("outputs", JSON, nullable=False),
+    Column("run_id", String(64), nullable=False, doc="the run that computed it"),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("pipeline", "step", "input_hash", name="uq_step_cache"),
 )
 
 

@@ -299,9 +299,11 @@ def record_threshold_change(
     reason: str,
     version: int | None = None,
     actor: str | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> AuditEntry:
     """Record that the decision threshold of ``model`` (a version, or all) moved ``before`` ->
-    ``after`` (scores at or above it are the adverse decision)."""
+    ``after`` (scores at or above it are the adverse decision); ``details`` says how it was
+    chosen. :mod:`shipyard.monitoring.thresholds` reads the current one back."""
     for param, value in (("before", before), ("after", after)):
         if value is not None and not isinstance(value, int | float):
             raise invalid_parameter(param, "record_threshold_change", "a number", value)
@@ -315,6 +317,7 @@ def record_threshold_change(
         actor=actor,
         before={"threshold": before},
         after={"threshold": after},
+        details=dict(details or {}),
     )
 
 

@@ -67,6 +67,12 @@ from shipyard.monitoring.reference import (
 )
 from shipyard.monitoring.report import ColumnDrift, DatasetDriftTest, DriftReport
 from shipyard.monitoring.run import GroupWindow, MonitorRun, run_monitor
+from shipyard.monitoring.thresholds import (
+    ThresholdSetting,
+    decision_threshold,
+    set_decision_threshold,
+    threshold_history,
+)
 
 __all__ = [
     "Alert",
@@ -96,6 +102,7 @@ __all__ = [
     "Point",
     "PopulationStabilityIndex",
     "RealizedPerformance",
+    "ThresholdSetting",
     "Verdict",
     "WassersteinDistance",
     "acknowledge",
@@ -104,6 +111,7 @@ __all__ = [
     "compact",
     "compare",
     "current_profile",
+    "decision_threshold",
     "drift_report",
     "evaluate_rules",
     "ingest_labels",
@@ -119,6 +127,8 @@ __all__ = [
     "remove_rule",
     "render_report",
     "run_monitor",
+    "set_decision_threshold",
     "store_points",
+    "threshold_history",
     "write_report",
 ]
