@@ -24,6 +24,8 @@ COMMANDS = {
     "monitor": "shipyard.cli.monitor:monitor",
     "scenario": "shipyard.cli.scenario:scenario",
     "fraud": "shipyard.cli.fraud:fraud",
+    "experiment": "shipyard.cli.experiment:experiment",
+    "pipeline": "shipyard.cli.pipeline:pipeline",
 }
 
 
