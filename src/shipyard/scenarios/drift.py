@@ -312,7 +312,7 @@ def run_drift_scenario(
             "rows_per_request", "run_drift_scenario", "an int >= 1", rows_per_request
         )
     clock = _Clock(progress)
-    champion, dataset = _champion(workspace, simulator, progress)
+    champion, dataset = fraud_champion(workspace, simulator, progress)
     clock.lap("champion")
     replay_start, drift_start, replay_end = _replay_span(champion, dataset)
     drift = replace(drift, start=drift_start, end=replay_end + timedelta(days=1))
@@ -320,7 +320,7 @@ def run_drift_scenario(
         workspace, champion, dataset, drift, replay_start, replay_end, progress
     )
     clock.lap("drifted data")
-    _forget_endpoint(workspace, endpoint)
+    forget_endpoint(workspace, endpoint)
     out.mkdir(parents=True, exist_ok=True)
     keys = _serve_and_replay(workspace, champion, endpoint, frame, out, rows_per_request, progress)
     clock.lap("serving")
@@ -367,10 +367,11 @@ def run_drift_scenario(
 # -- steps ---------------------------------------------------------------------------------
 
 
-def _champion(
+def fraud_champion(
     workspace: Workspace, simulator: dict[str, Any] | None, progress: ProgressCallback | None
 ) -> tuple[ModelVersion, Dataset]:
-    """Step 1: the workspace's fraud champion and its data set; trained here if absent."""
+    """The workspace's ``fraud@champion`` and its data set; without one, a small one is
+    trained first (:func:`train_scenario_champion`, about a minute). Step 1 of the scenarios."""
     from shipyard.data.catalog import get_dataset
     from shipyard.errors import ModelNotFoundError
     from shipyard.registry.models import ModelRegistry
@@ -380,16 +381,17 @@ def _champion(
     try:
         champion = registry.get(MODEL_NAME, "champion")
     except ModelNotFoundError:
-        _train_champion(workspace, simulator, progress)
+        train_scenario_champion(workspace, simulator, progress)
         champion = registry.get(MODEL_NAME, "champion")
     lineage = champion.lineage
     return champion, get_dataset(workspace, lineage.dataset, lineage.dataset_version)
 
 
-def _train_champion(
+def train_scenario_champion(
     workspace: Workspace, simulator: dict[str, Any] | None, progress: ProgressCallback | None
 ) -> None:
-    """Simulate the scenario's data (fast mode) and promote one LightGBM to champion."""
+    """Simulate the scenarios' data (fast mode, :data:`SCENARIO_SIMULATOR` updated by
+    ``simulator``) and promote one LightGBM to ``fraud@champion``."""
     from shipyard.data.fraud_simulator import FraudSimulator, simulate_fraud_dataset
     from shipyard.features.definitions import load_views
     from shipyard.features.offline import OfflineStore
@@ -451,12 +453,12 @@ def _drifted_frame(
     """Step 3: (the version replayed, the champion's rows to replay, the segment's size)."""
     if isinstance(drift, AmountDrift):
         drifted, customers = _drifted_version(workspace, dataset, drift, progress)
-        return drifted, _replay_frame(workspace, champion, drifted, first, last), len(customers)
+        return drifted, replay_frame(workspace, champion, drifted, first, last), len(customers)
     from shipyard.scenarios.mix import in_segment, shift_mix
 
     time_column = champion.lineage.columns.time
     frame, _ = shift_mix(
-        _replay_frame(workspace, champion, dataset, first, last), drift, time_column=time_column
+        replay_frame(workspace, champion, dataset, first, last), drift, time_column=time_column
     )
     week = (frame[time_column] >= _midnight(drift.start or first)).to_numpy()
     return dataset, frame, int((in_segment(frame, drift.segment) & week).sum())
@@ -498,10 +500,11 @@ def _drifted_version(
     return version, segment
 
 
-def _replay_frame(
+def replay_frame(
     workspace: Workspace, champion: ModelVersion, drifted: Dataset, first: date, last: date
 ) -> pd.DataFrame:
-    """The champion's inputs (point-in-time) over the replayed days of the drifted version."""
+    """The champion's inputs (point-in-time) from ``first`` to ``last`` (inclusive) of the data
+    set version ``drifted``, in time order."""
     from shipyard.training.frames import Window, load_frame
 
     lineage = champion.lineage
@@ -517,7 +520,7 @@ def _replay_frame(
     return frame.sort_values(lineage.columns.time, kind="stable").reset_index(drop=True)
 
 
-def _forget_endpoint(workspace: Workspace, endpoint: str) -> None:
+def forget_endpoint(workspace: Workspace, endpoint: str) -> None:
     """Delete what an earlier run left for the endpoint: prediction log, labels, stored points;
     remove its alert rules (which resolves their alerts). A rerun starts clean."""
     from sqlalchemy import delete

@@ -11,6 +11,10 @@ Example::
 
     with LocalServer(ws, "fraud@champion", endpoint="fraud-replay", log=out / "serve.log") as srv:
         keys = replay(srv, frame[features], frame["TX_DATETIME"], prefix="replay-1")
+
+:class:`ContinuousReplay` sends one row per request from a thread until stopped and keeps
+every answer (status, version, score) instead of raising: the live traffic of a deploy that
+goes wrong, while the endpoint's policy changes under it.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING
@@ -242,3 +248,161 @@ def _request_starts(hours: Sequence[int], size: int) -> list[tuple[int, int]]:
             spans += [(a, min(a + size, i)) for a in range(first, i, size)]
             first = i
     return spans
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request of a :class:`ContinuousReplay`: when it was answered, how, by which version.
+
+    ``status`` 0: no HTTP answer at all (the connection failed); ``version`` and ``score``
+    are None unless the answer was a 200.
+    """
+
+    request_id: str
+    at: float
+    """Epoch seconds when the answer (or the failure) arrived."""
+    status: int
+    version: int | None
+    score: float | None
+
+
+class ContinuousReplay:
+    """Send ``rows`` to ``server`` one row per request, as a scorer does, from a thread.
+
+    The rows are sent in order and again from the first when they run out, until
+    :meth:`stop`; ``rate`` caps the requests per second (None: as fast as answers come).
+    Nothing raises on a refused request: every answer is kept (:meth:`answers`) with its
+    status and the version that gave it, so a caller can change the endpoint's policy
+    meanwhile and count what each version answered and what failed.
+
+    Example::
+
+        with ContinuousReplay(server, matrix, prefix="live") as traffic:
+            traffic.wait_for(3000)
+            ...  # deploy, roll back
+        failed = [a for a in traffic.answers() if a.status != 200]
+    """
+
+    def __init__(
+        self,
+        server: LocalServer,
+        rows: NDArray[np.float64],
+        *,
+        prefix: str,
+        rate: float | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        import numpy as np
+
+        matrix = np.asarray(rows, dtype=np.float64)
+        if matrix.ndim != 2 or len(matrix) == 0:
+            raise invalid_parameter(
+                "rows", "ContinuousReplay", "a non-empty 2-D array", list(matrix.shape)
+            )
+        if rate is not None and (isinstance(rate, bool) or not rate > 0):
+            raise invalid_parameter("rate", "ContinuousReplay", "None or a number > 0", rate)
+        self.server = server
+        self.rows = matrix
+        self.prefix = prefix
+        self.rate = rate
+        self.timeout_s = timeout_s
+        self._answers: list[Answer] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def __enter__(self) -> ContinuousReplay:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start sending (in a daemon thread)."""
+        self._thread = threading.Thread(target=self._run, name="continuous-replay", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop sending and wait for the request in flight; idempotent."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    @property
+    def count(self) -> int:
+        """Requests answered (or failed) so far."""
+        with self._lock:
+            return len(self._answers)
+
+    def answers(self) -> list[Answer]:
+        """A copy of every answer so far, in the order they came."""
+        with self._lock:
+            return list(self._answers)
+
+    def wait_for(self, n: int, *, timeout_s: float = 300.0) -> None:
+        """Block until ``n`` requests were answered; ServerError if the sender died or
+        ``timeout_s`` passed first."""
+        deadline = time.monotonic() + timeout_s
+        while self.count < n:
+            if self._error is not None:
+                raise ServerError(f"the replay stopped: {self._error}") from self._error
+            if self._thread is None or not self._thread.is_alive():
+                raise ServerError(f"the replay is not running ({self.count} of {n} requests)")
+            if time.monotonic() > deadline:
+                raise ServerError(
+                    f"only {self.count} of {n} requests were answered in {timeout_s:.0f} s"
+                )
+            time.sleep(0.05)
+
+    def _run(self) -> None:
+        try:
+            self._send_until_stopped()
+        except BaseException as exc:  # kept for wait_for: a thread's error is otherwise lost
+            self._error = exc
+
+    def _send_until_stopped(self) -> None:
+        path = f"/v2/models/{self.server.endpoint}/infer"
+        headers = {"Content-Type": "application/json"}
+        connection: http.client.HTTPConnection | None = None
+        gap = 0.0 if self.rate is None else 1.0 / self.rate
+        n = 0
+        started = time.monotonic()
+        while not self._stop.is_set():
+            if gap:
+                wait = started + n * gap - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+            request_id = f"{self.prefix}-{n:07d}"
+            body = _v2_body(request_id, self.rows[n % len(self.rows)][None, :])
+            if connection is None:
+                connection = http.client.HTTPConnection(
+                    "127.0.0.1", self.server.port, timeout=self.timeout_s
+                )
+            try:
+                connection.request("POST", path, body, headers)
+                response = connection.getresponse()
+                status, answer = response.status, response.read()
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                connection = None
+                status, answer = 0, b""
+            self._keep(request_id, status, answer)
+            n += 1
+        if connection is not None:
+            connection.close()
+
+    def _keep(self, request_id: str, status: int, answer: bytes) -> None:
+        version = score = None
+        if status == 200:
+            decoded = json.loads(answer)
+            version = int(decoded["model_version"])
+            score = float(decoded["outputs"][0]["data"][0])
+        with self._lock:
+            self._answers.append(Answer(request_id, time.time(), status, version, score))
