@@ -378,3 +378,61 @@ def test_a_live_running_run_is_taken_over_only_when_forced(workspace: Workspace)
     (error,) = outcome
     assert "was taken over by process" in str(error)
     assert get_run(workspace, holder["run"]).outputs("s") == {"n": 2}
+
+
+RACER = """
+import sys, time
+from pathlib import Path
+from shipyard.pipelines.graph import Pipeline, Step
+from shipyard.pipelines.runs import PipelineBusyError, run_pipeline
+from shipyard.workspace import Workspace
+
+folder, root, name = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+workspace = Workspace.open(root)
+
+def step(ctx):
+    (folder / f"ran-{name}").write_text(ctx.run_id)
+    while not (folder / "finish").exists():
+        time.sleep(0.02)
+    return {}
+
+(folder / f"ready-{name}").touch()
+while not (folder / "start").exists():  # both processes imported: released together
+    time.sleep(0.002)
+try:
+    run_pipeline(workspace, Pipeline("nightly", (Step("only", step),)))
+except PipelineBusyError as exc:
+    (folder / f"busy-{name}").write_text(exc.run_id)
+    (folder / "finish").touch()
+"""
+
+
+def test_two_processes_started_together_exactly_one_runs(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    folder = tmp_path / "race"
+    folder.mkdir()
+    children = [
+        subprocess.Popen([sys.executable, "-c", RACER, str(folder), str(workspace.root), name])
+        for name in ("a", "b")
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(folder.glob("ready-*"))) < 2:
+            assert time.monotonic() < deadline, "the processes never got ready"
+            time.sleep(0.01)
+        (folder / "start").touch()
+        codes = [child.wait(120) for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    assert codes == [0, 0]
+    ran = sorted(p.name for p in folder.glob("ran-*"))
+    busy = sorted(p.name for p in folder.glob("busy-*"))
+    assert len(ran) == 1 and len(busy) == 1 and ran[0][4:] != busy[0][5:]
+    run_id = (folder / ran[0]).read_text()
+    assert (folder / busy[0]).read_text() == run_id
+    (run,) = list_runs(workspace, "nightly")
+    assert run.run_id == run_id and run.status == "succeeded"

@@ -32,6 +32,7 @@ import secrets
 import socket
 import traceback
 from collections.abc import Callable, Mapping
+from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -553,7 +554,8 @@ class _Runner:
         return get_run(self.workspace, self.run_id)
 
     def _run_step(self, step: Step) -> None:
-        upstream = {name: self.records[name].outputs or {} for name in step.inputs}
+        # copies: a step that changes what it was given cannot change its inputs' records
+        upstream = {name: deepcopy(self.records[name].outputs or {}) for name in step.inputs}
         key = input_hash(step, upstream)
         base = replace(
             self.records[step.name], status=StepStatus.RUNNING, input_hash=key,
