@@ -435,12 +435,6 @@ def resume_run(
     "running" one only when it is stale (see :func:`stale_reason`) or with ``force=True``,
     otherwise PipelineBusyError. The pipeline must have the graph the run was started with.
     """
-    from sqlalchemy import select, update
-    from sqlalchemy.exc import IntegrityError
-
-    from shipyard.governance.audit import transaction
-    from shipyard.tables import pipeline_runs as table
-
     graph = pipeline.describe()
     run = get_run(workspace, run_id)
     if run.pipeline != pipeline.name:
@@ -452,6 +446,21 @@ def resume_run(
             f"Pipeline {pipeline.name!r} changed since run {run_id} started (steps, inputs, "
             "parameters or versions differ); start a new run instead."
         )
+    state = _take_over(workspace, pipeline.name, run_id, force, stale_after_s)
+    return _Runner(workspace, pipeline, run_id, state, on_step).execute()
+
+
+def _take_over(
+    workspace: Workspace, pipeline: str, run_id: str, force: bool, stale_after_s: float
+) -> dict[str, Any]:
+    """Make this process the run's owner (one transaction): its unfinished steps pending
+    again, the pipeline held; the new state, or the reason it cannot be resumed."""
+    from sqlalchemy import select, update
+    from sqlalchemy.exc import IntegrityError
+
+    from shipyard.governance.audit import transaction
+    from shipyard.tables import pipeline_runs as table
+
     state = _new_state()
     try:
         with transaction(workspace) as conn:
@@ -474,17 +483,17 @@ def resume_run(
                     status=str(RunStatus.RUNNING),
                     state=state,
                     error=None,
-                    active_key=pipeline.name,
+                    active_key=pipeline,
                     updated_at=_now(),
                     finished_at=None,
                 )
             )
     except IntegrityError:
-        other = active_run(workspace, pipeline.name)
+        other = active_run(workspace, pipeline)
         if other is None:
             raise
         raise _busy(other) from None
-    return _Runner(workspace, pipeline, run_id, state, on_step).execute()
+    return state
 
 
 def _error(exc: BaseException) -> str:
