@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,3 +146,12 @@ class TestSampleSizeAndPower:
     def test_bad_input_names_the_field(self, call: object, field: str) -> None:
         with pytest.raises(ParameterError, match=f"'{field}'"):
             call()  # type: ignore[operator]
+
+
+class TestDocs:
+    def test_the_worked_example_of_the_docs_runs(self) -> None:
+        doc = Path(__file__).resolve().parents[2] / "docs" / "experiments-statistics.md"
+        blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
+        assert blocks, "docs/experiments-statistics.md has no Python example"
+        for code in blocks:
+            exec(compile(code, str(doc), "exec"), {})  # the example asserts its own outcome

@@ -295,7 +295,7 @@ def sample_size(
     A rate metric when ``sd`` is None (``baseline`` is the control rate); a mean metric of
     standard deviation ``sd`` otherwise. ``relative=True`` reads ``mde`` as a fraction of
     ``baseline``. Example: ``sample_size(0.10, 0.02)`` is 3,835;
-    ``sample_size(0.02, 0.10, relative=True)`` (a 2 % rate, +10 %) is 80,681.
+    ``sample_size(0.02, 0.10, relative=True)`` (a 2 % rate, +10 %) is 80,638.
     """
     from statsmodels.stats.power import (  # type: ignore[import-untyped]
         NormalIndPower,
