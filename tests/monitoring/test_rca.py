@@ -240,3 +240,19 @@ def test_a_pipelines_transform_stage_is_what_its_model_sees() -> None:
     assert seen_inputs(widened, X) is None  # other columns: not comparable column by column
     bare = DecisionTreeClassifier().fit(X, y)
     assert seen_inputs(bare, X) is X
+
+
+def test_the_html_report_is_self_contained_in_the_order_asked(
+    bad_deploy: Workspace, tmp_path: Path
+) -> None:
+    report = root_cause(bad_deploy, "cents", 2)
+    html, text = write_rca(report, tmp_path / "incident")
+    assert (html.name, text.name) == ("rca-cents-v2.html", "rca-cents-v2.txt")
+    page = html.read_text()
+    assert "default-src 'none'" in page and "<script" not in page.lower()
+    assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page
+    order = [page.index(f'id="{a}"') for a in ("version", "outputs", "inputs", "segments")]
+    assert order == sorted(order)
+    assert page.count("<svg") == 2  # the score distributions, the ranked input shifts
+    assert "Top feature: TX_AMOUNT" in page
+    assert text.read_text() == report.text() + "\n"

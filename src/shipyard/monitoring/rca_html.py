@@ -1,27 +1,399 @@
-"""The root-cause report for people: a few lines of text, and one self-contained HTML page.
+"""The incident pages for people: the root-cause report (text and HTML) and a recalibration.
 
 :func:`render_text` is what ``RootCauseReport.text()`` returns (a terminal, an alert, a
-ticket); :func:`render_rca` is the page :func:`shipyard.monitoring.rca.write_rca` writes.
-The page has no script and loads nothing (a Content-Security-Policy forbids any fetch, like
-the monitoring report's); figures are inline SVG.
+ticket); :func:`render_rca` is the page :func:`shipyard.monitoring.rca.write_rca` writes:
+the headline, then (1) which version, since when, (2) which outputs shifted, with the score
+distributions overlaid, (3) which input features shifted, ranked two ways, (4) which
+segments are most affected. :func:`render_recalibration` shows a threshold recalibration's
+effect and the FPR / alert-rate trade-off with the chosen point. The pages have no script
+and load nothing (the monitoring report's Content-Security-Policy forbids any fetch);
+figures are inline SVG, so they open the same from disk, a ticket or an air-gapped machine.
 """
 
 from __future__ import annotations
 
 import math
-from datetime import datetime
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shipyard.monitoring.rca import SMALL_SEGMENT
 
 if TYPE_CHECKING:
     from shipyard.monitoring.performance import Metric
-    from shipyard.monitoring.rca import RootCauseReport
+    from shipyard.monitoring.rca import RootCauseReport, SeenShift
+    from shipyard.monitoring.thresholds import Recalibration
+
+
+_PAGE_CSS = (
+    ".headline{border-left:6px solid #c62828;background:#ffebee;padding:8px 12px;margin:8px 0;"
+    "font-weight:600}.small{color:#9e9e9e}pre{font-size:12.5px;white-space:pre-wrap}"
+)
+
+
+def _page(title: str, sections: list[str], footer: str) -> str:
+    """A self-contained page: no script, nothing fetched (same CSP as the monitoring report)."""
+    from shipyard.monitoring.html import _CSS, _e
+
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "style-src 'unsafe-inline'; img-src data:\">"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{_CSS}{_PAGE_CSS}</style></head><body>"
+        f"<header><h1>{_e(title)}</h1></header><main>{''.join(sections)}</main>"
+        f"<footer>{footer} Generated {generated}; times are UTC.</footer></body></html>\n"
+    )
+
+
+def _table(head: list[str], rows: list[list[str]], numeric: set[int] | None = None) -> str:
+    numeric = numeric or set()
+    cells = "".join(
+        "<tr>"
+        + "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
+                  for i, c in enumerate(row))
+        + "</tr>"
+        for row in rows
+    )  # fmt: skip
+    header = "".join(f"<th>{h}</th>" for h in head)
+    return f"<table><thead><tr>{header}</tr></thead><tbody>{cells}</tbody></table>"
+
+
+def _facts(rows: list[tuple[str, str]]) -> str:
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="facts"><tbody>{body}</tbody></table>'
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    from shipyard.monitoring.html import _number
+
+    return _number(value, digits)
+
+
+def _render(draw: Callable[[Any], str]) -> str:
+    """Run ``draw(figures)`` with the monitoring report's figure settings."""
+    import warnings
+
+    import matplotlib as mpl
+
+    from shipyard.monitoring.html import _Figures
+
+    settings: Any = {"svg.fonttype": "none", "text.parse_math": False, "font.size": 9}
+    with mpl.rc_context(settings), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Tight layout not applied", category=UserWarning)
+        return draw(_Figures())
+
+
+# -- the root-cause page --------------------------------------------------------------------
 
 
 def render_rca(report: RootCauseReport) -> str:
-    """The report as an HTML document."""
-    import html
+    """The report as one self-contained HTML document, sections in the order of the text."""
+    from shipyard.monitoring.html import _e
 
-    return f"<!DOCTYPE html>\n<pre>{html.escape(report.text())}</pre>\n"
+    d = report.deployment
+    title = f"Root cause — {d.endpoint}: {d.model} v{d.version}"
+    headline = f'<p class="headline">{_e(render_text(report).splitlines()[0])}</p>'
+
+    def draw(figures: Any) -> str:
+        return "".join(
+            [
+                headline,
+                _version_section(report),
+                _outputs_section(report, figures),
+                _inputs_section(report, figures),
+                _segments_section(report),
+                f"<h2>In text</h2><pre>{_e(render_text(report))}</pre>",
+            ]
+        )
+
+    footer = (
+        "Generated by Shipyard (<code>shipyard monitor rca</code>). Intervals are 95%: "
+        "Wilson for rates, Newcombe for their difference, normal for means."
+    )
+    return _page(title, [_render(draw)], footer)
+
+
+def _version_section(report: RootCauseReport) -> str:
+    from shipyard.monitoring.html import _e
+
+    d = report.deployment
+    revision = (
+        f"revision {d.revision} at {_minute(d.introduced_at)} by {_e(d.introduced_by)} "
+        f"({_e(d.introduced_because)})"
+        if d.revision is not None
+        else "no policy revision names it"
+    )
+    facts = _facts(
+        [
+            ("Endpoint", _e(d.endpoint)),
+            ("Suspect", f"{_e(d.model)} v{d.version}"),
+            ("Introduced by", revision),
+            ("Requests", f"{_minute(d.first_request)} → {_minute(d.last_request)}: "
+                         f"{d.n_requests:,} requests, {d.n_rows:,} rows"),
+            ("Baseline", f"v{d.baseline} ({_e(d.baseline_source)})"),
+        ]
+    )  # fmt: skip
+    incidents = (
+        _table(
+            ["action", "at", "actor", "reason"],
+            [[_e(i.action), _minute(i.at), _e(i.actor), _e(i.reason)] for i in d.incidents],
+        )
+        if d.incidents
+        else "<p>No guardrail trip or rollback recorded since the revision.</p>"
+    )
+    return f'<h2 id="version">1. Which version, since when</h2>{facts}<h3>Incidents</h3>{incidents}'
+
+
+def _outputs_section(report: RootCauseReport, figures: Any) -> str:
+    o, d = report.outputs, report.deployment
+    facts = _facts(
+        [
+            ("Alert rate", f"v{d.version} {_rate(o.suspect_alert_rate)} at {o.suspect_threshold:g}"
+                           f" · v{d.baseline} {_rate(o.baseline_alert_rate)} at "
+                           f"{o.baseline_threshold:g}"),
+            ("Change", _points(o.alert_rate_change)),
+            ("Mean score", f"v{d.version} {_num(o.suspect_mean)} · v{d.baseline} "
+                           f"{_num(o.baseline_mean)} · change {_metric(o.mean_change)}"),
+            ("Score distributions", f"Kolmogorov-Smirnov distance {_num(o.ks_statistic)}"),
+            ("Same requests", f"{o.paired_rows:,} rows scored by both: decisions differ on "
+                              f"{_rate(o.paired_flip_rate)} ({o.paired_up:,} more alerts, "
+                              f"{o.paired_down:,} fewer); mean score change "
+                              f"{_metric(o.paired_mean_change)}"),
+        ]
+    )  # fmt: skip
+    fig, ax = figures.new(figsize=(7.5, 3.0))
+    width = o.bins[1] - o.bins[0]
+    centres = [b + width / 2 for b in o.bins[:-1]]
+    ax.bar(
+        centres,
+        o.baseline_histogram,
+        width=width,
+        color="#5c6bc0",
+        alpha=0.55,
+        label=f"v{d.baseline} (baseline, {o.baseline_rows:,} rows)",
+    )
+    ax.bar(centres, o.suspect_histogram, width=width, color="#ef6c00", alpha=0.55,
+           label=f"v{d.version} (suspect, {o.suspect_rows:,} rows)")  # fmt: skip
+    for t, colour in ((o.baseline_threshold, "#283593"), (o.suspect_threshold, "#bf360c")):
+        ax.axvline(t, color=colour, linestyle="--", linewidth=1)
+    ax.set_xlabel("score")
+    ax.set_ylabel("share of rows")
+    ax.set_title("Score distributions, overlaid (dashed: decision thresholds)")
+    ax.legend(frameon=False)
+    _plain(ax)
+    from shipyard.monitoring.html import _figure_html
+
+    figure = _figure_html(
+        figures.svg(fig, "score distributions"),
+        "Share of rows per score bin: the suspect's requests against the baseline's; an alert "
+        "is a score at or above the dashed threshold.",
+    )
+    return f'<h2 id="outputs">2. Which outputs shifted</h2>{facts}{figure}'
+
+
+def _inputs_section(report: RootCauseReport, figures: Any) -> str:
+    from shipyard.monitoring.html import _e, _figure_html, _p_value
+
+    d = report.deployment
+    seen_rows = [
+        [_e(s.column), _num(s.effect), _pct(s.share_changed), _ratio_cell(s),
+         _num(s.median_abs_log_ratio), _num(s.standardized_difference)]
+        for s in report.seen
+    ]  # fmt: skip
+    seen = (
+        f"<h3>What each version sees on the same requests</h3><p>{_e(report.seen_note)}. "
+        f"Both versions' preprocessing applied to v{d.version}'s logged inputs; ranked by "
+        "effect (mean |difference| over the baseline's standard deviation).</p>"
+        + _table(
+            [
+                "feature",
+                "effect (sd)",
+                "rows changed",
+                "typical ratio",
+                "median |log ratio|",
+                "standardized difference",
+            ],
+            seen_rows,
+            {1, 2, 3, 4, 5},
+        )
+    )
+    traffic_rows = [
+        [_e(t.column), _num(t.distance), _p_value(t.adjusted_p_value), _e(t.verdict),
+         _num(t.baseline_mean), _num(t.suspect_mean), _num(t.standardized_difference)]
+        for t in report.traffic
+    ]  # fmt: skip
+    traffic = (
+        f"<h3>Traffic drift</h3><p>v{d.version}'s requests against {_e(report.traffic_note)}; "
+        "chi-square per column, Benjamini-Hochberg across columns, Jensen-Shannon distance "
+        "as the effect size (floor 0.05).</p>"
+        + _table(
+            [
+                "feature",
+                "JS distance",
+                "adjusted p",
+                "verdict",
+                f"mean v{d.baseline}",
+                f"mean v{d.version}",
+                "standardized difference",
+            ],
+            traffic_rows,
+            {1, 2, 4, 5, 6},
+        )
+    )
+    chart = ""
+    if report.seen or report.traffic:
+        chart = _figure_html(
+            _effects_figure(report, figures),
+            "Left: how differently the versions see each feature on the same requests. Right: "
+            "how far each feature's traffic moved. The top 10 of each.",
+        )
+    return f'<h2 id="inputs">3. Which input features shifted</h2>{chart}{seen}{traffic}'
+
+
+def _effects_figure(report: RootCauseReport, figures: Any) -> str:
+    fig, (left, right) = figures.new(1, 2, figsize=(9.0, 3.4))
+    seen = list(report.seen[:10])[::-1]
+    left.barh([s.column for s in seen], [s.effect for s in seen], color="#c62828")
+    left.set_xlabel("effect (sd of the baseline's view)")
+    left.set_title("Seen differently")
+    traffic = list(report.traffic[:10])[::-1]
+    right.barh([t.column for t in traffic], [t.distance or 0.0 for t in traffic], color="#ef6c00")
+    right.axvline(0.05, color="#616161", linestyle="--", linewidth=1)
+    right.set_xlabel("Jensen-Shannon distance")
+    right.set_title("Traffic drift")
+    for ax in (left, right):
+        _plain(ax)
+    fig.tight_layout()
+    return str(figures.svg(fig, "input shifts"))
+
+
+def _segments_section(report: RootCauseReport) -> str:
+    from shipyard.monitoring.html import _e
+
+    d = report.deployment
+    rows = [
+        [_e(s.column), _e(s.label), f"{s.n:,}" + (' <span class="small">small</span>' if s.small
+                                                   else ""),
+         _pct(s.baseline_alert_rate), _pct(s.suspect_alert_rate),
+         f"{100 * s.alert_rate_change:+.1f} pp", _num(s.mean_score_change)]
+        for s in report.segments
+    ]  # fmt: skip
+    table = _table(
+        ["feature", "segment", "rows", f"alert rate v{d.baseline}", f"alert rate v{d.version}",
+         "change", "mean score change"],
+        rows, {2, 3, 4, 5, 6},
+    )  # fmt: skip
+    return (
+        '<h2 id="segments">4. Which segments are most affected</h2>'
+        f"<p>Bins of the top features over v{d.version}'s requests, both versions deciding "
+        f"on the same rows; ranked by the change in alert rate. Segments under "
+        f"{SMALL_SEGMENT} rows are marked small.</p>{table}"
+    )
+
+
+def _plain(ax: Any) -> None:
+    ax.grid(True, color="#eeeeee", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _metric(metric: Metric) -> str:
+    if metric.value is None or metric.low is None or metric.high is None:
+        return "insufficient data"
+    return f"{_num(metric.value)} [{_num(metric.low)}, {_num(metric.high)}]"
+
+
+def _points(metric: Metric) -> str:
+    if metric.value is None or metric.low is None or metric.high is None:
+        return "insufficient data"
+    return (
+        f"{100 * metric.value:+.1f} pp [{100 * metric.low:+.1f}, {100 * metric.high:+.1f}] "
+        "(percentage points, suspect minus baseline)"
+    )
+
+
+def _ratio_cell(shift: SeenShift) -> str:
+    return "—" if shift.share_changed == 0 else _ratio(shift.typical_ratio)
+
+
+# -- the recalibration page -----------------------------------------------------------------
+
+
+def render_recalibration(recal: Recalibration) -> str:
+    """A threshold recalibration as one self-contained HTML page: the effect and the trade-off."""
+    from shipyard.monitoring.html import _e, _figure_html
+
+    rows = []
+    for name, label in (
+        ("precision", "precision"),
+        ("recall", "recall"),
+        ("fpr", "false-positive rate"),
+        ("alert_rate", "alert rate"),
+    ):
+        rows.append([label, _rate(getattr(recal.before, name)), _rate(getattr(recal.after, name))])
+    rows.append(["alerts per day", _num(recal.before.alerts_per_day),
+                 _num(recal.after.alerts_per_day)])  # fmt: skip
+    effect = _table(
+        ["", f"before ({recal.previous:.4g})", f"after ({recal.threshold:.4g})"], rows, {1, 2}
+    )
+
+    def draw(figures: Any) -> str:
+        fig, ax = figures.new(figsize=(7.5, 3.4))
+        t = [c[0] for c in recal.curve]
+        ax.plot(t, [c[1] for c in recal.curve], color="#c62828", label="false-positive rate")
+        ax.plot(t, [c[2] for c in recal.curve], color="#ef6c00", label="alert rate")
+        ax.plot(t, [c[3] for c in recal.curve], color="#2e7d32", label="recall")
+        for effect_at, marker, text in ((recal.before, "o", "before"), (recal.after, "s", "after")):
+            for value, colour in ((effect_at.fpr.value, "#c62828"),
+                                  (effect_at.alert_rate.value, "#ef6c00")):  # fmt: skip
+                if value is not None:
+                    ax.plot([effect_at.threshold], [value], marker, color=colour)
+            ax.axvline(effect_at.threshold, color="#616161", linestyle=":", linewidth=1)
+            ax.annotate(text, (effect_at.threshold, 1.0), fontsize=8, ha="center")
+        ax.set_yscale("symlog", linthresh=0.01)
+        ax.set_xlabel("decision threshold (alert when score ≥ threshold)")
+        ax.set_ylabel("share")
+        ax.legend(frameon=False)
+        _plain(ax)
+        return str(
+            _figure_html(
+                figures.svg(fig, "threshold trade-off"),
+                "FPR, alert rate and recall against the threshold on the window; dotted: the "
+                "threshold before and after (squares: the chosen point).",
+            )
+        )
+
+    goal = (
+        f"target false-positive rate {recal.target_fpr:g}"
+        if recal.target_fpr is not None
+        else f"alert budget {recal.alert_budget:g} of traffic"
+    )
+    status = "recorded" if recal.setting is not None else "dry run, not recorded"
+    sections = [
+        f'<p class="headline">{_e(recal.model)} v{recal.version}: threshold '
+        f"{recal.previous:.4g} → {recal.threshold:.4g} for a {_e(goal)} ({status}).</p>",
+        f"<h2>Effect on the window</h2><pre>{_e(recal.text())}</pre>{effect}",
+        f"<h2>Trade-off</h2>{_render(draw)}",
+    ]
+    title = f"Threshold recalibration — {recal.endpoint}: {recal.model} v{recal.version}"
+    return _page(
+        title, sections, "Generated by Shipyard (<code>shipyard monitor threshold</code>)."
+    )
+
+
+def write_page(text: str, path: str | Path) -> Path:
+    """Write an HTML page atomically (a reader never sees half a file)."""
+    from shipyard.monitoring.reference import _write_atomically
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(target, text.encode("utf-8"))
+    return target
 
 
 # -- the text form --------------------------------------------------------------------------
