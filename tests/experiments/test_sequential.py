@@ -137,3 +137,10 @@ class TestMsprt:
         assert isinstance(result, TestResult) and result.method == "msprt"
         assert result.decision == "treatment better" and result.significant
         assert json.loads(json.dumps(result.to_dict()))["decision"] == "treatment better"
+
+
+def test_statistics_from_numpy_numbers_serialise_to_json() -> None:
+    control = ArmStats(n=np.int64(500), mean=np.float64(0.1), variance=np.float64(0.09))
+    treatment = ArmStats.of_proportion(np.int64(70), np.int64(500))
+    assert type(control.n) is int and type(control.mean) is float
+    json.dumps(msprt(control, treatment, horizon=np.int64(1_000)).to_dict())  # type: ignore[arg-type]

@@ -168,7 +168,7 @@ def _bounds(looks: int, alpha: float, spending: str) -> tuple[float, ...]:
 
 def _check_design(looks: int, alpha: float, spending: str, owner: str) -> float:
     alpha = check_alpha(alpha, owner)
-    if isinstance(looks, bool) or not isinstance(looks, int) or not 1 <= looks <= 200:
+    if isinstance(looks, bool) or not isinstance(looks, int | np.integer) or not 1 <= looks <= 200:
         raise invalid_parameter("looks", owner, "an int in [1, 200]", looks)
     if spending not in SPENDING:
         raise invalid_parameter("spending", owner, f"one of {list(SPENDING)}", spending)
@@ -184,7 +184,7 @@ def group_sequential_bounds(
     ``[2.438, 2.427, 2.410, 2.397, 2.386]``.
     """
     alpha = _check_design(looks, alpha, spending, "group_sequential_bounds")
-    return np.array(_bounds(looks, alpha, spending), dtype=np.float64)
+    return np.array(_bounds(int(looks), alpha, spending), dtype=np.float64)
 
 
 def _stagewise_p_value(look: int, looks: int, alpha: float, spending: str, z: float) -> float:
@@ -220,8 +220,9 @@ def group_sequential(
     """
     alpha = _check_design(looks, alpha, spending, "group_sequential")
     check_arms(control, treatment, "group_sequential")
-    if isinstance(look, bool) or not isinstance(look, int) or not 1 <= look <= looks:
+    if isinstance(look, bool) or not isinstance(look, int | np.integer) or not 1 <= look <= looks:
         raise invalid_parameter("look", "group_sequential", f"an int in [1, looks={looks}]", look)
+    look, looks = int(look), int(looks)
     bound = _bounds(looks, alpha, spending)[look - 1]
     effect = treatment.mean - control.mean
     se = math.sqrt(control.variance / control.n + treatment.variance / treatment.n)
@@ -330,7 +331,7 @@ def power(
     )
 
     alpha = check_alpha(alpha, "power")
-    if isinstance(n_per_arm, bool) or not isinstance(n_per_arm, int) or n_per_arm < 2:
+    if isinstance(n_per_arm, bool) or not isinstance(n_per_arm, int | np.integer) or n_per_arm < 2:
         raise invalid_parameter("n_per_arm", "power", "an int >= 2", n_per_arm)
     h = _effect_size(baseline, mde, sd, relative, "power")
     solver = NormalIndPower() if sd is None else TTestIndPower()

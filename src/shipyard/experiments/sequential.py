@@ -79,6 +79,10 @@ class ArmStats:
             raise invalid_parameter("mean", "ArmStats", "a finite number", self.mean)
         if not math.isfinite(self.variance) or self.variance < 0:
             raise invalid_parameter("variance", "ArmStats", "a finite number >= 0", self.variance)
+        # plain Python numbers, so results built from NumPy counts serialise to JSON
+        object.__setattr__(self, "n", int(self.n))
+        object.__setattr__(self, "mean", float(self.mean))
+        object.__setattr__(self, "variance", float(self.variance))
 
     @classmethod
     def of(cls, values: ArrayLike) -> ArmStats:
@@ -234,7 +238,7 @@ def msprt(
     alpha = check_alpha(alpha, "msprt")
     check_arms(control, treatment, "msprt")
     if horizon is not None and (
-        isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 2
+        isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 2
     ):
         raise invalid_parameter("horizon", "msprt", "an int >= 2 (units per arm)", horizon)
     if tau is not None and (
