@@ -27,8 +27,8 @@ which the A/A simulation in ``shipyard.experiments.simulation`` checks.
 units. By default it is chosen so that the confidence sequence is narrowest when each arm
 holds ``horizon`` units (10,000 unless given): ``tau² = r * (var_c + var_t) / horizon`` with
 ``r = -W₋₁(-alpha²/e) - 1`` (about 8.2 at alpha 0.05; Howard et al. 2021, section 3.5),
-using the arms' observed variances. The width is flat around that point (about 7 % wider
-at ten times or a tenth of the horizon than the narrowest possible there), so a rough
+using the arms' observed variances. The width is flat around that point (at ten times the
+horizon it is 7 % wider than the narrowest possible there, at a tenth 26 %), so a rough
 horizon, e.g. :func:`shipyard.experiments.fixed.sample_size`, is enough.
 
 Example::
