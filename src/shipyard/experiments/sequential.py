@@ -7,7 +7,7 @@ shows a difference stays at most ``alpha``.
 The estimate is ``effect = mean_t - mean_c`` with variance ``V = var_c/n_c + var_t/n_t``
 (unequal arm sizes are fine). With a normal mixture ``N(0, tau²)`` over the true effect, the
 likelihood ratio against "no difference" is (Johari, Pekelis & Walsh, "Always valid
-inference: continuous monitoring of A/B tests", Operations Research 2022, eq. 11, written
+inference: continuous monitoring of A/B tests", Operations Research 2022; written
 for the estimate's variance)::
 
     Λ = sqrt(V / (V + tau²)) * exp(tau² * effect² / (2 V (V + tau²)))
@@ -26,10 +26,10 @@ which the A/A simulation in ``shipyard.experiments.simulation`` checks.
 **Choosing tau.** ``tau`` is the scale of effects the test is tuned for, in the metric's
 units. By default it is chosen so that the confidence sequence is narrowest when each arm
 holds ``horizon`` units (10,000 unless given): ``tau² = r * (var_c + var_t) / horizon`` with
-``r = -W₋₁(-alpha²/e) - 1`` (about 8.2 at alpha 0.05; Howard et al. 2021, section 3.5),
-using the arms' observed variances. The width is flat around that point (at ten times the
-horizon it is 7 % wider than the narrowest possible there, at a tenth 26 %), so a rough
-horizon, e.g. :func:`shipyard.experiments.fixed.sample_size`, is enough.
+``r = -W₋₁(-alpha²/e) - 1`` (about 8.2 at alpha 0.05; the tuning of the normal mixture in
+Howard et al. 2021), using the arms' observed variances. The width is flat around that
+point (at ten times the horizon it is 7 % wider than the narrowest possible there, at a
+tenth 26 %), so a rough horizon, e.g. :func:`shipyard.experiments.fixed.sample_size`, is enough.
 
 Example::
 
