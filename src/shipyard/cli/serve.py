@@ -31,6 +31,21 @@ from shipyard.cli._common import console, open_workspace
     help="Answer 422 for values outside the range seen in training (default: score them and "
     "flag them in the prediction log's out_of_range column).",
 )
+@click.option(
+    "--no-guardrails",
+    is_flag=True,
+    help="Do not watch versions on probation (default: each worker judges the endpoint's "
+    "guardrails, or the default set, and rolls back on a trip; see docs/guardrails.md).",
+)
+@click.option(
+    "--probation",
+    "probation_s",
+    type=click.FloatRange(min=0),
+    default=3600.0,
+    show_default=True,
+    help="Seconds after a policy revision brings a version in during which its guardrails "
+    "are watched.",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -45,6 +60,8 @@ def serve(
     reset: bool,
     no_log: bool,
     reject_out_of_range: bool,
+    no_guardrails: bool,
+    probation_s: float,
 ) -> None:
     """Serve TARGET (MODEL@ALIAS or MODEL@VERSION, e.g. fraud@champion) on HOST:PORT.
 
@@ -92,4 +109,6 @@ def serve(
         timeout_ms=timeout_ms,
         log_predictions=not no_log,
         reject_out_of_range=reject_out_of_range,
+        guardrails=not no_guardrails,
+        probation_s=probation_s,
     )

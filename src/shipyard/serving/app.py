@@ -270,8 +270,12 @@ class ServingApp:
             request = await self._accept_events(protocol, explicit, headers, body, refused)
         if request.explain:
             return await self._explained(request, started)
-        scores = await request.deployment.batcher.submit(request.matrix)
-        await self._record(request, scores, started)
+        try:
+            scores = await request.deployment.batcher.submit(request.matrix)
+            await self._record(request, scores, started)
+        except Exception as exc:  # the guardrails count it against the version
+            self.runtime.failed(request, exc)
+            raise
         return self._answer(request, scores)
 
     async def _explained(self, request: Accepted, started: float) -> Response:
@@ -353,7 +357,11 @@ class ServingApp:
                 }
             )
             queued = time.time_ns()
-            scores, run = await deployment.batcher.submit_timed(request.matrix)
+            try:
+                scores, run = await deployment.batcher.submit_timed(request.matrix)
+            except Exception as exc:  # the guardrails count it against the version
+                self.runtime.failed(request, exc)
+                raise
             tracer.start_span("queue", start_time=queued).end(end_time=run.started_ns)
             model = tracer.start_span(
                 "model",

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from shipyard.registry.models import ModelVersion
     from shipyard.serving.backends import BackendReport
     from shipyard.serving.features import OnlineFeatures
+    from shipyard.serving.guard import Guard
     from shipyard.serving.metrics import ServingMetrics
     from shipyard.serving.policy import Router, TrafficPolicy
     from shipyard.serving.predlog import PredictionLog
@@ -76,6 +77,12 @@ class ServeConfig:
     log_format: str = "json"
     metrics_dir: str | None = None
     """The server's shared metrics folder (one slot per worker); ``None``: this worker's own."""
+    guardrails: bool = True
+    """Watch the versions on probation and roll back on a trip (:mod:`.guard`)."""
+    probation_s: float = 3600.0
+    """How long after a policy revision brings a version in its guardrails are watched."""
+    guard_interval_s: float = 0.5
+    """How often the watcher judges the versions on probation."""
 
     def to_env(self) -> str:
         """JSON for the workers' environment."""
@@ -183,6 +190,8 @@ class EndpointRuntime:
         self._id_prefix = uuid.uuid4().hex[:12]
         self._id_counter = 0
         self._explaining: ThreadPoolExecutor | None = None
+        self.guard: Guard | None = None
+        """The guardrail watcher (:mod:`.guard`), while ``config.guardrails`` is on."""
 
     @property
     def model(self) -> str:
@@ -228,12 +237,24 @@ class EndpointRuntime:
         policy = await asyncio.to_thread(get_policy, self.workspace, self.config.endpoint)
         self.state = await self._build(policy, {})
         self._poller = asyncio.get_running_loop().create_task(self._watch_policy())
+        if self.config.guardrails:
+            from shipyard.serving.guard import Guard
+
+            self.guard = Guard(
+                self.workspace,
+                self.config.endpoint,
+                probation_s=self.config.probation_s,
+                interval_s=self.config.guard_interval_s,
+            )
+            self.guard.start(lambda: self.state.policy if self.state is not None else None)
 
     async def stop(self) -> None:
         """Stop watching, close batchers and the prediction log."""
         for task in (self._poller, self._log_prober):
             if task is not None:
                 task.cancel()
+        if self.guard is not None:
+            await self.guard.stop()
         if self.state is not None:
             for deployment in self.state.deployments.values():
                 await deployment.batcher.close()
@@ -252,6 +273,8 @@ class EndpointRuntime:
             old = self.state
             policy = await asyncio.to_thread(get_policy, self.workspace, self.config.endpoint)
             self.state = await self._build(policy, old.deployments if old else {})
+            if self.guard is not None:
+                self.guard.switched(old.policy if old else None, policy)
             if old is not None:
                 retired = [d for v, d in old.deployments.items() if v not in self.state.deployments]
                 if retired:
@@ -450,6 +473,13 @@ class EndpointRuntime:
                 await self.log.commit(record)
             except (OSError, PredictionLogClosedError) as exc:
                 raise RequestError(503, unlogged_message(str(exc))) from exc
+        if self.guard is not None:
+            self.guard.observe(request.version, scores, latency)
+
+    def failed(self, request: Accepted, error: Exception) -> None:
+        """Count a 5xx answer to an accepted request against its version (the guardrails)."""
+        if self.guard is not None and (not isinstance(error, RequestError) or error.status >= 500):
+            self.guard.failed(request.version)
 
     def shadow(self, request: Accepted) -> None:
         """Score the request's rows with the policy's shadow versions in the background; log."""

@@ -98,11 +98,15 @@ def serve(
     reset: bool = False,
     log_predictions: bool = True,
     reject_out_of_range: bool = False,
+    guardrails: bool = True,
+    probation_s: float = 3600.0,
 ) -> None:
     """Serve ``target`` (e.g. ``fraud@champion``) until interrupted.
 
     ``reject_out_of_range``: answer 422 for values outside the range seen in training
-    (default: score them and flag them in the prediction log).
+    (default: score them and flag them in the prediction log). ``guardrails``: each worker
+    watches the versions on probation for ``probation_s`` seconds and rolls back on a trip
+    (:mod:`shipyard.serving.guard`).
     """
     import uvicorn
     from uvicorn.supervisors import Multiprocess
@@ -139,6 +143,8 @@ def serve(
         otlp_endpoint=settings.serving_otlp_endpoint,
         log_level=settings.log_level,
         log_format=settings.log_format,
+        guardrails=guardrails,
+        probation_s=probation_s,
     )
     os.environ[CONFIG_ENV] = config.to_env()
     count = workers or os.cpu_count() or 1

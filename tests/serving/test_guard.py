@@ -1,0 +1,222 @@
+"""The in-server guardrail watcher: windows, judging a version on probation, rolling back once,
+and a real server that rolls a bad deploy back by itself with every request answered."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shipyard.governance.audit import entries
+from shipyard.monitoring.alerts import list_alerts
+from shipyard.monitoring.reference import load_reference_scores
+from shipyard.serving.guard import Guard, VersionWindow
+from shipyard.serving.policy import Arm, TrafficPolicy, get_policy, policy_history, set_policy
+from tests.serving.conftest import start_server
+
+
+def test_a_window_keeps_the_last_observations_and_counts_failures() -> None:
+    guard = Guard.__new__(Guard)  # the hot path needs no workspace: built as the runtime does
+    Guard.__init__(guard, None, "e", window=100)  # type: ignore[arg-type]
+    for i in range(250):
+        guard.observe(3, np.array([i / 250]), 0.002)
+    guard.observe(3, np.array([0.1, 0.2, 0.3]), 0.004)
+    guard.failed(3)
+    window = guard.window(3)
+    assert isinstance(window, VersionWindow)
+    observed = window.observations()
+    assert observed.scores.size == 100 and observed.scores[-1] == pytest.approx(0.3)
+    assert observed.latency_ms.size == 100 and observed.latency_ms[-1] == pytest.approx(4.0)
+    assert observed.errors is not None and observed.errors[-1] and observed.errors.sum() == 1
+    assert window.seen == 252
+    assert guard.window(4) is None
+
+
+def test_observe_costs_about_a_microsecond_per_request() -> None:
+    """Not a threshold (machines differ): the measured cost is printed for docs/guardrails.md."""
+    guard = Guard(None, "e")  # type: ignore[arg-type]
+    score = np.array([0.02])
+    n = 200_000
+    started = time.perf_counter_ns()
+    for _ in range(n):
+        guard.observe(1, score, 0.003)
+    per_call = (time.perf_counter_ns() - started) / n
+    print(f"Guard.observe: {per_call:.0f} ns per one-row request")
+    window = guard.window(1)
+    assert window is not None and len(window.scores) == 2000  # bounded however long it runs
+
+
+def _feed(guard: Guard, version: int, score: float, n: int) -> None:
+    for _ in range(n):
+        guard.observe(version, np.array([score]), 0.003)
+
+
+def test_the_watcher_rolls_a_tripped_version_back_once_however_many_workers_trip(
+    serving_workspace: Any,
+) -> None:
+    ws, _ = serving_workspace
+    endpoint = "guard-unit"
+    first = set_policy(ws, TrafficPolicy(endpoint, "fraud", (Arm(1, 1.0),)), reason="serve v1")
+    workers = [Guard(ws, endpoint), Guard(ws, endpoint)]
+    for guard in workers:
+        _feed(guard, 1, 0.01, 500)
+    deploy = set_policy(ws, TrafficPolicy(endpoint, "fraud", (Arm(2, 1.0),)), reason="deploy v2")
+    for guard in workers:
+        guard.switched(first, deploy)
+        _feed(guard, 2, 0.01, 100)  # too few to judge yet
+        assert asyncio.run(guard.check(deploy)) == []
+        assert guard.probation is not None and guard.probation.versions == {2: 1}
+        _feed(guard, 2, 0.97, 300)
+    trips = [asyncio.run(guard.check(deploy)) for guard in workers]
+    assert [len(t) for t in trips] == [1, 1]
+    acted, late = trips[0][0], trips[1][0]
+    assert acted.rolled_back_to == 1 and acted.rollback_revision == deploy.revision + 1
+    assert acted.alert_id is not None
+    assert late.rollback_revision is None and late.alert_id is None  # the first one did it
+    tripped = {r.guardrail.name for r in acted.results if r.status == "tripped"}
+    assert "alert-rate-lift" in tripped and "alert-rate" in tripped
+    history = policy_history(ws, endpoint)
+    assert [p.arms[0].version for p in history] == [1, 2, 1]
+    assert history[-1].reason.startswith("rollback to revision")
+    trips_audited = entries(ws, kind="endpoint", name=endpoint, action="guardrail.trip")
+    assert len(trips_audited) == 1 and trips_audited[0].version == 2
+    assert [a.rule for a in list_alerts(ws, endpoint)] == ["guardrail:alert-rate-lift"]
+    # the rollback revision puts no version on probation: nothing more happens
+    assert asyncio.run(workers[0].check(get_policy(ws, endpoint))) == []
+
+
+def test_an_honest_deploy_is_judged_and_left_alone(serving_workspace: Any) -> None:
+    ws, _ = serving_workspace
+    endpoint = "guard-honest"
+    first = set_policy(ws, TrafficPolicy(endpoint, "fraud", (Arm(1, 1.0),)), reason="serve v1")
+    guard = Guard(ws, endpoint)
+    rng = np.random.default_rng(0)
+    # each version scores like it did on its evaluation window (honest traffic, resampled)
+    for score in rng.choice(load_reference_scores(ws, "fraud", 1)[0], 1000):
+        guard.observe(1, np.array([score]), 0.003)
+    deploy = set_policy(ws, TrafficPolicy(endpoint, "fraud", (Arm(2, 1.0),)), reason="deploy v2")
+    guard.switched(first, deploy)
+    for score in rng.choice(load_reference_scores(ws, "fraud", 2)[0], 1000):
+        guard.observe(2, np.array([score]), 0.003)
+
+    async def judged() -> list[Any]:
+        trips = await guard.check(deploy)
+        await guard.settled()  # the reference scores, loaded in the background
+        for _ in range(5):
+            trips += await guard.check(deploy)
+        return trips
+
+    assert asyncio.run(judged()) == []
+    assert {r.guardrail.name: r.status for r in guard.results[2]} == {
+        "alert-rate-lift": "ok",
+        "alert-rate": "ok",
+        "score-shift": "ok",
+        "error-rate": "ok",
+        "latency-p99": "ok",
+        "realized-fpr": "insufficient",  # no labels in memory
+    }
+    assert [p.revision for p in policy_history(ws, endpoint)] == [1, 2]
+
+
+class Traffic:
+    """One client thread sending one-row requests until stopped; the statuses it got."""
+
+    def __init__(self, port: int, rows: pd.DataFrame) -> None:
+        self.port = port
+        self.bodies = [json.dumps({"inputs": [row]}).encode() for row in rows.to_numpy().tolist()]
+        self.statuses: list[int] = []
+        self.versions: list[int] = []
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        i = 0
+        while not self._stop.is_set():
+            body = self.bodies[i % len(self.bodies)]
+            i += 1
+            try:
+                connection.request(
+                    "POST", "/invocations", body, {"Content-Type": "application/json"}
+                )
+                response = connection.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException):
+                self.errors += 1
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                continue
+            self.statuses.append(response.status)
+            self.versions.append(int(response.getheader("x-model-version") or 0))
+        connection.close()
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def wait_for(self, n: int, deadline_s: float = 120) -> None:
+        deadline = time.monotonic() + deadline_s
+        while len(self.statuses) < n:
+            assert time.monotonic() < deadline, f"only {len(self.statuses)} answers"
+            time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_a_real_server_rolls_a_bad_deploy_back_by_itself_answering_every_request(
+    serving_workspace: Any, rows: pd.DataFrame, tmp_path: Path
+) -> None:
+    from shipyard.scenarios.faults import CENTS, register_unit_fault
+    from shipyard.serving.policy import apply_policy
+
+    ws, _ = serving_workspace
+    endpoint = "guarded"
+    broken = register_unit_fault(ws, "fraud", 1, scale=CENTS, reason="amounts in cents")
+    server = start_server(ws, "fraud@1", tmp_path, "--endpoint", endpoint, "--reset")
+    try:
+        with Traffic(server.port, rows) as traffic:
+            traffic.wait_for(600)  # the champion's traffic: the baseline each worker keeps
+            deploy = apply_policy(
+                ws,
+                TrafficPolicy(endpoint, "fraud", (Arm(broken.version, 1.0),)),
+                reason=f"deploy v{broken.version}",
+            )
+            deadline = time.monotonic() + 120
+            while len(policy_history(ws, endpoint)) < 3:
+                assert time.monotonic() < deadline, "the guardrail never rolled back"
+                time.sleep(0.2)
+            rolled_back = policy_history(ws, endpoint)[-1]
+            sent = len(traffic.statuses)
+            traffic.wait_for(sent + 300)  # keep serving after the rollback
+        assert traffic.errors == 0
+        assert set(traffic.statuses) == {200}
+        assert broken.version in traffic.versions and traffic.versions[-1] == 1
+        history = policy_history(ws, endpoint)
+        assert len(history) == 3, [p.reason for p in history]
+        assert rolled_back.arms == (Arm(1, 1.0),)
+        assert rolled_back.reason.startswith(f"rollback to revision {deploy.revision - 1}")
+        audited = entries(ws, kind="endpoint", name=endpoint, action="policy.rollback")
+        assert len(audited) == 1 and audited[0].actor == "guardrail"
+        trips = entries(ws, kind="endpoint", name=endpoint, action="guardrail.trip")
+        assert len(trips) == 1 and trips[0].version == broken.version
+        details = trips[0].details or {}
+        print(
+            f"requests to detection (one worker's count): {details.get('requests')}; "
+            f"answers of v{broken.version}: {traffic.versions.count(broken.version)}"
+        )
+        alerts = list_alerts(ws, endpoint)
+        assert len(alerts) == 1 and alerts[0].group == f"v{broken.version}"
+    finally:
+        server.stop()
