@@ -256,3 +256,21 @@ def test_the_html_report_is_self_contained_in_the_order_asked(
     assert page.count("<svg") == 2  # the score distributions, the ranked input shifts
     assert "Top feature: TX_AMOUNT" in page
     assert text.read_text() == report.text() + "\n"
+
+
+def test_the_rca_command_prints_the_text_and_writes_both_files(
+    bad_deploy: Workspace, tmp_path: Path
+) -> None:
+    """``shipyard monitor rca`` (here to reuse this module's registered versions)."""
+    from click.testing import CliRunner
+
+    from shipyard.cli.main import cli
+
+    root = ["--workspace", str(bad_deploy.root), "monitor", "rca", "cents"]
+    out = tmp_path / "rca"
+    done = CliRunner().invoke(cli, [*root, "--version", "2", "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    assert done.output.startswith("Top feature: TX_AMOUNT")
+    assert (out / "rca-cents-v2.html").exists() and (out / "rca-cents-v2.txt").exists()
+    missing = CliRunner().invoke(cli, [*root, "--version", "3", "--out", str(out)])
+    assert isinstance(missing.exception, DataValidationError)

@@ -3,7 +3,9 @@
 A thin layer over :mod:`shipyard.monitoring` (see docs/monitoring.md): ``drift`` compares a
 window of the prediction log with each version's reference profile, ``labels`` stores a
 batch of late labels, ``performance`` gives the realized metrics of the labelled
-predictions per window. Each prints a table, or JSON with ``--json``.
+predictions per window. Each prints a table, or JSON with ``--json``. For incidents (see
+docs/incidents.md): ``rca`` writes the root-cause report of a version, ``threshold``
+recalibrates a version's decision threshold (or lists them with ``--history``).
 """
 
 from __future__ import annotations
@@ -513,3 +515,133 @@ def report(
     )  # fmt: skip
     _write_report(ws, result, out_path)
     console().print(f"{endpoint}: report written to {out_path}")
+
+
+@monitor.command()
+@click.argument("endpoint")
+@click.option("--version", "version", type=int, required=True, help="the suspect version")
+@click.option("--baseline", type=int, help="compare with this version [default: see below]")
+@_with_window
+@click.option("--threshold", type=float, help="one threshold for both [default: each version's]")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), default="rca", show_default=True,
+    help="folder for rca-ENDPOINT-vVERSION.html and .txt",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.pass_context
+def rca(
+    ctx: click.Context,
+    endpoint: str,
+    version: int,
+    baseline: int | None,
+    since: str | None,
+    start: str | None,
+    end: str | None,
+    threshold: float | None,
+    out_dir: str,
+    as_json: bool,
+) -> None:
+    """Root-cause report of ENDPOINT's VERSION: since when, outputs, inputs, segments.
+
+    The baseline defaults to the version the endpoint returned to after VERSION (a
+    rollback), else the main arm of the revision before it. Prints the text and writes it
+    with a self-contained HTML page into --out.
+    """
+    from shipyard.monitoring.rca import root_cause, write_rca
+
+    first, last = _window(since, start, end)
+    report = root_cause(
+        open_workspace(ctx), endpoint, version, baseline=baseline, since=_time(first),
+        until=_time(last), threshold=threshold,
+    )  # fmt: skip
+    html_path, text_path = write_rca(report, out_dir)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+        return
+    out = console()
+    out.print(report.text(), markup=False, highlight=False)
+    out.print(f"written: {html_path} and {text_path}", markup=False)
+
+
+@monitor.command()
+@click.argument("endpoint")
+@click.option("--version", "version", type=int, help="the version whose threshold moves")
+@click.option("--target-fpr", type=float, help="the false-positive rate to meet, e.g. 0.01")
+@click.option("--alert-budget", type=float, help="the share of traffic alerted, e.g. 0.005")
+@_with_window
+@click.option("--dry-run", is_flag=True, help="show the effect, record nothing")
+@click.option("--reason", help="why the threshold moves (recorded in the audit trail)")
+@click.option("--history", is_flag=True, help="list the thresholds recorded, oldest first")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="write the HTML page")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.pass_context
+def threshold(
+    ctx: click.Context,
+    endpoint: str,
+    version: int | None,
+    target_fpr: float | None,
+    alert_budget: float | None,
+    since: str | None,
+    start: str | None,
+    end: str | None,
+    dry_run: bool,
+    reason: str | None,
+    history: bool,
+    out_path: str | None,
+    as_json: bool,
+) -> None:
+    """Recalibrate ENDPOINT's decision threshold for a target FPR or an alert budget.
+
+    Chosen on the window's labelled predictions of --version and recorded as the version's
+    threshold (monitoring and the guardrails read it), unless --dry-run. With --history,
+    list the thresholds recorded for the endpoint's model instead.
+    """
+    from shipyard.monitoring.thresholds import (
+        endpoint_model,
+        recalibrate_threshold,
+        threshold_history,
+    )
+
+    ws = open_workspace(ctx)
+    if history:
+        settings = threshold_history(ws, endpoint_model(ws, endpoint, version), version)
+        _print_history(endpoint, settings, as_json)
+        return
+    if version is None:
+        raise click.UsageError("give --version (or --history)")
+    if (target_fpr is None) == (alert_budget is None):
+        raise click.UsageError("give --target-fpr or --alert-budget (exactly one)")
+    if not reason and not dry_run:
+        raise click.UsageError("give --reason: it is recorded with the new threshold")
+    first, last = _window(since, start, end)
+    result = recalibrate_threshold(
+        ws, endpoint, version, target_fpr=target_fpr, alert_budget=alert_budget,
+        start=_time(first), end=_time(last), register=not dry_run, reason=reason or "dry run",
+    )  # fmt: skip
+    if out_path is not None:
+        from shipyard.monitoring.rca_html import render_recalibration, write_page
+
+        write_page(render_recalibration(result), out_path)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    console().print(result.text(), markup=False, highlight=False)
+    if out_path is not None:
+        console().print(f"written: {out_path}", markup=False)
+
+
+def _print_history(endpoint: str, settings: list[Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([s.to_dict() for s in settings], indent=2, default=str))
+        return
+    from rich.table import Table
+
+    table = Table("at (UTC)", "version", "threshold", "previous", "actor", "reason")
+    for s in settings:
+        table.add_row(
+            f"{s.at:%Y-%m-%d %H:%M}", "all" if s.version is None else str(s.version),
+            f"{s.threshold:.4g}", "—" if s.previous is None else f"{s.previous:.4g}",
+            s.actor, s.reason,
+        )  # fmt: skip
+    out = console()
+    out.print(table if settings else f"{endpoint}: no threshold recorded (the default is 0.5)")

@@ -282,7 +282,7 @@ def recalibrate_threshold(
         raise invalid_parameter("reason", owner, "why the threshold moves", reason)
     if isinstance(version, bool) or not isinstance(version, int):
         raise invalid_parameter("version", owner, "a version number (an int)", version)
-    model = _endpoint_model(workspace, endpoint, version)
+    model = endpoint_model(workspace, endpoint, version)
     scores, labels, times = _window(workspace, endpoint, version, start, end, owner)
     labelled = ~np.isnan(labels)
     negatives = scores[labelled & (labels == 0)]
@@ -333,8 +333,9 @@ def _goal(target_fpr: float | None, alert_budget: float | None, owner: str) -> f
     return float(value)
 
 
-def _endpoint_model(workspace: Workspace, endpoint: str, version: int) -> str:
-    """The model ``endpoint`` serves: its traffic policy's, else the one its log names."""
+def endpoint_model(workspace: Workspace, endpoint: str, version: int | None = None) -> str:
+    """The model ``endpoint`` serves (thresholds are kept per model): its traffic policy's,
+    else the one its prediction log names (for ``version`` when given)."""
     from shipyard.errors import ModelNotFoundError
     from shipyard.monitoring.logstore import query
     from shipyard.serving.policy import policy_history
@@ -342,15 +343,17 @@ def _endpoint_model(workspace: Workspace, endpoint: str, version: int) -> str:
     history = policy_history(workspace, endpoint)
     if history:
         return history[-1].model
-    found = query(
-        workspace, endpoint, f"SELECT DISTINCT model FROM predictions WHERE version = {version}"
-    )["model"].dropna()
-    if len(found) != 1:
+    where = f" WHERE version = {int(version)}" if version is not None else ""
+    found = query(workspace, endpoint, f"SELECT DISTINCT model FROM predictions{where}")
+    models = sorted(str(m) for m in found["model"].dropna())
+    if len(models) != 1:
         raise ModelNotFoundError(
             f"Endpoint {endpoint!r} has no traffic policy and its log names "
-            f"{'no model' if found.empty else sorted(found)} for v{version}: check the name."
+            f"{models or 'no model'}"
+            + (f" for v{version}" if version is not None else "")
+            + ": check the endpoint's name (shipyard endpoint list)."
         )
-    return str(found.iloc[0])
+    return models[0]
 
 
 def _window(
