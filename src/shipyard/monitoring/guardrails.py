@@ -751,16 +751,18 @@ def act_on_trip(
     results: Sequence[GuardrailResult],
     actor: str = "guardrail",
     requests: int = 0,
+    restore: TrafficPolicy | None = None,
 ) -> Trip:
     """Roll ``endpoint`` back from ``revision`` (once, however many workers call this), raise an
     alert and record ``guardrail.trip`` in the audit trail.
 
     Rolls back when a tripped guardrail has ``rollback``; else alerts only. When the policy
     already moved past ``revision`` (another worker rolled back first) nothing is written and
-    the Trip says so (``rolled_back_to`` and ``alert_id`` None).
+    the Trip says so (``rolled_back_to`` and ``alert_id`` None). ``restore``: the policy to
+    go back to instead of the revision before ``revision`` (a canary restores its baseline).
     """
     from shipyard.governance.audit import append
-    from shipyard.serving.policy import rollback_policy
+    from shipyard.serving.policy import rollback_policy, set_policy
 
     tripped = tuple(r for r in results if r.status == "tripped")
     if not tripped:
@@ -776,9 +778,19 @@ def act_on_trip(
     rolled_back_to = rollback_revision = None
     if any(r.guardrail.rollback for r in tripped):
         try:
-            stored = rollback_policy(
-                workspace, endpoint, reason=reason, actor=actor, expected_revision=revision
-            )
+            if restore is None:
+                stored = rollback_policy(
+                    workspace, endpoint, reason=reason, actor=actor, expected_revision=revision
+                )
+            else:
+                stored = set_policy(
+                    workspace,
+                    restore,
+                    reason=f"{ROLLBACK_PREFIX} {restore.revision}: {reason}",
+                    actor=actor,
+                    action="policy.rollback",
+                    expected_revision=revision,
+                )
         except ConcurrentChangeError:
             return Trip(endpoint, version, revision, tuple(results), requests, None, None, at)
         rolled_back_to = max(stored.arms, key=lambda a: a.weight).version
