@@ -616,7 +616,7 @@ def seen_inputs(predictor: Any, matrix: NDArray[np.float64]) -> NDArray[np.float
     preprocess = getattr(model, "preprocess", None)
     if callable(preprocess):
         seen = preprocess(matrix.copy())
-    elif len(getattr(model, "steps", ())) > 1 and hasattr(model, "__getitem__"):
+    elif _is_pipeline(model):
         seen = model[:-1].transform(matrix.copy())
     else:
         return matrix
@@ -624,11 +624,17 @@ def seen_inputs(predictor: Any, matrix: NDArray[np.float64]) -> NDArray[np.float
     return out if out.shape == matrix.shape else None
 
 
+def _is_pipeline(model: Any) -> bool:
+    """A scikit-learn Pipeline with a transform stage before its estimator."""
+    steps = getattr(model, "steps", None)
+    return isinstance(steps, list) and len(steps) > 1 and hasattr(model, "__getitem__")
+
+
 def _preprocessing(predictor: Any) -> str:
     model = getattr(predictor, "model", predictor)
     if callable(getattr(model, "preprocess", None)):
         return f"packaged preprocess ({type(model).__name__})"
-    if len(getattr(model, "steps", ())) > 1:
+    if _is_pipeline(model):
         return "pipeline transform (" + ", ".join(n for n, _ in model.steps[:-1]) + ")"
     return "none (inputs as logged)"
 

@@ -235,7 +235,7 @@ class Recalibration:
         )
         lines = [
             f"{self.model} v{self.version} on {self.endpoint}: threshold {self.previous:.4g} -> "
-            f"{self.threshold:.4g} for a {goal}"
+            f"{self.threshold:.4g} ({goal})"
             + ("" if self.setting is not None else " (dry run: not recorded)"),
             f"window {self.start:%Y-%m-%d %H:%M} to {self.end:%Y-%m-%d %H:%M} UTC, "
             f"{self.days:.1f} days: {self.n_rows:,} predictions, {self.n_labelled:,} "
