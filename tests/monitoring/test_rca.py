@@ -10,6 +10,7 @@ versions give; traffic policies and the rollback are real revisions with their a
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,7 +201,9 @@ def test_a_given_baseline_and_one_threshold(bad_deploy: Workspace) -> None:
     assert report.top_feature == "TX_AMOUNT"
     # v3 has no traffic on this endpoint: no traffic comparison, said so
     assert report.traffic == () and "no logged request of the baseline" in report.traffic_note
-    assert report.to_dict()["top_feature"] == "TX_AMOUNT"
+    document = json.loads(json.dumps(report.to_dict()))  # what `monitor rca --json` prints
+    assert document["top_feature"] == "TX_AMOUNT"
+    assert document["outputs"]["suspect_alert_rate"]["status"] == "ok"
 
 
 def test_bad_input_gets_clear_errors(bad_deploy: Workspace) -> None:

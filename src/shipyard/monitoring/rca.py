@@ -42,6 +42,7 @@ import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -223,7 +224,7 @@ def _jsonable(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    return value.value if hasattr(value, "value") and not isinstance(value, int) else value
+    return value.value if isinstance(value, Enum) else value
 
 
 # -- the entry point ------------------------------------------------------------------------
@@ -382,7 +383,9 @@ def _select(table: pa.Table, model: str, version: int) -> pa.Table:
 
 
 def _rows(table: pa.Table, names: list[str]) -> _Rows:
-    """Every logged row of the records: one per input row with its score."""
+    """Every logged row of the records: one per input row with its score (records whose
+    inputs and outputs do not pair up row for row, an error answer, are left out)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     from shipyard.errors import SchemaError
@@ -390,8 +393,6 @@ def _rows(table: pa.Table, names: list[str]) -> _Rows:
     n_in = np.asarray(pc.fill_null(pc.list_value_length(table["inputs"]), 0), dtype=np.int64)
     n_out = np.asarray(pc.fill_null(pc.list_value_length(table["outputs"]), 0), dtype=np.int64)
     keep = (n_in == n_out) & (n_in > 0)
-    import pyarrow as pa
-
     table = table.filter(pa.array(keep))
     n_in = n_in[keep]
     rows = pc.list_flatten(table["inputs"])
