@@ -1,14 +1,16 @@
 """``shipyard scenario``: end-to-end scenarios that show the platform at work, one command each.
 
 A thin layer over :mod:`shipyard.scenarios`: ``drift`` runs the fraud drift scenario and
-prints what monitoring found, window by window, and where the HTML report is.
+prints what monitoring found, window by window, and where the HTML report is;
+``bad-deploy`` deploys a broken version under live traffic and prints how the endpoint
+caught it, rolled back and took the fix by canary.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,6 +19,7 @@ from shipyard.cli._common import console, progress_bars
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from shipyard.scenarios.bad_deploy import BadDeployResult
     from shipyard.scenarios.drift import DriftScenarioResult
     from shipyard.workspace import Workspace
 
@@ -105,6 +108,105 @@ def drift(
         print_result(screen, result)
     if not result.caught:
         ctx.exit(1)
+
+
+@scenario.command("bad-deploy")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for the RCA (HTML, text) and the server's log "
+    "(default: WORKSPACE/scenario-bad-deploy).",
+)
+@click.option(
+    "--endpoint", default="fraud-bad-deploy", show_default=True, help="Endpoint to serve."
+)
+@click.option(
+    "--scale",
+    "scales",
+    multiple=True,
+    metavar="COLUMN=FACTOR",
+    help="The broken unit conversion packaged with the deployed version (repeatable; "
+    "default TX_AMOUNT=100: amounts in cents).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=500.0,
+    show_default=True,
+    help="Requests per second of the live traffic (one transaction each).",
+)
+@click.option("--workers", default=2, show_default=True, help="Server worker processes.")
+@click.option(
+    "--min-requests",
+    default=200,
+    show_default=True,
+    help="Requests the canary needs at each step before it judges the fix.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def bad_deploy(
+    ctx: click.Context,
+    out: str | None,
+    endpoint: str,
+    scales: tuple[str, ...],
+    rate: float,
+    workers: int,
+    min_requests: int,
+    as_json: bool,
+) -> None:
+    """Deploy a broken version under live traffic; watch the guardrails roll it back.
+
+    Serves the fraud champion (trained on a small simulated data set when the workspace has
+    none), sends it one transaction per request, deploys the champion packaged with amounts
+    in cents at 100 %, waits for the server's guardrails to roll it back, writes the root
+    cause report, and rolls the fixed version out by canary (5 %, 25 %, 100 %). Replaces the
+    endpoint's prediction log and stored guardrails. Exits with 1 unless the rollback was
+    automatic, no request failed, the report named the broken column first and the fix was
+    promoted.
+    """
+    from shipyard.scenarios.bad_deploy import run_bad_deploy_scenario
+
+    scale = _scales(scales)
+    ws = _workspace(ctx)
+    screen = console()
+    folder = Path(out) if out else ws.root / "scenario-bad-deploy"
+    options: dict[str, Any] = {
+        "out": folder,
+        "endpoint": endpoint,
+        "scale": scale,
+        "rate": rate,
+        "workers": workers,
+        "min_requests": min_requests,
+    }
+    if as_json:
+        result = run_bad_deploy_scenario(ws, **options)
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        screen.print(f"[bold]Bad-deploy scenario[/] in workspace {ws.root}")
+        with progress_bars(screen) as progress:
+            result = run_bad_deploy_scenario(ws, progress=progress, **options)
+        print_bad_deploy(screen, result)
+    if not result.ok:
+        ctx.exit(1)
+
+
+def _scales(given: tuple[str, ...]) -> dict[str, float] | None:
+    """``COLUMN=FACTOR`` options as a mapping; UsageError naming the bad one."""
+    scale: dict[str, float] = {}
+    for text in given:
+        column, sep, factor = text.partition("=")
+        try:
+            value = float(factor)
+        except ValueError:
+            value = float("nan")
+        if not sep or not column or not value > 0 or value == float("inf"):
+            raise click.UsageError(
+                "--scale must be COLUMN=FACTOR with a finite factor > 0 (e.g. "
+                f"TX_AMOUNT=100); got {text!r}"
+            )
+        scale[column] = value
+    return scale or None
 
 
 def _workspace(ctx: click.Context) -> Workspace:
@@ -211,3 +313,66 @@ def print_result(out: Console, result: DriftScenarioResult) -> None:
         weeks = ", ".join(str(w.start) for w in result.false_alarm_windows)
         found = f"false alarms in the weeks of {weeks}" if weeks else "no drift in the drifted week"
         out.print(f"[bold red]Monitoring did not catch the drift cleanly: {found}.[/]")
+
+
+def print_bad_deploy(out: Console, result: BadDeployResult) -> None:
+    """What happened, revision by revision, and the numbers: detection, failures, alert rates."""
+    from rich import box
+    from rich.table import Table
+
+    scale = ", ".join(f"{c} x{f:g}" for c, f in result.scale.items())
+    out.print(
+        f"{result.model} v{result.champion} served as endpoint {result.endpoint}; "
+        f"v{result.broken} = v{result.champion} packaged with {scale} (the bug), "
+        f"v{result.fixed} = the same without it (the fix)."
+    )
+    table = Table(title="Policy revisions", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    for name in ("rev", "at (UTC)", "by", "policy", "reason"):
+        table.add_column(name, overflow="fold")
+    for r in result.revisions:
+        table.add_row(str(r.revision), f"{r.at:%H:%M:%S}", r.actor, r.policy, r.reason[:120])
+    out.print(table)
+    detection = (
+        f"[bold]{result.requests_to_detection:,}[/] requests answered by v{result.broken} "
+        f"before the rollback revision ({result.seconds_to_detection:.1f} s after the deploy; "
+        f"{result.broken_requests:,} in all while the workers switched)"
+        if result.detected and result.seconds_to_detection is not None
+        else "[bold red]no automatic rollback[/]"
+    )
+    out.print(f"Detection: {detection}.")
+    failed = "bold" if result.failed_requests == 0 else "bold red"
+    out.print(
+        f"Failed requests: [{failed}]{result.failed_requests}[/] of {result.requests:,} "
+        f"(answers by status: {result.statuses}); automatic rollbacks: "
+        f"{result.automatic_rollbacks}."
+    )
+    rates = ", ".join(
+        f"{phase} {'-' if v is None else f'{v:.1%}'}" for phase, v in result.alert_rates.items()
+    )
+    out.print(f"Alert rate (score >= {result.threshold:g}): {rates}.")
+    out.print(
+        f"Root cause: [bold]{result.rca_top_feature or 'none found'}[/] first "
+        f"(seen differently: {', '.join(result.rca_features) or 'none'}); "
+        f"{result.rca_html} and {result.rca_text}."
+    )
+    steps = "; ".join(_canary_step(s) for s in result.canary_steps)
+    out.print(
+        f"Canary of v{result.fixed}: [bold]{result.canary_outcome}[/] ({result.canary_reason})"
+        + (f": {steps}" if steps else "")
+    )
+    out.print(f"Final policy: {result.final_policy}.")
+    out.print(f"Alerts: {len(result.alerts)}")
+    for line in result.alerts:
+        out.print(f"  {line[:200]}")
+    out.print(f"Audit trail of the run: {len(result.audit)} entries")
+    for line in result.audit:
+        out.print(f"  {line[:200]}")
+    seconds = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+    out.print(f"Seconds per stage: {seconds}.")
+    if not result.ok:
+        out.print("[bold red]The scenario did not go as it should: see above.[/]")
+
+
+def _canary_step(step: dict[str, Any]) -> str:
+    """One canary step in a few words: ``25% advanced after 212 requests``."""
+    return f"{step['percent']:g}% {step['decision']} after {step['requests']:,} requests"
