@@ -450,3 +450,15 @@ class TestDecisions:
         status = experiment_status(registered, experiment.name)
         assert status.decision == decision
         assert status.primary.test is not None and status.primary.test.method == "fixed-horizon"
+
+    def test_status_says_when_the_endpoint_no_longer_serves_the_split(
+        self, registered: Workspace
+    ) -> None:
+        from shipyard.serving.policy import rollback_policy
+
+        endpoint = new_endpoint(registered)
+        experiment = start(registered, endpoint)
+        assert not experiment_status(registered, experiment.name).notes
+        rollback_policy(registered, endpoint, reason="endpoint guardrail tripped", actor="tester")
+        (note,) = experiment_status(registered, experiment.name).notes
+        assert "no longer the experiment's split" in note and "guardrail tripped" in note

@@ -536,6 +536,9 @@ def experiment_status(
     experiment = get_experiment(workspace, name)
     data = experiment_data(workspace, experiment)
     status = evaluate(experiment, data)
+    moved = _policy_moved(workspace, experiment)
+    if moved is not None:
+        status = replace(status, notes=(*status.notes, moved))
     tripped = next((g for g in status.guardrails if g.treatment_worse), None)
     if tripped is None or experiment.status != RUNNING or not stop_on_guardrail:
         return status
@@ -548,6 +551,23 @@ def experiment_status(
         early=tripped.metric.name,
     )  # fmt: skip
     return replace(status, experiment=stopped, stopped_early=tripped.metric.name)
+
+
+def _policy_moved(workspace: Workspace, experiment: Experiment) -> str | None:
+    """A note when a running experiment's split is no longer the endpoint's policy (an
+    endpoint guardrail rolled it back, or someone set another policy)."""
+    from shipyard.serving.policy import get_policy
+
+    if experiment.status != RUNNING:
+        return None
+    current = get_policy(workspace, experiment.endpoint)
+    if current.salt == experiment.salt:
+        return None
+    return (
+        f"the endpoint's policy is no longer the experiment's split (revision "
+        f"{current.revision}: {current.describe()}, {current.reason!r}); new traffic is not "
+        "assigned by the experiment"
+    )
 
 
 def evaluate(experiment: Experiment, data: ExperimentData) -> ExperimentStatus:
