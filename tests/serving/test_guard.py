@@ -17,6 +17,7 @@ import pytest
 
 from shipyard.governance.audit import entries
 from shipyard.monitoring.alerts import list_alerts
+from shipyard.monitoring.guardrails import evaluate_guardrails
 from shipyard.monitoring.reference import load_reference_scores
 from shipyard.serving.guard import Guard, VersionWindow
 from shipyard.serving.policy import Arm, TrafficPolicy, get_policy, policy_history, set_policy
@@ -218,5 +219,10 @@ def test_a_real_server_rolls_a_bad_deploy_back_by_itself_answering_every_request
         )
         alerts = list_alerts(ws, endpoint)
         assert len(alerts) == 1 and alerts[0].group == f"v{broken.version}"
+        # the prediction log tells the same story afterwards (since the deploy, against v1)
+        judged = {r.guardrail.name: r for r in evaluate_guardrails(ws, endpoint, broken.version)}
+        assert judged["alert-rate-lift"].status == "tripped"
+        assert "v1's live traffic" in judged["alert-rate-lift"].detail
+        assert judged["error-rate"].status == "insufficient"  # failures are not logged
     finally:
         server.stop()

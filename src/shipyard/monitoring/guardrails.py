@@ -540,11 +540,13 @@ def _arms(policy: TrafficPolicy) -> set[int]:
 def introduction(
     history: Sequence[TrafficPolicy], version: int
 ) -> tuple[TrafficPolicy, TrafficPolicy | None] | None:
-    """The revision that put ``version`` in the latest revision's arms (it has been there in
-    every revision since) and the revision before it; None when the latest does not serve it."""
-    if not history or version not in _arms(history[-1]):
+    """The revision that brought ``version`` into the arms for its latest run of revisions
+    (the latest ones serving it, without a gap) and the revision before it; None when no
+    revision served it."""
+    serving = [i for i, policy in enumerate(history) if version in _arms(policy)]
+    if not serving:
         return None
-    i = len(history) - 1
+    i = serving[-1]
     while i > 0 and version in _arms(history[i - 1]):
         i -= 1
     return history[i], (history[i - 1] if i > 0 else None)

@@ -204,83 +204,83 @@ class _Canary:
 
     def step(self, percent: float) -> tuple[CanaryStep, str | None]:
         """Run one step; the step and, when the canary stops, why."""
-        from shipyard.monitoring.guardrails import act_on_trip, evaluate_guardrails
         from shipyard.serving.policy import apply_policy, current_revision
 
         started = _now()
-        policy = _split(self.original, self.baseline, self.candidate, percent)
         stored = apply_policy(
             self.workspace,
-            policy,
+            _split(self.original, self.baseline, self.candidate, percent),
             reason=f"canary v{self.candidate} {percent:g}%"
             + (f": {self.reason}" if self.reason else ""),
             actor=self.actor,
         )
         since = time.time()
         deadline = time.monotonic() + self.step_timeout_s
-        results: list[GuardrailResult] = []
-        requests = 0
         while True:
             time.sleep(self.poll_s)
             if current_revision(self.workspace, self.endpoint) != stored.revision:
                 return self.moved(stored.revision, started, percent)
-            results = evaluate_guardrails(
+            running = _Running(percent, stored.revision, started, since)
+            decided = self.decide(running, timed_out=time.monotonic() >= deadline)
+            if decided is not None:
+                return decided
+
+    def decide(self, running: _Running, *, timed_out: bool) -> tuple[CanaryStep, str | None] | None:
+        """Judge the step so far: rolled back, advanced, out of time, or None (wait)."""
+        from shipyard.monitoring.guardrails import act_on_trip, evaluate_guardrails
+
+        results = evaluate_guardrails(
+            self.workspace,
+            self.endpoint,
+            self.candidate,
+            since=running.since,
+            baseline=self.baseline,
+            guardrails=self.rules,
+        )
+        requests = _requests(self.workspace, self.endpoint, self.candidate, running.since)
+        percent, revision = running.percent, running.revision
+        tripped = [r for r in results if r.status == "tripped" and r.guardrail.rollback]
+        if tripped:
+            trip = act_on_trip(
                 self.workspace,
                 self.endpoint,
-                self.candidate,
-                since=since,
-                baseline=self.baseline,
-                guardrails=self.rules,
+                revision=revision,
+                version=self.candidate,
+                results=results,
+                actor=self.actor or "canary",
+                requests=requests,
+                restore=self.original,
             )
-            requests = _requests(self.workspace, self.endpoint, self.candidate, since)
-            tripped = [r for r in results if r.status == "tripped" and r.guardrail.rollback]
-            if tripped:
-                trip = act_on_trip(
-                    self.workspace,
-                    self.endpoint,
-                    revision=stored.revision,
-                    version=self.candidate,
-                    results=results,
-                    actor=self.actor or "canary",
-                    requests=requests,
-                    restore=self.original,
-                )
-                if trip.rollback_revision is None:  # someone moved the policy first
-                    return self.moved(stored.revision, started, percent)
-                step = CanaryStep(
-                    percent,
-                    stored.revision,
-                    tuple(results),
-                    "rolled back",
-                    started,
-                    _now(),
-                    requests,
-                )
-                return step, f"guardrail tripped at {percent:g}%: {tripped[0].detail}"
-            judged = all(r.status != "insufficient" for r in results)
-            if judged and requests >= self.min_requests:
-                decision = "promoted" if percent >= 100 else "advanced"
-                step = CanaryStep(
-                    percent, stored.revision, tuple(results), decision, started, _now(), requests
-                )
-                return step, None
-            if time.monotonic() >= deadline:
-                waiting = [r.detail for r in results if r.status == "insufficient"]
-                why = (
-                    f"step {percent:g}% had {requests} of {self.min_requests} requests after "
-                    f"{self.step_timeout_s:g} s" + (f"; {waiting[0]}" if waiting else "")
-                )
-                self.restore(stored.revision, why)
-                step = CanaryStep(
-                    percent,
-                    stored.revision,
-                    tuple(results),
-                    "insufficient data",
-                    started,
-                    _now(),
-                    requests,
-                )
-                return step, why
+            if trip.rollback_revision is None:  # someone moved the policy first
+                return self.moved(revision, running.started, percent)
+            why: str | None = f"guardrail tripped at {percent:g}%: {tripped[0].detail}"
+            decision = "rolled back"
+        elif all(r.status != "insufficient" for r in results) and requests >= self.min_requests:
+            why, decision = None, "promoted" if percent >= 100 else "advanced"
+        elif timed_out:
+            waiting = [r.detail for r in results if r.status == "insufficient"]
+            why = (
+                f"step {percent:g}% had {requests} of {self.min_requests} requests after "
+                f"{self.step_timeout_s:g} s" + (f"; {waiting[0]}" if waiting else "")
+            )
+            decision = "insufficient data"
+            self.restore(revision, why)
+        else:
+            return None
+        step = CanaryStep(
+            percent, revision, tuple(results), decision, running.started, _now(), requests
+        )
+        return step, why
+
+
+@dataclass(frozen=True)
+class _Running:
+    """A step in progress: its share, policy revision and when it began."""
+
+    percent: float
+    revision: int
+    started: datetime
+    since: float
 
 
 def run_canary(
