@@ -17,7 +17,7 @@ import pytest
 
 from shipyard.governance.audit import entries
 from shipyard.monitoring.alerts import list_alerts
-from shipyard.monitoring.guardrails import evaluate_guardrails
+from shipyard.monitoring.guardrails import Guardrail, add_guardrail, evaluate_guardrails
 from shipyard.monitoring.reference import load_reference_scores
 from shipyard.serving.guard import Guard, VersionWindow
 from shipyard.serving.policy import Arm, TrafficPolicy, get_policy, policy_history, set_policy
@@ -92,6 +92,26 @@ def test_the_watcher_rolls_a_tripped_version_back_once_however_many_workers_trip
     assert [a.rule for a in list_alerts(ws, endpoint)] == ["guardrail:alert-rate-lift"]
     # the rollback revision puts no version on probation: nothing more happens
     assert asyncio.run(workers[0].check(get_policy(ws, endpoint))) == []
+
+
+def test_an_alert_only_guardrail_alerts_once_and_rolls_nothing_back(serving_workspace: Any) -> None:
+    ws, _ = serving_workspace
+    endpoint = "guard-alert-only"
+    add_guardrail(ws, endpoint, Guardrail("slow", "latency_p99_ms", "<=", 50.0, rollback=False))
+    first = set_policy(ws, TrafficPolicy(endpoint, "fraud", (Arm(1, 1.0),)), reason="serve v1")
+    deploy = set_policy(ws, TrafficPolicy(endpoint, "fraud", (Arm(2, 1.0),)), reason="deploy v2")
+    workers = [Guard(ws, endpoint), Guard(ws, endpoint)]
+    for guard in workers:
+        guard.switched(first, deploy)
+        for _ in range(300):
+            guard.observe(2, np.array([0.01]), 0.2)  # every request took 200 ms
+    (raised,), (again,) = (asyncio.run(guard.check(deploy)) for guard in workers)
+    assert raised.alert_id is not None and raised.rollback_revision is None
+    assert again.alert_id is None  # the other worker's alert is the one on record
+    assert asyncio.run(workers[0].check(deploy)) == []  # raised once per revision
+    assert [p.revision for p in policy_history(ws, endpoint)] == [1, 2]
+    assert [a.rule for a in list_alerts(ws, endpoint)] == ["guardrail:slow"]
+    assert len(entries(ws, kind="endpoint", name=endpoint, action="guardrail.trip")) == 1
 
 
 def test_an_honest_deploy_is_judged_and_left_alone(serving_workspace: Any) -> None:

@@ -797,7 +797,7 @@ def act_on_trip(
             return Trip(endpoint, version, revision, tuple(results), requests, None, None, at)
         rolled_back_to = max(stored.arms, key=lambda a: a.weight).version
         rollback_revision = stored.revision
-    alert_id = _raise_alert(workspace, endpoint, version, tripped, at, reason)
+    alert_id = _raise_alert(workspace, endpoint, version, revision, tripped, at, reason)
     if alert_id is None and rollback_revision is None:
         # an alert-only trip another worker already raised: it is on record once
         return Trip(endpoint, version, revision, tuple(results), requests, None, None, at)
@@ -829,14 +829,15 @@ def _raise_alert(
     workspace: Workspace,
     endpoint: str,
     version: int,
+    revision: int,
     tripped: Sequence[GuardrailResult],
     at: datetime,
     reason: str,
 ) -> int | None:
     """Store an open alert for the first tripped guardrail (its rule ``guardrail:<name>``, its
-    group ``v<version>``); an alert already open for that series gets this breach added.
-    Returns None when an open alert-only trip was already recorded."""
-    from sqlalchemy import insert, select, update
+    group ``v<version>``), once per policy revision: None when it is already stored (another
+    worker raised the same alert-only trip)."""
+    from sqlalchemy import insert
     from sqlalchemy.exc import IntegrityError
 
     from shipyard.tables import alerts as table
@@ -844,9 +845,7 @@ def _raise_alert(
     first = tripped[0]
     g = first.guardrail
     rule, group = f"guardrail:{g.name}", f"v{version}"
-    key = json.dumps([endpoint, rule, group, g.metric])
     value = float(first.value) if first.value is not None else math.nan
-    breach = {"window_start": at.isoformat(), "window_end": at.isoformat(), "value": value}
     row = {
         "endpoint": endpoint,
         "rule": rule,
@@ -857,8 +856,10 @@ def _raise_alert(
         "windows": 1,
         "webhook": None,
         "status": "open",
-        "active_key": key,
-        "breaches": [breach],
+        "active_key": json.dumps([endpoint, rule, group, g.metric, revision]),
+        "breaches": [
+            {"window_start": at.isoformat(), "window_end": at.isoformat(), "value": value}
+        ],
         "first_window_start": at,
         "last_window_end": at,
         "raised_at": at,
@@ -869,20 +870,7 @@ def _raise_alert(
     try:
         with workspace.engine.begin() as con:
             result = con.execute(insert(table).values(**row))
-            assert result.inserted_primary_key is not None
-            return int(result.inserted_primary_key[0])
     except IntegrityError:
-        pass
-    if not any(r.guardrail.rollback for r in tripped):
         return None
-    with workspace.engine.begin() as con:
-        open_alert = con.execute(select(table).where(table.c.active_key == key)).mappings().first()
-        if open_alert is None:  # resolved meanwhile: raise it again
-            return int(con.execute(insert(table).values(**row)).inserted_primary_key[0])  # type: ignore[index]
-        breaches = [*open_alert["breaches"], breach][-100:]
-        con.execute(
-            update(table)
-            .where(table.c.id == open_alert["id"])
-            .values(breaches=breaches, last_window_end=at, updated_at=at, note=row["note"])
-        )
-        return int(open_alert["id"])
+    assert result.inserted_primary_key is not None
+    return int(result.inserted_primary_key[0])
