@@ -12,6 +12,7 @@ import itertools
 import math
 import threading
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from shipyard.experiments.lifecycle import (
     start_experiment,
     stop_experiment,
 )
+from shipyard.experiments.metrics import experiment_data
 from shipyard.features.offline import OfflineStore
 from shipyard.governance.audit import entries
 from shipyard.monitoring.labels import ingest_labels
@@ -462,3 +464,50 @@ class TestDecisions:
         rollback_policy(registered, endpoint, reason="endpoint guardrail tripped", actor="tester")
         (note,) = experiment_status(registered, experiment.name).notes
         assert "no longer the experiment's split" in note and "guardrail tripped" in note
+
+
+@pytest.mark.slow
+def test_a_real_server_routes_by_the_experiments_salted_key_and_logs_what_status_reads(
+    registered: Workspace, tmp_path: Path
+) -> None:
+    """`shipyard serve` (two workers) switches to the experiment's policy; every keyed request
+    is answered by the version the salted hash gives its customer, logged with its key, and
+    read back by the experiment's metrics. The server's own probation guardrails are off:
+    they judge a new version against fixed bounds and could roll the split back mid-test."""
+    from shipyard.registry.models import ModelRegistry
+    from shipyard.training.frames import Window, load_frame
+    from tests.registry.credit import FEATURES
+    from tests.serving.conftest import ADMIN_TOKEN, start_server, v2_body, wait_for_revision
+
+    endpoint = new_endpoint(registered)
+    server = start_server(
+        registered, f"{DATASET}@{CONTROL}", tmp_path, "--endpoint", endpoint, "--no-guardrails",
+        env={"SHIPYARD_SERVING_ADMIN_TOKEN": ADMIN_TOKEN},
+    )  # fmt: skip
+    try:
+        experiment = start(registered, endpoint, guardrails=["alert_rate"])
+        wait_for_revision(server, experiment.revision)
+        version = ModelRegistry(registered).get(DATASET, CONTROL)
+        rows = load_frame(registered, Window.from_dict(version.eval_window))[FEATURES]
+        matrix = rows.to_numpy(dtype=float)[:1]
+        router = Router(experiment.policy())
+        answered = {}
+        for i in range(120):
+            key = f"cust-{i % 60}"
+            status, _, body = server.post_json(
+                f"/v2/models/{endpoint}/infer",
+                v2_body(matrix, f"srv-{i}"),
+                headers={"X-Routing-Key": key},
+            )
+            assert status == 200, body
+            answered[f"srv-{i}"] = int(body["model_version"])
+            assert answered[f"srv-{i}"] == router.choose(key)
+    finally:
+        server.stop()
+    assert set(answered.values()) == {CONTROL, TREATMENT}
+
+    data = experiment_data(registered, experiment)
+    assert (data.records, data.unkeyed, data.misrouted) == (120, 0, 0)
+    assert sum(data.units.values()) == 60
+    status = experiment_status(registered, experiment.name)
+    assert status.guardrails[0].arms["control"].n + status.guardrails[0].arms["treatment"].n == 60
