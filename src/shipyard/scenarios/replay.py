@@ -270,7 +270,8 @@ class ContinuousReplay:
     """Send ``rows`` to ``server`` one row per request, as a scorer does, from a thread.
 
     The rows are sent in order and again from the first when they run out, until
-    :meth:`stop`; ``rate`` caps the requests per second (None: as fast as answers come).
+    :meth:`stop`; ``rate`` caps the requests per second (None: as fast as answers come; a
+    slow answer is not made up for by a burst).
     Nothing raises on a refused request: every answer is kept (:meth:`answers`) with its
     status and the version that gave it, so a caller can change the endpoint's policy
     meanwhile and count what each version answered and what failed.
@@ -373,12 +374,14 @@ class ContinuousReplay:
         connection: http.client.HTTPConnection | None = None
         gap = 0.0 if self.rate is None else 1.0 / self.rate
         n = 0
-        started = time.monotonic()
+        due = time.monotonic()
         while not self._stop.is_set():
             if gap:
-                wait = started + n * gap - time.monotonic()
+                wait = due - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
+                # a slow answer delays the next request, it never causes a burst to catch up
+                due = max(due + gap, time.monotonic())
             request_id = f"{self.prefix}-{n:07d}"
             body = _v2_body(request_id, self.rows[n % len(self.rows)][None, :])
             if connection is None:
