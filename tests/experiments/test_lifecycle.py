@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import func, select
 
 from shipyard.data.catalog import write_dataset
-from shipyard.errors import ModelNotFoundError, ParameterError
+from shipyard.errors import ConcurrentChangeError, ModelNotFoundError, ParameterError
 from shipyard.experiments.fixed import sample_size
 from shipyard.experiments.lifecycle import (
     Experiment,
@@ -319,6 +319,39 @@ class TestBadInput:
         with pytest.raises(ExperimentConflictError, match="already stopped"):
             stop_experiment(registered, experiment.name, reason="again")
         assert state(registered, endpoint) == after
+
+
+class TestStop:
+    def test_concurrent_stops_change_the_policy_once(self, registered: Workspace) -> None:
+        endpoint = new_endpoint(registered)
+        experiment = start(registered, endpoint)
+        revisions = len(policy_history(registered, endpoint))
+        outcomes: list[object] = []
+
+        def attempt(winner: int) -> None:
+            try:
+                outcomes.append(
+                    stop_experiment(registered, experiment.name, reason="done", winner=winner)
+                )
+            except Exception as exc:  # the test inspects what each got
+                outcomes.append(exc)
+
+        threads = [threading.Thread(target=attempt, args=(v,)) for v in (CONTROL, TREATMENT)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        stopped = [o for o in outcomes if isinstance(o, Experiment)]
+        refused = [o for o in outcomes if not isinstance(o, Experiment)]
+        assert len(stopped) == 1 and len(refused) == 1
+        assert isinstance(refused[0], ExperimentConflictError | ConcurrentChangeError)
+        assert len(policy_history(registered, endpoint)) == revisions + 1
+        winner = stopped[0].result["winner"] if stopped[0].result else None
+        assert [a.version for a in get_policy(registered, endpoint).arms] == [winner]
+        stops = entries(
+            registered, kind="experiment", name=experiment.name, action="experiment.stop"
+        )
+        assert len(stops) == 1
 
 
 class TestDecisions:

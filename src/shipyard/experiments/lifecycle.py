@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shipyard.errors import ShipyardError, invalid_parameter
+from shipyard.errors import ConcurrentChangeError, ShipyardError, invalid_parameter
 from shipyard.experiments.metrics import (
     ARMS,
     MetricResult,
@@ -546,10 +546,13 @@ def experiment_status(
         f"guardrail {tripped.metric.name}: treatment v{experiment.treatment} significantly "
         f"worse ({_effect_text(tripped)})"
     )
-    stopped = _stop(
-        workspace, experiment, status, reason=reason, actor=actor, winner=None,
-        early=tripped.metric.name,
-    )  # fmt: skip
+    try:
+        stopped = _stop(
+            workspace, experiment, status, reason=reason, actor=actor, winner=None,
+            early=tripped.metric.name,
+        )  # fmt: skip
+    except ConcurrentChangeError:  # another status or stop got there first
+        return replace(status, experiment=get_experiment(workspace, name))
     return replace(status, experiment=stopped, stopped_early=tripped.metric.name)
 
 
@@ -659,37 +662,45 @@ def _stop(
     winner: int | None,
     early: str | None = None,
 ) -> Experiment:
-    """Traffic to the winner as a new policy revision, then the row stopped with its result."""
+    """Claim the stop (the row, only if still running: two stoppers never both act), send
+    the traffic to the winner as a new policy revision, then record the result and audit.
+
+    If the policy cannot be set, the experiment is running again, as before.
+    """
+    from shipyard.governance.audit import append, transaction
     from shipyard.registry.models import current_user
     from shipyard.serving.policy import Arm, get_policy, set_policy
 
     chosen = experiment.control if winner is None else winner
-    current = get_policy(workspace, experiment.endpoint)
-    policy = replace(
-        current,
-        arms=(Arm(chosen, 1.0),),
-        shadows=tuple(v for v in current.shadows if v != chosen),
-        sticky_key=None,
-        salt=None,
-    )
     who = actor or current_user()
-    stored = set_policy(
-        workspace, policy, reason=f"experiment {experiment.name} stopped: {reason}", actor=who
-    )
-    now = datetime.now(UTC)
     result = {
         "decision": status.primary.decision,
         "primary": status.primary.to_dict(),
         "guardrails": [g.to_dict() for g in status.guardrails],
         "units": status.units,
         "winner": chosen,
-        "revision": stored.revision,
+        "revision": None,
         "stopped_early": early,
     }
-    with _transaction(workspace) as conn:
-        _mark_stopped(conn, experiment, result, reason, who, now)
-        from shipyard.governance.audit import append
-
+    _claim_stop(workspace, experiment, result, reason, who)
+    try:
+        current = get_policy(workspace, experiment.endpoint)
+        policy = replace(
+            current,
+            arms=(Arm(chosen, 1.0),),
+            shadows=tuple(v for v in current.shadows if v != chosen),
+            sticky_key=None,
+            salt=None,
+        )
+        stored = set_policy(
+            workspace, policy, reason=f"experiment {experiment.name} stopped: {reason}", actor=who
+        )
+    except BaseException:
+        _unclaim_stop(workspace, experiment)
+        raise
+    result["revision"] = stored.revision
+    with transaction(workspace) as conn:
+        _set_result(conn, experiment.name, result)
         append(
             workspace,
             kind="experiment",
@@ -706,39 +717,57 @@ def _stop(
     return get_experiment(workspace, experiment.name)
 
 
-def _transaction(workspace: Workspace) -> Any:
-    from shipyard.governance.audit import transaction
-
-    return transaction(workspace)
-
-
-def _mark_stopped(
-    conn: Connection,
-    experiment: Experiment,
-    result: dict[str, Any],
-    reason: str,
-    actor: str,
-    now: datetime,
+def _claim_stop(
+    workspace: Workspace, experiment: Experiment, result: dict[str, Any], reason: str, who: str
 ) -> None:
+    """Mark the experiment stopped if it still runs; ConcurrentChangeError if it does not."""
     from sqlalchemy import update
 
     from shipyard.tables import experiments as table
 
-    done = conn.execute(
-        update(table)
-        .where((table.c.name == experiment.name) & (table.c.status == RUNNING))
-        .values(
-            status=STOPPED,
-            active_key=None,
-            result=result,
-            stopped_at=_naive(now),
-            stopped_by=actor,
-            reason=reason,
+    with workspace.engine.begin() as conn:
+        done = conn.execute(
+            update(table)
+            .where((table.c.name == experiment.name) & (table.c.status == RUNNING))
+            .values(
+                status=STOPPED,
+                active_key=None,
+                result=result,
+                stopped_at=_naive(datetime.now(UTC)),
+                stopped_by=who,
+                reason=reason,
+            )
         )
-    )
     if done.rowcount != 1:
-        from shipyard.errors import ConcurrentChangeError
-
         raise ConcurrentChangeError(
             f"Experiment {experiment.name!r} was stopped meanwhile; nothing more was changed."
         )
+
+
+def _unclaim_stop(workspace: Workspace, experiment: Experiment) -> None:
+    """Undo :func:`_claim_stop` (the policy could not be set)."""
+    from sqlalchemy import update
+
+    from shipyard.tables import experiments as table
+
+    with workspace.engine.begin() as conn:
+        conn.execute(
+            update(table)
+            .where(table.c.name == experiment.name)
+            .values(
+                status=RUNNING,
+                active_key=experiment.endpoint,
+                result=None,
+                stopped_at=None,
+                stopped_by=None,
+                reason=experiment.reason,
+            )
+        )
+
+
+def _set_result(conn: Connection, name: str, result: dict[str, Any]) -> None:
+    from sqlalchemy import update
+
+    from shipyard.tables import experiments as table
+
+    conn.execute(update(table).where(table.c.name == name).values(result=result))
