@@ -116,10 +116,10 @@ class Guard:
         window = self._windows.get(version)
         if window is None:
             window = self._window(version)
-        if scores.shape[0] == 1:
+        if scores.size == 1:
             window.scores.append(float(scores[0]))
         else:
-            window.scores.extend(scores.tolist())
+            window.scores.extend(scores.ravel().tolist())
         window.latency.append(latency_s * 1000.0)
         window.errors.append(False)
         window.seen += 1
