@@ -249,12 +249,34 @@ def _checked(
         raise invalid_parameter(
             "treatment", owner, f"a version other than control {control}", treatment
         )
+    weights = _checked_split(split, owner)
+    _check_design(method, mde, power, planned_units, owner)
+    primary = metric_spec(metric)
+    checks = tuple(metric_spec(g) for g in guardrails)
+    return Experiment(
+        name=name, endpoint=endpoint, model="", control=control, treatment=treatment,
+        split=weights, metric=primary, guardrails=checks,
+        alpha=check_alpha(alpha, owner), method=method, sticky_key=sticky_key,
+        salt=f"{name}-{uuid.uuid4().hex[:8]}", base_revision=0, revision=0, status=RUNNING,
+        started_at=datetime.now(UTC), started_by="", reason=reason,
+        mde=None if mde is None else float(mde), power=float(power),
+        planned_units=planned_units if method == "fixed" else None,
+    )  # fmt: skip
+
+
+def _checked_split(split: Sequence[float], owner: str) -> tuple[float, float]:
     weights = tuple(split) if isinstance(split, Sequence) and not isinstance(split, str) else ()
     if len(weights) != 2 or not all(
         isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w > 0
         for w in weights
     ):
         raise invalid_parameter("split", owner, "two positive numbers such as (50, 50)", split)
+    return float(weights[0]), float(weights[1])
+
+
+def _check_design(
+    method: str, mde: float | None, power: float, planned_units: int | None, owner: str
+) -> None:
     if method not in METHODS:
         raise invalid_parameter("method", owner, f"one of {list(METHODS)}", method)
     if mde is not None and (
@@ -270,17 +292,6 @@ def _checked(
             "planned_units", owner, "the units per arm the fixed test waits for (int >= 2)",
             planned_units,
         )  # fmt: skip
-    primary = metric_spec(metric)
-    checks = tuple(metric_spec(g) for g in guardrails)
-    return Experiment(
-        name=name, endpoint=endpoint, model="", control=control, treatment=treatment,
-        split=(float(weights[0]), float(weights[1])), metric=primary, guardrails=checks,
-        alpha=check_alpha(alpha, owner), method=method, sticky_key=sticky_key,
-        salt=f"{name}-{uuid.uuid4().hex[:8]}", base_revision=0, revision=0, status=RUNNING,
-        started_at=datetime.now(UTC), started_by="", reason=reason,
-        mde=None if mde is None else float(mde), power=float(power),
-        planned_units=planned_units if method == "fixed" else None,
-    )  # fmt: skip
 
 
 def _check_versions(workspace: Workspace, policy: TrafficPolicy) -> None:
@@ -663,35 +674,26 @@ def _stop(
     early: str | None = None,
 ) -> Experiment:
     """Claim the stop (the row, only if still running: two stoppers never both act), send
-    the traffic to the winner as a new policy revision, then record the result and audit.
-
-    If the policy cannot be set, the experiment is running again, as before.
-    """
+    the traffic to the winner as a new policy revision (running again if that fails), then
+    record the result and audit it."""
     from shipyard.governance.audit import append, transaction
     from shipyard.registry.models import current_user
     from shipyard.serving.policy import Arm, get_policy, set_policy
 
     chosen = experiment.control if winner is None else winner
     who = actor or current_user()
-    result = {
+    result: dict[str, Any] = {
         "decision": status.primary.decision,
         "primary": status.primary.to_dict(),
         "guardrails": [g.to_dict() for g in status.guardrails],
-        "units": status.units,
-        "winner": chosen,
-        "revision": None,
-        "stopped_early": early,
+        **{"units": status.units, "winner": chosen, "revision": None, "stopped_early": early},
     }
     _claim_stop(workspace, experiment, result, reason, who)
     try:
         current = get_policy(workspace, experiment.endpoint)
-        policy = replace(
-            current,
-            arms=(Arm(chosen, 1.0),),
-            shadows=tuple(v for v in current.shadows if v != chosen),
-            sticky_key=None,
-            salt=None,
-        )
+        shadows = tuple(v for v in current.shadows if v != chosen)
+        arms = (Arm(chosen, 1.0),)
+        policy = replace(current, arms=arms, shadows=shadows, sticky_key=None, salt=None)
         stored = set_policy(
             workspace, policy, reason=f"experiment {experiment.name} stopped: {reason}", actor=who
         )
