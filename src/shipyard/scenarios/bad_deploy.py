@@ -463,6 +463,7 @@ class _Measures:
     requests_to_detection: int
     broken_requests: int
     answers_by_version: dict[int, int]
+    statuses: dict[str, int]
 
     @classmethod
     def of(
@@ -473,7 +474,10 @@ class _Measures:
         broken: ModelVersion,
         rollback: TrafficPolicy,
     ) -> _Measures:
-        """Requests the broken version answered before the rollback revision, from the log."""
+        """Requests the broken version answered before the rollback revision (from the log),
+        answers by version and by status (from the traffic's side)."""
+        from collections import Counter
+
         import numpy as np
 
         from shipyard.monitoring.logstore import predictions
@@ -483,11 +487,11 @@ class _Measures:
         times = np.asarray(table.column("time").to_numpy(zero_copy_only=False), dtype=float)
         mine = versions == broken.version
         cut = _epoch(rollback.created_at)
-        by_version: dict[int, int] = {}
-        for answer in answers:
-            if answer.version is not None:
-                by_version[answer.version] = by_version.get(answer.version, 0) + 1
-        return cls(int((mine & (times < cut)).sum()), int(mine.sum()), by_version)
+        by_version = Counter(a.version for a in answers if a.version is not None)
+        statuses = Counter(str(a.status) for a in answers)
+        return cls(
+            int((mine & (times < cut)).sum()), int(mine.sum()), dict(by_version), dict(statuses)
+        )
 
 
 def _alert_rates(
@@ -541,9 +545,6 @@ def _result(
     numbers = (champion.version, broken.version, fixed.version)
     thresholds = {v: decision_threshold(workspace, champion.name, v) for v in numbers}
     instants = (_epoch(deploy.created_at), _epoch(rollback.created_at), _epoch(canary_start))
-    statuses: dict[str, int] = {}
-    for answer in answers:
-        statuses[str(answer.status)] = statuses.get(str(answer.status), 0) + 1
     final = get_policy(workspace, endpoint)
     rolled_back = rollback.reason.startswith(ROLLBACK_PREFIX)
     automatic = [p for p in history if p.reason.startswith(ROLLBACK_PREFIX) and p.actor != ACTOR]
@@ -560,8 +561,8 @@ def _result(
         rollback_revision=rollback.revision if rolled_back else None,
         automatic_rollbacks=len(automatic),
         requests=len(answers),
-        statuses=statuses,
-        failed_requests=sum(1 for a in answers if a.status != 200),
+        statuses=measured.statuses,
+        failed_requests=sum(n for status, n in measured.statuses.items() if status != "200"),
         requests_to_detection=measured.requests_to_detection,
         broken_requests=measured.broken_requests,
         seconds_to_detection=round(instants[1] - instants[0], 3) if rolled_back else None,
