@@ -37,9 +37,10 @@ Example::
 
 from __future__ import annotations
 
+import math
 import pickle
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -273,21 +274,20 @@ def materialize_features(
 
 
 def window_frame(
-    workspace: Workspace, champion: ModelVersion, window: RetrainWindow
+    workspace: Workspace,
+    champion: ModelVersion,
+    window: RetrainWindow,
+    extra: tuple[str, ...] = (),
 ) -> pd.DataFrame:
-    """Training and evaluation days with the champion's features, point-in-time correct."""
+    """Training and evaluation days with the champion's features (point-in-time correct),
+    its label, time and entity columns and the data set's ``extra`` columns."""
     from shipyard.training.frames import Window, load_frame
 
+    lineage = champion.lineage
+    columns = tuple(dict.fromkeys([*lineage.columns.names, *extra]))
+    first, last = window.train_start.isoformat(), window.eval_end.isoformat()
     return load_frame(
-        workspace,
-        Window(
-            window.dataset,
-            window.version,
-            window.train_start.isoformat(),
-            window.eval_end.isoformat(),
-            champion.lineage.views,
-            champion.lineage.columns.names,
-        ),
+        workspace, Window(window.dataset, window.version, first, last, lineage.views, columns)
     )
 
 
@@ -474,24 +474,12 @@ def _fairness_results(
 ) -> list[dict[str, Any]]:
     """Each declared fairness gate on the challenger's evaluation rows."""
     from shipyard.registry.gate import FairnessGate
-    from shipyard.training.frames import Window, load_frame
 
     if not declared:
         return [{"gate": "fairness", "passed": True, "reason": "no fairness gate declared"}]
     gates = [FairnessGate(**spec) for spec in declared]
     roles = champion.lineage.columns
-    columns = tuple(dict.fromkeys([*roles.names, *(g.attribute for g in gates)]))
-    frame = load_frame(
-        workspace,
-        Window(
-            window.dataset,
-            window.version,
-            window.train_start.isoformat(),
-            window.eval_end.isoformat(),
-            champion.lineage.views,
-            columns,
-        ),
-    )
+    frame = window_frame(workspace, champion, window, tuple(g.attribute for g in gates))
     fold = trained.folds[0]
     rows = frame.iloc[fold.fold.test]
     out = []
@@ -517,14 +505,13 @@ def register_challenger(
     parity-check its serving backends; ``registered`` is False, with why, otherwise."""
     from shipyard.data.catalog import get_dataset
     from shipyard.registry.models import ModelRegistry
-    from shipyard.serving.backends import prepare_backends
     from shipyard.types import Lineage
 
     if not gates["passed"]:
         return {
             "registered": False,
             "skipped": True,
-            "reason": f"not registered: {gates['reason']}",
+            "reason": "not registered: a gate kept the champion",
         }
     registry = ModelRegistry(workspace)
     champion = registry.get(model, int(challenger["champion_version"]))
@@ -552,19 +539,31 @@ def register_challenger(
         actor=actor,
         reason=f"retraining as of {window.now}: {gates['reason']}",
     )
-    backends = prepare_backends(registry, model, version.version)
+    served = _backends(registry, model, version.version)
     return {
         "registered": True,
         "version": version.version,
-        "backend": backends.chosen,
-        "parity": {
-            name: {"max_abs_diff": _finite(c.max_abs_diff), "note": c.note}
-            for name, c in backends.candidates.items()
-        },
+        **served,
         "reason": (
             f"registered {model} v{version.version} (data set {window.dataset} v{window.version}, "
-            f"trained {window.train_start}..{window.train_end}); serving backend "
-            f"{backends.chosen}, parity-checked: {backends.describe()}"
+            f"trained {window.train_start}..{window.train_end}); {served['parity_reason']}"
+        ),
+    }
+
+
+def _backends(registry: Any, model: str, version: int) -> dict[str, Any]:
+    """Build the version's serving backends and check their parity with the native model."""
+    from shipyard.serving.backends import prepare_backends
+
+    backends = prepare_backends(registry, model, version)
+    return {
+        "backend": backends.chosen,
+        "parity": {
+            name: {"max_abs_diff": _jsonable(c.max_abs_diff), "note": c.note}
+            for name, c in backends.candidates.items()
+        },
+        "parity_reason": (
+            f"serving backend {backends.chosen}, parity-checked: {backends.describe()}"
         ),
     }
 
@@ -584,13 +583,13 @@ class CanarySettings:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serializable (the step's parameters)."""
-        return {
-            "steps": list(self.steps),
-            "min_requests": self.min_requests,
-            "step_timeout_s": self.step_timeout_s,
-            "poll_s": self.poll_s,
-            "retry_after_s": self.retry_after_s,
-        }
+        return {**asdict(self), "steps": list(self.steps)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CanarySettings:
+        """Inverse of :meth:`to_dict` (other keys ignored)."""
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**{**known, "steps": tuple(known.get("steps", cls.steps))})
 
 
 def canary_rollout(
@@ -606,8 +605,8 @@ def canary_rollout(
     """Roll the registered challenger out by canary; ``outcome`` is "promoted", "rolled
     back", "insufficient data" (the caller waits and retries), or "skipped"."""
     if not registered.get("registered"):
-        return {"outcome": "skipped", "skipped": True, "reason": registered["reason"]}
-    from shipyard.pipelines.canary import run_canary  # type: ignore[import-not-found]
+        return {"outcome": "skipped", "skipped": True, "reason": "skipped: nothing registered"}
+    from shipyard.pipelines.canary import run_canary
 
     version = int(registered["version"])
     result = run_canary(
@@ -621,7 +620,7 @@ def canary_rollout(
         reason=reason or f"retrained {model} v{version}",
         actor=actor,
     )
-    steps = [_jsonable(_plain(s)) for s in getattr(result, "steps", ())]
+    steps = [_jsonable(step.to_dict()) for step in result.steps]
     return {
         "outcome": str(result.outcome),
         "version": version,
@@ -659,8 +658,15 @@ def decide(outputs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         "delta_low": evaluation.get("delta_low"),
         "delta_high": evaluation.get("delta_high"),
         "reasons": reasons,
-        "reason": reasons[-1] if reasons else decision,
+        "reason": _decision_reason(decision, gates, canary),
     }
+
+
+def _decision_reason(decision: str, gates: Mapping[str, Any], canary: Mapping[str, Any]) -> str:
+    """The one reason that decided: the gates' (kept) or the canary's (promoted, rolled back)."""
+    if not gates.get("passed", False):
+        return str(gates.get("reason", "kept: the gates did not run"))
+    return f"{decision}: {canary.get('reason', 'the canary did not run')}"
 
 
 # -- the pipeline ---------------------------------------------------------------------------
@@ -681,8 +687,10 @@ def retraining_pipeline(
 ) -> Pipeline:
     """The retraining pipeline of ``model`` served on ``endpoint``, trained on ``dataset``.
 
-    ``now`` (an ISO date; default: today, UTC) is the clock the window is read by, so a run
-    is reproducible; ``canary`` overrides :class:`CanarySettings` fields.
+    ``now`` (an ISO date) is the clock the window is read by, so that a run is reproducible;
+    ``None`` reads today's date (UTC) when the window step runs (what a schedule wants).
+    ``canary`` overrides :class:`CanarySettings` fields; ``fairness`` declares fairness
+    gates (keyword arguments of :class:`~shipyard.registry.gate.FairnessGate`).
 
     Example::
 
@@ -690,20 +698,13 @@ def retraining_pipeline(
     """
     from shipyard.pipelines.graph import Pipeline, Step
 
-    clock = now if now is not None else datetime.now(UTC).date().isoformat()
-    try:
-        date.fromisoformat(clock)
-    except (TypeError, ValueError):
-        raise invalid_parameter("now", "retraining_pipeline", "an ISO date", now) from None
-    if metric not in METRICS:
-        raise invalid_parameter("metric", "retraining_pipeline", f"one of {METRICS}", metric)
-    settings = replace(CanarySettings(), **_canary_fields(canary or {}))
+    settings = _checked(now, metric, canary or {})
     base = {"model": model, "dataset": dataset}
     steps = [
         Step(
             "window",
             _window_step,
-            params={**base, "now": clock, "delay_days": delay_days, "eval_days": eval_days},
+            params={**base, "now": now, "delay_days": delay_days, "eval_days": eval_days},
             cache=False,
         ),
         Step("features", _features_step, inputs=("window",)),
@@ -720,13 +721,8 @@ def retraining_pipeline(
             inputs=("window", "challenger", "evaluate"),
             params={**base, "fairness": fairness or []},
         ),
-        Step(
-            "register",
-            _register_step,
-            inputs=("window", "challenger", "gates"),
-            params=base,
-            cache=False,
-        ),
+        # cached: a rerun on the same inputs reuses the version it registered
+        Step("register", _register_step, inputs=("window", "challenger", "gates"), params=base),
         Step(
             "canary",
             _canary_step,
@@ -744,17 +740,21 @@ def retraining_pipeline(
     return Pipeline(f"retrain-{model}", tuple(steps))
 
 
-def _canary_fields(given: dict[str, Any]) -> dict[str, Any]:
+def _checked(now: str | None, metric: str, canary: dict[str, Any]) -> CanarySettings:
+    """The pipeline's canary settings; ParameterError naming a bad clock, metric or key."""
+    owner = "retraining_pipeline"
+    if now is not None:
+        try:
+            date.fromisoformat(now)
+        except (TypeError, ValueError):
+            raise invalid_parameter("now", owner, "an ISO date", now) from None
+    if metric not in METRICS:
+        raise invalid_parameter("metric", owner, f"one of {METRICS}", metric)
     known = set(CanarySettings().to_dict())
-    unknown = sorted(set(given) - known)
+    unknown = sorted(set(canary) - known)
     if unknown:
-        raise invalid_parameter(
-            "canary", "retraining_pipeline", f"keys among {sorted(known)}", unknown
-        )
-    out = dict(given)
-    if "steps" in out:
-        out["steps"] = tuple(out["steps"])
-    return out
+        raise invalid_parameter("canary", owner, f"keys among {sorted(known)}", unknown)
+    return CanarySettings.from_dict({**CanarySettings().to_dict(), **canary})
 
 
 def _window_step(ctx: StepContext) -> dict[str, Any]:
@@ -763,7 +763,7 @@ def _window_step(ctx: StepContext) -> dict[str, Any]:
         ctx.workspace,
         model=p["model"],
         dataset=p["dataset"],
-        now=date.fromisoformat(p["now"]),
+        now=date.fromisoformat(p["now"]) if p["now"] else datetime.now(UTC).date(),
         delay_days=p["delay_days"],
         eval_days=p["eval_days"],
     )
@@ -827,13 +827,7 @@ def _canary_step(ctx: StepContext) -> Any:
     from shipyard.pipelines.graph import Wait
 
     p = dict(ctx.params)
-    settings = CanarySettings(
-        steps=tuple(p["steps"]),
-        min_requests=p["min_requests"],
-        step_timeout_s=p["step_timeout_s"],
-        poll_s=p["poll_s"],
-        retry_after_s=p["retry_after_s"],
-    )
+    settings = CanarySettings.from_dict(p)
     out = canary_rollout(
         ctx.workspace,
         endpoint=p["endpoint"],
@@ -850,19 +844,6 @@ def _decision_step(ctx: StepContext) -> dict[str, Any]:
     return decide(ctx.upstream)
 
 
-def _finite(value: float) -> float | None:
-    """JSON holds no NaN: a backend that could not be built has no parity difference."""
-    return None if value != value else float(value)
-
-
-def _plain(value: Any) -> Any:
-    from dataclasses import asdict, is_dataclass
-
-    if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    return value
-
-
 def _jsonable(value: Any) -> Any:
     """Dates as ISO text, tuples as lists, numpy scalars as Python numbers, recursively."""
     if isinstance(value, datetime | date):
@@ -872,5 +853,7 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     if hasattr(value, "item") and callable(value.item):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON holds no NaN (a guardrail not judged, a backend not built)
     return value
