@@ -21,12 +21,12 @@ from shipyard.monitoring.guardrails import Guardrail, add_guardrail, evaluate_gu
 from shipyard.monitoring.reference import load_reference_scores
 from shipyard.serving.guard import Guard, VersionWindow
 from shipyard.serving.policy import Arm, TrafficPolicy, get_policy, policy_history, set_policy
+from shipyard.workspace import Workspace
 from tests.serving.conftest import start_server
 
 
 def test_a_window_keeps_the_last_observations_and_counts_failures() -> None:
-    guard = Guard.__new__(Guard)  # the hot path needs no workspace: built as the runtime does
-    Guard.__init__(guard, None, "e", window=100)  # type: ignore[arg-type]
+    guard = Guard(None, "e", window=100)  # type: ignore[arg-type]  # the hot path reads none
     for i in range(250):
         guard.observe(3, np.array([i / 250]), 0.002)
     guard.observe(3, np.array([0.1, 0.2, 0.3]), 0.004)
@@ -39,6 +39,28 @@ def test_a_window_keeps_the_last_observations_and_counts_failures() -> None:
     assert observed.errors is not None and observed.errors[-1] and observed.errors.sum() == 1
     assert window.seen == 252
     assert guard.window(4) is None
+
+
+def test_5xx_answers_count_against_the_version_and_client_errors_do_not(
+    workspace: Workspace,
+) -> None:
+    from types import SimpleNamespace
+
+    from shipyard.errors import RequestError
+    from shipyard.serving.metrics import ServingMetrics
+    from shipyard.serving.runtime import EndpointRuntime, ServeConfig
+
+    config = ServeConfig(workspace=str(workspace.root), endpoint="e")
+    metrics = ServingMetrics("e")
+    runtime = EndpointRuntime(workspace, config, metrics)
+    runtime.guard = Guard(workspace, "e")
+    request: Any = SimpleNamespace(version=2)
+    runtime.failed(request, RequestError(422, "bad input"))  # the client's fault
+    runtime.failed(request, RequestError(503, "the log cannot be written"))
+    runtime.failed(request, RuntimeError("the model failed"))
+    window = runtime.guard.window(2)
+    assert window is not None and list(window.errors) == [True, True]
+    metrics.close()
 
 
 def test_observe_costs_about_a_microsecond_per_request() -> None:
