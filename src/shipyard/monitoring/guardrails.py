@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -136,15 +136,7 @@ class Guardrail:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
-        return {
-            "name": self.name,
-            "metric": self.metric,
-            "op": self.op,
-            "threshold": self.threshold,
-            "min_count": self.min_count,
-            "window": self.window,
-            "rollback": self.rollback,
-        }
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Guardrail:
@@ -731,17 +723,8 @@ class Trip:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {
-            "endpoint": self.endpoint,
-            "version": self.version,
-            "revision": self.revision,
-            "results": [r.to_dict() for r in self.results],
-            "requests": self.requests,
-            "rolled_back_to": self.rolled_back_to,
-            "rollback_revision": self.rollback_revision,
-            "alert_id": self.alert_id,
-            "at": self.at.isoformat(),
-        }
+        fields = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        return {**fields, "results": [r.to_dict() for r in self.results], "at": self.at.isoformat()}
 
 
 def act_on_trip(
