@@ -120,3 +120,27 @@ def test_the_pipeline_refuses_a_bad_clock_or_metric() -> None:
         retraining_pipeline(now="next tuesday")
     with pytest.raises(ParameterError, match="'metric' parameter of retraining_pipeline"):
         retraining_pipeline(metric="accuracy")
+
+
+def test_a_canary_without_traffic_waits_and_never_promotes(champion_workspace: Workspace) -> None:
+    """(Last in the file: the waiting run holds the pipeline.)"""
+    from shipyard.pipelines.runs import StepStatus, run_pipeline
+    from shipyard.registry.models import ModelRegistry
+    from shipyard.serving.policy import Arm, TrafficPolicy, get_policy, set_policy
+
+    registry = ModelRegistry(champion_workspace)
+    champion = registry.get("fraud", "champion").version
+    policy = TrafficPolicy("fraud-quiet", "fraud", (Arm(champion, 1.0),))
+    set_policy(champion_workspace, policy, reason="serve the champion")
+    canary = {"step_timeout_s": 1.0, "poll_s": 0.2, "retry_after_s": 5.0}
+    pipeline = retraining_pipeline("fraud-quiet", now="2018-06-04", n_boot=200, canary=canary)
+    run = run_pipeline(champion_workspace, pipeline)
+    assert run.outputs("gates")["passed"] is True, run.outputs("gates")["reason"]
+    assert run.outputs("register")["registered"] is True
+    assert str(run.status) == "waiting"
+    assert run.steps["canary"].status == StepStatus.WAITING
+    assert run.wait is not None and "insufficient data" in run.wait["reason"]
+    assert run.steps["decision"].status == StepStatus.PENDING
+    assert registry.get("fraud", "champion").version == champion  # never promoted blindly
+    served = get_policy(champion_workspace, "fraud-quiet")
+    assert [(a.version, a.weight) for a in served.arms] == [(champion, 1.0)]  # restored
