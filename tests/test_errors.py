@@ -22,6 +22,11 @@ from shipyard import errors
         (errors.ModelNotFoundError, KeyError),
         (errors.IntegrityError, ValueError),
         (errors.PromotionRefusedError, ValueError),
+        (errors.ConcurrentChangeError, RuntimeError),
+        (errors.ExperimentNotFoundError, KeyError),
+        (errors.ExperimentConflictError, ValueError),
+        (errors.PipelineError, ValueError),
+        (errors.RunNotFoundError, KeyError),
     ],
 )
 def test_every_error_is_a_shipyard_error_and_the_builtin_it_refines(

@@ -124,3 +124,35 @@ class RequestError(ShipyardError, ValueError):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class ExperimentNotFoundError(ShipyardError, KeyError):
+    """No experiment of that name in the workspace."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ExperimentConflictError(ShipyardError, ValueError):
+    """The experiment cannot start or stop as asked (another one runs on the endpoint, the
+    name is taken, it is already stopped)."""
+
+
+class PipelineError(ParameterError):
+    """A pipeline's graph is invalid (duplicate or unknown steps, a cycle, parameters that are
+    not JSON), its import path cannot be loaded, or a run cannot go on as asked."""
+
+
+class PipelineBusyError(ConcurrentChangeError):
+    """Another run of the pipeline is unfinished (running or waiting); ``run_id`` names it."""
+
+    def __init__(self, message: str, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class RunNotFoundError(ShipyardError, KeyError):
+    """No pipeline run of that id is stored in the workspace."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

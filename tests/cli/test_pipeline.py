@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from shipyard.pipelines.graph import PipelineError
-from shipyard.pipelines.runs import PipelineBusyError
+from shipyard.errors import PipelineBusyError, PipelineError
 from shipyard.workspace import Workspace
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "pipelines.md"

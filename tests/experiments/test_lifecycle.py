@@ -21,12 +21,16 @@ import pytest
 from sqlalchemy import func, select
 
 from shipyard.data.catalog import write_dataset
-from shipyard.errors import ConcurrentChangeError, ModelNotFoundError, ParameterError
+from shipyard.errors import (
+    ConcurrentChangeError,
+    ExperimentConflictError,
+    ExperimentNotFoundError,
+    ModelNotFoundError,
+    ParameterError,
+)
 from shipyard.experiments.fixed import sample_size
 from shipyard.experiments.lifecycle import (
     Experiment,
-    ExperimentConflictError,
-    ExperimentNotFoundError,
     experiment_status,
     get_experiment,
     list_experiments,

@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from shipyard.errors import ParameterError
+from shipyard.errors import ParameterError, PipelineError
 from shipyard.pipelines.graph import (
     Pipeline,
-    PipelineError,
     Step,
     StepContext,
     Wait,

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from shipyard.pipelines.graph import Pipeline, PipelineError, Step, StepContext, Wait
+from shipyard.errors import PipelineError
+from shipyard.pipelines.graph import Pipeline, Step, StepContext, Wait
 from shipyard.pipelines.runs import (
     PipelineBusyError,
     RunNotFoundError,
@@ -384,7 +385,8 @@ RACER = """
 import sys, time
 from pathlib import Path
 from shipyard.pipelines.graph import Pipeline, Step
-from shipyard.pipelines.runs import PipelineBusyError, run_pipeline
+from shipyard.errors import PipelineBusyError
+from shipyard.pipelines.runs import run_pipeline
 from shipyard.workspace import Workspace
 
 folder, root, name = Path(sys.argv[1]), sys.argv[2], sys.argv[3]

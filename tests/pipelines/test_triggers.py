@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from shipyard.errors import PipelineError
 from shipyard.monitoring.alerts import AlertRule, add_rule, evaluate_rules
 from shipyard.monitoring.points import Point, store_points
-from shipyard.pipelines.graph import Pipeline, PipelineError, Step, StepContext, Wait
+from shipyard.pipelines.graph import Pipeline, Step, StepContext, Wait
 from shipyard.pipelines.runs import get_run, list_runs, run_pipeline
 from shipyard.pipelines.triggers import (
     Command,

@@ -226,7 +226,8 @@ def resume(
 ) -> None:
     """Continue RUN_ID from its first unfinished step (waiting, failed, or its process died);
     a run that still looks alive only with --force."""
-    from shipyard.pipelines.graph import PipelineError, load_pipeline
+    from shipyard.errors import PipelineError
+    from shipyard.pipelines.graph import load_pipeline
     from shipyard.pipelines.runs import get_run, resume_run
 
     ws = open_workspace(ctx)

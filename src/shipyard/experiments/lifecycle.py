@@ -36,7 +36,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shipyard.errors import ConcurrentChangeError, ShipyardError, invalid_parameter
+from shipyard.errors import (
+    ConcurrentChangeError,
+    ExperimentConflictError,
+    ExperimentNotFoundError,
+    invalid_parameter,
+)
 from shipyard.experiments.metrics import (
     ARMS,
     MetricResult,
@@ -56,18 +61,6 @@ if TYPE_CHECKING:
 RUNNING = "running"
 STOPPED = "stopped"
 METHODS = ("msprt", "fixed")
-
-
-class ExperimentNotFoundError(ShipyardError, KeyError):
-    """No experiment of that name in the workspace."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-class ExperimentConflictError(ShipyardError, ValueError):
-    """The experiment cannot start or stop as asked (another one runs on the endpoint, the
-    name is taken, it is already stopped)."""
 
 
 @dataclass(frozen=True)

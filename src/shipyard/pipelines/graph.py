@@ -34,17 +34,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from shipyard.errors import ParameterError
+from shipyard.errors import ParameterError, PipelineError
 
 if TYPE_CHECKING:
     from shipyard.workspace import Workspace
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-
-
-class PipelineError(ParameterError):
-    """A pipeline's graph is invalid (duplicate or unknown steps, a cycle, parameters that are
-    not JSON), its import path cannot be loaded, or a run cannot go on as asked."""
 
 
 def canonical_json(value: Any) -> str:

@@ -38,10 +38,14 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from shipyard.errors import ConcurrentChangeError, ShipyardError
+from shipyard.errors import (
+    ConcurrentChangeError,
+    PipelineBusyError,
+    PipelineError,
+    RunNotFoundError,
+)
 from shipyard.pipelines.graph import (
     Pipeline,
-    PipelineError,
     Step,
     StepContext,
     Wait,
@@ -84,23 +88,8 @@ _DONE = (StepStatus.SUCCEEDED, StepStatus.CACHED)
 _UNFINISHED = (RunStatus.RUNNING, RunStatus.WAITING)
 
 
-class PipelineBusyError(ConcurrentChangeError):
-    """Another run of the pipeline is unfinished (running or waiting); ``run_id`` names it."""
-
-    def __init__(self, message: str, run_id: str) -> None:
-        super().__init__(message)
-        self.run_id = run_id
-
-
 class _TakenOverError(ConcurrentChangeError):
     """Another process took the run over (it was stale): this one must stop working on it."""
-
-
-class RunNotFoundError(ShipyardError, KeyError):
-    """No pipeline run of that id is stored in the workspace."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 def _now() -> datetime:

@@ -30,11 +30,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from shipyard.errors import ShipyardError
-from shipyard.pipelines.graph import Pipeline, PipelineError
+from shipyard.errors import PipelineBusyError, PipelineError, ShipyardError
+from shipyard.pipelines.graph import Pipeline
 from shipyard.pipelines.runs import (
     DEFAULT_STALE_S,
-    PipelineBusyError,
     PipelineRun,
     RunStatus,
     active_run,
