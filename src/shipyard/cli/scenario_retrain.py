@@ -79,7 +79,7 @@ def retrain(
                 progress=progress,
                 **options,  # type: ignore[arg-type]
             )
-        screen.print(result.table(), markup=False)
+        screen.print(result.table(), markup=False, soft_wrap=True)
         screen.print(
             f"\n{result.rows:,} transactions replayed, {result.labels:,} labels ingested; "
             f"the pattern added {result.pattern_frauds:,} frauds (data set v"

@@ -284,10 +284,9 @@ class RetrainScenarioResult:
 
     def table(self) -> str:
         """A text table: week, champion, challenger vs champion with its CI, decision, why."""
-        lines = [
-            "week  days                     pattern  champion  challenger vs champion "
-            "(AP, 95% CI)                  decision",
-        ]
+        metric = next((w.metric for w in self.weeks if w.metric), "average_precision")
+        compared = f"challenger vs champion ({metric}, 95% CI)"
+        lines = [f"week  days                     pattern  champion  {compared:<50} decision"]
         for w in self.weeks:
             if w.delta is None:
                 versus = "-"
@@ -332,6 +331,7 @@ def run_retrain_scenario(
     ``weeks`` replayed weeks, the new pattern from week ``pattern_week``; ``simulator``
     overrides :data:`SCENARIO_SIMULATOR`. The server's log goes to ``out/serve.log``.
     """
+    from shipyard.monitoring.guardrails import add_guardrail
     from shipyard.scenarios.replay import LocalServer
 
     _check_weeks(weeks, pattern_week)
@@ -341,8 +341,6 @@ def run_retrain_scenario(
     pattern = NightBursts(start=replay_start + timedelta(weeks=pattern_week - 1))
     seconds = {"data and champion": round(time.perf_counter() - clock, 1)}
     out.mkdir(parents=True, exist_ok=True)
-    from shipyard.monitoring.guardrails import add_guardrail
-
     for guardrail in scenario_guardrails():
         add_guardrail(workspace, endpoint, guardrail, actor="shipyard scenario retrain")
     state = _Replay(workspace, endpoint, champion, dataset.name, n_boot)
