@@ -3,10 +3,17 @@
 ``run_drift_scenario`` (``shipyard scenario drift``): serve the fraud champion, replay three
 weeks of traffic with a drifted third week (``AmountDrift``: a share of customers' amounts
 multiplied; ``MixDrift``: a segment of the traffic grows), and show monitoring catch it.
+
+``run_bad_deploy_scenario`` (``shipyard scenario bad-deploy``): serve the fraud champion under
+continuous traffic (``ContinuousReplay``), deploy a version whose packaged preprocessing reads
+amounts in cents (``register_unit_fault``, ``UnitScaledClassifier``), let the server's
+guardrails roll it back by themselves, write the root-cause report, and roll a fixed version
+out by canary.
 """
 
 from __future__ import annotations
 
+from shipyard.scenarios.bad_deploy import BadDeployResult, run_bad_deploy_scenario
 from shipyard.scenarios.drift import (
     AmountDrift,
     DriftScenarioResult,
@@ -14,14 +21,23 @@ from shipyard.scenarios.drift import (
     drift_amounts,
     run_drift_scenario,
 )
+from shipyard.scenarios.faults import UnitScaledClassifier, UnitScaledConfig, register_unit_fault
 from shipyard.scenarios.mix import MixDrift, shift_mix
+from shipyard.scenarios.replay import Answer, ContinuousReplay
 
 __all__ = [
     "AmountDrift",
+    "Answer",
+    "BadDeployResult",
+    "ContinuousReplay",
     "DriftScenarioResult",
     "MixDrift",
     "ScenarioWindow",
+    "UnitScaledClassifier",
+    "UnitScaledConfig",
     "drift_amounts",
+    "register_unit_fault",
+    "run_bad_deploy_scenario",
     "run_drift_scenario",
     "shift_mix",
 ]

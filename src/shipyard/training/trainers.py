@@ -275,7 +275,11 @@ MODEL_TYPES: dict[str, type[ModelConfig]] = {
     )
 }
 BASELINE_SUITE = tuple(MODEL_TYPES)
-FAMILY_MODULES = ("shipyard.training.ensembles", "shipyard.training.neural")
+FAMILY_MODULES = (
+    "shipyard.training.ensembles",
+    "shipyard.training.neural",
+    "shipyard.scenarios.faults",  # the packaged unit bug of the bad-deploy scenario
+)
 """Modules that add model families (configurations and native formats) when first needed:
 each calls :func:`register_model_type` / :func:`register_format` at import and imports its
 heavy framework (PyTorch ...) only inside its functions."""
