@@ -502,6 +502,28 @@ class TestDecisions:
         (note,) = experiment_status(registered, experiment.name).notes
         assert "no longer the experiment's split" in note and "guardrail tripped" in note
 
+    def test_a_guardrail_that_rolls_the_treatment_back_stops_the_experiment(
+        self, registered: Workspace
+    ) -> None:
+        from shipyard.monitoring.guardrails import Guardrail, GuardrailResult, act_on_trip
+
+        endpoint = new_endpoint(registered)
+        experiment = start(registered, endpoint)
+        revision = get_policy(registered, endpoint).revision
+        rule = Guardrail("alert-rate", "alert_rate", "<=", 0.5)
+        tripped = GuardrailResult(rule, TREATMENT, 0.9, 400, "tripped", "alert rate 0.90 > 0.5")
+        trip = act_on_trip(
+            registered, endpoint, revision=revision, version=TREATMENT, results=[tripped]
+        )
+        assert trip.rolled_back_to == CONTROL
+        stopped = get_experiment(registered, experiment.name)
+        assert stopped.status == "stopped"
+        assert stopped.stop_reason and "guardrail alert-rate tripped" in stopped.stop_reason
+        assert [a.version for a in get_policy(registered, endpoint).arms] == [CONTROL]
+        # an experiment on another endpoint is left alone
+        other = start(registered, new_endpoint(registered))
+        assert get_experiment(registered, other.name).status == "running"
+
 
 @pytest.mark.slow
 def test_a_real_server_routes_by_the_experiments_salted_key_and_logs_what_status_reads(

@@ -739,7 +739,8 @@ def act_on_trip(
     restore: TrafficPolicy | None = None,
 ) -> Trip:
     """Roll ``endpoint`` back from ``revision`` (once, however many workers call this), raise an
-    alert and record ``guardrail.trip`` in the audit trail.
+    alert and record ``guardrail.trip`` in the audit trail; an experiment running on the
+    version stops (traffic to its control).
 
     Rolls back when a tripped guardrail has ``rollback``; else alerts only. When the policy
     already moved past ``revision`` (another worker rolled back first) nothing is written and
@@ -805,7 +806,32 @@ def act_on_trip(
         version=version,
         details=trip.to_dict(),
     )
+    if rollback_revision is not None:
+        _stop_experiments(workspace, endpoint, version, reason, actor)
     return trip
+
+
+def _stop_experiments(
+    workspace: Workspace, endpoint: str, version: int, reason: str, actor: str
+) -> None:
+    """Stop the endpoint's running experiment whose arm was rolled back (traffic to its
+    control), so that it does not read as running on a split that no longer exists."""
+    import logging
+
+    from shipyard.errors import ExperimentConflictError
+    from shipyard.experiments.lifecycle import list_experiments, stop_experiment
+
+    for experiment in list_experiments(workspace, endpoint=endpoint, status="running"):
+        if version not in (experiment.control, experiment.treatment):
+            continue
+        try:
+            stop_experiment(workspace, experiment.name, reason=reason, actor=actor)
+        except ExperimentConflictError:
+            continue  # another worker or an operator stopped it first
+        except Exception:  # the rollback stands; the experiment can be stopped by hand
+            logging.getLogger(__name__).exception(
+                "guardrail: experiment %s could not be stopped", experiment.name
+            )
 
 
 def _raise_alert(
