@@ -1,5 +1,7 @@
 """Monitoring: profiles, drift tests with stated error rates, realized and estimated
-performance, and the prediction log at scale (compacted into Parquet).
+performance, and the prediction log at scale (compacted into Parquet); guardrails that
+roll a bad deploy back, the root-cause report of an incident, and each version's decision
+threshold with its recalibration (docs/guardrails.md, docs/incidents.md).
 
 ``import shipyard.monitoring`` loads NumPy and pandas but not SciPy (imported when a test
 runs); ``import shipyard`` loads none of them. See ``docs/monitoring.md``.
@@ -40,6 +42,17 @@ from shipyard.monitoring.estimation import (
     EstimationReport,
     compare,
 )
+from shipyard.monitoring.guardrails import (
+    Guardrail,
+    GuardrailResult,
+    Trip,
+    act_on_trip,
+    add_guardrail,
+    default_guardrails,
+    evaluate_guardrails,
+    list_guardrails,
+    remove_guardrail,
+)
 from shipyard.monitoring.html import render_report, write_report
 from shipyard.monitoring.labels import (
     LabelIngestion,
@@ -59,6 +72,7 @@ from shipyard.monitoring.profiles import (
     Histogram,
     NumericProfile,
 )
+from shipyard.monitoring.rca import RootCauseReport, root_cause, write_rca
 from shipyard.monitoring.reference import (
     current_profile,
     drift_report,
@@ -68,8 +82,11 @@ from shipyard.monitoring.reference import (
 from shipyard.monitoring.report import ColumnDrift, DatasetDriftTest, DriftReport
 from shipyard.monitoring.run import GroupWindow, MonitorRun, run_monitor
 from shipyard.monitoring.thresholds import (
+    Recalibration,
     ThresholdSetting,
     decision_threshold,
+    endpoint_model,
+    recalibrate_threshold,
     set_decision_threshold,
     threshold_history,
 )
@@ -91,6 +108,8 @@ __all__ = [
     "DriftResult",
     "EstimationReport",
     "GroupWindow",
+    "Guardrail",
+    "GuardrailResult",
     "Histogram",
     "JensenShannonDistance",
     "KolmogorovSmirnovTest",
@@ -102,33 +121,46 @@ __all__ = [
     "Point",
     "PopulationStabilityIndex",
     "RealizedPerformance",
+    "Recalibration",
+    "RootCauseReport",
     "ThresholdSetting",
+    "Trip",
     "Verdict",
     "WassersteinDistance",
     "acknowledge",
+    "act_on_trip",
+    "add_guardrail",
     "add_rule",
     "adjust_p_values",
     "compact",
     "compare",
     "current_profile",
     "decision_threshold",
+    "default_guardrails",
     "drift_report",
+    "endpoint_model",
+    "evaluate_guardrails",
     "evaluate_rules",
     "ingest_labels",
     "labelled_predictions",
     "list_alerts",
+    "list_guardrails",
     "list_rules",
     "load_points",
     "load_reference_profile",
     "predictions",
     "query",
     "realized_performance",
+    "recalibrate_threshold",
     "reference_profile",
+    "remove_guardrail",
     "remove_rule",
     "render_report",
+    "root_cause",
     "run_monitor",
     "set_decision_threshold",
     "store_points",
     "threshold_history",
+    "write_rca",
     "write_report",
 ]
