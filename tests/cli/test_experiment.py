@@ -129,3 +129,18 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(registered: Workspace)
     assert shipyard(registered, "experiment", "list", "--endpoint", endpoint).output.strip() == (
         "no experiment"
     )
+
+
+def test_size_gives_units_per_arm_or_the_power_of_a_size() -> None:
+    from shipyard.cli.main import cli
+
+    runner = CliRunner()
+    needed = runner.invoke(cli, ["experiment", "size", "--baseline", "0.10", "--mde", "0.02"])
+    assert needed.exit_code == 0, needed.output
+    assert needed.output.startswith("3,835 units per arm")
+    relative = ["--baseline", "0.02", "--mde", "0.1", "--relative", "--units", "80638"]
+    reached = runner.invoke(cli, ["experiment", "size", *relative])
+    assert reached.exit_code == 0 and reached.output.startswith("power 0.80")
+    refused = runner.invoke(cli, ["experiment", "size", "--baseline", "0.1", "--mde", "0.02",
+                                  "--power", "1.5"])  # fmt: skip
+    assert refused.exit_code != 0 and "power" in str(refused.exception or refused.output)

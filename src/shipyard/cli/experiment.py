@@ -256,3 +256,40 @@ def list_(ctx: click.Context, endpoint: str | None, state: str | None, as_json: 
             decision,
         )
     out.print(table)
+
+
+@experiment.command()
+@click.option("--baseline", type=float, required=True, help="Control rate (or mean with --sd).")
+@click.option("--mde", type=float, required=True, help="Smallest effect worth detecting.")
+@click.option("--relative", is_flag=True, help="Read --mde as a fraction of --baseline.")
+@click.option("--sd", type=float, default=None, help="Standard deviation of a mean metric.")
+@click.option("--alpha", type=float, default=0.05, show_default=True)
+@click.option("--power", "target", type=float, default=0.8, show_default=True)
+@click.option("--units", type=int, default=None, help="Units per arm you have: show the power.")
+def size(
+    baseline: float,
+    mde: float,
+    relative: bool,
+    sd: float | None,
+    alpha: float,
+    target: float,
+    units: int | None,
+) -> None:
+    """Units per arm to detect --mde with --power (or the power of --units per arm).
+
+    Example: ``shipyard experiment size --baseline 0.02 --mde 0.1 --relative`` (a 2 % alert
+    rate, +10 %): 80,638 units per arm for a fixed-horizon test at 80 % power.
+    """
+    from shipyard.experiments.fixed import power, sample_size
+
+    what = f"{mde:g} ({'relative' if relative else 'absolute'}) on baseline {baseline:g}"
+    if units is not None:
+        found = power(units, baseline, mde, alpha=alpha, sd=sd, relative=relative)
+        click.echo(f"power {found:.3f} to detect {what} with {units:,} units per arm")
+        return
+    n = sample_size(baseline, mde, alpha=alpha, power=target, sd=sd, relative=relative)
+    click.echo(
+        f"{n:,} units per arm to detect {what} at alpha {alpha:g} with power {target:g} "
+        "(fixed horizon; the always-valid mSPRT needs more in the worst case and stops "
+        "earlier when the effect is larger: docs/experiments-statistics.md)"
+    )
