@@ -139,6 +139,22 @@ def test_one_window_per_day_with_the_broken_days_drifting(logged: tuple[Workspac
     assert max(rates[:3]) < min(rates[3:])  # type: ignore[type-var]
 
 
+def test_without_a_threshold_each_version_is_measured_at_its_own(
+    logged: tuple[Workspace, list],
+) -> None:
+    from shipyard.monitoring.thresholds import set_decision_threshold
+
+    ws, _ = logged
+    default = run_monitor(ws, "daily", time="log", store=False, evaluate_alerts=False)
+    assert default.threshold is None and default.thresholds == {"fraud v1": 0.5}
+    set_decision_threshold(ws, "fraud", 1, 0.3, reason="alert budget")
+    own = run_monitor(ws, "daily", time="log", store=False, evaluate_alerts=False)
+    given = run_monitor(ws, "daily", time="log", threshold=0.3, store=False, evaluate_alerts=False)
+    assert own.thresholds == {"fraud v1": 0.3} == given.thresholds
+    assert _values(own, "alert_rate") == _values(given, "alert_rate")
+    assert _values(own, "alert_rate") != _values(default, "alert_rate")
+
+
 def test_estimated_performance_without_labels(logged: tuple[Workspace, list]) -> None:
     ws, _ = logged
     run = run_monitor(ws, "daily", time="log", threshold=0.3, evaluate_alerts=False)

@@ -249,8 +249,9 @@ _run_options = [
         "--window", default="1D", show_default=True, help="window length: 1D, 6h, 1W ..."
     ),
     click.option(
-        "--threshold", type=float, default=0.5, show_default=True,
-        help="the serving decision threshold (alert rate, precision, recall, FPR)",
+        "--threshold", type=float, default=None,
+        help="the decision threshold for alert rate, precision, recall, FPR (default: each "
+        "version's own, `shipyard monitor threshold ENDPOINT --history`; 0.5 if never set)",
     ),
     click.option(
         "--by", type=click.Choice(["version", "arm"]), default="version", show_default=True
@@ -286,7 +287,7 @@ def run(
     start: str | None,
     end: str | None,
     window: str,
-    threshold: float,
+    threshold: float | None,
     by: str,
     moment: str,
     report_path: str | None,
@@ -496,7 +497,7 @@ def report(
     start: str | None,
     end: str | None,
     window: str,
-    threshold: float,
+    threshold: float | None,
     by: str,
     moment: str,
 ) -> None:

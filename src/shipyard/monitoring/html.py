@@ -517,10 +517,7 @@ class _Report:
             ("This run", f"{_span(run.start, run.end)} (UTC), windows of {_duration(run.window)}"),
             ("Windows shown", windows_text),
             ("Groups", _e(", ".join(self.groups)) or "none"),
-            (
-                "Serving threshold",
-                "not set" if run.threshold is None else _number(run.threshold),
-            ),
+            ("Serving threshold", _thresholds(run)),
             ("Run id", _e(run.run_id)),
             ("Generated", generated),
         ]
@@ -1008,7 +1005,7 @@ class _Report:
             ax.set_ylabel(label)
             if shaded or metric == "alert_rate":
                 ax.legend(fontsize=6, loc="upper left")
-        if self.run.threshold is None:
+        if self.run.threshold is None and not self.run.thresholds:
             axes[2].set_title("alert rate: no serving threshold set", fontsize=8)
         for ax in axes:
             _style_axes(ax, windows)
@@ -1165,3 +1162,12 @@ _FOOTER = (
     "\u201cInsufficient data\u201d means too few rows to test, never \u201cno drift\u201d. "
     "Times are UTC; a window is [start, end)."
 )
+
+
+def _thresholds(run: MonitorRun) -> str:
+    """The run's serving threshold, or each group's when they were measured at their own."""
+    if run.threshold is not None:
+        return _number(run.threshold)
+    if not run.thresholds:
+        return "not set"
+    return ", ".join(f"{_e(g)}: {_number(t)}" for g, t in run.thresholds.items())

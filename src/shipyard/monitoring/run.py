@@ -68,6 +68,9 @@ class MonitorRun:
     windows: tuple[GroupWindow, ...] = field(default=())
     alerts: tuple[Any, ...] = field(default=())
     """Alerts raised or still open after this run (``shipyard.monitoring.alerts.Alert``)."""
+    thresholds: dict[str, float] = field(default_factory=dict)
+    """The decision threshold each group was measured at (its version's, unless the run was
+    given one for all)."""
 
     def series(self, metric: str, group: str) -> list[Point]:
         """The points of one metric of one group, oldest window first."""
@@ -90,6 +93,7 @@ class MonitorRun:
             "end": self.end.isoformat(),
             "window_seconds": self.window.total_seconds(),
             "threshold": self.threshold,
+            "thresholds": dict(self.thresholds),
             "groups": list(self.groups),
             "points": [p.to_dict() for p in self.points],
             "alerts": [a.to_dict() for a in self.alerts],
@@ -173,7 +177,7 @@ def run_monitor(
     start: datetime | str | float | None = None,
     end: datetime | str | float | None = None,
     window: str = "1D",
-    threshold: float = 0.5,
+    threshold: float | None = None,
     by: str = "version",
     time: str = "event",
     test: DatasetDriftTest | None = None,
@@ -187,7 +191,8 @@ def run_monitor(
     (aligned to multiples of the length since the epoch, UTC, unless ``start`` is given);
     each model version (``by="version"``) or arm of a version (``by="arm"``) gets, per
     window: volume, score mean, alert rate at ``threshold`` (the serving decision
-    threshold), drift of every input and of the score against the version's reference
+    threshold; default: each version's own, :func:`shipyard.monitoring.thresholds.
+    decision_threshold`), drift of every input and of the score against the version's reference
     profile (``test``, default :class:`DatasetDriftTest`), CBPE-estimated performance fitted
     on the version's reference scores, and realized performance over the labels joined so
     far. Points replace those of an earlier run for the same windows (``store``); alert
@@ -205,7 +210,8 @@ def run_monitor(
         raise invalid_parameter("time", owner, f"one of {list(TIMES)}", time)
     from shipyard.monitoring.performance import check_threshold
 
-    check_threshold(threshold, owner)
+    if threshold is not None:
+        check_threshold(threshold, owner)
     width = parse_window(window)
     test = test if test is not None else DatasetDriftTest()
     lo, hi = _epoch(start, "start"), _epoch(end, "end")
@@ -241,15 +247,17 @@ def run_monitor(
     points: list[Point] = []
     windows: list[GroupWindow] = []
     labels_of: dict[tuple[int, str | None], str] = {}
+    thresholds: dict[str, float] = {}
     groups = _group_tables(table, by == "arm")
     for group, records in groups.items():
         labels_of[(group.version, group.arm)] = group.label()
+        thresholds[group.label()] = _threshold(workspace, group, threshold)
         group_points, group_windows = _group(
-            workspace, endpoint, group, records, span, threshold, test
+            workspace, endpoint, group, records, span, thresholds[group.label()], test
         )
         points += group_points
         windows += group_windows
-    points += _realized(workspace, endpoint, span, time, threshold, by, labels_of)
+    points += _realized(workspace, endpoint, span, time, thresholds, by, labels_of)
     if store:
         store_points(workspace, points, run_id)
     alerts = _alerts(workspace, endpoint, evaluate_alerts and store, post)
@@ -260,12 +268,22 @@ def run_monitor(
         start=first,
         end=last,
         window=width,
-        threshold=float(threshold),
+        threshold=None if threshold is None else float(threshold),
         groups=tuple(labels_of.values()),
         points=tuple(p if p.run_id else _stamped(p, run_id) for p in points),
         windows=tuple(windows),
         alerts=alerts,
+        thresholds=thresholds,
     )
+
+
+def _threshold(workspace: Workspace, group: Any, given: float | None) -> float:
+    """The threshold a group is measured at: the run's, else its version's decision threshold."""
+    if given is not None:
+        return float(given)
+    from shipyard.monitoring.thresholds import decision_threshold
+
+    return decision_threshold(workspace, group.model, group.version)
 
 
 def _stamped(point: Point, run_id: str) -> Point:
@@ -377,7 +395,7 @@ def _realized(
     endpoint: str,
     span: _Span,
     time: str,
-    threshold: float,
+    thresholds: dict[str, float],
     by: str,
     labels_of: dict[tuple[int, str | None], str],
 ) -> list[Point]:
@@ -396,9 +414,9 @@ def _realized(
     versions = frame["version"].to_numpy(dtype=object)
     arms = frame["arm"].to_numpy(dtype=object) if by == "arm" else np.full(len(frame), None)
     labelled = frame["label"].notna().to_numpy()
-    engine = RealizedPerformance(threshold=threshold)
     points: list[Point] = []
     for (version, arm), label in labels_of.items():
+        engine = RealizedPerformance(threshold=thresholds[label])
         mine = (versions == version) & np.array([a == arm for a in arms], dtype=bool)
         for k in np.unique(index[mine]).tolist():
             rows = mine & (index == k)
