@@ -8,12 +8,8 @@ from datetime import date
 import pytest
 
 from shipyard.errors import DataValidationError, ParameterError
-from shipyard.pipelines.retrain import (
-    RetrainWindow,
-    labelled_window,
-    plan_window,
-    retraining_pipeline,
-)
+from shipyard.pipelines.retrain import retraining_pipeline
+from shipyard.pipelines.windows import RetrainWindow, labelled_window, plan_window
 from shipyard.workspace import Workspace
 
 SIMULATOR = {"n_customers": 300, "n_terminals": 600, "n_days": 70, "mode": "fast", "seed": 7}

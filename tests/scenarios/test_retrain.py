@@ -90,7 +90,7 @@ def test_a_pattern_week_outside_the_replay_is_refused(workspace: Workspace) -> N
 def test_the_command_refuses_a_pattern_week_outside_the_replay_before_any_work() -> None:
     from click.testing import CliRunner
 
-    from shipyard.cli.scenario_retrain import retrain
+    from shipyard.cli.scenario import retrain
 
     result = CliRunner().invoke(retrain, ["--weeks", "4", "--pattern-week", "5"])
     assert result.exit_code == 2
@@ -102,7 +102,7 @@ def test_importing_the_scenario_and_its_command_loads_no_heavy_library() -> None
     import sys
 
     code = (
-        "import sys, shipyard.scenarios.retrain, shipyard.cli.scenario_retrain, "
+        "import sys, shipyard.scenarios.retrain, shipyard.cli.scenario, "
         "shipyard.pipelines.retrain; "
         "print(sorted(m for m in ('numpy', 'pandas', 'scipy', 'duckdb', 'pyarrow', 'sklearn', "
         "'lightgbm', 'mlflow') if m in sys.modules))"

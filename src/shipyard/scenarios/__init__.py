@@ -9,6 +9,10 @@ continuous traffic (``ContinuousReplay``), deploy a version whose packaged prepr
 amounts in cents (``register_unit_fault``, ``UnitScaledClassifier``), let the server's
 guardrails roll it back by themselves, write the root-cause report, and roll a fixed version
 out by canary.
+
+``run_retrain_scenario`` (``shipyard scenario retrain``): weeks of replayed traffic with the
+retraining pipeline run weekly; a new fraud pattern (``NightBursts``) appears mid-way, the
+champion is kept until a significantly better challenger passes its gates and canary.
 """
 
 from __future__ import annotations
@@ -24,6 +28,12 @@ from shipyard.scenarios.drift import (
 from shipyard.scenarios.faults import UnitScaledClassifier, UnitScaledConfig, register_unit_fault
 from shipyard.scenarios.mix import MixDrift, shift_mix
 from shipyard.scenarios.replay import Answer, ContinuousReplay
+from shipyard.scenarios.retrain import (
+    NightBursts,
+    RetrainScenarioResult,
+    add_night_bursts,
+    run_retrain_scenario,
+)
 
 __all__ = [
     "AmountDrift",
@@ -32,12 +42,16 @@ __all__ = [
     "ContinuousReplay",
     "DriftScenarioResult",
     "MixDrift",
+    "NightBursts",
+    "RetrainScenarioResult",
     "ScenarioWindow",
     "UnitScaledClassifier",
     "UnitScaledConfig",
+    "add_night_bursts",
     "drift_amounts",
     "register_unit_fault",
     "run_bad_deploy_scenario",
     "run_drift_scenario",
+    "run_retrain_scenario",
     "shift_mix",
 ]
