@@ -22,7 +22,9 @@ environment keeps its pins away from ours)::
 ``--tracing`` runs the Shipyard cases once more with OpenTelemetry tracing on
 (``SHIPYARD_SERVING_TRACING=otlp``), the spans posted over OTLP/HTTP to a sink in this
 process that accepts and discards them: the cost of tracing on, beside the same server with
-tracing off in the same run. Without the flag the output is unchanged.
+tracing off in the same run. ``--no-guardrails`` likewise runs them once more with the
+guardrail watcher off (``serve --no-guardrails``): the per-request cost of watching. Without
+the flags the output is unchanged.
 """
 
 from __future__ import annotations
@@ -271,6 +273,11 @@ def main() -> None:
         action="store_true",
         help="also run the Shipyard cases with tracing on (OTLP to an in-process sink)",
     )
+    parser.add_argument(
+        "--no-guardrails",
+        action="store_true",
+        help="also run the Shipyard cases with the guardrail watcher off (serve --no-guardrails)",
+    )
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     ws, version = prepare_model()
@@ -338,6 +345,10 @@ def main() -> None:
             "SHIPYARD_SERVING_OTLP_ENDPOINT": span_sink(),
         }
         servers["Shipyard (2 workers, tracing on)"] = (command, traced, health, routes)
+    if args.no_guardrails:
+        command, environ, health, routes = servers["Shipyard (2 workers)"]
+        unguarded = [*command[:-2], "--no-guardrails", *command[-2:]]
+        servers["Shipyard (2 workers, guardrails off)"] = (unguarded, environ, health, routes)
     if args.bentoml:
         from shipyard.registry.models import ModelRegistry
 
