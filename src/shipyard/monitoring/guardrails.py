@@ -50,6 +50,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shipyard.errors import ConcurrentChangeError, invalid_parameter
+from shipyard.times import epoch_seconds
 
 if TYPE_CHECKING:
     from shipyard.serving.policy import TrafficPolicy
@@ -578,14 +579,6 @@ def on_probation(
     return found
 
 
-def _epoch(moment: float | datetime | None) -> float | None:
-    if moment is None or isinstance(moment, int | float):
-        return None if moment is None else float(moment)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
 # -- judging the prediction log ----------------------------------------------------------------
 
 
@@ -602,7 +595,10 @@ def log_observations(
     end`` from the prediction log, as :class:`Observations` (no failures: not logged)."""
     from shipyard.monitoring.logstore import query
 
-    lo, hi = _epoch(start), _epoch(end)
+    lo, hi = (
+        epoch_seconds(start, "start", "log_observations"),
+        epoch_seconds(end, "end", "log_observations"),
+    )
     where = [f"version = {int(version)}", "arm IS DISTINCT FROM 'shadow'", "outputs IS NOT NULL"]
     where += [f"time >= {lo!r}"] * (lo is not None) + [f"time < {hi!r}"] * (hi is not None)
     sql = (
@@ -678,7 +674,7 @@ def evaluate_guardrails(
     rules = list(guardrails) if guardrails is not None else list_guardrails(workspace, endpoint)
     window = max((g.window for g in rules), default=2000)
     model = history[-1].model
-    lo = _epoch(since)
+    lo = epoch_seconds(since, "since", "evaluate_guardrails")
     current = log_observations(workspace, endpoint, version, start=lo, limit=window)
     if any(g.metric == "realized_fpr" for g in rules):
         current = _with_labels(workspace, endpoint, version, lo, current)

@@ -48,6 +48,7 @@ import numpy as np
 
 from shipyard.errors import DataValidationError, invalid_parameter
 from shipyard.monitoring.performance import PerformanceReport, RealizedPerformance
+from shipyard.times import epoch_seconds
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -466,7 +467,7 @@ def labelled_predictions(
         raise invalid_parameter("time", owner, f"one of {list(_TIMES)}", time)
     moment = _TIMES[time]
     conditions = ["outputs IS NOT NULL"]
-    lo, hi = _epoch(start, "start", owner), _epoch(end, "end", owner)
+    lo, hi = epoch_seconds(start, "start", owner), epoch_seconds(end, "end", owner)
     if lo is not None:
         conditions.append(f"{moment} >= {lo!r}")
     if hi is not None:
@@ -674,18 +675,6 @@ def realized_performance(
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def _epoch(value: object, name: str, owner: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.timestamp()
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise invalid_parameter(name, owner, "epoch seconds, a datetime or None", value)
-    return float(value)
 
 
 def _ident(name: str) -> str:

@@ -63,6 +63,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from shipyard.times import epoch_seconds
+
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
@@ -403,7 +405,7 @@ def predictions(
     columns are :data:`SCHEMA`; lines that are not valid JSON are left out.
     """
 
-    lo, hi = _epoch(start), _epoch(end)
+    lo, hi = epoch_seconds(start, "start", "predictions"), epoch_seconds(end, "end", "predictions")
     where = " AND ".join(
         [f"time >= {lo!r}"] * (lo is not None) + [f"time < {hi!r}"] * (hi is not None)
     )
@@ -549,12 +551,6 @@ def _in_days(folder: str, lo: str | None, hi: str | None) -> bool:
     if day == "unknown":
         return lo is None and hi is None
     return (lo is None or day >= lo) and (hi is None or day <= hi)
-
-
-def _epoch(t: float | datetime | None) -> float | None:
-    if t is None or isinstance(t, int | float):
-        return None if t is None else float(t)
-    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
 
 
 # -- small file-system helpers -------------------------------------------------------------

@@ -50,6 +50,7 @@ import numpy as np
 
 from shipyard.errors import DataValidationError, ModelNotFoundError, invalid_parameter
 from shipyard.monitoring.performance import Metric, wilson
+from shipyard.times import epoch_seconds
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -256,7 +257,7 @@ def root_cause(
     _check_int(version, "version")
     if baseline is not None:
         _check_int(baseline, "baseline")
-    lo, hi = _epoch(since, "since"), _epoch(until, "until")
+    lo, hi = epoch_seconds(since, "since", _OWNER), epoch_seconds(until, "until", _OWNER)
     if threshold is not None:
         from shipyard.monitoring.performance import check_threshold
 
@@ -335,20 +336,6 @@ class _Rows:
 def _check_int(value: object, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise invalid_parameter(name, _OWNER, "a registered version number (an int >= 1)", value)
-
-
-def _epoch(value: Time, name: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    try:
-        moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    except ValueError:
-        moment = None
-    if not isinstance(moment, datetime):
-        raise invalid_parameter(name, _OWNER, "an ISO date or time, a datetime or epoch s", value)
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _naive(epoch: float) -> datetime:

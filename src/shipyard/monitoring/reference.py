@@ -32,7 +32,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -48,6 +48,7 @@ from shipyard.errors import (
 )
 from shipyard.monitoring.profiles import DatasetProfile
 from shipyard.monitoring.report import DatasetDriftTest, DriftReport
+from shipyard.times import epoch_seconds
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -295,18 +296,15 @@ class Group:
         return f"{self.model} v{self.version}" + (f" ({self.arm})" if self.arm else "")
 
 
-def _epoch(t: Time) -> float | None:
-    """Epoch seconds of a window bound (naive datetimes and ISO texts are UTC)."""
-    if t is None or isinstance(t, int | float):
-        return None if t is None else float(t)
-    moment = datetime.fromisoformat(t) if isinstance(t, str) else t
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-
-
 def _read(workspace: Workspace, endpoint: str, start: Time, end: Time) -> pa.Table:
     from shipyard.monitoring.logstore import predictions
 
-    return predictions(workspace, endpoint, _epoch(start), _epoch(end))
+    return predictions(
+        workspace,
+        endpoint,
+        epoch_seconds(start, "start", "current_profile"),
+        epoch_seconds(end, "end", "current_profile"),
+    )
 
 
 def _groups(table: pa.Table, by_arm: bool) -> dict[Group, pa.Table]:
@@ -545,8 +543,8 @@ def drift_report(
         out.append(GroupDrift(group, records.num_rows, test.compare(reference, current)))
     return EndpointDrift(
         endpoint=endpoint,
-        start=_epoch(start),
-        end=_epoch(end),
+        start=epoch_seconds(start, "start", "drift_report"),
+        end=epoch_seconds(end, "end", "drift_report"),
         by=by,
         groups=tuple(out),
     )

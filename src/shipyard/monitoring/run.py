@@ -25,6 +25,7 @@ from shipyard.monitoring.drift import Verdict
 from shipyard.monitoring.points import Point, new_run_id, store_points
 from shipyard.monitoring.profiles import DatasetProfile
 from shipyard.monitoring.report import DatasetDriftTest, DriftReport
+from shipyard.times import epoch_seconds
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -109,20 +110,6 @@ def parse_window(text: str) -> timedelta:
     if match is None or int(match.group(1)) == 0:
         raise invalid_parameter("window", "run_monitor", "a length like 1D, 6h or 1W", text)
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2).lower()])
-
-
-def _epoch(value: datetime | str | float | None, name: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    try:
-        moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    except ValueError:
-        moment = None
-    if not isinstance(moment, datetime):
-        raise invalid_parameter(name, "run_monitor", "an ISO date or time, or a datetime", value)
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _naive(epoch: float) -> datetime:
@@ -214,7 +201,7 @@ def run_monitor(
         check_threshold(threshold, owner)
     width = parse_window(window)
     test = test if test is not None else DatasetDriftTest()
-    lo, hi = _epoch(start, "start"), _epoch(end, "end")
+    lo, hi = epoch_seconds(start, "start", owner), epoch_seconds(end, "end", owner)
     if lo is not None and hi is not None and hi <= lo:
         raise invalid_parameter("end", owner, f"a time after start ({start})", end)
 
