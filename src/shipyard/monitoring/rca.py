@@ -42,7 +42,6 @@ import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +49,7 @@ import numpy as np
 
 from shipyard.errors import DataValidationError, ModelNotFoundError, invalid_parameter
 from shipyard.monitoring.performance import Metric, wilson
+from shipyard.serialize import jsonable
 from shipyard.times import epoch_seconds
 
 if TYPE_CHECKING:
@@ -212,20 +212,8 @@ class RootCauseReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data (datetimes in ISO 8601)."""
-        out: dict[str, Any] = _jsonable({**asdict(self), "top_feature": self.top_feature})
+        out: dict[str, Any] = jsonable({**asdict(self), "top_feature": self.top_feature})
         return out
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value.value if isinstance(value, Enum) else value
 
 
 # -- the entry point ------------------------------------------------------------------------

@@ -37,7 +37,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 import pickle
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -47,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import DataValidationError, SchemaError, invalid_parameter
 from shipyard.pipelines.windows import RetrainWindow, labelled_window
+from shipyard.serialize import jsonable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -152,7 +152,7 @@ def train_challenger(
     return {
         "run_id": run_id,
         "model_type": champion.model_type,
-        "params": _jsonable(champion.params),
+        "params": jsonable(champion.params),
         "champion_version": champion.version,
         "n_train": len(fold.train),
         "n_eval": len(fold.test),
@@ -380,7 +380,7 @@ def _backends(registry: Any, model: str, version: int) -> dict[str, Any]:
     return {
         "backend": backends.chosen,
         "parity": {
-            name: {"max_abs_diff": _jsonable(c.max_abs_diff), "note": c.note}
+            name: {"max_abs_diff": jsonable(c.max_abs_diff), "note": c.note}
             for name, c in backends.candidates.items()
         },
         "parity_reason": (
@@ -441,7 +441,7 @@ def canary_rollout(
         reason=reason or f"retrained {model} v{version}",
         actor=actor,
     )
-    steps = [_jsonable(step.to_dict()) for step in result.steps]
+    steps = [jsonable(step.to_dict()) for step in result.steps]
     return {
         "outcome": str(result.outcome),
         "version": version,
@@ -663,18 +663,3 @@ def _canary_step(ctx: StepContext) -> Any:
 
 def _decision_step(ctx: StepContext) -> dict[str, Any]:
     return decide(ctx.upstream)
-
-
-def _jsonable(value: Any) -> Any:
-    """Dates as ISO text, tuples as lists, numpy scalars as Python numbers, recursively."""
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON holds no NaN (a guardrail not judged, a backend not built)
-    return value

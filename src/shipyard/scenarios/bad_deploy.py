@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import ShipyardError, invalid_parameter
+from shipyard.serialize import jsonable
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -163,7 +164,7 @@ class BadDeployResult:
             detected=self.detected,
             ok=self.ok,
         )
-        out: dict[str, Any] = _jsonable(data)
+        out: dict[str, Any] = jsonable(data)
         return out
 
 
@@ -535,9 +536,9 @@ def _result(
     seconds: dict[str, float],
 ) -> BadDeployResult:
     """Everything the scenario measured, read back from the log, policy, trail and alerts."""
-    from shipyard.monitoring.guardrails import ROLLBACK_PREFIX, list_guardrails
+    from shipyard.monitoring.guardrails import list_guardrails
     from shipyard.monitoring.thresholds import decision_threshold
-    from shipyard.serving.policy import get_policy, policy_history
+    from shipyard.serving.policy import ROLLBACK_PREFIX, get_policy, policy_history
 
     champion, broken, fixed = versions
     deploy, rollback, canary_start = moments
@@ -623,19 +624,6 @@ def _epoch(moment: datetime | None) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
-
-
-def _jsonable(value: Any) -> Any:
-    """Datetimes as ISO text, paths as text, tuples as lists, recursively."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 class _Clock:

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import DataValidationError, invalid_parameter
+from shipyard.serialize import jsonable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -272,7 +273,7 @@ class DriftScenarioResult:
             false_alarm_windows=[w.start.isoformat() for w in self.false_alarm_windows],
             caught=self.caught,
         )
-        out: dict[str, Any] = _jsonable(data)
+        out: dict[str, Any] = jsonable(data)
         return out
 
     def before(self) -> ScenarioWindow:
@@ -736,17 +737,6 @@ def _onset(
 
 def _alert_lines(run: MonitorRun) -> tuple[str, ...]:
     return tuple(f"{a.rule}: {a.message}" for a in run.alerts if str(a.status) != "resolved")
-
-
-def _jsonable(value: Any) -> Any:
-    """Dates as ISO text, tuples as lists, recursively."""
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _midnight(day: date) -> pd.Timestamp:

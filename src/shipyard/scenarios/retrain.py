@@ -306,12 +306,12 @@ class RetrainScenarioResult:
         """JSON-serializable (dates as ISO text)."""
         from dataclasses import asdict
 
-        from shipyard.pipelines.retrain import _jsonable
+        from shipyard.serialize import jsonable
 
         data = asdict(self)
         data["pattern"] = self.pattern.to_dict()
         data["decisions"] = list(self.decisions)
-        out: dict[str, Any] = _jsonable(data)
+        out: dict[str, Any] = jsonable(data)
         return out
 
 
