@@ -148,6 +148,15 @@ def test_every_mlflow_format_decodes_to_the_model_columns(payload: dict[str, obj
         ),
         ({"something": []}, "expected exactly one of"),
         ([1, 2], "expected a JSON object"),
+        # found by schemathesis: a number for the columns was a 500 (len() of an int)
+        (
+            {"dataframe_split": {"columns": -16, "data": None}},
+            "dataframe_split.columns: expected a list of column names, got int",
+        ),
+        (
+            {"dataframe_split": {"columns": ["a", 2, "c"], "data": [[1, 2, 3]]}},
+            "expected a list of column names",
+        ),
     ],
 )
 def test_mlflow_bad_requests_name_the_problem(payload: object, message: str) -> None:

@@ -374,6 +374,12 @@ def decode_mlflow(body: bytes, names: Names) -> NDArray[np.float64]:
         if not isinstance(value, dict) or "data" not in value:
             raise RequestError(422, 'dataframe_split: expected {"columns": [...], "data": [[...]]}')
         columns = value.get("columns") or names
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            raise RequestError(
+                422,
+                "dataframe_split.columns: expected a list of column names, got "
+                f"{type(columns).__name__}",
+            )
         matrix = _floats(value["data"], "dataframe_split.data")
         if matrix.ndim != 2 or matrix.shape[1] != len(columns):
             raise RequestError(
