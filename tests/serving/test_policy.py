@@ -101,6 +101,23 @@ def test_a_rollback_expecting_a_revision_happens_once(
     assert get_policy(ws, "fraud").salt is None  # type: ignore[arg-type]
 
 
+def test_rolling_back_a_rollback_goes_further_back_never_to_the_version_it_undid(
+    serving_workspace: tuple[object, object],
+) -> None:
+    ws = serving_workspace[0]
+    old = set_policy(ws, _policy((1, 1)), reason="v1")  # type: ignore[arg-type]
+    good = set_policy(ws, _policy((2, 1)), reason="deploy v2")  # type: ignore[arg-type]
+    bad = set_policy(ws, _policy((1, 50), (2, 50)), reason="split")  # type: ignore[arg-type]
+    automatic = rollback_policy(ws, "fraud", reason="guardrail", expected_revision=bad.revision)  # type: ignore[arg-type]
+    assert automatic.arms == good.arms and automatic.reason.startswith(
+        f"rollback to revision {good.revision}:"
+    )
+    by_hand = rollback_policy(ws, "fraud", reason="operator")  # type: ignore[arg-type]
+    assert by_hand.arms == old.arms  # before the restored revision, not the split it undid
+    assert by_hand.reason.startswith(f"rollback to revision {old.revision}:")
+    set_policy(ws, _policy((1, 1)), reason="reset")  # type: ignore[arg-type]
+
+
 def test_without_a_sticky_key_the_routing_header_is_ignored_and_assignment_is_random() -> None:
     router = Router(_policy((1, 50), (2, 50)))
     key = router.routing_key({b"x-routing-key": b"customer-1"}, {"routing_key": "customer-1"})

@@ -50,6 +50,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shipyard.errors import ConcurrentChangeError, invalid_parameter
+from shipyard.serving.policy import ROLLBACK_PREFIX
 from shipyard.times import epoch_seconds
 
 if TYPE_CHECKING:
@@ -521,9 +522,6 @@ def evaluate_observations(
 
 
 # -- probation: which version a revision introduced, against which baseline --------------------
-
-ROLLBACK_PREFIX = "rollback to revision"
-"""How :func:`shipyard.serving.policy.rollback_policy` opens a rollback's reason."""
 
 
 def _arms(policy: TrafficPolicy) -> set[int]:

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from shipyard.workspace import Workspace
 
 BUCKETS = 10_000
+ROLLBACK_PREFIX = "rollback to revision"
+"""How the reason of a rollback revision starts: ``rollback to revision 6: <why>``."""
 
 
 @dataclass(frozen=True)
@@ -364,11 +366,18 @@ def rollback_policy(
 
     With ``expected_revision`` the rollback happens only if that revision is still the
     latest (ConcurrentChangeError otherwise, nothing written): a guardrail that tripped on
-    revision 7 restores revision 6, once, however many workers saw it trip.
+    revision 7 restores revision 6, once, however many workers saw it trip. Rolling back a
+    rollback goes further back (before the revision it restored), never forward to the
+    version it undid: after a guardrail's rollback, ``shipyard endpoint rollback`` does not
+    re-deploy the broken version.
     """
     history = policy_history(workspace, endpoint)
     latest = history[-1].revision if history else 0
     current = expected_revision if expected_revision is not None else latest
+    at = [p for p in history if p.revision == current]
+    restored = restored_revision(at[0]) if at else None
+    if restored is not None:  # a rollback again goes further back, never to what it undid
+        current = restored
     earlier = [p for p in history if p.revision < current]
     if not earlier:
         raise ModelNotFoundError(
@@ -379,11 +388,19 @@ def rollback_policy(
     return set_policy(
         workspace,
         previous,
-        reason=f"rollback to revision {previous.revision}: {reason}",
+        reason=f"{ROLLBACK_PREFIX} {previous.revision}: {reason}",
         actor=actor,
         action="policy.rollback",
         expected_revision=expected_revision,
     )
+
+
+def restored_revision(policy: TrafficPolicy) -> int | None:
+    """The revision a rollback revision restored, or None when ``policy`` is no rollback."""
+    if not policy.reason.startswith(ROLLBACK_PREFIX):
+        return None
+    number = policy.reason[len(ROLLBACK_PREFIX) :].split(":", 1)[0].strip()
+    return int(number) if number.isdigit() else None
 
 
 def _from_row(row: dict[str, Any]) -> TrafficPolicy:
