@@ -31,11 +31,15 @@ def test_init_creates_settings_database_and_roots(tmp_path: Path) -> None:
         "shipyard_alert_rules",
         "shipyard_alerts",
         "shipyard_datasets",
+        "shipyard_experiments",
         "shipyard_feature_materializations",
+        "shipyard_guardrails",
         "shipyard_model_versions",
         "shipyard_monitor_points",
         "shipyard_online_freshness",
+        "shipyard_pipeline_runs",
         "shipyard_registry_events",
+        "shipyard_step_cache",
         "shipyard_traffic_policies",
     }
     assert names == set(metadata.tables)

@@ -17,13 +17,17 @@ from tests.experiments.test_lifecycle import new_endpoint, simulate, start
 registered = test_lifecycle.registered  # the shared workspace with two versions
 
 
-def _run(ws: Workspace, better: float, seed: int) -> Experiment:
-    """An experiment with four days of traffic; the treatment's precision ``better`` higher."""
+def _run(ws: Workspace, better: float, seed: int, customers: int = 600) -> Experiment:
+    """An experiment with four days of traffic; the treatment's precision ``better`` higher.
+
+    Each experiment salts its assignment afresh, so which customers land in which arm (and the
+    effect observed) changes from run to run: a decision asserted needs a clear margin.
+    """
     experiment = start(ws, new_endpoint(ws))
     simulate(
         ws,
         experiment,
-        customers=600,
+        customers=customers,
         per_customer=4,
         alert_rate={"control": 0.3, "treatment": 0.3},
         precision={"control": 0.3, "treatment": 0.3 + better},
@@ -34,7 +38,7 @@ def _run(ws: Workspace, better: float, seed: int) -> Experiment:
 
 
 def test_one_look_per_day_ending_with_todays_status(registered: Workspace) -> None:
-    experiment = _run(registered, 0.3, seed=21)
+    experiment = _run(registered, 0.3, seed=21, customers=1500)
     data = experiment_data(registered, experiment)
     sequence = looks(experiment, data)
 
@@ -70,7 +74,7 @@ def test_looks_every_n_units(registered: Workspace) -> None:
 def test_the_plot_and_its_summary_are_written(
     registered: Workspace, tmp_path: Path, suffix: str
 ) -> None:
-    experiment = _run(registered, 0.3, seed=23)
+    experiment = _run(registered, 0.3, seed=23, customers=1500)
     path = plot_experiment(registered, experiment.name, tmp_path / f"exp{suffix}")
 
     content = path.read_bytes()

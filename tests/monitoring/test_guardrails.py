@@ -23,7 +23,9 @@ from shipyard.monitoring.guardrails import (
 )
 from shipyard.serving.policy import Arm, TrafficPolicy
 from shipyard.workspace import Workspace
+from tests.experiments import test_lifecycle
 
+registered = test_lifecycle.registered  # two registered versions (shared, session-wide)
 LIFT = Guardrail("lift", "alert_rate_lift", "<=", 3.0)
 RATE = Guardrail("rate", "alert_rate", "<=", 0.5)
 
@@ -233,3 +235,34 @@ def test_a_version_is_on_probation_after_a_deploy_not_after_a_rollback_nor_once_
     step1 = _policy(2, ((1, 95.0), (2, 5.0)), "canary 5%", now - timedelta(minutes=5))
     step2 = _policy(3, ((1, 75.0), (2, 25.0)), "canary 25%", now - timedelta(minutes=1))
     assert on_probation([first, step1, step2], probation_s=3600, now=now) == {2: 1}
+
+
+def test_realized_fpr_is_judged_from_the_log_once_labels_are_ingested(
+    registered: Workspace,
+) -> None:
+    """On the endpoint's real prediction log and ingested labels: the treatment alerts 40 % of
+    requests at 10 % precision (most alerts are false positives), the control 2 %."""
+    from shipyard.monitoring.guardrails import evaluate_guardrails
+    from tests.experiments.test_lifecycle import CONTROL, TREATMENT, new_endpoint, simulate, start
+
+    endpoint = new_endpoint(registered)
+    experiment = start(registered, endpoint)
+    rule = Guardrail("fpr", "realized_fpr", "<=", 0.05, min_count=100)
+    unlabelled = evaluate_guardrails(registered, endpoint, TREATMENT, guardrails=[rule])
+    assert unlabelled[0].status == "insufficient"  # nothing logged, nothing labelled yet
+    simulate(
+        registered,
+        experiment,
+        customers=300,
+        per_customer=4,
+        alert_rate={"control": 0.02, "treatment": 0.4},
+        precision={"control": 0.5, "treatment": 0.1},
+        seed=5,
+    )
+    (treatment,) = evaluate_guardrails(registered, endpoint, TREATMENT, guardrails=[rule])
+    assert treatment.status == "tripped" and treatment.value is not None
+    assert 0.25 < treatment.value < 0.5 and treatment.n > 100  # ~0.36 of negatives alerted
+    (control,) = evaluate_guardrails(
+        registered, endpoint, CONTROL, since=experiment.started_at, guardrails=[rule]
+    )
+    assert control.status == "ok" and control.value is not None and control.value < 0.05

@@ -77,7 +77,13 @@ def canary_server(
 ) -> Iterator[Server]:
     ws, _ = serving_workspace
     server = start_server(
-        ws, "fraud@1", tmp_path_factory.mktemp("canary"), "--endpoint", ENDPOINT, "--reset"
+        ws,
+        "fraud@1",
+        tmp_path_factory.mktemp("canary"),
+        "--endpoint",
+        ENDPOINT,
+        "--reset",
+        guardrails=True,  # the watcher and the canary judge the same rules: both on, as served
     )
     yield server
     server.stop()

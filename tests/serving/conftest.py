@@ -132,8 +132,19 @@ def free_port() -> int:
 
 
 def start_server(
-    ws: Workspace, target: str, tmp: Path, *extra: str, env: dict[str, str] | None = None
+    ws: Workspace,
+    target: str,
+    tmp: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    guardrails: bool = False,
 ) -> Server:
+    """``shipyard serve TARGET`` with 2 workers on a free port, ready.
+
+    The guardrail watcher is off unless ``guardrails``: these servers share endpoints whose
+    versions tests switch back and forth on purpose (a switch puts a version on probation,
+    and a watcher could roll a test's policy back under it); the guardrail tests turn it on.
+    """
     port = free_port()
     log = tmp / f"serve-{port}.log"
     log_file = log.open("wb")
@@ -152,6 +163,7 @@ def start_server(
             str(port),
             "--workers",
             "2",
+            *(() if guardrails else ("--no-guardrails",)),
             *extra,
         ],
         stdout=log_file,

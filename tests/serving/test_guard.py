@@ -227,7 +227,9 @@ def test_a_real_server_rolls_a_bad_deploy_back_by_itself_answering_every_request
     ws, _ = serving_workspace
     endpoint = "guarded"
     broken = register_unit_fault(ws, "fraud", 1, scale=CENTS, reason="amounts in cents")
-    server = start_server(ws, "fraud@1", tmp_path, "--endpoint", endpoint, "--reset")
+    server = start_server(
+        ws, "fraud@1", tmp_path, "--endpoint", endpoint, "--reset", guardrails=True
+    )
     try:
         with Traffic(server.port, rows) as traffic:
             traffic.wait_for(600)  # the champion's traffic: the baseline each worker keeps
@@ -243,6 +245,11 @@ def test_a_real_server_rolls_a_bad_deploy_back_by_itself_answering_every_request
             rolled_back = policy_history(ws, endpoint)[-1]
             sent = len(traffic.statuses)
             traffic.wait_for(sent + 300)  # keep serving after the rollback
+            # workers poll the policy every second: wait until they all answer with v1 again
+            deadline = time.monotonic() + 60
+            while set(traffic.versions[-100:]) != {1}:
+                assert time.monotonic() < deadline, "the workers never switched back to v1"
+                time.sleep(0.2)
         assert traffic.errors == 0
         assert set(traffic.statuses) == {200}
         assert broken.version in traffic.versions and traffic.versions[-1] == 1

@@ -77,7 +77,12 @@ def test_search_tunes_on_validation_folds(small_frame: pd.DataFrame) -> None:
     assert again.mean("average_precision") == pytest.approx(result.best_value)
 
 
-@pytest.mark.parametrize("model_type", sorted(MODEL_TYPES))
+@pytest.mark.parametrize(
+    "model_type",
+    # unit_scaled packages a unit conversion (the bad-deploy scenario's fault) around a base
+    # model: nothing of its own to tune, and it says so (its space is empty)
+    sorted(t for t in MODEL_TYPES if t != "unit_scaled"),
+)
 def test_every_model_type_declares_a_search_space_of_its_own_parameters(model_type: str) -> None:
     import optuna
 
