@@ -505,7 +505,8 @@ class TestDecisions:
     def test_a_guardrail_that_rolls_the_treatment_back_stops_the_experiment(
         self, registered: Workspace
     ) -> None:
-        from shipyard.monitoring.guardrails import Guardrail, GuardrailResult, act_on_trip
+        from shipyard.monitoring.guardrails import Guardrail, GuardrailResult
+        from shipyard.monitoring.trips import act_on_trip
 
         endpoint = new_endpoint(registered)
         experiment = start(registered, endpoint)

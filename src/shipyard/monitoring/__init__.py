@@ -45,8 +45,6 @@ from shipyard.monitoring.estimation import (
 from shipyard.monitoring.guardrails import (
     Guardrail,
     GuardrailResult,
-    Trip,
-    act_on_trip,
     add_guardrail,
     default_guardrails,
     evaluate_guardrails,
@@ -90,6 +88,7 @@ from shipyard.monitoring.thresholds import (
     set_decision_threshold,
     threshold_history,
 )
+from shipyard.monitoring.trips import Trip, act_on_trip
 
 __all__ = [
     "Alert",

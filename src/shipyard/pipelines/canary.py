@@ -227,7 +227,8 @@ class _Canary:
 
     def decide(self, running: _Running, *, timed_out: bool) -> tuple[CanaryStep, str | None] | None:
         """Judge the step so far: rolled back, advanced, out of time, or None (wait)."""
-        from shipyard.monitoring.guardrails import act_on_trip, evaluate_guardrails
+        from shipyard.monitoring.guardrails import evaluate_guardrails
+        from shipyard.monitoring.trips import act_on_trip
 
         results = evaluate_guardrails(
             self.workspace,

@@ -8,7 +8,7 @@ revision's run of revisions (not by a rollback) less than ``probation_s`` ago â€
 rule logic as the prediction log
 (:func:`shipyard.monitoring.guardrails.evaluate_observations`). The baseline is the previous
 champion's answers in this worker (kept from before the switch), else the version's reference
-scores. A trip calls :func:`~shipyard.monitoring.guardrails.act_on_trip` in a thread with
+scores. A trip calls :func:`~shipyard.monitoring.trips.act_on_trip` in a thread with
 ``expected_revision``, so the rollback happens once however many workers trip together; the
 workers then pick the restored revision up like any policy change (no request fails).
 
@@ -33,7 +33,8 @@ import numpy as np
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-    from shipyard.monitoring.guardrails import Guardrail, GuardrailResult, Observations, Trip
+    from shipyard.monitoring.guardrails import Guardrail, GuardrailResult, Observations
+    from shipyard.monitoring.trips import Trip
     from shipyard.serving.policy import TrafficPolicy
     from shipyard.workspace import Workspace
 
@@ -253,7 +254,8 @@ class Guard:
     async def _judge(
         self, policy: TrafficPolicy, probation: Probation, version: int, baseline: int | None
     ) -> Trip | None:
-        from shipyard.monitoring.guardrails import act_on_trip, evaluate_observations
+        from shipyard.monitoring.guardrails import evaluate_observations
+        from shipyard.monitoring.trips import act_on_trip
 
         window = self._windows.get(version)
         if window is None:
