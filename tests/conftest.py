@@ -10,6 +10,7 @@ import pytest
 
 from shipyard.data.catalog import Dataset
 from shipyard.data.fraud_simulator import FraudSimulator, simulate_fraud_dataset
+from shipyard.engines.ray import RayEngine
 from shipyard.features.fraud import BASELINE_VIEWS, BASELINE_VIEWS_REF
 from shipyard.features.offline import OfflineStore
 from shipyard.workspace import Workspace
@@ -74,3 +75,22 @@ def small_frame(small_workspace: tuple[Workspace, Dataset]) -> pd.DataFrame:
         BASELINE_VIEWS_REF,
     )
     return load_frame(ws, window)
+
+
+@pytest.fixture(scope="session")
+def ray_engine() -> Iterator[RayEngine]:
+    """A local Ray with 2 CPUs on the loopback, started once for the tests that use it."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        object_store_memory=512 * 1024 * 1024,
+        _node_ip_address="127.0.0.1",
+    )
+    try:
+        yield RayEngine()
+    finally:
+        ray.shutdown()

@@ -58,6 +58,16 @@ class Settings(BaseModel):
     engine: Literal["local", "ray"] = Field(
         default="local", description="Where work runs: in-process ('local') or on Ray."
     )
+    ray_address: str | None = Field(
+        default=None,
+        description="Ray cluster to connect to when engine = 'ray' ('HOST:PORT' of its head "
+        "node); unset: start a local Ray for the process. Needs the 'ray' extra.",
+    )
+    ray_num_cpus: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPUs of the local Ray started when ray_address is unset (default: all).",
+    )
     duckdb_memory_limit: str = Field(
         default="4GB", description="Memory DuckDB may use before it spills to disk."
     )
