@@ -3,9 +3,7 @@ guardrail trips, "insufficient data" without traffic; the baseline policy restor
 
 from __future__ import annotations
 
-import http.client
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,49 +23,9 @@ from tests.serving.conftest import (  # noqa: F401  (fixtures: a workspace with 
     serving_workspace,
     start_server,
 )
+from tests.serving.traffic import Traffic
 
 ENDPOINT = "canary"
-
-
-class Traffic:
-    """One client thread sending one-row requests until stopped; the statuses it got."""
-
-    def __init__(self, port: int, frame: pd.DataFrame) -> None:
-        self.port = port
-        self.bodies = [json.dumps({"inputs": [r]}).encode() for r in frame.to_numpy().tolist()]
-        self.statuses: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        i = 0
-        while not self._stop.is_set():
-            i += 1
-            body = self.bodies[i % len(self.bodies)]
-            try:
-                connection.request(
-                    "POST", "/invocations", body, {"Content-Type": "application/json"}
-                )
-                response = connection.getresponse()
-                response.read()
-            except (OSError, http.client.HTTPException):
-                self.statuses.append(0)
-                connection.close()
-                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                continue
-            self.statuses.append(response.status)
-        connection.close()
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        while len(self.statuses) < 300:  # the baseline's traffic before the canary
-            time.sleep(0.1)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +95,7 @@ def test_a_canary_that_trips_is_rolled_back_to_the_baseline(
     _serve_v1(ws)
     broken = register_unit_fault(ws, "fraud", 1, scale=CENTS, reason="amounts in cents")
     with Traffic(canary_server.port, rows) as traffic:
+        traffic.wait_for(300)  # the baseline's traffic before the canary
         result = run_canary(
             ws, ENDPOINT, broken.version, steps=(20, 100), step_timeout_s=120, poll_s=0.5
         )
@@ -144,7 +103,7 @@ def test_a_canary_that_trips_is_rolled_back_to_the_baseline(
     assert result.outcome == "rolled back", result.reason
     assert result.steps[0].percent == 20 and len(result.steps) == 1
     assert get_policy(ws, ENDPOINT).arms == (Arm(1, 1.0),)
-    assert set(traffic.statuses) == {200}
+    assert set(traffic.statuses) == {200} and traffic.errors == 0
     assert ModelRegistry(ws).aliases("fraud").get("stable") is None
     assert entries(ws, kind="endpoint", name=ENDPOINT, action="guardrail.trip")
 
@@ -161,6 +120,7 @@ def test_a_fine_candidate_advances_through_every_step_and_is_promoted(
     _serve_v1(ws)
     fixed = register_unit_fault(ws, "fraud", 1, scale={"TX_AMOUNT": 1.0}, reason="fixed")
     with Traffic(canary_server.port, rows) as traffic:
+        traffic.wait_for(300)  # the baseline's traffic before the canary
         result = run_canary(
             ws,
             ENDPOINT,
@@ -177,7 +137,7 @@ def test_a_fine_candidate_advances_through_every_step_and_is_promoted(
     assert all(r.status == "ok" for s in result.steps for r in s.results)
     assert get_policy(ws, ENDPOINT).arms == (Arm(fixed.version, 1.0),)
     assert ModelRegistry(ws).aliases("fraud")["stable"] == fixed.version
-    assert set(traffic.statuses) == {200}
+    assert set(traffic.statuses) == {200} and traffic.errors == 0
     audited = entries(ws, kind="endpoint", name=ENDPOINT, action="canary")
     assert audited[-1].version == fixed.version and "promoted" in audited[-1].reason
 

@@ -4,9 +4,6 @@ and a real server that rolls a bad deploy back by itself with every request answ
 from __future__ import annotations
 
 import asyncio
-import http.client
-import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ from shipyard.serving.guard import Guard, VersionWindow
 from shipyard.serving.policy import Arm, TrafficPolicy, get_policy, policy_history, set_policy
 from shipyard.workspace import Workspace
 from tests.serving.conftest import start_server
+from tests.serving.traffic import Traffic
 
 
 def test_a_window_keeps_the_last_observations_and_counts_failures() -> None:
@@ -167,54 +165,6 @@ def test_an_honest_deploy_is_judged_and_left_alone(serving_workspace: Any) -> No
         "realized-fpr": "insufficient",  # no labels in memory
     }
     assert [p.revision for p in policy_history(ws, endpoint)] == [1, 2]
-
-
-class Traffic:
-    """One client thread sending one-row requests until stopped; the statuses it got."""
-
-    def __init__(self, port: int, rows: pd.DataFrame) -> None:
-        self.port = port
-        self.bodies = [json.dumps({"inputs": [row]}).encode() for row in rows.to_numpy().tolist()]
-        self.statuses: list[int] = []
-        self.versions: list[int] = []
-        self.errors = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        i = 0
-        while not self._stop.is_set():
-            body = self.bodies[i % len(self.bodies)]
-            i += 1
-            try:
-                connection.request(
-                    "POST", "/invocations", body, {"Content-Type": "application/json"}
-                )
-                response = connection.getresponse()
-                response.read()
-            except (OSError, http.client.HTTPException):
-                self.errors += 1
-                connection.close()
-                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                continue
-            self.statuses.append(response.status)
-            self.versions.append(int(response.getheader("x-model-version") or 0))
-        connection.close()
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
-
-    def wait_for(self, n: int, deadline_s: float = 120) -> None:
-        deadline = time.monotonic() + deadline_s
-        while len(self.statuses) < n:
-            assert time.monotonic() < deadline, f"only {len(self.statuses)} answers"
-            time.sleep(0.1)
 
 
 @pytest.mark.slow
