@@ -1,0 +1,243 @@
+"""Batch scoring on real components: a registered LightGBM model, real Parquet, both engines."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from shipyard.data.catalog import Dataset
+from shipyard.engines import LocalEngine
+from shipyard.errors import (
+    DatasetNotFoundError,
+    IntegrityError,
+    ModelNotFoundError,
+    ParameterError,
+    SchemaError,
+)
+from shipyard.registry.models import ModelRegistry, ModelVersion
+from shipyard.serving.batch import (
+    MANIFEST,
+    ScoringTask,
+    read_manifest,
+    score_dataset,
+    score_partition,
+)
+from shipyard.training.frames import Window, load_frame
+from shipyard.workspace import Workspace
+from tests.conftest import SMALL
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, Dataset]]:
+    """A small fraud workspace whose LightGBM champion is fraud v1."""
+    from shipyard.data.fraud_simulator import FraudSimulator, simulate_fraud_dataset
+    from shipyard.features.fraud import BASELINE_VIEWS
+    from shipyard.features.offline import OfflineStore
+    from shipyard.solutions.fraud import Protocol, train_suite
+
+    ws = Workspace.init(tmp_path_factory.mktemp("batch") / "ws")
+    dataset = simulate_fraud_dataset(ws, FraudSimulator(**SMALL))  # type: ignore[arg-type]
+    OfflineStore(ws).materialize(BASELINE_VIEWS)
+    protocol = Protocol(start_date_training="2018-05-06", n_folds=2)
+    train_suite(ws, dataset, model_types=["lightgbm"], protocol=protocol, n_boot=0, promote=True)
+    yield ws, dataset
+    ws.close()
+
+
+@pytest.fixture(scope="module")
+def champion(scored: tuple[Workspace, Dataset]) -> ModelVersion:
+    return ModelRegistry(scored[0]).get("fraud", "champion")
+
+
+@pytest.fixture(scope="module")
+def expected(scored: tuple[Workspace, Dataset], champion: ModelVersion) -> pd.DataFrame:
+    """Every row with its features (point-in-time) and the champion's score, via the registry."""
+    ws, dataset = scored
+    window = Window(
+        dataset.name, dataset.version, "2018-01-01", "2019-12-31", champion.features_ref
+    )
+    frame = load_frame(ws, window)
+    predictor = ModelRegistry(ws).load("fraud", "champion")
+    frame["expected"] = predictor.predict(frame[champion.input_schema.names].to_numpy("float64"))
+    return frame
+
+
+@pytest.fixture(scope="module")
+def features_file(expected: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The rows with their features as one Parquet file of many small row groups."""
+    path = tmp_path_factory.mktemp("features") / "features.parquet"
+    expected.drop(columns="expected").to_parquet(path, row_group_size=4000, index=False)
+    return path
+
+
+def _parts(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.glob("part-*.parquet"))}
+
+
+def test_a_registered_data_set_is_scored_once_per_row_with_features_from_its_views(
+    scored: tuple[Workspace, Dataset], expected: pd.DataFrame, tmp_path: Path
+) -> None:
+    ws, dataset = scored
+    seen: list[tuple[int, int]] = []
+    result = score_dataset(
+        ws,
+        "fraud@champion",
+        "fraud",
+        tmp_path / "out",
+        engine=LocalEngine(),
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    assert result.partitions == len(dataset.partitions) == len(seen)
+    assert seen[-1] == (result.partitions, result.partitions)
+    assert result.rows == dataset.n_rows
+    out = pd.read_parquet(tmp_path / "out")
+    assert list(out.columns) == ["TRANSACTION_ID", "TX_DATETIME", "score", "model_version"]
+    assert out["TRANSACTION_ID"].is_unique and len(out) == dataset.n_rows
+    merged = out.merge(expected, on="TRANSACTION_ID")
+    assert len(merged) == len(expected)
+    np.testing.assert_array_equal(merged["score"].to_numpy(), merged["expected"].to_numpy())
+    assert set(out["model_version"]) == {result.version}
+    # one part per input partition, the manifest names the model by hash and every part's rows
+    manifest = read_manifest(tmp_path / "out")
+    assert manifest["sha256"] == result.sha256 and manifest["version"] == result.version
+    assert manifest["data"] == f"fraud@{dataset.version}" and manifest["engine"] == "local"
+    assert [p["rows"] for p in manifest["parts"]] == [p.rows for p in dataset.partitions]
+    assert sorted(_parts(tmp_path / "out")) == [p["file"] for p in manifest["parts"]]
+    assert result.loads_per_worker == {os.getpid(): 1} or set(result.loads_per_worker.values()) == {
+        1
+    }  # this process may have loaded it in an earlier test: still once
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_a_parquet_file_holding_the_features_is_split_by_row_groups(
+    scored: tuple[Workspace, Dataset], expected: pd.DataFrame, features_file: Path, tmp_path: Path
+) -> None:
+    ws, _ = scored
+    result = score_dataset(
+        ws,
+        "fraud@1",
+        str(features_file),
+        tmp_path / "out",
+        engine=LocalEngine(),
+        partition_rows=10_000,
+    )
+    groups = pq.ParquetFile(features_file).metadata.num_row_groups
+    assert 1 < result.partitions < groups  # whole row groups, grouped to >= 10,000 rows
+    out = pd.read_parquet(tmp_path / "out")
+    assert out["TRANSACTION_ID"].tolist() == expected["TRANSACTION_ID"].tolist()
+    np.testing.assert_array_equal(out["score"].to_numpy(), expected["expected"].to_numpy())
+
+
+def test_the_model_is_loaded_once_per_process_and_again_when_its_file_changes(
+    scored: tuple[Workspace, Dataset], champion: ModelVersion, features_file: Path, tmp_path: Path
+) -> None:
+    ws, _ = scored
+    first = score_dataset(ws, "fraud", str(features_file), tmp_path / "a", engine=LocalEngine())
+    again = score_dataset(ws, "fraud", str(features_file), tmp_path / "b", engine=LocalEngine())
+    assert first.loads_per_worker == again.loads_per_worker  # cached: no second load
+    os.utime(champion.native_path)  # same bytes, touched: loaded (and verified) again
+    touched = score_dataset(ws, "fraud", str(features_file), tmp_path / "c", engine=LocalEngine())
+    assert touched.loads_per_worker[os.getpid()] == first.loads_per_worker[os.getpid()] + 1
+    assert _parts(tmp_path / "a") == _parts(tmp_path / "c")
+
+
+def test_a_tampered_model_is_refused_before_and_inside_a_task(
+    scored: tuple[Workspace, Dataset], champion: ModelVersion, features_file: Path, tmp_path: Path
+) -> None:
+    ws, _ = scored
+    original = champion.native_path.read_bytes()
+    try:
+        champion.native_path.write_bytes(original + b"\n")
+        with pytest.raises(IntegrityError, match="does not match"):
+            score_dataset(ws, "fraud@champion", str(features_file), tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+        task = _task(champion, features_file, tmp_path)
+        with pytest.raises(IntegrityError, match="does not match") as caught:
+            LocalEngine().map(score_partition, [task], label="partition")
+        assert "partition 0 of 1 on the local engine" in str(caught.value.__notes__)
+    finally:
+        champion.native_path.write_bytes(original)
+
+
+def _task(version: ModelVersion, source: Path, out: Path, index: int = 0) -> ScoringTask:
+    return ScoringTask(
+        index=index,
+        source=str(source),
+        row_groups=None,
+        sha256=None,
+        out_dir=str(out),
+        model=version.name,
+        version=version.version,
+        framework=version.framework,
+        native_path=str(version.native_path),
+        native_sha256=version.native_sha256,
+        features=tuple(version.input_schema.names),
+        keep=("TRANSACTION_ID",),
+    )
+
+
+def test_data_without_the_model_columns_or_with_a_wrong_type_is_a_schema_error(
+    scored: tuple[Workspace, Dataset],
+    expected: pd.DataFrame,
+    champion: ModelVersion,
+    tmp_path: Path,
+) -> None:
+    ws, _ = scored
+    feature = champion.input_schema.names[-1]
+    lacking = tmp_path / "lacking.parquet"
+    expected.drop(columns=[feature, "expected"]).head(100).to_parquet(lacking)
+    with pytest.raises(SchemaError, match=f"lacks the model's input column.*{feature}") as caught:
+        score_dataset(ws, "fraud@champion", str(lacking), tmp_path / "out")
+    assert "The model expects" in str(caught.value) and "the data holds" in str(caught.value)
+    typed = tmp_path / "typed.parquet"
+    frame = expected.drop(columns="expected").head(100)
+    frame[feature] = frame[feature].astype(str)
+    frame.to_parquet(typed)
+    with pytest.raises(SchemaError, match=f"numeric .*{feature} \\((large_)?string\\)"):
+        score_dataset(ws, "fraud@champion", str(typed), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_models_data_sets_and_a_used_output_folder_are_clear_errors(
+    scored: tuple[Workspace, Dataset], features_file: Path, tmp_path: Path
+) -> None:
+    ws, _ = scored
+    out = tmp_path / "out"
+    with pytest.raises(ModelNotFoundError, match="no alias 'gold'"):
+        score_dataset(ws, "fraud@gold", "fraud", out)
+    with pytest.raises(ModelNotFoundError, match="No registered model 'nope'"):
+        score_dataset(ws, "nope@3", "fraud", out)
+    with pytest.raises(DatasetNotFoundError, match=r"No data set 'missing'.*Registered: fraud"):
+        score_dataset(ws, "fraud@champion", "missing", out)
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ParameterError, match=r"exists and is not empty.*--overwrite"):
+        score_dataset(ws, "fraud", str(features_file), out)
+    with pytest.raises(ParameterError, match="not a scoring output"):
+        score_dataset(ws, "fraud", str(features_file), out, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    score_dataset(ws, "fraud", str(features_file), out, engine=LocalEngine())
+    replaced = score_dataset(ws, "fraud", str(features_file), out, overwrite=True)
+    assert json.loads((out / MANIFEST).read_text())["rows"] == replaced.rows
+
+
+def test_a_retried_task_rewrites_its_own_part(
+    champion: ModelVersion, features_file: Path, tmp_path: Path
+) -> None:
+    task = dataclasses.replace(_task(champion, features_file, tmp_path), index=3)
+    first = score_partition(task)
+    before = (tmp_path / "part-00003.parquet").read_bytes()
+    second = score_partition(task)
+    assert first.rows == second.rows and [p.name for p in tmp_path.iterdir()] == [
+        "part-00003.parquet"
+    ]
+    assert (tmp_path / "part-00003.parquet").read_bytes() == before
