@@ -11,22 +11,31 @@ reads global state: open a workspace and pass it along::
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import time
+import weakref
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shipyard.config import SETTINGS_FILE, Settings
 from shipyard.errors import (
+    ConfigError,
     WorkspaceExistsError,
     WorkspaceNotFoundError,
     WorkspaceOutdatedError,
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from collections.abc import Iterator
+
+    from sqlalchemy.engine import Connection, Engine
+
+CONNECT_TIMEOUT_S = 5
+"""Seconds a PostgreSQL connection may take before the server counts as unreachable."""
 
 
 class Workspace:
@@ -55,6 +64,7 @@ class Workspace:
         root.mkdir(parents=True, exist_ok=True)
         workspace = cls(root, settings)
         workspace.ensure_layout()
+        workspace.close()
         config.write_text(settings.to_toml(), encoding="utf-8")
         # Re-read so that SHIPYARD_* variables apply exactly as they will on the next open.
         return cls(root)
@@ -121,7 +131,7 @@ class Workspace:
         """The SQLAlchemy engine of the metadata database (created on first use)."""
         from sqlalchemy import create_engine, event
 
-        engine = create_engine(self.database_url, future=True)
+        engine = create_engine(self.database_url, future=True, **engine_options(self.database_url))
         if engine.dialect.name == "sqlite":
 
             @event.listens_for(engine, "connect")
@@ -131,6 +141,9 @@ class Workspace:
                 cursor.close()
                 switch_to_wal(conn)
 
+        # a workspace dropped without close() still closes its connections (PostgreSQL
+        # servers count them; psycopg warns about a connection left open)
+        weakref.finalize(self, engine.dispose)
         return engine
 
     def ensure_layout(self) -> None:
@@ -141,8 +154,40 @@ class Workspace:
         self.data_root.mkdir(parents=True, exist_ok=True)
         if self.database_url.startswith("sqlite:///"):
             Path(self.database_url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with self.engine.connect():
+                pass
+        except Exception as exc:  # a bad URL, a missing driver, a server that does not answer
+            raise database_error("database_url", self.database_url, exc) from None
         metadata.create_all(self.engine)
         self._check_tables()
+
+    @contextmanager
+    def lock(self, name: str) -> Iterator[Connection]:
+        """A write transaction that holds the workspace-wide lock ``name`` until it ends.
+
+        Changes that read state, decide, and write (a promotion and its audit entry, a
+        traffic policy's next revision) run under one, so that two processes never both act
+        on what they read. On PostgreSQL it is ``pg_advisory_xact_lock`` on a key of
+        ``name``; on SQLite ``BEGIN IMMEDIATE`` (the database's write lock, one for every
+        name). Commits on success, rolls back on error. Example::
+
+            with ws.lock("model:fraud") as conn:
+                ...  # read, decide, write with conn
+        """
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(name)})
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
 
     def _check_tables(self) -> None:
         """Raise WorkspaceOutdatedError if a table made by an earlier Shipyard lacks columns.
@@ -170,6 +215,65 @@ class Workspace:
         """Release database connections (the workspace can still be used afterwards)."""
         if "engine" in self.__dict__:
             self.engine.dispose()
+
+
+def lock_key(name: str) -> int:
+    """The signed 64-bit advisory lock key of a lock name (stable across processes)."""
+    return int.from_bytes(
+        hashlib.sha256(f"shipyard lock {name}".encode()).digest()[:8], signed=True
+    )
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """``create_engine`` options for ``url``: a connect timeout on PostgreSQL (unless the URL
+    sets one), so that an unreachable server is an error within seconds."""
+    if url.startswith("postgresql") and "connect_timeout" not in url:
+        return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
+    return {}
+
+
+def hide_password(url: str) -> str:
+    """``url`` with its password shown as ``***`` (for messages and logs)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.split("@", 1)[-1] if "@" in url else url
+
+
+def database_error(setting: str, url: str, exc: BaseException) -> ConfigError:
+    """The ConfigError for a database Shipyard cannot use: the setting, the URL (password
+    hidden) and the cause."""
+    cause = getattr(exc, "orig", None) or exc
+    text = " ".join(str(cause).split()) or type(cause).__name__
+    hint = ""
+    if isinstance(exc, ImportError) or type(exc).__name__ == "NoSuchModuleError":
+        hint = (
+            " Install the database driver (for postgresql+psycopg: pip install 'psycopg[binary]')."
+        )
+    return ConfigError(
+        f"Setting {setting}: cannot use the database at {hide_password(url)}: "
+        f"{type(cause).__name__}: {text}.{hint} Check the host, port, user, password and "
+        "database name (the database must exist; `createdb` makes one)."
+    )
+
+
+def check_database(setting: str, url: str) -> None:
+    """Connect once to ``url`` (with a short timeout); ConfigError naming ``setting`` if that
+    fails. Example: ``check_database("mlflow_tracking_uri", ws.mlflow_tracking_uri)``."""
+    from sqlalchemy import create_engine
+
+    try:
+        engine = create_engine(url, **engine_options(url))
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except Exception as exc:
+        raise database_error(setting, url, exc) from None
 
 
 def switch_to_wal(con: Any, wait_s: float = 10.0) -> None:
