@@ -23,6 +23,8 @@ INSTALL_HINT = (
     "/usr/lib/postgresql/*/bin. Install Debian's `postgresql` package (apt-get install "
     "postgresql; .ci/run does) to run the tests on PostgreSQL."
 )
+PASSWORD_ROLE, PASSWORD = "shipyard_pw", "s3cret-pw"
+"""A role that logs in with a password (every other connection is trusted)."""
 SHIPYARD_TEMPLATE = "shipyard_template"
 MLFLOW_TEMPLATE = "mlflow_template"
 
@@ -65,6 +67,13 @@ class PostgresCluster:
             shutil.chown(folder, "postgres", "postgres")
         cluster = cls(folder, _free_port(), bin_dir)
         cluster._run("initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
+        # trust on the loopback, except one role that must give its password (for the tests
+        # of a wrong password)
+        (data / "pg_hba.conf").write_text(
+            "local all all trust\n"
+            f"host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n"
+            "host all all 127.0.0.1/32 trust\n"
+        )
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={cluster.port} "
             f"-c unix_socket_directories={folder} -c fsync=off -c synchronous_commit=off "
@@ -74,6 +83,7 @@ class PostgresCluster:
             "pg_ctl", "start", "-w", "-t", "60", "-D", str(data), "-l", str(folder / "log"),
             "-o", options,
         )  # fmt: skip
+        cluster.execute(f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{PASSWORD}'")
         return cluster
 
     def _run(self, program: str, *args: str) -> None:
