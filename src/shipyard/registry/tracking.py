@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from shipyard.workspace import Workspace
 
 
+SERVER_DATABASES = frozenset({"postgresql", "mysql", "mssql"})
+"""Tracking URI schemes that name a database server (checked when the tracker is made)."""
+
+
 class Tracker:
     """Log training runs of one workspace to MLflow."""
 
@@ -37,6 +41,12 @@ class Tracker:
             # entry points' logging setup (shipyard.logs), not here: library code leaves
             # the process's loggers alone.
             uri = self.workspace.mlflow_tracking_uri
+            if uri.split(":", 1)[0].split("+", 1)[0] in SERVER_DATABASES:
+                # MLflow retries an unreachable database for a long while, then fails deep
+                # inside a request: say which setting is wrong at once instead
+                from shipyard.workspace import check_database
+
+                check_database("mlflow_tracking_uri", uri)
             self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         return self._client
 
