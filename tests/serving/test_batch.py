@@ -5,8 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterator
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,7 +19,9 @@ import pytest
 
 from shipyard.data.catalog import Dataset
 from shipyard.engines import LocalEngine
+from shipyard.engines.ray import RayEngine
 from shipyard.errors import (
+    ConfigError,
     DatasetNotFoundError,
     IntegrityError,
     ModelNotFoundError,
@@ -241,3 +247,163 @@ def test_a_retried_task_rewrites_its_own_part(
         "part-00003.parquet"
     ]
     assert (tmp_path / "part-00003.parquet").read_bytes() == before
+
+
+# -- the Ray engine -------------------------------------------------------------------------
+
+
+def test_ray_and_local_outputs_are_identical_byte_for_byte(
+    scored: tuple[Workspace, Dataset], features_file: Path, ray_engine: RayEngine, tmp_path: Path
+) -> None:
+    ws, _ = scored
+    local = score_dataset(
+        ws,
+        "fraud",
+        str(features_file),
+        tmp_path / "local",
+        engine=LocalEngine(),
+        partition_rows=4000,
+    )
+    ray = score_dataset(
+        ws, "fraud", str(features_file), tmp_path / "ray", engine=ray_engine, partition_rows=4000
+    )
+    assert ray.engine == "ray" and ray.rows == local.rows and ray.partitions == local.partitions > 1
+    assert _parts(tmp_path / "local") == _parts(tmp_path / "ray")
+    assert read_manifest(tmp_path / "ray")["engine"] == "ray"
+    # each Ray worker process loaded the model once, however many partitions it scored
+    assert ray.loads_per_worker and set(ray.loads_per_worker.values()) == {1}
+    assert os.getpid() not in ray.loads_per_worker
+
+
+@pytest.mark.slow
+def test_a_data_set_scored_on_ray_with_features_from_its_views_matches_local_bytes(
+    scored: tuple[Workspace, Dataset], ray_engine: RayEngine, tmp_path: Path
+) -> None:
+    ws, dataset = scored
+    local = score_dataset(ws, "fraud@champion", "fraud", tmp_path / "local", engine=LocalEngine())
+    ray = score_dataset(ws, "fraud@champion", "fraud", tmp_path / "ray", engine=ray_engine)
+    assert ray.rows == local.rows == dataset.n_rows
+    assert ray.partitions == local.partitions == len(dataset.partitions)
+    assert _parts(tmp_path / "local") == _parts(tmp_path / "ray")
+    assert set(ray.loads_per_worker.values()) == {1}
+
+
+class _KillOnce:
+    """The Ray engine with one partition whose first attempt waits to be killed: it writes
+    its worker's pid to ``marker`` and sleeps; the test SIGKILLs that process from outside."""
+
+    name = "ray"
+
+    def __init__(self, inner: RayEngine, marker: Path, victim: int) -> None:
+        self.inner = inner
+        self.marker = marker
+        self.victim = victim
+
+    @property
+    def parallelism(self) -> int:
+        return self.inner.parallelism
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any], **options: Any) -> list[Any]:
+        marker, victim = str(self.marker), self.victim
+
+        def run(task: Any) -> Any:  # pickled by value into the Ray workers
+            import os
+            import time
+
+            if task.index == victim and not os.path.exists(marker):
+                with open(marker + ".tmp", "w") as fh:
+                    fh.write(str(os.getpid()))
+                os.replace(marker + ".tmp", marker)
+                time.sleep(300)  # killed long before
+            return fn(task)
+
+        return self.inner.map(run, items, **options)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_while_scoring_is_retried_and_every_row_is_written_once(
+    scored: tuple[Workspace, Dataset], features_file: Path, ray_engine: RayEngine, tmp_path: Path
+) -> None:
+    ws, _ = scored
+    marker = tmp_path / "victim.pid"
+    engine = _KillOnce(ray_engine, marker, victim=3)
+    outcome: dict[str, Any] = {}
+
+    def score() -> None:
+        try:
+            outcome["result"] = score_dataset(
+                ws,
+                "fraud",
+                str(features_file),
+                tmp_path / "ray",
+                engine=engine,
+                partition_rows=2000,
+            )
+        except BaseException as exc:  # re-raised below, in the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=score)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.05)
+    assert marker.exists(), outcome.get("error")
+    victim = int(marker.read_text())
+    os.kill(victim, signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    if "error" in outcome:
+        raise outcome["error"]
+    result = outcome["result"]
+    parts = read_manifest(tmp_path / "ray")["parts"]
+    assert parts[3]["pid"] != victim  # the killed attempt never came back; a retry wrote it
+    local = score_dataset(
+        ws,
+        "fraud",
+        str(features_file),
+        tmp_path / "local",
+        engine=LocalEngine(),
+        partition_rows=2000,
+    )
+    assert result.partitions == local.partitions > 3
+    out = pd.read_parquet(tmp_path / "ray")
+    assert out["TRANSACTION_ID"].is_unique and len(out) == result.rows == local.rows
+    assert _parts(tmp_path / "ray") == _parts(tmp_path / "local")
+    assert not list((tmp_path / "ray").glob(".*"))  # no temporary part left behind
+
+
+def test_a_tampered_model_is_refused_in_a_ray_worker(
+    champion: ModelVersion, features_file: Path, ray_engine: RayEngine, tmp_path: Path
+) -> None:
+    task = dataclasses.replace(_task(champion, features_file, tmp_path), native_sha256="0" * 64)
+    with pytest.raises(IntegrityError, match="does not match") as caught:
+        ray_engine.map(score_partition, [task], label="partition")
+    assert "partition 0 of 1 on the ray engine" in str(caught.value.__notes__)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_a_ray_worker_without_the_model_framework_names_the_package_and_the_fix(
+    champion: ModelVersion, features_file: Path, ray_engine: RayEngine, tmp_path: Path
+) -> None:
+    import ray
+
+    from shipyard.engines.ray import _call
+
+    # a worker whose PYTHONPATH puts a lightgbm that cannot be imported first: a cluster
+    # node where the model's framework is not installed
+    broken = tmp_path / "site" / "lightgbm"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text(
+        "raise ImportError('No module named lightgbm', name='lightgbm')\n"
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    remote = ray.remote(_call).options(
+        runtime_env={"env_vars": {"PYTHONPATH": str(tmp_path / "site")}}, max_retries=0
+    )
+    ok, error, _ = ray.get(remote.remote(score_partition, _task(champion, features_file, out)))
+    assert not ok and isinstance(error, ConfigError)
+    assert "cannot import 'lightgbm'" in str(error)
+    assert "pip install 'shipyard[train]'" in str(error)
+    assert not list(out.iterdir())
