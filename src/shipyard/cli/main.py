@@ -26,6 +26,7 @@ COMMANDS = {
     "fraud": "shipyard.cli.fraud:fraud",
     "experiment": "shipyard.cli.experiment:experiment",
     "pipeline": "shipyard.cli.pipeline:pipeline",
+    "score": "shipyard.cli.score:score",
 }
 
 
