@@ -1,0 +1,259 @@
+"""The Ray engine on a real local Ray (the session's ``ray_engine``) and a real head node."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shipyard.config import Settings
+from shipyard.engines import get_engine
+from shipyard.engines.ray import RayEngine, parse_address
+from shipyard.errors import ConfigError, ParameterError
+from shipyard.workspace import Workspace
+
+RAY_BIN = Path(sys.executable).with_name("ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _fail_on_three(x: int) -> int:
+    if x == 3:
+        raise KeyError(f"no {x}")
+    return x * 10
+
+
+def _fail_fast_or_sleep(x: int) -> int:
+    if x == 0:
+        raise KeyError("first")
+    time.sleep(600)  # held until cancelled
+    return x
+
+
+def test_results_keep_the_items_order_with_progress(ray_engine: RayEngine) -> None:
+    seen: list[tuple[int, int]] = []
+    out = ray_engine.map(abs, [-3, 1, -2], progress=lambda d, t: seen.append((d, t)))
+    assert out == [3, 1, 2]
+    assert sorted(seen) == [(1, 3), (2, 3), (3, 3)]
+    assert ray_engine.parallelism == 2
+
+
+def test_an_empty_list_runs_nothing(ray_engine: RayEngine) -> None:
+    assert ray_engine.map(_fail_on_three, []) == []
+
+
+def test_a_failing_item_raises_its_own_exception_named(ray_engine: RayEngine) -> None:
+    with pytest.raises(KeyError, match="no 3") as caught:
+        ray_engine.map(
+            _fail_on_three, [1, 2, 3, 4], label="fold", describe=lambda i, x: f"fold {i} (x={x})"
+        )
+    notes = caught.value.__notes__
+    assert notes[0] == "(while running fold 2 (x=3) of 4 on the ray engine)"
+    assert "worker traceback" in notes[1] and "_fail_on_three" in notes[1]
+
+
+@pytest.mark.timeout(60)
+def test_a_failure_cancels_the_items_still_running(ray_engine: RayEngine) -> None:
+    import ray
+
+    with pytest.raises(KeyError, match="first"):
+        ray_engine.map(_fail_fast_or_sleep, [1, 0], label="trial")
+    # the sleeping task gives its CPU back (the timeout fails the test if it never does)
+    while ray.available_resources().get("CPU", 0) < 2:
+        time.sleep(0.2)
+    assert ray_engine.map(abs, [-1, -2]) == [1, 2]
+
+
+def test_an_item_that_cannot_be_pickled_is_named(ray_engine: RayEngine) -> None:
+    lock = threading.Lock()
+    with pytest.raises(ParameterError, match=r"partition 1 of 3 cannot be sent .*lock"):
+        ray_engine.map(repr, [1, lock, 3], label="partition")
+
+
+def test_a_function_that_cannot_be_pickled_is_named(ray_engine: RayEngine) -> None:
+    lock = threading.Lock()
+
+    def holds_a_lock(x: int) -> int:
+        with lock:
+            return x
+
+    with pytest.raises(ParameterError, match="holds_a_lock"):
+        ray_engine.map(holds_a_lock, [1])
+
+
+@pytest.mark.parametrize(
+    "address", ["nonsense", "127.0.0.1", "127.0.0.1:port", "127.0.0.1:70000", "http://h:1"]
+)
+def test_a_malformed_address_names_the_setting(address: str) -> None:
+    with pytest.raises(ConfigError, match="ray_address"):
+        RayEngine.connect(address)
+
+
+def test_addresses_are_parsed() -> None:
+    assert parse_address("10.0.0.5:6379") == ("10.0.0.5", 6379)
+    assert parse_address("ray://head:10001") == ("head", 10001)
+    assert parse_address("[::1]:6379") == ("::1", 6379)
+
+
+@pytest.mark.timeout(60)
+def test_an_unreachable_address_is_a_config_error_at_connect(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{_free_port()}"
+    settings = Settings(engine="ray", ray_address=address)
+    ws = Workspace.init(tmp_path / "ws", settings)
+    try:
+        with pytest.raises(ConfigError, match=f"ray_address = '{address}': no Ray cluster"):
+            get_engine(ws)
+    finally:
+        ws.close()
+
+
+def test_the_connected_driver_is_reused_for_no_address(ray_engine: RayEngine) -> None:
+    import ray
+
+    engine = RayEngine.connect()
+    assert engine.map(abs, [-5]) == [5]
+    # its own address (by IP or name) is the same cluster
+    address = ray.get_runtime_context().gcs_address
+    assert RayEngine.connect(address).name == "ray"
+
+
+@pytest.mark.timeout(60)
+def test_another_cluster_while_connected_is_refused(ray_engine: RayEngine) -> None:
+    with socket.socket() as listener:  # something that answers, but not this driver's cluster
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        with pytest.raises(ConfigError, match="already connected to the Ray cluster"):
+            RayEngine.connect(address)
+
+
+def _run_driver(code: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
+    """Run ``code`` in a fresh Python (one Ray driver per process); return its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.timeout(180)
+def test_a_local_ray_listens_on_the_loopback_with_its_cpu_count() -> None:
+    out = _run_driver(
+        "import ray\n"
+        "from shipyard.engines.ray import RayEngine\n"
+        "engine = RayEngine.connect(num_cpus=1)\n"
+        "print(ray.get_runtime_context().gcs_address, engine.parallelism, "
+        "engine.map(abs, [-1, -2]))\n"
+        "ray.shutdown()\n"
+    )
+    host_port, cpus, results = out.split(maxsplit=2)
+    assert host_port.startswith("127.0.0.1:")
+    assert (cpus, results.strip()) == ("1", "[1, 2]")
+
+
+@pytest.fixture
+def head_node() -> Iterator[tuple[str, dict[str, str]]]:
+    """A Ray head node of its own (1 CPU, loopback, token authentication), stopped afterwards:
+    exactly this one. Yields its address and the environment a driver needs to join it."""
+    # a short folder: Ray's socket paths under it must stay within 107 bytes
+    tmp_path = Path(tempfile.mkdtemp(prefix="shipyard-ray-", dir="/tmp"))
+    port = _free_port()
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env = {
+        **os.environ,
+        **auth,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # bind 127.0.0.1, not the LAN address
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+    }
+    command = [
+        str(RAY_BIN), "start", "--head", "--block", f"--port={port}",
+        "--node-ip-address=127.0.0.1", "--num-cpus=1", "--include-dashboard=false",
+        f"--temp-dir={tmp_path / 'ray'}", "--object-store-memory=100000000",
+        "--disable-usage-stats",
+    ]  # fmt: skip
+    log = (tmp_path / "head.log").open("w")
+    head = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert head.poll() is None and time.monotonic() < deadline, (
+                    tmp_path / "head.log"
+                ).read_text()
+                time.sleep(0.5)
+        yield f"127.0.0.1:{port}", auth
+    finally:
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # what is left of this head's group
+                os.killpg(head.pid, signal.SIGKILL)
+            log.close()
+            shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.timeout(240)
+def test_a_driver_connects_to_a_head_node_by_address(
+    head_node: tuple[str, dict[str, str]],
+) -> None:
+    address, auth = head_node
+    port = address.rsplit(":", 1)[1]
+    out = _run_driver(
+        "import ray\n"
+        "from shipyard.engines.ray import RayEngine\n"
+        f"engine = RayEngine.connect({address!r})\n"
+        "print(engine.parallelism, engine.map(abs, [-1, -2, -3]))\n"
+        f"print(RayEngine.connect('localhost:{port}').name)\n"  # the same cluster by name
+        "try:\n"
+        "    RayEngine.connect('127.0.0.1:1')\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__)\n"
+        "ray.shutdown()\n",
+        env=auth,
+    )
+    assert out.split("\n")[:3] == ["1 [1, 2, 3]", "ray", "ConfigError"]
+
+
+@pytest.mark.timeout(120)
+def test_a_driver_without_the_cluster_token_gets_a_config_error(
+    head_node: tuple[str, dict[str, str]],
+) -> None:
+    address, _ = head_node
+    out = _run_driver(
+        "from shipyard.engines.ray import RayEngine\n"
+        "try:\n"
+        f"    RayEngine.connect({address!r})\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n",
+        env={"RAY_AUTH_MODE": "disabled"},
+    )
+    assert out.startswith(f"ConfigError ray_address = {address!r}")
+    assert "RAY_AUTH_MODE=token" in out
