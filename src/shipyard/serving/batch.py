@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from shipyard.errors import (
     ConfigError,
     DataValidationError,
+    ModelNotFoundError,
     ParameterError,
     SchemaError,
 )
@@ -250,7 +251,13 @@ def _resolve_model(workspace: Workspace, model: str) -> ModelVersion:
             f"The 'model' parameter of score_dataset must be NAME, NAME@ALIAS or NAME@VERSION "
             f"(e.g. fraud@champion). Got {model!r} instead."
         )
-    return ModelRegistry(workspace).get(name, ref or "latest")
+    registry = ModelRegistry(workspace)
+    if not registry.versions(name):
+        known = sorted({v.name for v in registry.versions()})
+        raise ModelNotFoundError(
+            f"No registered model {name!r}. Registered models: {', '.join(known) or 'none'}."
+        )
+    return registry.get(name, ref or "latest")
 
 
 def _resolve_data(workspace: Workspace, data: str, partition_rows: int) -> _Input:
