@@ -15,6 +15,12 @@ GENERIC = ("registry", "training")
 FRAUD_COLUMNS = ("TX_FRAUD", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TRANSACTION_ID")
 
 
+@pytest.fixture(scope="module")
+def database() -> str:
+    """These tests read source files, no database: once is enough (not once per backend)."""
+    return "sqlite"
+
+
 def _sources(*packages: str) -> list[Path]:
     files = sorted(p for package in packages for p in (PACKAGE / package).rglob("*.py"))
     assert files, packages

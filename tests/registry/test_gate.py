@@ -202,9 +202,10 @@ def test_bad_fairness_gate_parameters_are_named(
 
 @pytest.fixture(scope="module")
 def german_registry(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, database: str
 ) -> Iterator[tuple[ModelRegistry, ModelVersion]]:
-    """German credit in a workspace, a logistic regression registered (no champion yet)."""
+    """German credit in a workspace (on ``database``), a logistic regression registered (no
+    champion yet)."""
     ws, dataset = german_workspace(tmp_path_factory.mktemp("german") / "ws")
     version = register(ws, train(ws, dataset, make_config("logistic_regression"), FEATURES))
     yield ModelRegistry(ws), version

@@ -29,8 +29,11 @@ PROTOCOL = Protocol(start_date_training="2018-05-06", n_folds=2)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, Dataset]]:
-    """A workspace whose suite run registered and promoted a LightGBM model as fraud v1."""
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, database: str
+) -> Iterator[tuple[Workspace, Dataset]]:
+    """A workspace (on ``database``) whose suite run registered and promoted a LightGBM model
+    as fraud v1."""
     from shipyard.data.fraud_simulator import FraudSimulator, simulate_fraud_dataset
 
     ws = Workspace.init(tmp_path_factory.mktemp("registry") / "ws")
@@ -280,10 +283,18 @@ def test_schema_compatibility_rules() -> None:
         )
 
 
-def test_mlflow_store_is_inside_the_workspace(trained: tuple[Workspace, Dataset]) -> None:
+def test_mlflow_store_is_inside_the_workspace_or_on_its_database_server(
+    trained: tuple[Workspace, Dataset], database: str
+) -> None:
     ws, _ = trained
-    assert Path(ws.mlflow_tracking_uri.removeprefix("sqlite:///")).is_relative_to(ws.root)
-    assert (ws.artifact_root / "mlruns").is_dir()
+    if database == "sqlite":
+        assert Path(ws.mlflow_tracking_uri.removeprefix("sqlite:///")).is_relative_to(ws.root)
+    else:  # the setting's server, and no SQLite store left in the folder
+        assert ws.mlflow_tracking_uri == ws.settings.mlflow_tracking_uri
+        assert ws.mlflow_tracking_uri.startswith("postgresql+psycopg://")
+        assert MlflowClient(ws.mlflow_tracking_uri).get_registered_model("fraud").aliases
+        assert not list(ws.root.rglob("*.db"))
+    assert (ws.artifact_root / "mlruns").is_dir()  # artifacts stay in the artifact root
 
 
 def test_registered_schema_carries_declared_constraints_and_training_ranges(

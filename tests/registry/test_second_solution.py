@@ -38,8 +38,11 @@ NOTES = CardNotes(
 
 
 @pytest.fixture(scope="module")
-def credit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, Dataset]]:
-    """A workspace holding the credit data set with its two feature views materialized."""
+def credit(
+    tmp_path_factory: pytest.TempPathFactory, database: str
+) -> Iterator[tuple[Workspace, Dataset]]:
+    """A workspace (on ``database``) holding the credit data set with its two feature views
+    materialized."""
     ws = Workspace.init(tmp_path_factory.mktemp("credit") / "ws")
     dataset = write_dataset(
         ws, DATASET, applications(), time_column="application_date", label_column="default"

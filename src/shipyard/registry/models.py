@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import (
+    ConcurrentChangeError,
     FeatureDefinitionError,
     ModelNotFoundError,
     ParameterError,
@@ -45,6 +46,7 @@ from shipyard.types import Lineage, Schema
 
 if TYPE_CHECKING:
     import pandas as pd
+    from sqlalchemy.engine import Connection
 
     from shipyard.registry.card import CardNotes
     from shipyard.registry.gate import FairnessGate, GateResult, PromotionGate
@@ -499,15 +501,37 @@ class ModelRegistry:
                         f"Promotion of {name} v{version} to {alias} refused: {result.reason}."
                     )
         fair = self._check_fairness(challenger, fairness, alias, current, actor, reason)
-        client = self.tracker.client
-        client.set_registered_model_alias(name, alias, str(challenger.version))
-        if alias == CHAMPION and self.aliases(name).get(CHALLENGER) == challenger.version:
-            client.delete_registered_model_alias(name, CHALLENGER)  # it is no longer a challenger
         details = result.to_dict() if result is not None else {}
         if fair:
             details["fairness"] = fair
-        self._record(name, version, "promote", alias, current, actor, reason, details)
+        # the alias change and its audit entry under the model's lock: two processes
+        # promoting at once never both act on the holder they read (no lost update)
+        with self.workspace.lock(f"model:{name}") as conn:
+            holder = self.aliases(name).get(alias)
+            if holder != current:
+                raise ConcurrentChangeError(
+                    f"The {alias} of {name} changed from {_held(current)} to {_held(holder)} "
+                    f"while v{version} was being checked against it; nothing was changed. "
+                    "Promote again to check it against the new holder."
+                )
+            self._move_alias(name, alias, challenger.version, current)
+            self._record(
+                name, version, "promote", alias, current, actor, reason, details, connection=conn
+            )
         return result
+
+    def _move_alias(self, name: str, alias: str, version: int, holder: int | None) -> None:
+        """Point ``alias`` at ``version`` (a champion is no longer a challenger); if that
+        fails half-way, give it back to ``holder``."""
+        client = self.tracker.client
+        client.set_registered_model_alias(name, alias, str(version))
+        try:
+            if alias == CHAMPION and self.aliases(name).get(CHALLENGER) == version:
+                client.delete_registered_model_alias(name, CHALLENGER)
+        except BaseException:
+            if holder is not None:
+                client.set_registered_model_alias(name, alias, str(holder))
+            raise
 
     def _check_fairness(
         self,
@@ -564,25 +588,32 @@ class ModelRegistry:
         self, name: str, *, reason: str, actor: str | None = None, alias: str = CHAMPION
     ) -> ModelVersion:
         """Give ``alias`` back to the version that held it before the current holder."""
-        current = self.aliases(name).get(alias)
-        if current is None:
-            raise ModelNotFoundError(f"Model {name!r} has no {alias}; nothing to roll back.")
-        previous = None
-        for event in reversed(self.history(name)):
-            if (
-                event.alias == alias
-                and event.action in ("promote", "rollback")
-                and event.version == current
-            ):
-                previous = event.previous_version
-                break
-        if previous is None:
-            raise ModelNotFoundError(
-                f"{name} v{current} is the first {alias} on record; there is no earlier version "
-                "to roll back to."
-            )
-        self.tracker.client.set_registered_model_alias(name, alias, str(previous))
-        self._record(name, previous, "rollback", alias, current, actor, reason, {})
+        with self.workspace.lock(f"model:{name}") as conn:  # read and move under one lock
+            current = self.aliases(name).get(alias)
+            if current is None:
+                raise ModelNotFoundError(f"Model {name!r} has no {alias}; nothing to roll back.")
+            previous = None
+            for event in reversed(self.history(name)):
+                if (
+                    event.alias == alias
+                    and event.action in ("promote", "rollback")
+                    and event.version == current
+                ):
+                    previous = event.previous_version
+                    break
+            if previous is None:
+                raise ModelNotFoundError(
+                    f"{name} v{current} is the first {alias} on record; there is no earlier "
+                    "version to roll back to."
+                )
+            self.tracker.client.set_registered_model_alias(name, alias, str(previous))
+            try:
+                self._record(
+                    name, previous, "rollback", alias, current, actor, reason, {}, connection=conn
+                )
+            except BaseException:
+                self.tracker.client.set_registered_model_alias(name, alias, str(current))
+                raise
         return self.get(name, previous)
 
     # -- loading ---------------------------------------------------------------------------
@@ -610,8 +641,10 @@ class ModelRegistry:
         actor: str | None,
         reason: str,
         details: dict[str, Any],
+        connection: Connection | None = None,
     ) -> None:
-        """Append the action to the workspace's audit trail, with the alias before and after."""
+        """Append the action to the workspace's audit trail, with the alias before and after
+        (in ``connection``'s transaction when given)."""
         from shipyard.governance.audit import append
 
         before = None if action == "register" else {"alias": alias, "version": previous}
@@ -629,6 +662,7 @@ class ModelRegistry:
             details=details,
             before=before,
             after={"alias": alias, "version": held},
+            connection=connection,
         )
 
     def _version(self, row: dict[str, Any], aliases: tuple[str, ...]) -> ModelVersion:
@@ -682,6 +716,10 @@ def calibration_summary(evaluation: Evaluation) -> dict[str, float]:
         "mean_predicted": float(predicted.mean()),
         "observed_rate": float(observed.mean()),
     }
+
+
+def _held(version: int | None) -> str:
+    return "no version" if version is None else f"v{version}"
 
 
 def _jsonable(value: Any) -> Any:
