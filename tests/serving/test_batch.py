@@ -249,6 +249,15 @@ def test_a_retried_task_rewrites_its_own_part(
     assert (tmp_path / "part-00003.parquet").read_bytes() == before
 
 
+def test_a_partition_that_does_not_match_its_recorded_hash_is_not_scored(
+    champion: ModelVersion, features_file: Path, tmp_path: Path
+) -> None:
+    task = dataclasses.replace(_task(champion, features_file, tmp_path), sha256="0" * 64)
+    with pytest.raises(IntegrityError, match=f"Refusing to load {features_file}"):
+        score_partition(task)
+    assert not list(tmp_path.iterdir())
+
+
 # -- the Ray engine -------------------------------------------------------------------------
 
 

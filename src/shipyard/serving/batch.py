@@ -184,13 +184,16 @@ def _with_features(task: ScoringTask, table: pa.Table) -> pa.Table:
     if ws is None:
         ws = _WORKSPACES[task.workspace_root] = Workspace(task.workspace_root)
     views = load_views(task.views)
-    found = OfflineStore(ws).get_historical_features(
-        table, views, dataset_version=task.dataset_version
-    )
     try:
-        return found.to_arrow()
+        found = OfflineStore(ws).get_historical_features(
+            table, views, dataset_version=task.dataset_version
+        )
+        try:
+            return found.to_arrow()
+        finally:
+            found.close()
     finally:
-        found.close()
+        ws.close()  # no database connection held between tasks (the workspace stays usable)
 
 
 def score_partition(task: ScoringTask) -> PartResult:
@@ -399,6 +402,38 @@ def _publish(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _tasks(
+    workspace: Workspace,
+    version: ModelVersion,
+    source: _Input,
+    kept: list[str],
+    from_views: bool,
+    staging: Path,
+) -> list[ScoringTask]:
+    """One task per input partition, each naming everything its worker needs."""
+    return [
+        ScoringTask(
+            index=i,
+            source=file,
+            row_groups=groups,
+            sha256=sha,
+            out_dir=str(staging),
+            model=version.name,
+            version=version.version,
+            framework=version.framework,
+            native_path=str(version.native_path),
+            native_sha256=version.native_sha256,
+            features=tuple(version.input_schema.names),
+            keep=tuple(kept),
+            workspace_root=str(workspace.root) if from_views else None,
+            views=version.features_ref if from_views else None,
+            dataset_version=source.dataset.version if from_views and source.dataset else None,
+            columns=_event_columns(version, kept) if from_views else None,
+        )
+        for i, (file, groups, sha) in enumerate(source.parts)
+    ]
+
+
 def score_dataset(
     workspace: Workspace,
     model: str,
@@ -440,27 +475,7 @@ def score_dataset(
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.staging-{uuid.uuid4().hex[:8]}")
     staging.mkdir()
-    tasks = [
-        ScoringTask(
-            index=i,
-            source=file,
-            row_groups=groups,
-            sha256=sha,
-            out_dir=str(staging),
-            model=version.name,
-            version=version.version,
-            framework=version.framework,
-            native_path=str(version.native_path),
-            native_sha256=version.native_sha256,
-            features=tuple(version.input_schema.names),
-            keep=tuple(kept),
-            workspace_root=str(workspace.root) if from_views else None,
-            views=version.features_ref if from_views else None,
-            dataset_version=source.dataset.version if from_views and source.dataset else None,
-            columns=_event_columns(version, kept) if from_views else None,
-        )
-        for i, (file, groups, sha) in enumerate(source.parts)
-    ]
+    tasks = _tasks(workspace, version, source, kept, from_views, staging)
     try:
         parts = engine.map(
             score_partition,
