@@ -325,6 +325,17 @@ def _event_columns(version: ModelVersion, keep: Sequence[str]) -> tuple[str, ...
     return tuple(c for c in dict.fromkeys([*keep, *keys]) if c not in features)
 
 
+def _features_version(version: ModelVersion, dataset: Dataset | None) -> int | None:
+    """The source version whose materialized features a data set's rows are joined with:
+    that data set's own version when the views read it, else the views' latest source."""
+    from shipyard.features.definitions import load_views
+
+    views = load_views(version.features_ref)
+    if dataset is not None and all(v.source == dataset.name for v in views):
+        return dataset.version
+    return None
+
+
 def _check_inputs(version: ModelVersion, source: _Input) -> bool:
     """Check the data can feed the model; True when its features come from the views.
 
@@ -427,7 +438,7 @@ def _tasks(
             keep=tuple(kept),
             workspace_root=str(workspace.root) if from_views else None,
             views=version.features_ref if from_views else None,
-            dataset_version=source.dataset.version if from_views and source.dataset else None,
+            dataset_version=_features_version(version, source.dataset) if from_views else None,
             columns=_event_columns(version, kept) if from_views else None,
         )
         for i, (file, groups, sha) in enumerate(source.parts)
