@@ -23,6 +23,7 @@ from shipyard.engines.ray import RayEngine
 from shipyard.errors import (
     ConfigError,
     DatasetNotFoundError,
+    DataValidationError,
     IntegrityError,
     ModelNotFoundError,
     ParameterError,
@@ -256,6 +257,19 @@ def test_a_partition_that_does_not_match_its_recorded_hash_is_not_scored(
     with pytest.raises(IntegrityError, match=f"Refusing to load {features_file}"):
         score_partition(task)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_missing_path_is_named_and_an_empty_file_scores_to_an_empty_part(
+    scored: tuple[Workspace, Dataset], expected: pd.DataFrame, tmp_path: Path
+) -> None:
+    ws, _ = scored
+    with pytest.raises(DataValidationError, match=r"'nowhere/x\.parquet' is neither a Parquet"):
+        score_dataset(ws, "fraud", "nowhere/x.parquet", tmp_path / "out")
+    empty = tmp_path / "empty.parquet"
+    expected.drop(columns="expected").head(0).to_parquet(empty)
+    result = score_dataset(ws, "fraud", str(empty), tmp_path / "out", engine=LocalEngine())
+    assert result.rows == 0 and result.partitions == 1
+    assert pd.read_parquet(tmp_path / "out").columns.tolist()[-2:] == ["score", "model_version"]
 
 
 # -- the Ray engine -------------------------------------------------------------------------

@@ -214,7 +214,11 @@ def score_partition(task: ScoringTask) -> PartResult:
         if columns
         else np.empty((table.num_rows, 0))
     )
-    scores = native_format(task.framework).predict(model, matrix)
+    scores = (
+        native_format(task.framework).predict(model, matrix)
+        if table.num_rows
+        else np.empty(0, dtype=np.float64)
+    )
     out = pa.table(
         {
             **{name: table.column(name) for name in task.keep},
@@ -270,17 +274,18 @@ def _resolve_data(workspace: Workspace, data: str, partition_rows: int) -> _Inpu
     from shipyard.data.catalog import get_dataset
 
     path = Path(data).expanduser()
-    if path.exists():
-        files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
-        files = [f for f in files if not f.name.startswith((".", "_"))]
-        if not files:
-            raise DataValidationError(f"data: no Parquet files under {path}.")
+    named = re.fullmatch(r"[A-Za-z][A-Za-z0-9_\-]*(@\d+)?", data) is not None
+    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    files = [f for f in files if f.is_file() and not f.name.startswith((".", "_"))]
+    if path.exists() and not files and not named:
+        raise DataValidationError(f"data: no Parquet files under {path}.")
+    if files:
         parts: list[tuple[str, tuple[int, ...] | None, str | None]] = []
         for file in files:
             parts.extend((str(file), groups, None) for groups in _row_groups(file, partition_rows))
         return _Input(str(path), parts, pq.read_schema(files[0]), None)
     name, _, version = data.partition("@")
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_\-]*", name) or (version and not version.isdigit()):
+    if not named:
         raise DataValidationError(
             f"data: {data!r} is neither a Parquet file or folder nor a registered data set "
             "(NAME or NAME@VERSION)."
