@@ -239,3 +239,27 @@ def _test_databases(_clean_env: None, _module_databases: None) -> Iterator[None]
         yield
     finally:
         FRESH.leave()
+
+
+@pytest.fixture(scope="session")
+def postgres_serving_workspace(
+    postgres_cluster: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Workspace, Dataset]]:
+    """tests/serving's ``serving_workspace`` on PostgreSQL, whatever --database says: fraud
+    v1 = LightGBM (champion), v2 = a decision tree, on small data."""
+    from shipyard.solutions.fraud import Protocol, train_suite
+
+    names = postgres_cluster.fresh()
+    settings = Settings(
+        database_url=postgres_cluster.url(names[0]),
+        mlflow_tracking_uri=postgres_cluster.url(names[1]),
+    )
+    ws = Workspace.init(tmp_path_factory.mktemp("pg-serving") / "ws", settings)
+    dataset = simulate_fraud_dataset(ws, FraudSimulator(**SMALL))  # type: ignore[arg-type]
+    OfflineStore(ws).materialize(BASELINE_VIEWS)
+    protocol = Protocol(start_date_training="2018-05-06", n_folds=2)
+    train_suite(ws, dataset, model_types=["lightgbm"], protocol=protocol, n_boot=0, promote=True)
+    train_suite(ws, dataset, model_types=["decision_tree"], protocol=protocol, n_boot=0)
+    yield ws, dataset
+    ws.close()
+    postgres_cluster.drop(*names)

@@ -16,6 +16,20 @@ from shipyard.serving.policy import (
 )
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on SQLite and on PostgreSQL (the test id says which)."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def policy_workspace(request: pytest.FixtureRequest, database: str) -> tuple[object, object]:
+    """fraud v1 and v2 registered, on ``database``."""
+    if database == "postgresql":
+        return request.getfixturevalue("postgres_serving_workspace")  # type: ignore[no-any-return]
+    return request.getfixturevalue("serving_workspace")  # type: ignore[no-any-return]
+
+
 def _policy(*arms: tuple[int, float], sticky: str | None = None) -> TrafficPolicy:
     return TrafficPolicy("fraud", "fraud", tuple(Arm(v, w) for v, w in arms), sticky_key=sticky)
 
@@ -72,9 +86,9 @@ def test_describe() -> None:
 
 
 def test_policies_are_stored_as_revisions_and_roll_back(
-    serving_workspace: tuple[object, object],
+    policy_workspace: tuple[object, object],
 ) -> None:
-    ws = serving_workspace[0]
+    ws = policy_workspace[0]
     first = set_policy(ws, _policy((1, 1)), reason="start", actor="a")  # type: ignore[arg-type]
     second = set_policy(ws, _policy((1, 80), (2, 20)), reason="canary", actor="b")  # type: ignore[arg-type]
     assert second.revision == first.revision + 1
@@ -87,9 +101,9 @@ def test_policies_are_stored_as_revisions_and_roll_back(
 
 
 def test_a_rollback_expecting_a_revision_happens_once(
-    serving_workspace: tuple[object, object],
+    policy_workspace: tuple[object, object],
 ) -> None:
-    ws = serving_workspace[0]
+    ws = policy_workspace[0]
     good = set_policy(ws, _policy((1, 1)), reason="start")  # type: ignore[arg-type]
     bad = set_policy(ws, _policy((2, 1)), reason="deploy v2")  # type: ignore[arg-type]
     restored = rollback_policy(ws, "fraud", reason="guardrail", expected_revision=bad.revision)  # type: ignore[arg-type]
@@ -102,9 +116,9 @@ def test_a_rollback_expecting_a_revision_happens_once(
 
 
 def test_rolling_back_a_rollback_goes_further_back_never_to_the_version_it_undid(
-    serving_workspace: tuple[object, object],
+    policy_workspace: tuple[object, object],
 ) -> None:
-    ws = serving_workspace[0]
+    ws = policy_workspace[0]
     old = set_policy(ws, _policy((1, 1)), reason="v1")  # type: ignore[arg-type]
     good = set_policy(ws, _policy((2, 1)), reason="deploy v2")  # type: ignore[arg-type]
     bad = set_policy(ws, _policy((1, 50), (2, 50)), reason="split")  # type: ignore[arg-type]

@@ -170,13 +170,14 @@ def set_policy(
     """Store ``policy`` as the endpoint's next revision; workers pick it up within a second.
 
     The change is recorded in the audit trail (the policy before and after) in the same
-    transaction. With ``expected_revision``, the change is made only if that is still the
-    endpoint's latest revision (else ConcurrentChangeError, nothing written): how two
-    workers' guardrails, or a guardrail and an operator, never both act on one revision.
+    transaction, under the endpoint's lock (:meth:`Workspace.lock`). With
+    ``expected_revision``, the change is made only if that is still the endpoint's latest
+    revision (else ConcurrentChangeError, nothing written): how two workers' guardrails, or
+    a guardrail and an operator, never both act on one revision.
     """
     from sqlalchemy import insert, select
 
-    from shipyard.governance.audit import append, transaction
+    from shipyard.governance.audit import append
     from shipyard.registry.models import ModelRegistry, current_user
     from shipyard.tables import traffic_policies as table
 
@@ -185,7 +186,9 @@ def set_policy(
     check_same_inputs(policy, _input_schemas(registry, policy))
     _check_same_views(registry, policy)
     who = actor or current_user()
-    with transaction(workspace) as conn:
+    # the endpoint's lock before its latest revision is read: two writers at once get
+    # revisions N+1 and N+2 (or a stale expected_revision refused), never both N+1
+    with workspace.lock(f"policy:{policy.endpoint}") as conn:
         latest = (
             conn.execute(
                 select(table)
