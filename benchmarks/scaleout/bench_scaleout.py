@@ -483,28 +483,33 @@ def write(setup: dict[str, Any], results: dict[str, dict[str, Any]], loads: list
     (HERE / "results.md").write_text(render(meta, results, proj))
 
 
-def render(meta: dict[str, Any], results: dict[str, dict[str, Any]], proj: list[Any]) -> str:
-    """The markdown page of one run."""
-    over = [results["overhead-local"], results["overhead-ray2"]]
-    timed = []
+OVERHEAD_COLUMNS = ["engine", "cpus", "engine_start_s", "map_per_task_ms", "round_trip_ms"]
+OVERHEAD_COLUMNS += ["frame_mb", "put_s", "task_on_frame_s"]
+TIMED_COLUMNS = ["work", "engine", "cpus", "seconds", "runs_s", "speed-up vs local", "tasks"]
+TIMED_COLUMNS += ["engine_start_s"]
+
+
+def timed_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per timed case, with its speed-up against the local engine's time."""
+    rows = []
     for part in PARTS:
         local = results[f"{part}-local"]["seconds"]
         for name in (f"{part}-local", f"{part}-ray1", f"{part}-ray2"):
             r = results[name]
-            timed.append(
+            rows.append(
                 {
+                    **{c: r[c] for c in ("engine", "cpus", "seconds", "tasks", "engine_start_s")},
                     "work": TITLES[part],
-                    "engine": r["engine"],
-                    "cpus": r["cpus"],
-                    "seconds": r["seconds"],
                     "runs_s": " / ".join(str(t) for t in r.get("runs_s", [])),
                     "speed-up vs local": round(local / r["seconds"], 2),
-                    "tasks": r["tasks"],
-                    "engine_start_s": r["engine_start_s"],
                 }
             )
-    search = results["search-local"]
-    score = results["score-local"]
+    return rows
+
+
+def render(meta: dict[str, Any], results: dict[str, dict[str, Any]], proj: list[Any]) -> str:
+    """The markdown page of one run."""
+    search, score = results["search-local"], results["score-local"]
     cols = ["work", "maps x tasks", "T_serial_s", "task_s", "fit_error"]
     cols += [c for n in PROJECT_CPUS for c in (f"T({n})_s", f"speed-up({n})")]
     if any("note" in row for row in proj):
@@ -520,19 +525,7 @@ def render(meta: dict[str, Any], results: dict[str, dict[str, Any]], proj: list[
             "",
             "## (a) Per-task overhead",
             "",
-            markdown_table(
-                over,
-                [
-                    "engine",
-                    "cpus",
-                    "engine_start_s",
-                    "map_per_task_ms",
-                    "round_trip_ms",
-                    "frame_mb",
-                    "put_s",
-                    "task_on_frame_s",
-                ],
-            ),
+            markdown_table([results["overhead-local"], results["overhead-ray2"]], OVERHEAD_COLUMNS),
             "",
             f"`map_per_task_ms`: {EMPTY_TASKS} empty tasks in one `map`, per task; "
             f"`round_trip_ms`: one `map` of one empty task, {ROUND_TRIPS} times in a row; "
@@ -541,19 +534,7 @@ def render(meta: dict[str, Any], results: dict[str, dict[str, Any]], proj: list[
             "",
             "## (b) Search and (c) batch scoring",
             "",
-            markdown_table(
-                timed,
-                [
-                    "work",
-                    "engine",
-                    "cpus",
-                    "seconds",
-                    "runs_s",
-                    "speed-up vs local",
-                    "tasks",
-                    "engine_start_s",
-                ],
-            ),
+            markdown_table(timed_rows(results), TIMED_COLUMNS),
             "",
             f"Search: {search['mode']}, {N_TRIALS} trials x {PROTOCOL['n_folds']} folds; "
             "the trials are identical on every engine (asserted). Scoring (`score_dataset`): "
