@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -15,13 +17,26 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import optuna
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from shipyard.config import Settings
-from shipyard.engines import get_engine
+from shipyard.data.catalog import Dataset
+from shipyard.engines import Engine, LocalEngine, get_engine
 from shipyard.engines.ray import RayEngine, parse_address
-from shipyard.errors import ConfigError, ParameterError
+from shipyard.errors import ConfigError, ParameterError, TrainingError
+from shipyard.features.fraud import BASELINE_FEATURES, BASELINE_VIEWS
+from shipyard.features.offline import OfflineStore
+from shipyard.solutions.fraud import COLUMNS
+from shipyard.training.evaluation import evaluate
+from shipyard.training.search import search
+from shipyard.training.splits import PrequentialSplit
+from shipyard.training.trainers import make_config
 from shipyard.workspace import Workspace
 
 RAY_BIN = Path(sys.executable).with_name("ray")
@@ -257,3 +272,97 @@ def test_a_driver_without_the_cluster_token_gets_a_config_error(
     )
     assert out.startswith(f"ConfigError ray_address = {address!r}")
     assert "RAY_AUTH_MODE=token" in out
+
+
+# -- the same results on both engines ------------------------------------------------------
+
+FEATURES = list(BASELINE_FEATURES)
+SPLIT = PrequentialSplit("2018-05-13", n_folds=3, columns=COLUMNS)
+FAMILIES = {
+    "lightgbm": {"n_estimators": 40},
+    "xgboost": {"n_estimators": 40},
+    "random_forest": {"n_estimators": 20, "n_jobs": 1},  # n_jobs > 1: see docs/engines.md
+    "logistic_regression": {},
+    "decision_tree": {},
+}
+
+
+@pytest.mark.parametrize("model_type", list(FAMILIES))
+def test_fold_scores_are_bit_identical_on_both_engines(
+    ray_engine: RayEngine, small_frame: pd.DataFrame, model_type: str
+) -> None:
+    config = make_config(model_type, **FAMILIES[model_type])
+    local = evaluate(small_frame, FEATURES, config, SPLIT, n_boot=50)
+    remote = evaluate(small_frame, FEATURES, config, SPLIT, n_boot=50, engine=ray_engine)
+    assert local.summary() == remote.summary()
+    for a, b in zip(local.folds, remote.folds, strict=True):
+        assert a.metrics == b.metrics
+        assert np.array_equal(a.scores, b.scores)
+
+
+def _small_lightgbm(trial: optuna.Trial) -> dict[str, Any]:
+    return {
+        "n_estimators": 30,
+        "num_leaves": trial.suggest_int("num_leaves", 4, 31),
+        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
+    }
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_search_trials_are_identical_on_both_engines(
+    ray_engine: RayEngine, small_frame: pd.DataFrame, batch: int
+) -> None:
+    def run(engine: Engine) -> str:
+        result = search(
+            small_frame, FEATURES, "lightgbm", SPLIT, n_trials=5, space=_small_lightgbm,
+            engine=engine, batch=batch, seed=3,
+        )  # fmt: skip
+        return json.dumps(result.trials, sort_keys=True)
+
+    local = run(LocalEngine())
+    assert run(ray_engine) == local
+    assert [t["number"] for t in json.loads(local)] == [0, 1, 2, 3, 4]
+
+
+def test_a_raising_fold_names_itself_on_ray(
+    ray_engine: RayEngine, small_frame: pd.DataFrame
+) -> None:
+    frame = small_frame.assign(TX_FRAUD=0)
+    with pytest.raises(TrainingError, match="no positive") as caught:
+        evaluate(frame, FEATURES, make_config("decision_tree"), SPLIT, engine=ray_engine)
+    assert any(
+        note.startswith("(while running fold ") and "of 3 on the ray engine)" in note
+        for note in caught.value.__notes__
+    )
+
+
+def test_a_raising_trial_names_itself_on_ray(
+    ray_engine: RayEngine, small_frame: pd.DataFrame
+) -> None:
+    def bad_space(trial: optuna.Trial) -> dict[str, Any]:
+        return {"max_depth": trial.suggest_int("max_depth", 2, 4), "colour": "red"}
+
+    with pytest.raises(ParameterError, match="no parameter 'colour'") as caught:
+        search(
+            small_frame, FEATURES, "decision_tree", SPLIT, n_trials=2, space=bad_space,
+            engine=ray_engine, batch=2,
+        )  # fmt: skip
+    note = r"\(while running trial [01] \(max_depth=\d, colour='red'\) of 2 on the ray engine\)"
+    assert re.fullmatch(note, caught.value.__notes__[0])
+
+
+def test_materialization_is_identical_on_both_engines(
+    ray_engine: RayEngine, small_workspace: tuple[Workspace, Dataset]
+) -> None:
+    ws, _ = small_workspace
+    store = OfflineStore(ws)
+    for view in BASELINE_VIEWS:
+        single = store.materialize([view], force=True)[0]
+        expected = pq.read_table(single.path)
+        for engine, per_task in ((LocalEngine(), 5), (ray_engine, 5), (ray_engine, None)):
+            chunked = store.materialize(
+                [view], force=True, engine=engine, partitions_per_task=per_task
+            )[0]
+            assert pq.read_table(chunked.path).equals(expected), (view.name, engine.name)
+            assert (chunked.path, chunked.n_rows) == (single.path, single.n_rows)
+            assert store.materialization(view).sha256 == chunked.sha256

@@ -1,30 +1,35 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import func, select
 
 from shipyard.data.catalog import Dataset, write_dataset
 from shipyard.data.fraud_simulator import FraudSimulator
+from shipyard.engines import LocalEngine
 from shipyard.errors import (
     CorruptDataError,
     DataValidationError,
     FeatureDefinitionError,
     FeatureNotFoundError,
+    ParameterError,
 )
-from shipyard.features.definitions import Aggregation, FeatureView
+from shipyard.features.definitions import Aggregation, FeatureView, load_views
 from shipyard.features.fraud import (
     BASELINE_FEATURES,
     BASELINE_VIEWS,
     BASELINE_VIEWS_REF,
     CUSTOMER_SPENDING,
+    FEATURE_SETS,
 )
-from shipyard.features.offline import OfflineStore
+from shipyard.features.offline import OfflineStore, look_back, partition_chunks
 from shipyard.tables import feature_materializations
 from shipyard.workspace import Workspace
 from tests.conftest import SMALL
@@ -372,3 +377,72 @@ def test_cli_materializes_and_gets_a_given_version(workspace: Workspace, tmp_pat
     done = shipyard(*root, *get, "--version", "1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     _assert_features_of(pd.read_parquet(tmp_path / "out.parquet"), old.read(), events)
+
+
+# -- materialization in partition chunks through an engine ---------------------------------
+
+
+def _stored(store: OfflineStore, view: FeatureView) -> pa.Table:
+    return pq.read_table(store.materialization(view).path)
+
+
+@pytest.mark.parametrize("per_task", [1, 4])
+def test_partition_chunks_store_what_the_single_query_stores(
+    workspace: Workspace, per_task: int
+) -> None:
+    _small_fraud(workspace)
+    store = OfflineStore(workspace)
+    views = list({v.name: v for v in load_views(FEATURE_SETS["extended"])}.values())
+    singles = store.materialize(views)
+    expected = {view.name: _stored(store, view) for view in views}
+    chunked = store.materialize(
+        views, force=True, engine=LocalEngine(2), partitions_per_task=per_task
+    )
+    for view, single, again in zip(views, singles, chunked, strict=True):
+        assert _stored(store, view).equals(expected[view.name]), view.name
+        assert (again.path, again.n_rows, again.sha256) == (
+            single.path,
+            single.n_rows,
+            single.sha256,
+        )
+    assert len(_materializations(workspace)) == len(views)  # one catalog row per view, as before
+
+
+def test_stored_features_are_in_time_order(small_workspace: tuple[Workspace, Dataset]) -> None:
+    ws, _ = small_workspace
+    table = _stored(OfflineStore(ws), CUSTOMER_SPENDING).to_pandas()
+    assert table["TX_DATETIME"].is_monotonic_increasing
+
+
+def test_a_chunk_reads_the_look_back_its_longest_window_needs(workspace: Workspace) -> None:
+    dataset = _small_fraud(workspace)
+    chunks = partition_chunks(CUSTOMER_SPENDING, dataset, partitions_per_task=2)
+    assert chunks is not None and len(chunks) == 8  # 15 days, 2 a task
+    reach = look_back(CUSTOMER_SPENDING)
+    assert reach == timedelta(days=30)
+    last = chunks[-1]
+    days = [date.fromisoformat(Path(f).stem) for f in last.files]
+    assert days[0] == max(chunks[0].first_day, last.first_day - reach - timedelta(days=1))
+    assert (last.start is not None, last.end) == (True, None)  # keeps its own days, open-ended
+    assert (chunks[0].start, chunks[0].end is not None) == (None, True)
+
+
+def test_a_view_whose_values_depend_on_the_split_runs_as_one_query(workspace: Workspace) -> None:
+    dataset = _small_fraud(workspace)
+    floating = replace(
+        CUSTOMER_SPENDING,
+        name="customer_float_mean",
+        features=(Aggregation("AVG_AMOUNT_2D", "mean", timedelta(days=2), column="TX_AMOUNT"),),
+    )
+    assert partition_chunks(floating, dataset, partitions_per_task=1) is None
+    store = OfflineStore(workspace)
+    store.materialize([floating])
+    expected = _stored(store, floating)
+    store.materialize([floating], force=True, engine=LocalEngine(), partitions_per_task=1)
+    assert _stored(store, floating).equals(expected)
+
+
+def test_partitions_per_task_must_be_a_positive_int(workspace: Workspace) -> None:
+    _small_fraud(workspace)
+    with pytest.raises(ParameterError, match="'partitions_per_task' parameter"):
+        OfflineStore(workspace).materialize([CUSTOMER_SPENDING], partitions_per_task=0)

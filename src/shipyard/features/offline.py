@@ -2,8 +2,17 @@
 
 ``materialize`` computes every feature of a view for every row of its source data set with
 DuckDB window functions (RANGE frames over integer microseconds, so the bounds are exact)
-and stores the result as one Parquet file per (view definition, data set content). The
-data set's partitions and the stored file are checked against their SHA-256 before use.
+and stores the result as one Parquet file per (view definition, data set content), its rows
+in time order (then entity, then feature values). The data set's partitions and the stored
+file are checked against their SHA-256 before use.
+
+Through an :class:`~shipyard.engines.Engine` (``engine=``, or the ``engine = "ray"``
+setting), a view is computed in tasks over consecutive runs of the data set's daily
+partitions: each task reads its own partitions plus the look-back its longest window and
+delay need, keeps only its own rows, and the driver concatenates the chunks in time order
+into the same single file, row for row and value for value what the single query writes.
+A view whose values could depend on how the rows are split (a sum or mean of floating-point
+values without ``decimals``, a row expression with its own ``OVER``) runs as one query.
 
 ``get_historical_features`` attaches to each event (entity keys + a timestamp) the latest
 feature row of each view at or before the event's time with a DuckDB ASOF join. The join
@@ -20,12 +29,14 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +45,7 @@ from shipyard.errors import (
     DataValidationError,
     FeatureDefinitionError,
     FeatureNotFoundError,
+    invalid_parameter,
 )
 from shipyard.features.definitions import Aggregation, Derived, FeatureView, RowFeature, micros
 from shipyard.integrity import file_sha256
@@ -44,6 +56,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from shipyard.data.catalog import Dataset
+    from shipyard.engines import Engine
     from shipyard.workspace import Workspace
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -224,14 +237,35 @@ class OfflineStore:
         *,
         force: bool = False,
         progress: ProgressCallback | None = None,
+        engine: Engine | None = None,
+        partitions_per_task: int | None = None,
     ) -> list[Materialization]:
         """Compute and store each view over its source data set (latest version by default).
 
         A view whose definition and source content are unchanged is reused, not recomputed,
-        unless ``force``.
+        unless ``force``. With ``engine`` (default: the workspace's engine when its setting
+        is ``ray``, else one DuckDB query here) each view runs in tasks of
+        ``partitions_per_task`` daily partitions (default: about two tasks per worker).
+
+        Example::
+
+            OfflineStore(ws).materialize(BASELINE_VIEWS, engine=get_engine(ws))
         """
         from shipyard.data.catalog import get_dataset
 
+        if partitions_per_task is not None and (
+            not isinstance(partitions_per_task, int) or partitions_per_task < 1
+        ):
+            raise invalid_parameter(
+                "partitions_per_task",
+                "OfflineStore.materialize",
+                "an int >= 1",
+                partitions_per_task,
+            )
+        if engine is None and self.workspace.settings.engine == "ray":
+            from shipyard.engines import get_engine
+
+            engine = get_engine(self.workspace)
         results = []
         for i, view in enumerate(views):
             dataset = get_dataset(self.workspace, view.source, dataset_version)
@@ -240,34 +274,52 @@ class OfflineStore:
             if existing is not None and existing.path.is_file():
                 results.append(existing)
             else:
-                results.append(self._compute(view, dataset))
+                results.append(self._compute(view, dataset, engine, partitions_per_task, progress))
             if progress is not None:
                 progress("views", i + 1, len(views))
         return results
 
-    def _compute(self, view: FeatureView, dataset: Dataset) -> Materialization:
+    def _compute(
+        self,
+        view: FeatureView,
+        dataset: Dataset,
+        engine: Engine | None = None,
+        partitions_per_task: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Materialization:
         import duckdb
         from sqlalchemy import delete, insert
 
         from shipyard.tables import feature_materializations as table
 
         dataset.verify()
-        files = ", ".join(_literal(p) for p in dataset.partition_files())
-        source = f"read_parquet([{files}])"
         folder = self.workspace.artifact_root / "features" / view.name / view.definition_hash[:16]
         folder.mkdir(parents=True, exist_ok=True)
         final = folder / f"{dataset.content_hash[:16]}.parquet"
         tmp = folder / f".tmp-{uuid.uuid4().hex}.parquet"
         started = time.perf_counter()
-        con = self.connect()
+        chunks = None
+        if engine is not None:
+            tasks = 2 * engine.parallelism
+            chunks = partition_chunks(view, dataset, partitions_per_task, tasks=tasks)
         try:
-            query = view_sql(view, source)
-            con.execute(f"COPY ({query}) TO {_literal(tmp)} (FORMAT parquet, COMPRESSION zstd)")
+            if engine is not None and chunks is not None:
+                tables = engine.map(
+                    _ChunkQuery(view, self.workspace.settings.duckdb_memory_limit),
+                    chunks,
+                    label="partition chunk",
+                    describe=_describe_chunk,
+                    progress=_chunk_progress(progress, view),
+                )
+                self._write_chunks(tables, tmp)
+            else:
+                self._write_query(view, dataset, tmp)
         except duckdb.Error as exc:
             tmp.unlink(missing_ok=True)
             raise _explain(exc, view, dataset) from exc
-        finally:
-            con.close()
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         seconds = time.perf_counter() - started
         os.replace(tmp, final)
         import pyarrow.parquet as pq
@@ -295,6 +347,31 @@ class OfflineStore:
             )
             conn.execute(insert(table).values(**record))
         return self._to_materialization(record, reused=False)
+
+    def _write_query(self, view: FeatureView, dataset: Dataset, tmp: Path) -> None:
+        """The whole view as one DuckDB query here, written to ``tmp``."""
+        files = ", ".join(_literal(p) for p in dataset.partition_files())
+        query = _ordered(view, view_sql(view, f"read_parquet([{files}])"))
+        con = self.connect()
+        try:
+            con.execute(f"COPY ({query}) TO {_literal(tmp)} (FORMAT parquet, COMPRESSION zstd)")
+        finally:
+            con.close()
+
+    def _write_chunks(self, tables: list[pa.Table], tmp: Path) -> None:
+        """The chunks, in order, as one Parquet file written like the single query's."""
+        import pyarrow as pa
+
+        con = self.connect()
+        try:
+            con.register("__chunks", pa.concat_tables(tables))
+            con.execute("SET preserve_insertion_order = true")
+            con.execute(
+                f"COPY (SELECT * FROM __chunks) TO {_literal(tmp)} "
+                "(FORMAT parquet, COMPRESSION zstd)"
+            )
+        finally:
+            con.close()
 
     def _find(self, view: FeatureView, dataset_hash: str) -> Materialization | None:
         from sqlalchemy import select
@@ -385,6 +462,132 @@ class OfflineStore:
             con.close()
             raise
         return HistoricalFeatures(con, relation, [n for v in views for n in v.feature_names])
+
+
+def _order_sql(view: FeatureView) -> str:
+    """The stored row order: time, entity, then every feature (ties are identical rows)."""
+    return ", ".join(_q(c) for c in [view.timestamp, view.entity, *view.feature_names])
+
+
+def _ordered(view: FeatureView, query: str, where: str = "") -> str:
+    return f"SELECT * FROM ({query}){where} ORDER BY {_order_sql(view)}"
+
+
+@dataclass(frozen=True)
+class PartitionChunk:
+    """One task of a partitioned materialization: the files it reads and the rows it keeps.
+
+    It keeps the rows with ``start <= timestamp < end`` (None: unbounded), and reads its own
+    partitions plus those of the look-back before ``start`` (and a day's margin each side).
+    """
+
+    index: int
+    files: tuple[str, ...]
+    first_day: date
+    last_day: date
+    start: datetime | None
+    end: datetime | None
+
+
+def look_back(view: FeatureView) -> timedelta:
+    """How far before a row the view's longest window reaches (delay + window)."""
+    reach = [
+        micros(f.delay) + micros(f.window) for f in view.features if isinstance(f, Aggregation)
+    ]
+    return timedelta(microseconds=max(reach, default=0))
+
+
+def _splits_exactly(view: FeatureView, types: dict[str, str]) -> bool:
+    """Whether the view's values cannot depend on which earlier rows a query saw beyond its
+    windows: exact aggregates only (counts, min/max, sums of integers or with ``decimals``)
+    and row expressions without a window of their own."""
+    for feature in view.features:
+        if isinstance(feature, Aggregation):
+            integer = re.fullmatch(r"u?int\d+|bool", types.get(feature.column or "", ""))
+            if feature.function in ("sum", "mean") and feature.decimals is None and not integer:
+                return False  # floating-point sums depend on the order DuckDB adds them
+        elif isinstance(feature, RowFeature) and re.search(r"\bover\b", feature.expression, re.I):
+            return False
+    return True
+
+
+def partition_chunks(
+    view: FeatureView, dataset: Dataset, partitions_per_task: int | None = None, tasks: int = 8
+) -> list[PartitionChunk] | None:
+    """Runs of consecutive daily partitions, each one task (None: the view needs one query).
+
+    ``partitions_per_task`` defaults to an even split into ``tasks`` runs.
+    """
+    days: list[tuple[date, str]] = []
+    for path in dataset.partition_files():
+        try:
+            days.append((date.fromisoformat(path.stem), str(path)))
+        except ValueError:
+            return None  # not daily partitions
+    types = {column["name"]: column["type"] for column in dataset.schema}
+    if not days or dataset.time_column != view.timestamp or not _splits_exactly(view, types):
+        return None
+    days.sort()
+    size = partitions_per_task or max(1, math.ceil(len(days) / max(1, tasks)))
+    runs = [days[i : i + size] for i in range(0, len(days), size)]
+    reach = look_back(view) + timedelta(days=1)  # a day's margin for rows near midnight
+    chunks = []
+    for i, run in enumerate(runs):
+        first, last = run[0][0], run[-1][0]
+        until = runs[i + 1][0][0] if i + 1 < len(runs) else last + timedelta(days=1)
+        files = tuple(f for d, f in days if first - reach <= d <= until)
+        start = None if i == 0 else datetime.combine(first, datetime.min.time())
+        end = None if i + 1 == len(runs) else datetime.combine(until, datetime.min.time())
+        chunks.append(PartitionChunk(i, files, first, last, start, end))
+    return chunks
+
+
+@dataclass(frozen=True)
+class _ChunkQuery:
+    """Computes one chunk of a view in a task (its own DuckDB, one thread, spilling locally)."""
+
+    view: FeatureView
+    memory_limit: str
+
+    def __call__(self, chunk: PartitionChunk) -> pa.Table:
+        import tempfile
+
+        import duckdb
+
+        with tempfile.TemporaryDirectory(prefix="shipyard-duckdb-") as spill:
+            config: dict[str, Any] = {
+                "memory_limit": self.memory_limit,
+                "temp_directory": spill,
+                "threads": 1,
+            }
+            con = duckdb.connect(config=config)
+            try:
+                files = ", ".join(_literal(f) for f in chunk.files)
+                ts = _q(self.view.timestamp)
+                bounds = [
+                    f"{ts} {op} TIMESTAMP '{moment.isoformat(sep=' ')}'"
+                    for op, moment in ((">=", chunk.start), ("<", chunk.end))
+                    if moment is not None
+                ]
+                where = f" WHERE {' AND '.join(bounds)}" if bounds else ""
+                query = _ordered(self.view, view_sql(self.view, f"read_parquet([{files}])"), where)
+                return con.sql(query).to_arrow_table()
+            finally:
+                con.close()
+
+
+def _describe_chunk(index: int, chunk: object) -> str:
+    if isinstance(chunk, PartitionChunk):
+        return f"partitions {chunk.first_day}..{chunk.last_day}"
+    return f"partition chunk {index}"
+
+
+def _chunk_progress(
+    progress: ProgressCallback | None, view: FeatureView
+) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
+    return lambda done, total: progress(f"{view.name} partitions", done, total)
 
 
 def _register_events(con: duckdb.DuckDBPyConnection, events: Any) -> tuple[str, str]:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from shipyard.data.catalog import Dataset
     from shipyard.data.fraud_simulator import Mode
+    from shipyard.engines import Engine
     from shipyard.registry.gate import GateResult
     from shipyard.registry.models import ModelVersion
     from shipyard.registry.tracking import Tracker
@@ -295,6 +296,7 @@ def train_suite(
     validation is registered as ``challenger`` with the lineage of its own feature views;
     with ``promote`` it is then promoted to ``champion`` through the promotion gate.
     """
+    from shipyard.engines import get_engine
     from shipyard.registry.tracking import Tracker
     from shipyard.training.frames import load_frame
     from shipyard.training.trainers import BASELINE_SUITE
@@ -317,6 +319,7 @@ def train_suite(
         protocol=protocol,
         tracker=Tracker(workspace),
         dataset=dataset,
+        engine=get_engine(workspace),
     )
     clock.lap(report, "training frame")
     for i, candidate in enumerate(candidates):
@@ -370,12 +373,16 @@ def candidate_features(candidate: Candidate) -> list[str]:
 
 @dataclass
 class _SuiteRun:
-    """What the models of one suite run share: frame, splits, tracker."""
+    """What the models of one suite run share: frame, splits, tracker, engine.
+
+    Folds (and search trials) run on the engine; MLflow logging and registration stay here,
+    on the driver."""
 
     frame: pd.DataFrame
     protocol: Protocol
     tracker: Tracker
     dataset: Dataset
+    engine: Engine
 
     def lineage(self, candidate: Candidate) -> Lineage:
         return self.protocol.lineage(self.dataset, candidate.views_ref, candidate.train_days)
@@ -420,13 +427,16 @@ class _SuiteRun:
                 validation,
                 n_trials=n_trials,
                 metric=SELECTION_METRIC,
+                engine=self.engine,
                 progress=progress,
             )
             params = {**params, **tuned.best_params}
             extra["search.best_validation_value"] = tuned.best_value
         config = make_config(candidate.model_type, **params)
-        val = evaluate(self.frame, features, config, validation, n_boot=0)
-        tst = evaluate(self.frame, features, config, test, n_boot=n_boot, keep_models=True)
+        val = evaluate(self.frame, features, config, validation, n_boot=0, engine=self.engine)
+        tst = evaluate(
+            self.frame, features, config, test, n_boot=n_boot, keep_models=True, engine=self.engine
+        )
         run_id = self.tracker.log_evaluation(
             EXPERIMENT,
             candidate.name,

@@ -154,11 +154,17 @@ def evaluate(
             score_seconds=scored - fitted,
         )
 
-    results = (engine or LocalEngine()).map(run, folds)
+    results = (engine or LocalEngine()).map(run, folds, label="fold", describe=_describe_fold)
     evaluation = Evaluation(config, results)
     if n_boot > 0:
         evaluation.intervals = _intervals(results, days, top_k, n_boot, seed)
     return evaluation
+
+
+def _describe_fold(index: int, fold: object) -> str:
+    """``fold 2 (test 2018-05-20..2018-05-26)``: how an error note names a fold."""
+    start, end = getattr(fold, "test_start", None), getattr(fold, "test_end", None)
+    return f"fold {getattr(fold, 'index', index)} (test {start}..{end})"
 
 
 def _intervals(
