@@ -173,14 +173,15 @@ def _run_driver(code: str, env: dict[str, str] | None = None, timeout: float = 1
 
 
 @pytest.mark.timeout(180)
-def test_a_local_ray_listens_on_the_loopback_with_its_cpu_count() -> None:
+def test_a_local_ray_is_its_own_on_the_loopback_with_its_cpu_count() -> None:
     out = _run_driver(
         "import ray\n"
         "from shipyard.engines.ray import RayEngine\n"
         "engine = RayEngine.connect(num_cpus=1)\n"
         "print(ray.get_runtime_context().gcs_address, engine.parallelism, "
         "engine.map(abs, [-1, -2]))\n"
-        "ray.shutdown()\n"
+        "ray.shutdown()\n",
+        env={"RAY_ADDRESS": "127.0.0.1:1"},  # a local start never joins what this names
     )
     host_port, cpus, results = out.split(maxsplit=2)
     assert host_port.startswith("127.0.0.1:")

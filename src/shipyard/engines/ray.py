@@ -136,8 +136,9 @@ class RayEngine:
     ) -> RayEngine:
         """Connect to the cluster at ``address`` (``HOST:PORT``), or start a local Ray.
 
-        A local Ray gets ``num_cpus`` CPUs (default: all), listens on 127.0.0.1 only, has no
-        dashboard and an object store of ``object_store_bytes`` (default
+        A local Ray is this process's own (never a cluster found through ``RAY_ADDRESS`` or
+        left by ``ray start``), with ``num_cpus`` CPUs (default: all); it listens on 127.0.0.1
+        only, has no dashboard and an object store of ``object_store_bytes`` (default
         :func:`default_object_store_bytes`). A process has one Ray driver: when it is already
         connected, it is reused if ``address`` is None or names the same cluster, and any
         other address is a ConfigError.
@@ -155,6 +156,7 @@ class RayEngine:
             raise ConfigError(f"ray_num_cpus must be an int >= 1 or unset. Got {num_cpus!r}.")
         _bind_to_loopback(ray)
         ray.init(
+            address="local",  # a Ray of its own, never one that RAY_ADDRESS or `ray start` left
             num_cpus=num_cpus,
             include_dashboard=False,
             log_to_driver=False,
