@@ -367,3 +367,34 @@ def test_materialization_is_identical_on_both_engines(
             assert pq.read_table(chunked.path).equals(expected), (view.name, engine.name)
             assert (chunked.path, chunked.n_rows) == (single.path, single.n_rows)
             assert store.materialization(view).sha256 == chunked.sha256
+
+
+def test_the_fraud_suite_on_the_ray_setting_matches_the_local_one(
+    ray_engine: RayEngine, tmp_path: Path
+) -> None:
+    from shipyard.data.fraud_simulator import FraudSimulator, simulate_fraud_dataset
+    from shipyard.solutions.fraud import Protocol, train_suite
+    from tests.conftest import SMALL
+
+    on_ray = Workspace.init(tmp_path / "ws", Settings(engine="ray"))
+    on_local = Workspace(on_ray.root, Settings(engine="local"))
+    try:
+        dataset = simulate_fraud_dataset(on_ray, FraudSimulator(**SMALL))  # type: ignore[arg-type]
+        OfflineStore(on_ray).materialize(BASELINE_VIEWS)  # in partition chunks, on Ray
+        protocol = Protocol(start_date_training="2018-04-29", n_folds=2)
+        kwargs: dict[str, Any] = {
+            "model_types": ["decision_tree", "lightgbm"],
+            "model_params": {"lightgbm": {"n_estimators": 30}},
+            "protocol": protocol,
+            "n_boot": 20,
+            "register": False,
+        }
+        remote = train_suite(on_ray, dataset, **kwargs)
+        local = train_suite(on_local, dataset, **kwargs)
+        for a, b in zip(local.models, remote.models, strict=True):
+            assert a.validation.summary() == b.validation.summary()
+            assert a.test.summary() == b.test.summary()
+        assert remote.best == local.best
+    finally:
+        on_local.close()
+        on_ray.close()
