@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import re
@@ -110,6 +111,18 @@ def test_a_function_that_cannot_be_pickled_is_named(ray_engine: RayEngine) -> No
 
     with pytest.raises(ParameterError, match="holds_a_lock"):
         ray_engine.map(holds_a_lock, [1])
+
+
+def test_a_cluster_without_a_module_the_work_needs_is_a_config_error(
+    ray_engine: RayEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a module only this process can import stands for a package the cluster lacks
+    (tmp_path / "only_on_this_machine.py").write_text("def double(x):\n    return 2 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("only_on_this_machine")
+    monkeypatch.setitem(sys.modules, "only_on_this_machine", module)  # dropped afterwards
+    with pytest.raises(ConfigError, match="cannot import 'only_on_this_machine'"):
+        ray_engine.map(module.double, [1], label="partition")
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import re
 import socket
 import traceback
 from collections.abc import Callable, Sequence
@@ -39,6 +40,7 @@ CONNECT_TIMEOUT_S = 5.0
 LOOPBACK = "127.0.0.1"
 _MIB = 1024 * 1024
 _CLIENT_SCHEME = "ray://"
+_MISSING_MODULE = re.compile(r"No module named '([^']+)'")
 _REMOTE: Any = None
 
 
@@ -235,7 +237,16 @@ class RayEngine:
                     ok, value, text = ray.get(ref)
                 except Exception as exc:  # the task itself failed: worker lost, cancelled
                     _cancel(ray, pending)
-                    add_item_note(exc, self.name, item_name(label, describe, i, items[i]), total)
+                    name = item_name(label, describe, i, items[i])
+                    missing = _MISSING_MODULE.search(str(exc))
+                    if missing is not None:
+                        raise ConfigError(
+                            f"{name} of {total}: the Ray cluster's workers cannot import "
+                            f"{missing.group(1)!r}. Install the same packages as here (shipyard "
+                            "with its extras, the model's framework) on every node, or give "
+                            "them to Ray as a runtime_env."
+                        ) from exc
+                    add_item_note(exc, self.name, name, total)
                     raise
                 if not ok:
                     _cancel(ray, pending)
