@@ -168,9 +168,8 @@ def start_engine(kind: str, cpus: int) -> tuple[Any, float]:
     from shipyard.engines.ray import RayEngine
 
     started = time.perf_counter()
-    # Shipyard's own start of a local Ray (127.0.0.1 only, no dashboard). With a cluster
-    # already recorded on this machine (RAY_ADDRESS, a `ray start` without --temp-dir) Ray
-    # would join it and refuse num_cpus: the case fails rather than measure someone else's.
+    # Shipyard's own start of a local Ray: this process's own (never a cluster named by
+    # RAY_ADDRESS or left by `ray start`), 127.0.0.1 only, no dashboard
     engine = RayEngine.connect(num_cpus=cpus, object_store_bytes=600 * 1024 * 1024)
     engine.map(_empty, list(range(cpus)))  # workers up before anything is timed
     return engine, time.perf_counter() - started
