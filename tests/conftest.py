@@ -160,18 +160,28 @@ class FreshDatabases:
 FRESH = FreshDatabases()
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any]) -> Any:
+class _ScopePins:
     """A session (or package) fixture's workspaces live as long as the session; a module
-    fixture's as long as its module: not just the test that first asked for them."""
-    depth = {"session": 1, "package": 1, "module": 2}.get(fixturedef.scope, 0)
-    if not depth or len(FRESH.scopes) < depth:
-        return (yield)
-    FRESH.pinned.append(depth)
-    try:
-        return (yield)
-    finally:
-        FRESH.pinned.pop()
+    fixture's as long as its module: not just the test that first asked for them.
+
+    A plugin of its own (registered by pytest_configure) rather than a conftest hook: pytest
+    asks only the rootdir's conftests about session fixtures, and this file is in tests/.
+    """
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef[Any]) -> Any:
+        depth = {"session": 1, "package": 1, "module": 2}.get(fixturedef.scope, 0)
+        if not depth or len(FRESH.scopes) < depth:
+            return (yield)
+        FRESH.pinned.append(depth)
+        try:
+            return (yield)
+        finally:
+            FRESH.pinned.pop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_ScopePins(), "shipyard-fresh-database-scopes")
 
 
 @pytest.fixture(scope="session")
