@@ -42,6 +42,8 @@ _MIB = 1024 * 1024
 _CLIENT_SCHEME = "ray://"
 _MISSING_MODULE = re.compile(r"No module named '([^']+)'")
 _REMOTE: Any = None
+_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_LOOPBACK_ONLY = False
 
 
 def _call(fn: Callable[[Any], Any], item: Any) -> tuple[bool, Any, str]:
@@ -269,19 +271,27 @@ def _cancel(ray: Any, refs: Sequence[Any]) -> None:
             ray.cancel(ref, force=True)
 
 
-def _bind_to_loopback(ray: Any) -> None:
+def _bind_to_loopback(ray: Any, on: bool = True) -> None:
     """Make the local Ray listen on 127.0.0.1 only (Ray >= 2.5x turns 127.0.0.1 into the
-    machine's address and binds every interface unless it runs "without clusters")."""
+    machine's address and binds every interface unless it runs "without clusters");
+    ``on=False`` undoes it, for a later driver that joins a cluster on the network."""
     from ray._private import ray_constants
 
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # for Ray's own child processes
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    global _LOOPBACK_ONLY
+    if on:
+        os.environ[_LOOPBACK_ENV] = "0"  # for Ray's own child processes
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        _LOOPBACK_ONLY = True
+    elif _LOOPBACK_ONLY:  # only what this module changed
+        os.environ.pop(_LOOPBACK_ENV, None)
+        ray_constants.ENABLE_RAY_CLUSTER = True
+        _LOOPBACK_ONLY = False
 
 
 def _join(ray: Any, address: str, timeout_s: float) -> None:
     """``ray.init`` on a cluster, giving up after about ``timeout_s`` (Ray's own: 20-60 s)."""
-    if address != "auto" and _endpoint(*parse_address(address))[0] == "loopback":
-        _bind_to_loopback(ray)  # a head on 127.0.0.1: Ray would otherwise dial the LAN address
+    on_loopback = address != "auto" and _endpoint(*parse_address(address))[0] == "loopback"
+    _bind_to_loopback(ray, on_loopback)  # a head on 127.0.0.1: Ray would dial the LAN address
     budget = str(max(1, round(timeout_s)))
     waits = {"RAY_gcs_server_port_wait_time_s": budget, "RAY_py_gcs_connect_timeout_s": budget}
     ours = [name for name in waits if name not in os.environ]  # an operator's own budget wins
