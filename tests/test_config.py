@@ -49,6 +49,14 @@ def test_wrong_type_names_the_setting_and_the_value(tmp_path: Path) -> None:
         Settings.load(tmp_path, environ={})
 
 
+@pytest.mark.parametrize("setting", ["artifact_root", "data_root"])
+def test_an_object_store_url_for_a_folder_setting_is_refused(tmp_path: Path, setting: str) -> None:
+    """``s3://...`` would otherwise become a local folder named ``s3:`` in the workspace."""
+    environ = {f"SHIPYARD_{setting.upper()}": "s3://bucket/shipyard"}
+    with pytest.raises(ConfigError, match=rf"setting '{setting}'.*object-store URLs.*s3://"):
+        Settings.load(tmp_path, environ=environ)
+
+
 def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "shipyard.toml").write_text("engine = \n")
     with pytest.raises(ConfigError, match=r"shipyard\.toml: not valid TOML"):

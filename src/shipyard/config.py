@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shipyard.errors import ConfigError
 
@@ -133,6 +133,18 @@ class Settings(BaseModel):
         gt=0.0,
         description="Seconds an alert webhook may take to answer one try (3 tries per alert).",
     )
+
+    @field_validator("artifact_root", "data_root")
+    @classmethod
+    def _local_folder(cls, value: str) -> str:
+        """Artifacts and data live in folders (local or a shared mount), never at a URL: a
+        URL would silently become a local folder named ``s3:``."""
+        if "://" in value:
+            raise ValueError(
+                "expected a folder path (local, or a shared filesystem mounted at the same "
+                "path on every machine); object-store URLs are not supported"
+            )
+        return value
 
     @classmethod
     def load(cls, root: Path, environ: Mapping[str, str] | None = None) -> Settings:

@@ -156,3 +156,10 @@ def test_info_hides_tokens(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     assert secret not in shown.stdout
     assert "serving_admin_token" in shown.stdout and "(set, hidden)" in shown.stdout
+
+
+def test_info_hides_passwords_in_urls(tmp_path: Path) -> None:
+    shipyard("init", ".", cwd=tmp_path)
+    shown = shipyard("info", cwd=tmp_path, env={"SHIPYARD_REDIS_URL": "redis://:pa55w0rd@h:1/0"})
+    assert shown.returncode == 0, shown.stderr
+    assert "pa55w0rd" not in shown.stdout and "redis://:***@h:1/0" in shown.stdout

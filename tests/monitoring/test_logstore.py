@@ -116,6 +116,24 @@ class TestClosedSegments:
         closed = [p.name for p in closed_segments(tmp_path)]
         assert closed == ["20261120T100000-w7-0001.jsonl"]
 
+    def test_workers_with_one_pid_on_two_hosts_keep_their_own_newest_open(
+        self, tmp_path: Path
+    ) -> None:
+        """Replicas on two machines share one log folder (a shared filesystem): the same pid
+        on both must not make one host's open segment look closed to compaction."""
+        from shipyard.serving.predlog import worker_name
+
+        here = worker_name()
+        assert here.startswith("w") and here.endswith(f"-{os.getpid()}")
+        other = f"wother-host.lan-{os.getpid()}"
+        names = [f"20261120T100000-{here}-0001", f"20261120T100000-{here}-0002"]
+        names += [f"20261120T100500-{other}-{seq:04d}" for seq in (1, 2, 3)]
+        for name in names:
+            (tmp_path / f"{name}.jsonl").write_text("")
+        closed = [p.name for p in closed_segments(tmp_path)]
+        # this host's 0002 is still open though the other host has rotated past it
+        assert closed == [f"{n}.jsonl" for n in (names[0], names[2], names[3])]
+
 
 class TestCompaction:
     def test_closed_segments_move_into_day_partitions(

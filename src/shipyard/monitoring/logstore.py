@@ -13,7 +13,7 @@ and only ever appends to the one it opened last: rotation opens ``seq + 1`` and 
 old one for good. So every segment but a worker's newest is closed. The newest is treated as
 open, whether or not the worker still runs (a stopped worker's last segment stays JSON and
 is read as such). "Newest" is judged both by sequence and by (stamp, sequence), because the
-stamp is local time and a worker name (``w<pid>``) can come back after a restart; a segment
+stamp is local time and a worker name (``w<host>-<pid>``) can come back after a restart; a segment
 newest by either order is left alone. Files not named this way are never compacted.
 
 **Crash safety.** One compaction moves a batch of segments in five steps, each recorded so

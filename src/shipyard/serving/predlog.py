@@ -53,6 +53,20 @@ class PredictionLogClosedError(RuntimeError):
     """A record was committed to a prediction log that is closed (the worker is stopping)."""
 
 
+def worker_name() -> str:
+    """This process's name in segment file names: ``w<host>-<pid>``.
+
+    Unique across the machines whose replicas share one log folder (a shared filesystem):
+    a bare pid is not, and compaction would take another host's open segment for closed.
+    """
+    import os
+    import re
+    import socket
+
+    host = re.sub(r"[^A-Za-z0-9.-]", "", socket.gethostname()) or "host"
+    return f"w{host}-{os.getpid()}"
+
+
 class PredictionLog:
     """Append-only, group-committed JSON-lines segments of one worker.
 

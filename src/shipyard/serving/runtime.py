@@ -223,12 +223,12 @@ class EndpointRuntime:
     async def start(self) -> None:
         """Open and probe the prediction log, load the current policy's versions, watch both."""
         from shipyard.serving.policy import get_policy
-        from shipyard.serving.predlog import PredictionLog, log_folder
+        from shipyard.serving.predlog import PredictionLog, log_folder, worker_name
 
         if self.config.log_predictions:
             self.log = PredictionLog(
                 log_folder(self.workspace, self.config.endpoint),
-                worker=f"w{os.getpid()}",
+                worker=worker_name(),
                 fsync_interval_s=self.config.fsync_interval_s,
                 on_write=self.metrics.log_write,
             )
