@@ -1,8 +1,18 @@
-"""Content hashes: the one way Shipyard checks that a file is what was recorded."""
+"""Content hashes, atomic writes and file locks: how Shipyard keeps files what was recorded.
+
+``file_sha256``/``verify_sha256`` check a file before it is loaded; ``write_atomically``
+replaces a file whole (a reader sees the old bytes or the new, never half); ``locked`` holds
+an ``flock`` on a lock file, so processes (on one host, or on a shared filesystem that
+supports ``flock``) take turns at a read-decide-write on files.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from shipyard.errors import IntegrityError
@@ -26,3 +36,43 @@ def verify_sha256(path: Path, expected: str | None) -> None:
             f"Refusing to load {path}: its SHA-256 {found[:12]}... does not match {recorded}; "
             "the artifact was modified or corrupted."
         )
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` whole (temp file beside it, fsync, rename, fsync folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+@contextlib.contextmanager
+def locked(lock_file: Path, shared: bool = False) -> Iterator[None]:
+    """Hold an ``flock`` on ``lock_file`` (created if missing): exclusive, or ``shared``.
+
+    Example::
+
+        with locked(folder / ".prepare.lock"):
+            ...  # one process at a time
+    """
+    import fcntl
+
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

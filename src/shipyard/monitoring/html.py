@@ -132,12 +132,12 @@ def write_report(
     readable by others like any file the user creates (mode 0644 under a 022 umask)."""
     import os
 
-    from shipyard.monitoring.reference import _write_atomically
+    from shipyard.integrity import write_atomically
 
     target = Path(path)
     text = render_report(run, history=history, alerts=alerts)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(target, text.encode("utf-8"))
+    write_atomically(target, text.encode("utf-8"))
     umask = os.umask(0)
     os.umask(umask)
     target.chmod(0o666 & ~umask)

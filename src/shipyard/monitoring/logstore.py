@@ -47,7 +47,6 @@ Test-only: ``TEST_ONLY_COMPACT_PAUSE_AT=<step>`` (see :data:`PAUSE_ENV`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import json
 import os
@@ -55,7 +54,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from shipyard.integrity import locked, write_atomically
 from shipyard.times import epoch_seconds
 
 if TYPE_CHECKING:
@@ -201,7 +201,7 @@ def _compact_endpoint(
     if not source.is_dir():
         return
     target.mkdir(parents=True, exist_ok=True)
-    with _locked(target / ".compact.lock"):
+    with locked(target / ".compact.lock"):
         for journal in sorted((target / _JOURNAL).glob("*.json")):
             _finish(journal, source, target, record)
             result.recovered += 1
@@ -249,7 +249,7 @@ def _move(
         "skipped_lines": skipped,
         "sha256": sha256,
     }
-    _write_atomically(journal, json.dumps(entry, indent=1).encode())
+    write_atomically(journal, json.dumps(entry, indent=1).encode())
     _pause("committed")
     _finish(journal, source, target, record)
     result.segments += len(segments)
@@ -463,7 +463,7 @@ def _read(
     for attempt in range(20):
         lock = target / ".compact.lock"
         holding = attempt >= 3 and lock.exists()
-        with _locked(lock, shared=True) if holding else contextlib.nullcontext():
+        with locked(lock, shared=True) if holding else contextlib.nullcontext():
             done, out = _read_once(source, target, run, lo, hi, last=attempt == 19)
         if done:
             return out
@@ -579,28 +579,6 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-    _fsync(path.parent)
-
-
-@contextlib.contextmanager
-def _locked(path: Path, shared: bool = False) -> Iterator[None]:
-    """Hold the compaction lock of an endpoint: exclusive to compact, shared to read."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _pause(step: str) -> None:

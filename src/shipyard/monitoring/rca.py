@@ -286,8 +286,8 @@ def root_cause(
 
 def write_rca(report: RootCauseReport, out_dir: str | Path) -> tuple[Path, Path]:
     """Write the report as ``rca-<endpoint>-v<version>.html`` and ``.txt`` in ``out_dir``."""
+    from shipyard.integrity import write_atomically
     from shipyard.monitoring.rca_html import render_rca
-    from shipyard.monitoring.reference import _write_atomically
 
     if not isinstance(report, RootCauseReport):
         raise invalid_parameter("report", "write_rca", "a RootCauseReport", report)
@@ -296,8 +296,8 @@ def write_rca(report: RootCauseReport, out_dir: str | Path) -> tuple[Path, Path]
     d = report.deployment
     stem = f"rca-{d.endpoint}-v{d.version}"
     html_path, text_path = folder / f"{stem}.html", folder / f"{stem}.txt"
-    _write_atomically(html_path, render_rca(report).encode("utf-8"))
-    _write_atomically(text_path, (report.text() + "\n").encode("utf-8"))
+    write_atomically(html_path, render_rca(report).encode("utf-8"))
+    write_atomically(text_path, (report.text() + "\n").encode("utf-8"))
     return html_path, text_path
 
 

@@ -404,11 +404,11 @@ def _share_axis(ax: Any, recal: Recalibration) -> None:
 
 def write_page(text: str, path: str | Path) -> Path:
     """Write an HTML page atomically (a reader never sees half a file)."""
-    from shipyard.monitoring.reference import _write_atomically
+    from shipyard.integrity import write_atomically
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(target, text.encode("utf-8"))
+    write_atomically(target, text.encode("utf-8"))
     return target
 
 

@@ -28,8 +28,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,6 +44,7 @@ from shipyard.errors import (
     SchemaError,
     invalid_parameter,
 )
+from shipyard.integrity import locked, write_atomically
 from shipyard.monitoring.profiles import DatasetProfile
 from shipyard.monitoring.report import DatasetDriftTest, DriftReport
 from shipyard.times import epoch_seconds
@@ -145,8 +144,8 @@ def _store_scores(path: Path, scores: NDArray[np.float64], labels: NDArray[Any])
     data = sink.getvalue()
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path, shared=False):
-        _write_atomically(path, data)
-        _write_atomically(_hash_path(path), (hashlib.sha256(data).hexdigest() + "\n").encode())
+        write_atomically(path, data)
+        write_atomically(_hash_path(path), (hashlib.sha256(data).hexdigest() + "\n").encode())
 
 
 def load_reference_scores(
@@ -207,39 +206,13 @@ def _store(path: Path, text: str) -> None:
     # two builders at once (float sums may differ in their last bits) must not pair one's
     # JSON with the other's hash: the pair is written under one exclusive lock
     with _locked(path, shared=False):
-        _write_atomically(path, data)
-        _write_atomically(_hash_path(path), (hashlib.sha256(data).hexdigest() + "\n").encode())
+        write_atomically(path, data)
+        write_atomically(_hash_path(path), (hashlib.sha256(data).hexdigest() + "\n").encode())
 
 
-@contextlib.contextmanager
-def _locked(path: Path, shared: bool) -> Iterator[None]:
+def _locked(path: Path, shared: bool) -> contextlib.AbstractContextManager[None]:
     """Hold a lock beside ``path``: exclusive to write the pair, shared to read it."""
-    import fcntl
-
-    with path.with_name(f".{path.name}.lock").open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    return locked(path.with_name(f".{path.name}.lock"), shared=shared)
 
 
 def load_reference_profile(

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shipyard.integrity import file_sha256, verify_sha256
+from shipyard.integrity import file_sha256, locked, verify_sha256, write_atomically
 from shipyard.training.trainers import PROBABILITY
 
 if TYPE_CHECKING:
@@ -165,18 +165,36 @@ def prepare_backends(
     registry: ModelRegistry, name: str, version: int, *, force: bool = False
 ) -> BackendReport:
     """Build, parity-check and time the backends of ``name`` v``version``; write the report."""
+    mv = registry.get(name, version)
+    folder = mv.native_path.parent
+    report_path = folder / REPORT_FILE
+    if not force and (report := _read_report(report_path)) is not None:
+        return report
+    # several workers (or replicas on a shared filesystem) loading a new version at once:
+    # one builds, the others wait and read its report (never a file half-written by another)
+    with locked(folder / ".prepare.lock"):
+        if not force and (report := _read_report(report_path)) is not None:
+            return report
+        return _prepare(registry, mv, report_path)
+
+
+def _read_report(path: Path) -> BackendReport | None:
+    """The report at ``path``, or None if there is none (or another Shipyard wrote it)."""
+    if not path.is_file():
+        return None
+    try:
+        return BackendReport.from_dict(json.loads(path.read_text()))
+    except (KeyError, TypeError, ValueError):
+        return None  # written by another version of Shipyard: prepare again
+
+
+def _prepare(registry: ModelRegistry, mv: ModelVersion, report_path: Path) -> BackendReport:
+    """Build, check and time every backend of ``mv``; write the report atomically."""
     import numpy as np
 
     from shipyard.training.frames import Window, load_frame
 
-    mv = registry.get(name, version)
-    folder = mv.native_path.parent
-    report_path = folder / REPORT_FILE
-    if report_path.is_file() and not force:
-        try:
-            return BackendReport.from_dict(json.loads(report_path.read_text()))
-        except (KeyError, TypeError, ValueError):
-            pass  # written by another version of Shipyard: prepare again
+    name, version, folder = mv.name, mv.version, mv.native_path.parent
     native = registry.load(name, version)
     frame = load_frame(registry.workspace, Window.from_dict(mv.eval_window))
     rows = np.ascontiguousarray(frame[mv.input_schema.names].to_numpy(dtype="float64")[:5000])
@@ -203,7 +221,7 @@ def prepare_backends(
     eligible = {k: c for k, c in candidates.items() if not c.note and c.rows_per_s > 0}
     chosen = max(eligible, key=lambda k: eligible[k].rows_per_s)
     report = BackendReport(chosen, candidates, len(rows))
-    report_path.write_text(json.dumps(report.to_dict(), indent=2))
+    write_atomically(report_path, json.dumps(report.to_dict(), indent=2).encode())
     return report
 
 
