@@ -132,3 +132,15 @@ def test_scoring_data_missing_a_feature_is_named(
 def test_an_unknown_framework_is_named() -> None:
     with pytest.raises(ParameterError, match="No native format for framework 'onnx'; known: light"):
         load_native("onnx", Path("model.onnx"), "0" * 64)
+
+
+def test_a_random_forest_scores_the_same_rows_identically_every_time() -> None:
+    """Threaded predict_proba summed the trees in thread-finish order: scores differed in the
+    last bits from call to call (and so between the local and Ray engines)."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(20_000, 6)), columns=[f"f{i}" for i in range(6)])
+    y = (X["f0"] + rng.normal(size=len(X)) > 1).astype(int)
+    model = make_config("random_forest", n_estimators=50).fit(X, y)
+    first = model.predict_proba(X)
+    assert all(np.array_equal(first, model.predict_proba(X)) for _ in range(5))
+    assert model.estimator.n_jobs == 1 and model.config.get_params()["n_jobs"] == -1

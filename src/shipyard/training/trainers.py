@@ -173,6 +173,14 @@ class RandomForestConfig(ModelConfig):
 
         return RandomForestClassifier(**self.params)
 
+    def fit(self, X: pd.DataFrame, y: Any) -> TrainedModel:
+        """Fit on ``n_jobs`` threads, then predict on one: scikit-learn's threaded
+        ``predict_proba`` adds the trees' probabilities in whatever order its threads finish,
+        so the same model scored the same rows differently in the last bits (on every engine)."""
+        model = super().fit(X, y)
+        model.estimator.set_params(n_jobs=1)
+        return model
+
     @staticmethod
     def search_space(trial: optuna.Trial) -> dict[str, Any]:
         """Trees in 25..150, depth in [5, 30], leaf size log-uniform in [1, 20]."""
