@@ -215,7 +215,8 @@ def _session_databases(request: pytest.FixtureRequest) -> Iterator[None]:
     postgres = request.config.getoption("--database") == "postgresql"
     cluster = request.getfixturevalue("postgres_cluster") if postgres else None
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Workspace, "init", classmethod(_fresh_init(Workspace.init.__func__)))
+        original = Workspace.__dict__["init"].__func__
+        patch.setattr(Workspace, "init", classmethod(_fresh_init(original)))
         FRESH.enter(postgres, cluster)
         try:
             yield

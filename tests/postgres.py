@@ -115,7 +115,7 @@ class PostgresCluster:
         dsn = f"host=127.0.0.1 port={self.port} user={self.user} dbname=postgres"
         with psycopg.connect(dsn, autocommit=True) as conn:
             for statement in statements:
-                conn.execute(statement)  # type: ignore[arg-type]
+                conn.execute(statement.encode())
 
     def template(self) -> None:
         """Create the two template databases: Shipyard's tables and MLflow's schema."""
@@ -152,7 +152,7 @@ def _migrate_mlflow(url: str) -> None:
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     # the default experiment's artifact root: never written (Shipyard names its own)
-    store = SqlAlchemyStore(url, default_artifact_root="./mlruns")
+    store = SqlAlchemyStore(url, default_artifact_root="./mlruns")  # type: ignore[no-untyped-call]
     store.engine.dispose()
-    registry = RegistryStore(url)
+    registry = RegistryStore(url)  # type: ignore[no-untyped-call]
     registry.engine.dispose()  # no connection left: the database can serve as a template

@@ -6,7 +6,7 @@ PostgreSQL (the test id says which)."""
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -87,12 +87,14 @@ def _check_one_story(ws: Workspace) -> list[str]:
     return actions
 
 
-def _run(ws: Workspace, *jobs: tuple[object, tuple[int, ...]]) -> list[tuple[int, int]]:
+Job = Callable[[tuple[str, tuple[int, ...], int]], tuple[int, int]]
+
+
+def _run(ws: Workspace, *jobs: tuple[Job, tuple[int, ...]]) -> list[tuple[int, int]]:
     context = multiprocessing.get_context("spawn")
     with context.Pool(len(jobs)) as pool:
         waiting = [
-            pool.apply_async(fn, ((str(ws.root), versions, ROUNDS),))  # type: ignore[call-overload]
-            for fn, versions in jobs
+            pool.apply_async(fn, ((str(ws.root), versions, ROUNDS),)) for fn, versions in jobs
         ]
         return [w.get(timeout=300) for w in waiting]
 

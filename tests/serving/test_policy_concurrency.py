@@ -27,7 +27,7 @@ from shipyard.serving.policy import (
 from shipyard.workspace import Workspace
 from tests.governance.german_views import DATASET
 from tests.registry.test_concurrency import registered_versions
-from tests.serving.conftest import ADMIN, ADMIN_TOKEN, start_server, wait_for_revision
+from tests.serving.conftest import ADMIN, ADMIN_TOKEN, Server, start_server, wait_for_revision
 
 ENDPOINT = "credit-api"
 ROUNDS = 8
@@ -142,7 +142,7 @@ def test_two_serving_machines_on_one_postgresql_serve_the_same_revision(
     )
     machines = [Workspace.init(tmp_path / name, settings) for name in ("a", "b")]
     env = {"SHIPYARD_SERVING_ADMIN_TOKEN": ADMIN_TOKEN}
-    servers = []
+    servers: list[Server] = []
     try:
         servers.extend(  # one by one: a server that fails to start leaves the others listed
             start_server(ws, "fraud@champion", tmp_path, "--endpoint", "machines", env=env)
