@@ -1,10 +1,12 @@
 """Batch scoring: a registered model over a data set, partitions in, Parquet predictions out.
 
-One task per input partition (a registered data set's partition files; a plain Parquet file
-split by row groups) runs on the workspace's engine. Each task writes one part file
-(``part-00000.parquet``, ...) under a temporary name and renames it into place, so a task
-that Ray retries after its worker died rewrites the same file and the output holds every
-row exactly once. The output folder becomes visible only when every part is written, with
+The input's partitions (a registered data set's partition files; a plain Parquet file split
+by row groups) run on the workspace's engine: one engine task per partition, or, when the
+features come from the model's feature views, about four runs of partitions per worker (one
+point-in-time join per run). Every partition gets its own part file
+(``part-00000.parquet``, ...), written under a temporary name and renamed into place, so a
+task that Ray retries after its worker died rewrites the same files and the output holds
+every row exactly once. The output folder becomes visible only when every part is written, with
 a ``_manifest.json`` (model, version, SHA-256, data, rows per part, engine) written last.
 
 Each worker process loads the model once per run, through :func:`load_native` (which checks
@@ -19,7 +21,10 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -115,6 +120,8 @@ class BatchScoreResult:
     seconds: float
     loads_per_worker: dict[int, int] = field(default_factory=dict)
     """Model loads per worker process id (one each: the model is cached per process)."""
+    tasks: int = 0
+    """Engine tasks run: one per partition, or runs of partitions with feature views."""
 
     @property
     def rows_per_second(self) -> float:
@@ -198,16 +205,37 @@ def _with_features(task: ScoringTask, table: pa.Table) -> pa.Table:
 
 def score_partition(task: ScoringTask) -> PartResult:
     """Score one partition and write its part file (temp name, then rename: retry-safe)."""
+    return score_run((task,))[0]
+
+
+def score_run(run: Sequence[ScoringTask]) -> list[PartResult]:
+    """Score a run of partitions (one engine task) and write one part file per partition.
+
+    With feature views, the run's rows get their features in one point-in-time join (one
+    join per partition would read the whole materialization once per partition); every row's
+    features and score are the same whichever run it is in, so the parts are too.
+    """
+    import pyarrow as pa
+
+    model, loads = _cached_model(run[0])
+    tables = [_read_partition(task) for task in run]
+    if run[0].workspace_root is not None:
+        joined = _with_features(run[0], pa.concat_tables(tables))
+        offsets = [0]
+        for table in tables:
+            offsets.append(offsets[-1] + table.num_rows)
+        tables = [joined.slice(a, b - a) for a, b in itertools.pairwise(offsets)]
+    return [_write_part(task, table, model, loads) for task, table in zip(run, tables, strict=True)]
+
+
+def _write_part(task: ScoringTask, table: pa.Table, model: Any, loads: int) -> PartResult:
+    """Score ``table`` (the partition's rows with their features) and write its part file."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from shipyard.training.trainers import native_format
 
-    model, loads = _cached_model(task)
-    table = _read_partition(task)
-    if task.workspace_root is not None:
-        table = _with_features(task, table)
     columns = [table.column(name).to_numpy(zero_copy_only=False) for name in task.features]
     matrix = (
         np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
@@ -234,6 +262,15 @@ def score_partition(task: ScoringTask) -> PartResult:
     finally:
         tmp.unlink(missing_ok=True)
     return PartResult(task.index, task.part_name, table.num_rows, os.getpid(), loads)
+
+
+def runs_of(tasks: list[ScoringTask], parallelism: int) -> list[tuple[ScoringTask, ...]]:
+    """The engine's items: one partition each, or (with feature views, where each task pays
+    a join over the whole materialization) about four runs of partitions per worker."""
+    if not tasks or tasks[0].workspace_root is None:
+        return [(task,) for task in tasks]
+    size = max(1, math.ceil(len(tasks) / (4 * max(1, parallelism))))
+    return [tuple(tasks[i : i + size]) for i in range(0, len(tasks), size)]
 
 
 # -- the driver side ----------------------------------------------------------------------
@@ -493,14 +530,19 @@ def score_dataset(
     staging.mkdir()
     tasks = _tasks(workspace, version, source, kept, from_views, staging)
     try:
-        parts = engine.map(
-            score_partition,
-            tasks,
-            label="partition",
-            describe=_describe,
-            progress=progress,
+        batches = runs_of(tasks, engine.parallelism)
+        size = len(batches[0]) if batches else 1
+
+        def partitions_done(done: int, total: int) -> None:  # progress counts partitions
+            if progress is not None:
+                progress(min(done * size, len(tasks)), len(tasks))
+
+        runs = engine.map(
+            score_run, batches, label="partitions", describe=_describe, progress=partitions_done
         )
+        parts = [part for run in runs for part in run]
         result = _finish(version, source, engine.name, target, parts, started)
+        result = dataclasses.replace(result, tasks=len(batches))
         _write_manifest(staging, result, parts)
         _publish(staging, target)
     except BaseException:
@@ -509,10 +551,16 @@ def score_dataset(
     return result
 
 
-def _describe(index: int, task: object) -> str:
-    """``partition 3 (2018-04-04.parquet)`` in an error note."""
-    source = task.source if isinstance(task, ScoringTask) else "?"
-    return f"partition {index} ({Path(source).name})"
+def _describe(index: int, run: object) -> str:
+    """``partition 3 (2018-04-04.parquet)`` or ``partitions 3-5 (2018-04-04.parquet ..)``."""
+    tasks = [t for t in run if isinstance(t, ScoringTask)] if isinstance(run, tuple) else []
+    if not tasks:
+        return f"task {index}"
+    first, last = tasks[0], tasks[-1]
+    if first is last:
+        return f"partition {first.index} ({Path(first.source).name})"
+    span = f"{Path(first.source).name} .. {Path(last.source).name}"
+    return f"partitions {first.index}-{last.index} ({span})"
 
 
 def _finish(
@@ -550,6 +598,7 @@ def _write_manifest(folder: Path, result: BatchScoreResult, parts: list[PartResu
         "data": result.data,
         "engine": result.engine,
         "rows": result.rows,
+        "tasks": result.tasks,
         "seconds": round(result.seconds, 3),
         "parts": [asdict(p) for p in parts],
         "loads_per_worker": {str(pid): n for pid, n in result.loads_per_worker.items()},
