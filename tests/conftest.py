@@ -88,19 +88,13 @@ def small_frame(small_workspace: tuple[Workspace, Dataset]) -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def ray_engine() -> Iterator[RayEngine]:
-    """A local Ray with 2 CPUs on the loopback, started once for the tests that use it."""
+    """A local Ray with 2 CPUs on the loopback, started once for the tests that use it, the
+    way Shipyard starts one (its own cluster, 127.0.0.1 only, no dashboard)."""
     import ray
 
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-        object_store_memory=512 * 1024 * 1024,
-        _node_ip_address="127.0.0.1",
-    )
+    engine = RayEngine.connect(num_cpus=2, object_store_bytes=512 * 1024 * 1024)
     try:
-        yield RayEngine()
+        yield engine
     finally:
         ray.shutdown()
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Iterator
 
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy import text
 
 from shipyard.data.catalog import write_dataset
 from shipyard.errors import PromotionRefusedError
@@ -142,11 +142,12 @@ def test_verify_passes_then_names_an_edited_entry_and_exits_1(governed: Workspac
     head = report["head"]
     assert shipyard(governed, "audit", "verify", "--expect-head", head).exit_code == 0
 
-    governed.close()
-    with sqlite3.connect(governed.database_url[len("sqlite:///") :]) as conn:
+    with governed.engine.begin() as conn:  # around Shipyard, on whichever database
         conn.execute(
-            "UPDATE shipyard_registry_events SET actor = 'carol' WHERE action = 'promote' "
-            "AND actor = 'dave'"
+            text(
+                "UPDATE shipyard_registry_events SET actor = 'carol' WHERE action = 'promote' "
+                "AND actor = 'dave'"
+            )
         )
     broken = shipyard(governed, "audit", "verify")
     assert broken.exit_code == 1
@@ -154,8 +155,8 @@ def test_verify_passes_then_names_an_edited_entry_and_exits_1(governed: Workspac
     as_json = json.loads(shipyard(governed, "audit", "verify", "--json").stdout)
     assert as_json["problem"]["sequence"] == 5 and as_json["problem"]["tampering"] == "edited"
     # put it back: the trail verifies again, and the kept head still matches
-    with sqlite3.connect(governed.database_url[len("sqlite:///") :]) as conn:
-        conn.execute("UPDATE shipyard_registry_events SET actor = 'dave' WHERE sequence = 5")
+    with governed.engine.begin() as conn:
+        conn.execute(text("UPDATE shipyard_registry_events SET actor = 'dave' WHERE sequence = 5"))
     assert shipyard(governed, "audit", "verify", "--expect-head", head).exit_code == 0
 
 
@@ -172,14 +173,14 @@ def test_verify_state_names_changes_made_around_shipyard(governed: Workspace) ->
 
     client = ModelRegistry(governed).tracker.client
     client.set_registered_model_alias(DATASET, "champion", "2")  # straight to MLflow
-    database = governed.database_url[len("sqlite:///") :]
-    governed.close()
-    with sqlite3.connect(database) as conn:  # a policy row no set_policy wrote
+    with governed.engine.begin() as conn:  # a policy row no set_policy wrote
         conn.execute(
-            "INSERT INTO shipyard_traffic_policies (endpoint, revision, model, arms, shadows, "
-            "actor, reason, created_at) VALUES (?, 4, ?, ?, '[]', 'mallory', 'quiet', "
-            "'2026-11-27 00:00:00')",
-            (ENDPOINT, DATASET, '[{"version": 2, "weight": 1.0}]'),
+            text(
+                "INSERT INTO shipyard_traffic_policies (endpoint, revision, model, arms, "
+                "shadows, actor, reason, created_at) VALUES (:endpoint, 4, :model, :arms, "
+                "'[]', 'mallory', 'quiet', '2026-11-27 00:00:00')"
+            ),
+            {"endpoint": ENDPOINT, "model": DATASET, "arms": '[{"version": 2, "weight": 1.0}]'},
         )
     broken = shipyard(governed, "audit", "verify", "--state", "--json")
     assert broken.exit_code == 1
@@ -190,8 +191,8 @@ def test_verify_state_names_changes_made_around_shipyard(governed: Workspace) ->
         f"endpoint {ENDPOINT}: policy revision 4 has no audit entry (written outside set_policy)",
     ]
     client.set_registered_model_alias(DATASET, "champion", "1")
-    with sqlite3.connect(database) as conn:
-        conn.execute("DELETE FROM shipyard_traffic_policies WHERE revision = 4")
+    with governed.engine.begin() as conn:
+        conn.execute(text("DELETE FROM shipyard_traffic_policies WHERE revision = 4"))
     assert shipyard(governed, "audit", "verify", "--state").exit_code == 0
 
 

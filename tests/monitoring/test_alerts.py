@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from shipyard.config import Settings
 from shipyard.errors import ParameterError
 from shipyard.monitoring.alerts import (
     AlertRule,
@@ -340,7 +339,7 @@ def test_bad_rules_are_refused_naming_the_field(changes: dict[str, Any], message
 def test_webhook_receives_raised_and_resolved_once_each(
     workspace: Workspace, receiver: Receiver
 ) -> None:
-    settings = Settings(monitor_webhook_token="s3cret")
+    settings = workspace.settings.model_copy(update={"monitor_webhook_token": "s3cret"})
     ws = Workspace(workspace.root, settings)
     try:
         add_rule(ws, rule(webhook=receiver.url))
