@@ -530,9 +530,9 @@ def render(meta: dict[str, Any], results: dict[str, dict[str, Any]], proj: list[
             f"Search: {search['mode']}, {N_TRIALS} trials x {PROTOCOL['n_folds']} folds; "
             "the trials are identical on every engine (asserted). Scoring (`score_dataset`): "
             f"{score['rows']:,} rows, with their features in {score['tasks']} Parquet files, "
-            f"and the data set's {results['scoreds-local']['tasks']} daily partitions with "
-            "features computed point-in-time in each task; the output parts are identical on "
-            "every engine (asserted).",
+            f"and the data set's {SIM['n_days']} daily partitions with features computed "
+            "point-in-time in runs of partitions (`tasks`: the runs); the output parts are "
+            "identical on every engine (asserted).",
             "",
             "## Projection",
             "",
