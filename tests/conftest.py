@@ -46,6 +46,28 @@ def workspace(tmp_path: Path) -> Iterator[Workspace]:
 SMALL = {"n_customers": 300, "n_terminals": 600, "n_days": 70, "mode": "fast", "seed": 7}
 
 
+def small_fraud_models(
+    root: Path,
+    model_types: tuple[str, ...] = ("lightgbm",),
+    *,
+    n_folds: int = 2,
+    settings: Settings | None = None,
+) -> tuple[Workspace, Dataset]:
+    """A workspace at ``root`` with the small fraud data set, its baseline features and one
+    registered version per model type (v1, the first, promoted to champion)."""
+    from shipyard.solutions.fraud import Protocol, train_suite
+
+    ws = Workspace.init(root, settings)
+    dataset = simulate_fraud_dataset(ws, FraudSimulator(**SMALL))  # type: ignore[arg-type]
+    OfflineStore(ws).materialize(BASELINE_VIEWS)
+    protocol = Protocol(start_date_training="2018-05-06", n_folds=n_folds)
+    for i, model_type in enumerate(model_types):
+        train_suite(
+            ws, dataset, model_types=[model_type], protocol=protocol, n_boot=0, promote=i == 0
+        )
+    return ws, dataset
+
+
 @pytest.fixture(scope="session")
 def small_workspace(
     tmp_path_factory: pytest.TempPathFactory,
@@ -252,19 +274,13 @@ def postgres_serving_workspace(
 ) -> Iterator[tuple[Workspace, Dataset]]:
     """tests/serving's ``serving_workspace`` on PostgreSQL, whatever --database says: fraud
     v1 = LightGBM (champion), v2 = a decision tree, on small data."""
-    from shipyard.solutions.fraud import Protocol, train_suite
-
     names = postgres_cluster.fresh()
     settings = Settings(
         database_url=postgres_cluster.url(names[0]),
         mlflow_tracking_uri=postgres_cluster.url(names[1]),
     )
-    ws = Workspace.init(tmp_path_factory.mktemp("pg-serving") / "ws", settings)
-    dataset = simulate_fraud_dataset(ws, FraudSimulator(**SMALL))  # type: ignore[arg-type]
-    OfflineStore(ws).materialize(BASELINE_VIEWS)
-    protocol = Protocol(start_date_training="2018-05-06", n_folds=2)
-    train_suite(ws, dataset, model_types=["lightgbm"], protocol=protocol, n_boot=0, promote=True)
-    train_suite(ws, dataset, model_types=["decision_tree"], protocol=protocol, n_boot=0)
+    root = tmp_path_factory.mktemp("pg-serving") / "ws"
+    ws, dataset = small_fraud_models(root, ("lightgbm", "decision_tree"), settings=settings)
     yield ws, dataset
     ws.close()
     postgres_cluster.drop(*names)

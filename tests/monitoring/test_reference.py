@@ -33,7 +33,7 @@ from shipyard.monitoring.reference import (
 from shipyard.registry.models import ModelRegistry
 from shipyard.serving.predlog import PredictionLog, log_folder
 from shipyard.workspace import Workspace
-from tests.conftest import SMALL
+from tests.conftest import small_fraud_models
 
 T0 = datetime(2026, 11, 20, tzinfo=UTC).timestamp()
 ROWS_PER_REQUEST = 40
@@ -42,17 +42,8 @@ ROWS_PER_REQUEST = 40
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, Dataset]]:
     """fraud v1 (LightGBM, champion) and v2 (decision tree), registered on small data."""
-    from shipyard.data.fraud_simulator import FraudSimulator, simulate_fraud_dataset
-    from shipyard.features.fraud import BASELINE_VIEWS
-    from shipyard.features.offline import OfflineStore
-    from shipyard.solutions.fraud import Protocol, train_suite
-
-    ws = Workspace.init(tmp_path_factory.mktemp("reference") / "ws")
-    dataset = simulate_fraud_dataset(ws, FraudSimulator(**SMALL))  # type: ignore[arg-type]
-    OfflineStore(ws).materialize(BASELINE_VIEWS)
-    protocol = Protocol(start_date_training="2018-05-06", n_folds=2)
-    train_suite(ws, dataset, model_types=["lightgbm"], protocol=protocol, n_boot=0, promote=True)
-    train_suite(ws, dataset, model_types=["decision_tree"], protocol=protocol, n_boot=0)
+    root = tmp_path_factory.mktemp("reference") / "ws"
+    ws, dataset = small_fraud_models(root, ("lightgbm", "decision_tree"))
     yield ws, dataset
     ws.close()
 

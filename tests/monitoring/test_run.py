@@ -24,7 +24,7 @@ from shipyard.monitoring.run import parse_window, run_monitor
 from shipyard.registry.models import ModelRegistry
 from shipyard.serving.predlog import PredictionLog, log_folder
 from shipyard.workspace import Workspace
-from tests.conftest import SMALL
+from tests.conftest import small_fraud_models
 
 DAY0 = datetime(2026, 11, 20)
 ROWS = 50
@@ -32,16 +32,7 @@ ROWS = 50
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
-    from shipyard.data.fraud_simulator import FraudSimulator, simulate_fraud_dataset
-    from shipyard.features.fraud import BASELINE_VIEWS
-    from shipyard.features.offline import OfflineStore
-    from shipyard.solutions.fraud import Protocol, train_suite
-
-    ws = Workspace.init(tmp_path_factory.mktemp("run") / "ws")
-    dataset = simulate_fraud_dataset(ws, FraudSimulator(**SMALL))  # type: ignore[arg-type]
-    OfflineStore(ws).materialize(BASELINE_VIEWS)
-    protocol = Protocol(start_date_training="2018-05-06", n_folds=2)
-    train_suite(ws, dataset, model_types=["lightgbm"], protocol=protocol, n_boot=0, promote=True)
+    ws, _ = small_fraud_models(tmp_path_factory.mktemp("run") / "ws")
     yield ws
     ws.close()
 

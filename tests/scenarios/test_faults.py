@@ -21,7 +21,7 @@ from shipyard.scenarios.faults import (
 )
 from shipyard.training.trainers import NativePredictor, load_native, make_config
 from shipyard.workspace import Workspace
-from tests.conftest import SMALL
+from tests.conftest import small_fraud_models
 
 FEATURES = list(BASELINE_FEATURES)
 AMOUNT = FEATURES.index("TX_AMOUNT")
@@ -94,16 +94,7 @@ def champion_workspace(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Workspace, Dataset]]:
     """fraud v1: one LightGBM champion on the small data set."""
-    from shipyard.data.fraud_simulator import FraudSimulator, simulate_fraud_dataset
-    from shipyard.features.fraud import BASELINE_VIEWS
-    from shipyard.features.offline import OfflineStore
-    from shipyard.solutions.fraud import Protocol, train_suite
-
-    ws = Workspace.init(tmp_path_factory.mktemp("faults") / "ws")
-    dataset = simulate_fraud_dataset(ws, FraudSimulator(**SMALL))  # type: ignore[arg-type]
-    OfflineStore(ws).materialize(BASELINE_VIEWS)
-    protocol = Protocol(start_date_training="2018-05-06", n_folds=1)
-    train_suite(ws, dataset, model_types=["lightgbm"], protocol=protocol, n_boot=0, promote=True)
+    ws, dataset = small_fraud_models(tmp_path_factory.mktemp("faults") / "ws", n_folds=1)
     yield ws, dataset
     ws.close()
 

@@ -21,7 +21,7 @@ import pytest
 from shipyard.data.catalog import Dataset
 from shipyard.features.fraud import BASELINE_VIEWS_REF
 from shipyard.workspace import Workspace
-from tests.conftest import SMALL
+from tests.conftest import small_fraud_models
 
 PROTOCOL_START = "2018-05-06"
 ADMIN_TOKEN = "test-admin-token"
@@ -192,17 +192,8 @@ def serving_workspace(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Workspace, Dataset]]:
     """fraud v1 = LightGBM (champion), v2 = a decision tree, both registered on small data."""
-    from shipyard.data.fraud_simulator import FraudSimulator, simulate_fraud_dataset
-    from shipyard.features.fraud import BASELINE_VIEWS
-    from shipyard.features.offline import OfflineStore
-    from shipyard.solutions.fraud import Protocol, train_suite
-
-    ws = Workspace.init(tmp_path_factory.mktemp("serving") / "ws")
-    dataset = simulate_fraud_dataset(ws, FraudSimulator(**SMALL))  # type: ignore[arg-type]
-    OfflineStore(ws).materialize(BASELINE_VIEWS)
-    protocol = Protocol(start_date_training=PROTOCOL_START, n_folds=2)
-    train_suite(ws, dataset, model_types=["lightgbm"], protocol=protocol, n_boot=0, promote=True)
-    train_suite(ws, dataset, model_types=["decision_tree"], protocol=protocol, n_boot=0)
+    root = tmp_path_factory.mktemp("serving") / "ws"
+    ws, dataset = small_fraud_models(root, ("lightgbm", "decision_tree"))
     yield ws, dataset
     ws.close()
 

@@ -39,22 +39,13 @@ from shipyard.serving.batch import (
 )
 from shipyard.training.frames import Window, load_frame
 from shipyard.workspace import Workspace
-from tests.conftest import SMALL
+from tests.conftest import small_fraud_models
 
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, Dataset]]:
     """A small fraud workspace whose LightGBM champion is fraud v1."""
-    from shipyard.data.fraud_simulator import FraudSimulator, simulate_fraud_dataset
-    from shipyard.features.fraud import BASELINE_VIEWS
-    from shipyard.features.offline import OfflineStore
-    from shipyard.solutions.fraud import Protocol, train_suite
-
-    ws = Workspace.init(tmp_path_factory.mktemp("batch") / "ws")
-    dataset = simulate_fraud_dataset(ws, FraudSimulator(**SMALL))  # type: ignore[arg-type]
-    OfflineStore(ws).materialize(BASELINE_VIEWS)
-    protocol = Protocol(start_date_training="2018-05-06", n_folds=2)
-    train_suite(ws, dataset, model_types=["lightgbm"], protocol=protocol, n_boot=0, promote=True)
+    ws, dataset = small_fraud_models(tmp_path_factory.mktemp("batch") / "ws")
     yield ws, dataset
     ws.close()
 
