@@ -21,7 +21,7 @@ from shipyard.errors import (
     FeatureNotFoundError,
     ParameterError,
 )
-from shipyard.features.definitions import Aggregation, FeatureView, load_views
+from shipyard.features.definitions import Aggregation, FeatureView, RowFeature, load_views
 from shipyard.features.fraud import (
     BASELINE_FEATURES,
     BASELINE_VIEWS,
@@ -110,6 +110,43 @@ def test_retrieval_between_transactions_takes_the_latest_value_at_or_before(
     at_sixth = int((own["TX_DATETIME"] <= own["TX_DATETIME"].iloc[5]).sum())
     assert got["CUSTOMER_ID_NB_TX_30DAY_WINDOW"].iloc[1] == at_sixth
     assert got["CUSTOMER_ID_NB_TX_30DAY_WINDOW"].iloc[2] == at_sixth
+
+
+def test_rows_of_one_entity_at_one_instant_give_every_retrieval_the_same_values(
+    workspace: Workspace,
+) -> None:
+    """Two transactions of a customer in the same second: their window counts are equal but
+    a row-level feature (the amount) differs; an ASOF join picked either, from run to run."""
+    at = pd.Timestamp("2026-01-05 10:00:00")
+    history = pd.DataFrame(
+        {
+            "TRANSACTION_ID": [1, 2, 3, 4],
+            "CUSTOMER_ID": [7, 7, 7, 8],
+            "TX_DATETIME": [at - pd.Timedelta(days=1), at, at, at],
+            "TX_AMOUNT": [5.0, 30.0, 12.0, 1.0],
+        }
+    )
+    write_dataset(workspace, "ties", history, time_column="TX_DATETIME")
+    view = FeatureView(
+        name="ties_view",
+        entity="CUSTOMER_ID",
+        timestamp="TX_DATETIME",
+        source="ties",
+        features=(
+            RowFeature("AMOUNT", "TX_AMOUNT", ("TX_AMOUNT",)),
+            Aggregation("NB_TX_7DAY", "count", timedelta(days=7)),
+        ),
+    )
+    store = OfflineStore(workspace)
+    store.materialize([view])
+    events = pd.DataFrame({"CUSTOMER_ID": [7, 7, 8], "TX_DATETIME": [at, at, at]})
+    seen = {
+        tuple(store.get_historical_features(events, [view]).to_pandas()["AMOUNT"])
+        for _ in range(20)
+    }
+    assert seen == {(30.0, 30.0, 1.0)}  # always the greatest of the tied rows
+    counts = store.get_historical_features(events, [view]).to_pandas()["NB_TX_7DAY"]
+    assert list(counts) == [3, 3, 1]  # the window holds both rows of the instant
 
 
 def test_events_keep_their_order_and_columns_from_pandas_or_parquet(

@@ -686,12 +686,37 @@ def _retrieval_sql(
             taken.add(name)
             selects.append(f"{alias}.{_q(name)}")
         joins.append(
-            f"ASOF LEFT JOIN (SELECT * FROM read_parquet({_literal(stored.path)})) {alias} "
+            f"ASOF LEFT JOIN ({_one_row_per_instant(view, stored.path)}) {alias} "
             f"ON e.{_q(view.entity)} = {alias}.{_q(view.entity)} "
             f"AND CAST(e.{_q(timestamp)} AS TIMESTAMP) >= {alias}.{_q(view.timestamp)}"
         )
     order_by = ", ".join(f"e.{part.strip()}" for part in order.split(","))
     return f"SELECT {', '.join(selects)} FROM {source} e {' '.join(joins)} ORDER BY {order_by}"
+
+
+def _one_row_per_instant(view: FeatureView, path: Path | str) -> str:
+    """The stored rows, with one row per (entity, instant) when tied rows can differ.
+
+    Two source rows of one entity at the same instant (two transactions of a customer in the
+    same second) have equal window features, but a row-level feature (a ``RowFeature``, or a
+    ``Derived`` reading a source column such as the amount) may differ; an ASOF join would
+    pick either, differently from run to run. For such views the greatest row (features
+    compared in order, as the stored order sorts them) is kept, so every retrieval picks the
+    same one. Views of window features alone are read as stored (ties are identical).
+    """
+    from shipyard.features.definitions import Derived, RowFeature
+
+    rows = f"SELECT * FROM read_parquet({_literal(path)})"
+    names = set(view.feature_names)
+    row_level = any(
+        isinstance(f, RowFeature) or (isinstance(f, Derived) and set(f.inputs) - names)
+        for f in view.features
+    )
+    if not row_level:
+        return rows
+    keys = f"{_q(view.entity)}, {_q(view.timestamp)}"
+    features = ", ".join(f"{_q(name)} DESC" for name in view.feature_names)
+    return f"{rows} QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {features}) = 1"
 
 
 class HistoricalFeatures:
