@@ -42,6 +42,7 @@ from shipyard.errors import (
     ParameterError,
     SchemaError,
 )
+from shipyard.integrity import write_atomically
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -603,9 +604,7 @@ def _write_manifest(folder: Path, result: BatchScoreResult, parts: list[PartResu
         "parts": [asdict(p) for p in parts],
         "loads_per_worker": {str(pid): n for pid, n in result.loads_per_worker.items()},
     }
-    tmp = folder / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / MANIFEST)
+    write_atomically(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
 def read_manifest(out: str | os.PathLike[str]) -> dict[str, Any]:
