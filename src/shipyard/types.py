@@ -226,9 +226,29 @@ class Schema:
                 )
 
 
+def text_columns(schema: Schema) -> list[str]:
+    """The names of ``schema``'s string columns: a model that takes any reads raw text.
+
+    Serving decodes such columns as text (V2 ``BYTES`` tensors, JSON strings) and hands the
+    predictor a 2-D object array of ``str``; the registry, backends and monitoring skip the
+    steps that need numeric feature frames. Empty for every tabular model.
+
+    Example::
+
+        >>> text_columns(Schema((ColumnSpec("text", "string"),)))
+        ['text']
+    """
+    return [c.name for c in schema.columns if c.dtype == "string"]
+
+
 @runtime_checkable
 class Predictor(Protocol):
-    """The serving contract: a columnar batch in, scores out, with declared schemas."""
+    """The serving contract: a columnar batch in, scores out, with declared schemas.
+
+    Tabular models take a 2-D float array; text models (a ``string`` column in
+    ``input_schema``, see :func:`text_columns`) take a 2-D object array of ``str`` in the
+    same column order and pad each batch themselves.
+    """
 
     input_schema: Schema
     output_schema: Schema
@@ -258,8 +278,12 @@ class ColumnRoles:
 
     @property
     def names(self) -> tuple[str, ...]:
-        """The three column names: time, entity, label (duplicates dropped)."""
-        return tuple(dict.fromkeys((self.time, self.entity, self.label)))
+        """The column names: time, entity, label (duplicates and empty roles dropped).
+
+        A role may be empty (``""``) where the data has no such column: review texts have
+        no time.
+        """
+        return tuple(n for n in dict.fromkeys((self.time, self.entity, self.label)) if n)
 
     def to_dict(self) -> dict[str, str]:
         """JSON-serializable form."""
@@ -307,7 +331,7 @@ class Lineage:
         from shipyard.features.definitions import definitions_hash, load_views
 
         for role, name in columns.to_dict().items():
-            if name not in dataset.columns:
+            if name and name not in dataset.columns:
                 raise DataValidationError(
                     f"The {role} column {name!r} is not in data set {dataset.name} "
                     f"v{dataset.version}; its columns are {', '.join(dataset.columns)}."
