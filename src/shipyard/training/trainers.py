@@ -286,6 +286,9 @@ BASELINE_SUITE = tuple(MODEL_TYPES)
 FAMILY_MODULES = (
     "shipyard.training.ensembles",
     "shipyard.training.neural",
+    "shipyard.training.text",  # MiniLM classifiers and TF-IDF baselines over raw text
+    "shipyard.training.entities",  # the spaCy entity pipelines (English, French)
+    "shipyard.optimize.formats",  # optimized text models (ONNX Runtime, int8)
     "shipyard.scenarios.faults",  # the packaged unit bug of the bad-deploy scenario
 )
 """Modules that add model families (configurations and native formats) when first needed:
