@@ -144,7 +144,7 @@ def write_dataset(
     name: str,
     table: pd.DataFrame,
     *,
-    time_column: str,
+    time_column: str | None,
     label_column: str | None = None,
     side_tables: Mapping[str, pd.DataFrame] | None = None,
     params: Mapping[str, Any] | None = None,
@@ -152,8 +152,9 @@ def write_dataset(
 ) -> Dataset:
     """Store ``table`` as one Parquet file per day of ``time_column`` and register it.
 
-    Returns the new version, or the latest version unchanged (``created=False``) when its
-    content hash is identical.
+    ``time_column=None`` is for data without a time (review texts): the table is stored as
+    one partition (``partitions/all.parquet``) in the order given. Returns the new version,
+    or the latest version unchanged (``created=False``) when its content hash is identical.
     """
     import numpy as np
     import pyarrow.parquet as pq
@@ -162,18 +163,18 @@ def write_dataset(
     from shipyard.tables import datasets
 
     _check_name(name)
-    if time_column not in table.columns:
+    if time_column is not None and time_column not in table.columns:
         raise DataValidationError(
             f"time_column {time_column!r} is not a column of the table; "
             f"columns: {list(table.columns)}"
         )
-    times = table[time_column]
-    if times.isna().any():
+    times = None if time_column is None else table[time_column]
+    if times is not None and times.isna().any():
         raise DataValidationError(
             f"Column {time_column!r} has {int(times.isna().sum())} null timestamps; "
             "every row of a data set needs a time."
         )
-    if not times.is_monotonic_increasing:
+    if times is not None and not times.is_monotonic_increasing:
         raise DataValidationError(
             f"The table must be sorted by {time_column!r} before it is written."
         )
@@ -189,10 +190,14 @@ def write_dataset(
     final = base / f"v{version}"
     (tmp / PARTITION_FOLDER).mkdir(parents=True)
     try:
-        days = times.to_numpy().astype("datetime64[D]")
-        edges = np.flatnonzero(np.diff(days.view("int64"))) + 1
-        starts = np.concatenate([[0], edges]).tolist()
-        ends = [*edges.tolist(), len(table)]
+        if times is None:  # no time: one partition, rows in the order given
+            days = np.array(["all"])
+            starts, ends = [0], [len(table)]
+        else:
+            days = times.to_numpy().astype("datetime64[D]")
+            edges = np.flatnonzero(np.diff(days.view("int64"))) + 1
+            starts = np.concatenate([[0], edges]).tolist()
+            ends = [*edges.tolist(), len(table)]
         partitions: list[Partition] = []
         for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
             rel = f"{PARTITION_FOLDER}/{days[a]}.parquet"
@@ -219,8 +224,8 @@ def write_dataset(
         "n_rows": len(table),
         "n_positives": int(table[label_column].sum()) if label_column else None,
         "time_column": time_column,
-        "time_min": _naive(times.iloc[0]) if len(table) else None,
-        "time_max": _naive(times.iloc[-1]) if len(table) else None,
+        "time_min": _naive(times.iloc[0]) if times is not None and len(table) else None,
+        "time_max": _naive(times.iloc[-1]) if times is not None and len(table) else None,
         "schema": schema,
         "partitions": [vars(p) for p in partitions],
         "params": dict(params or {}),
