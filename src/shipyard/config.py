@@ -113,6 +113,13 @@ class Settings(BaseModel):
         "as terminal risk) were not fed up to the event's time minus the delay, instead of "
         "scoring it flagged as stale.",
     )
+    serving_refuse_long_text: bool = Field(
+        default=False,
+        description="Refuse (422, stating the count and the limit) a text over its model's "
+        "token limit instead of scoring it truncated (the model keeps its first max_tokens - 2 "
+        "word pieces) and flagged in the prediction log's truncated column and the x-truncated "
+        "header.",
+    )
 
     online_store: Literal["sqlite", "redis"] = Field(
         default="sqlite",

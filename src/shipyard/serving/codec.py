@@ -29,8 +29,10 @@ __all__ = [
     "decode_v2",
     "encode_error",
     "encode_mlflow",
+    "encode_mlflow_values",
     "encode_v2",
     "encode_v2_explained",
+    "encode_v2_values",
     "event_time",
     "explain_flag",
 ]
@@ -87,7 +89,8 @@ class ResponseOutput(msgspec.Struct):
     name: str
     shape: list[int]
     datatype: str
-    data: list[float]
+    data: list[Any]
+    """Numbers (FP64), or JSON texts (BYTES) for a model that answers JSON values."""
 
 
 class InferenceResponse(msgspec.Struct, omit_defaults=True):
@@ -173,23 +176,8 @@ def decode_v2(
     """
     import numpy as np
 
-    binary = None
-    if header_length is not None:
-        if not 0 < header_length <= len(body):
-            raise RequestError(
-                400, f"Inference-Header-Content-Length {header_length} does not fit the body"
-            )
-        binary = memoryview(body)[header_length:]
-        body = body[:header_length]
+    request, binary = parse_v2(body, header_length)
     offset = [0]
-    try:
-        request = _decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise RequestError(422, f"invalid inference request: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise RequestError(400, f"malformed JSON: {exc}") from None
-    if not request.inputs:
-        raise RequestError(422, "inputs: expected at least one input tensor, got none")
     for tensor in request.inputs:
         if tensor.datatype.upper() not in NUMERIC_TYPES:
             raise RequestError(
@@ -204,6 +192,33 @@ def decode_v2(
     if matrix.shape[0] == 0:
         raise RequestError(422, "inputs: expected at least one row, got 0")
     return np.ascontiguousarray(matrix), request
+
+
+def parse_v2(
+    body: bytes, header_length: int | None = None
+) -> tuple[InferenceRequest, memoryview | None]:
+    """A V2 request's JSON part and, with the binary tensor extension, its binary part.
+
+    Raises RequestError: 400 for malformed JSON or a header length that does not fit the
+    body, 422 for a request that is not a V2 inference request or holds no input.
+    """
+    binary = None
+    if header_length is not None:
+        if not 0 < header_length <= len(body):
+            raise RequestError(
+                400, f"Inference-Header-Content-Length {header_length} does not fit the body"
+            )
+        binary = memoryview(body)[header_length:]
+        body = body[:header_length]
+    try:
+        request = _decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise RequestError(422, f"invalid inference request: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise RequestError(400, f"malformed JSON: {exc}") from None
+    if not request.inputs:
+        raise RequestError(422, "inputs: expected at least one input tensor, got none")
+    return request, binary
 
 
 def _one_tensor(
@@ -267,6 +282,38 @@ def encode_v2(
             outputs=[ResponseOutput("probability", [len(scores)], "FP64", scores.tolist())],
         )
     )
+
+
+def encode_v2_values(
+    model_name: str,
+    version: int,
+    request_id: str | None,
+    values: NDArray[np.object_],
+    arm: str,
+    output: str,
+) -> bytes:
+    """The V2 response of a model that answers a JSON value per row (a string output column,
+    such as entities): one ``BYTES`` output named ``output``, each element that row's JSON."""
+    return encode(
+        InferenceResponse(
+            model_name=model_name,
+            model_version=str(version),
+            id=request_id,
+            parameters={"arm": arm},
+            outputs=[ResponseOutput(output, [len(values)], "BYTES", json_texts(values))],
+        )
+    )
+
+
+def json_texts(values: NDArray[np.object_]) -> list[str]:
+    """Each row's value as JSON text (the elements of a V2 ``BYTES`` output)."""
+    return [encode(value).decode() for value in values.tolist()]
+
+
+def encode_mlflow_values(values: NDArray[np.object_]) -> bytes:
+    """MLflow's response for a model that answers JSON values: ``{"predictions": [...]}``,
+    one value (an object, a list, a string) per row."""
+    return encode({"predictions": values.tolist()})
 
 
 def encode_v2_explained(
@@ -349,27 +396,7 @@ def decode_mlflow(body: bytes, names: Names) -> NDArray[np.float64]:
     instances or inputs) into the model's columns."""
     import numpy as np
 
-    try:
-        payload = _any_decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        raise RequestError(400, f"malformed JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise RequestError(
-            422,
-            "expected a JSON object with one of dataframe_split, dataframe_records, "
-            "instances, inputs",
-        )
-    keys = [
-        k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in payload
-    ]
-    if len(keys) != 1:
-        raise RequestError(
-            422,
-            "expected exactly one of dataframe_split, dataframe_records, instances, inputs; "
-            f"got {sorted(payload) or 'none'}",
-        )
-    key = keys[0]
-    value = payload[key]
+    key, value = parse_mlflow(body)
     if key == "dataframe_split":
         if not isinstance(value, dict) or "data" not in value:
             raise RequestError(422, 'dataframe_split: expected {"columns": [...], "data": [[...]]}')
@@ -409,6 +436,34 @@ def decode_mlflow(body: bytes, names: Names) -> NDArray[np.float64]:
             )
         return np.ascontiguousarray(matrix)
     raise RequestError(422, f"{key}: expected a list or an object, got {type(value).__name__}")
+
+
+def parse_mlflow(body: bytes) -> tuple[str, Any]:
+    """The one payload key of an MLflow ``/invocations`` JSON body and its value.
+
+    Raises RequestError: 400 for malformed JSON, 422 unless exactly one of dataframe_split,
+    dataframe_records, instances, inputs is given.
+    """
+    try:
+        payload = _any_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise RequestError(400, f"malformed JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise RequestError(
+            422,
+            "expected a JSON object with one of dataframe_split, dataframe_records, "
+            "instances, inputs",
+        )
+    keys = [
+        k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in payload
+    ]
+    if len(keys) != 1:
+        raise RequestError(
+            422,
+            "expected exactly one of dataframe_split, dataframe_records, instances, inputs; "
+            f"got {sorted(payload) or 'none'}",
+        )
+    return keys[0], payload[keys[0]]
 
 
 def _reorder(

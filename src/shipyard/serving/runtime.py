@@ -51,6 +51,8 @@ class ServeConfig:
     instead of scoring them and flagging them in the prediction log.
     ``reject_stale_features``: answer 503 to a raw event whose delayed feature views were
     not fed up to its time instead of scoring it flagged (``serving_reject_stale_features``).
+    ``refuse_long_text``: answer 422 to a text over its model's token limit instead of
+    scoring it truncated and flagged (``serving_refuse_long_text``).
     ``access_log``,
     ``tracing``, ``trace_sample_ratio``, ``otlp_endpoint``, ``log_level`` and ``log_format``
     come from the workspace's settings of the same names (``serving_*``, ``log_*``).
@@ -69,6 +71,7 @@ class ServeConfig:
     fsync_interval_s: float = 1.0
     reject_out_of_range: bool = False
     reject_stale_features: bool = False
+    refuse_long_text: bool = False
     access_log: bool = False
     tracing: str = "off"
     trace_sample_ratio: float = 1.0

@@ -136,6 +136,7 @@ def serve(
         log_predictions=log_predictions,
         reject_out_of_range=reject_out_of_range,
         reject_stale_features=settings.serving_reject_stale_features,
+        refuse_long_text=settings.serving_refuse_long_text,
         metrics_dir=str(metrics_dir),
         access_log=settings.serving_access_log,
         tracing=settings.serving_tracing,
