@@ -105,10 +105,16 @@ SCHEMA = (
     ("stale_features", "VARCHAR[]"),
     ("event_time", "DOUBLE"),
     ("explanations", "VARCHAR"),
+    ("texts", "VARCHAR[][]"),
+    ("truncated", "INTEGER[]"),
+    ("outputs_json", "VARCHAR"),
 )
 """The columns of a record, in DuckDB types; every one is nullable. ``events`` and
 ``explanations`` (per row: base value, attributions, reason codes; asked with
-``explain=true``) are JSON text;
+``explain=true``) are JSON text; a text model's request holds its texts (as received, not
+truncated) in ``texts`` instead of ``inputs``, with ``truncated`` the rows over its token
+limit, and a model that answers JSON values (entities) has them in ``outputs_json`` (JSON
+text) instead of ``outputs``;
 ``event_time`` is when the traffic happened by the client's clock (epoch seconds, sent with
 the request; NULL when it was not, and in records written before it existed), ``time`` when
 the server answered."""
@@ -316,9 +322,12 @@ class _Record(msgspec.Struct):
     stale_features: list[str] | None = None
     event_time: float | None = None
     explanations: list[dict[str, Any]] | None = None  # per row, when explain=true was asked
+    texts: list[list[str]] | None = None  # a text model's request, instead of inputs
+    truncated: list[int] | None = None
+    outputs_json: list[Any] | None = None  # JSON answers (entities), instead of outputs
 
 
-_JSON_COLUMNS = frozenset({"events", "explanations"})
+_JSON_COLUMNS = frozenset({"events", "explanations", "outputs_json"})
 
 _decode_all = msgspec.json.Decoder(list[_Record]).decode
 _decode_one = msgspec.json.Decoder(_Record).decode

@@ -40,7 +40,9 @@ from shipyard.serving.codec import (
     encode,
     encode_error,
     encode_mlflow,
+    encode_mlflow_values,
     encode_v2,
+    encode_v2_values,
     event_time,
     explain_flag,
     query_explain,
@@ -62,6 +64,7 @@ from shipyard.serving.runtime import (
     ServeConfig,
     unlogged_message,
 )
+from shipyard.serving.text import decode_csv_text, decode_mlflow_text, decode_v2_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -88,6 +91,8 @@ LIVE = encode({"live": True})
 _EVENT_DATATYPES = {"key": "INT64|BYTES", "time": "BYTES", "number": "FP64", "value": "FP64|BYTES"}
 STALE_HEADER = b"x-shipyard-stale-features"
 """Names the delayed feature views a raw event's features were read stale from."""
+TRUNCATED_HEADER = b"x-truncated"
+"""Lists the rows (0-based, comma-separated) whose text the model read truncated."""
 
 access_logger = logging.getLogger("shipyard.access")
 # (request id, version, arm) of the prediction being answered; set only with the access log on
@@ -404,7 +409,11 @@ class ServingApp:
         version = deployment.version.version
         if self._access_log:
             _ANSWERING.set((request_id, version, arm))
-        out_of_range = deployment.validator.check(matrix)
+        truncated: tuple[int, ...] = ()
+        if deployment.text is None:
+            out_of_range = deployment.validator.check(matrix)
+        else:  # empty texts, token limit, the model's own checks (a language it serves)
+            out_of_range, truncated = (), deployment.text.check(matrix)
         # the traffic's own time (a replay): parameters.event_time, else X-Event-Time
         given = parameters.get("event_time") if parameters else None
         if given is None:
@@ -421,6 +430,7 @@ class ServingApp:
             out_of_range,
             event_time=None if given is None else event_time(given),
             explain=_wants_explanation(headers, parameters),
+            truncated=truncated,
         )
 
     async def _accept_events(
@@ -509,7 +519,17 @@ class ServingApp:
         ]
         if request.stale:
             extra.append((STALE_HEADER, ",".join(request.stale).encode()))
-        if request.protocol == "v2":
+        if request.truncated:
+            extra.append((TRUNCATED_HEADER, ",".join(map(str, request.truncated)).encode()))
+        output = request.deployment.json_output
+        if output is not None:  # a JSON value per row (entities): V2 BYTES, MLflow objects
+            if request.protocol == "v2":
+                answer = encode_v2_values(
+                    self.runtime.model, version, request_id, scores, request.arm, output
+                )
+            else:
+                answer = encode_mlflow_values(scores)
+        elif request.protocol == "v2":
             answer = encode_v2(self.runtime.model, version, request_id, scores, request.arm)
         else:
             answer = encode_mlflow(scores)
@@ -517,22 +537,27 @@ class ServingApp:
 
     def _decode(
         self, protocol: str, body: bytes, headers: Headers, state: EndpointState
-    ) -> tuple[NDArray[np.float64], str, dict[str, Any] | None]:
-        """The request's rows in the endpoint's columns, its id and its V2 parameters."""
+    ) -> tuple[NDArray[Any], str, dict[str, Any] | None]:
+        """The request's rows in the endpoint's columns, its id and its V2 parameters.
+
+        Rows are float64, or ``str`` objects for an endpoint whose versions take text.
+        """
         given = headers.get(b"x-request-id")
         parameters = None
+        matrix: NDArray[Any]
         if protocol == "v2":
             length = headers.get(b"inference-header-content-length")
             if length is not None and not length.isdigit():
                 raise RequestError(400, f"Inference-Header-Content-Length {length!r}: not a number")
-            matrix, request = decode_v2(body, state.names, int(length) if length else None)
+            v2 = decode_v2_text if state.text else decode_v2
+            matrix, request = v2(body, state.names, int(length) if length else None)
             parameters = request.parameters
             if request.id:
                 return matrix, request.id, parameters
         elif headers.get(b"content-type", b"")[:8].lower() == b"text/csv":
-            matrix = decode_csv(body, state.names)
+            matrix = (decode_csv_text if state.text else decode_csv)(body, state.names)
         else:
-            matrix = decode_mlflow(body, state.names)
+            matrix = (decode_mlflow_text if state.text else decode_mlflow)(body, state.names)
         return matrix, given.decode("latin-1") if given else self.runtime.next_id(), parameters
 
     def _state(self) -> EndpointState:
@@ -580,7 +605,8 @@ class ServingApp:
 
             state = self.runtime.state
             names = [] if state is None else state.names
-            self._openapi = encode(document(self.config.endpoint, names))
+            text = state is not None and state.text
+            self._openapi = encode(document(self.config.endpoint, names, text=text))
         return 200, self._openapi, JSON
 
     def _model_metadata(self, path: str) -> Response:
@@ -601,16 +627,22 @@ class ServingApp:
                 return 503, encode({"name": name, "ready": False, "reason": reason}), JSON
             return 200, encode({"name": name, "ready": True}), JSON
         first = state.deployments[version or state.policy.arms[0].version]
-        inputs = [{"name": c.name, "datatype": "FP64", "shape": [-1]} for c in first.schema.columns]
+        kind = "BYTES" if first.text is not None else "FP64"
+        inputs = [{"name": c.name, "datatype": kind, "shape": [-1]} for c in first.schema.columns]
+        output = first.json_output
         document = {
             "name": name,
             "versions": [str(v) for v in sorted(state.deployments)],
             "platform": f"shipyard-{first.report.chosen}",
             "inputs": inputs,
-            "outputs": [{"name": "probability", "datatype": "FP64", "shape": [-1]}],
+            "outputs": [
+                {"name": "probability", "datatype": "FP64", "shape": [-1]}
+                if output is None
+                else {"name": output, "datatype": "BYTES", "shape": [-1]}
+            ],
             "parameters": {
                 "traffic": state.policy.describe(),
-                "tensor_input": f"[n, {len(inputs)}] FP64",
+                "tensor_input": f"[n, {len(inputs)}] {kind}",
             },
         }
         if state.features is not None:  # the columns of a raw event, one [n] tensor each

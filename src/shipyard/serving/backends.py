@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 PARITY_TOLERANCE = 1e-5
 REPORT_FILE = "serving.json"
 FILES = {"onnx": "model.onnx", "lleaves": "model.lleaves.so"}
+TABULAR_FRAMEWORKS = frozenset({"lightgbm", "xgboost", "sklearn"})
+"""Frameworks whose versions get ONNX / compiled backends built and checked on a frame."""
 
 
 class OnnxPredictor:
@@ -90,6 +92,8 @@ class BackendReport:
     chosen: str
     candidates: dict[str, Candidate] = field(default_factory=dict)
     parity_rows: int = 0
+    reason: str = ""
+    """Why no other backend was tried (a text model, a framework with no converter)."""
 
     @property
     def note(self) -> str:
@@ -97,7 +101,9 @@ class BackendReport:
         return "; ".join(f"{name}: {c.note}" for name, c in self.candidates.items() if c.note)
 
     def describe(self) -> str:
-        """One line: each candidate's speed and parity."""
+        """One line: each candidate's speed and parity (or why the native model alone)."""
+        if self.reason:
+            return f"native only: {self.reason}"
         parts = []
         for name, c in self.candidates.items():
             if c.rows_per_s:
@@ -112,7 +118,7 @@ class BackendReport:
     def from_dict(cls, data: dict[str, Any]) -> BackendReport:
         """Inverse of :meth:`to_dict`."""
         candidates = {k: Candidate(**v) for k, v in data["candidates"].items()}
-        return cls(data["chosen"], candidates, data["parity_rows"])
+        return cls(data["chosen"], candidates, data["parity_rows"], data.get("reason", ""))
 
 
 def _convert_onnx(version: ModelVersion, model: Any, path: Path) -> None:
@@ -188,12 +194,37 @@ def _read_report(path: Path) -> BackendReport | None:
         return None  # written by another version of Shipyard: prepare again
 
 
+def native_only(mv: ModelVersion) -> str:
+    """Why ``mv`` is served by its native model alone, or ``""`` when its backends are built.
+
+    Only tabular models of the tree and scikit-learn frameworks have converters and a
+    feature frame (the eval window) to check them on: a text model, or any other framework
+    (PyTorch, spaCy, an ONNX model ``shipyard optimize`` built), is served as registered.
+    """
+    from shipyard.types import text_columns
+
+    if text_columns(mv.input_schema):
+        return (
+            f"{mv.framework} model of text inputs: no feature frame to check other backends "
+            "on (`shipyard optimize` builds and parity-checks faster forms as new versions)"
+        )
+    if mv.framework not in TABULAR_FRAMEWORKS:
+        return f"no converter for {mv.framework} models"
+    return ""
+
+
 def _prepare(registry: ModelRegistry, mv: ModelVersion, report_path: Path) -> BackendReport:
     """Build, check and time every backend of ``mv``; write the report atomically."""
     import numpy as np
 
     from shipyard.training.frames import Window, load_frame
 
+    reason = native_only(mv)
+    if reason:  # nothing to build, no frame to load: the native model, hash-verified at load
+        native_candidate = Candidate(0.0, 0.0, mv.native_sha256)
+        report = BackendReport("native", {"native": native_candidate}, 0, reason)
+        write_atomically(report_path, json.dumps(report.to_dict(), indent=2).encode())
+        return report
     name, version, folder = mv.name, mv.version, mv.native_path.parent
     native = registry.load(name, version)
     frame = load_frame(registry.workspace, Window.from_dict(mv.eval_window))

@@ -288,7 +288,7 @@ def encode_v2_values(
     model_name: str,
     version: int,
     request_id: str | None,
-    values: NDArray[np.object_],
+    values: NDArray[Any],
     arm: str,
     output: str,
 ) -> bytes:
@@ -305,12 +305,12 @@ def encode_v2_values(
     )
 
 
-def json_texts(values: NDArray[np.object_]) -> list[str]:
+def json_texts(values: NDArray[Any]) -> list[str]:
     """Each row's value as JSON text (the elements of a V2 ``BYTES`` output)."""
     return [encode(value).decode() for value in values.tolist()]
 
 
-def encode_mlflow_values(values: NDArray[np.object_]) -> bytes:
+def encode_mlflow_values(values: NDArray[Any]) -> bytes:
     """MLflow's response for a model that answers JSON values: ``{"predictions": [...]}``,
     one value (an object, a list, a string) per row."""
     return encode({"predictions": values.tolist()})

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 
-def document(endpoint: str, features: list[str]) -> dict[str, Any]:
-    """OpenAPI 3.0 for one endpoint whose model takes ``features``."""
+def document(endpoint: str, features: list[str], *, text: bool = False) -> dict[str, Any]:
+    """OpenAPI 3.0 for one endpoint whose model takes ``features`` (strings when ``text``)."""
     error = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
     errors = {
         str(code): {"description": text, "content": {"application/json": {"schema": error}}}
@@ -26,8 +26,8 @@ def document(endpoint: str, features: list[str]) -> dict[str, Any]:
             **errors,
         }
 
-    v2_request = _v2_request()
-    mlflow_request = _mlflow_request(features)
+    v2_request = _v2_request(text)
+    mlflow_request = _mlflow_request(features, text)
     simple = {"type": "object"}
     return {
         "openapi": "3.0.3",
@@ -132,8 +132,12 @@ _EXPLAINED: dict[str, Any] = {
 """What an explain=true answer adds (the MLflow body; the V2 response's parameters)."""
 
 
-def _v2_request() -> dict[str, Any]:
-    """The body of a V2 inference request."""
+def _v2_request(text: bool = False) -> dict[str, Any]:
+    """The body of a V2 inference request (``BYTES`` tensors of UTF-8 text when ``text``)."""
+    datatypes = ["BYTES"] if text else ["FP64", "FP32", "INT64", "INT32", "BOOL"]
+    data: dict[str, Any] = {"type": "array"}
+    if text:
+        data["items"] = {"type": "string"}
     return {
         "type": "object",
         "required": ["inputs"],
@@ -161,9 +165,9 @@ def _v2_request() -> dict[str, Any]:
                         "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
                         "datatype": {
                             "type": "string",
-                            "enum": ["FP64", "FP32", "INT64", "INT32", "BOOL"],
+                            "enum": datatypes,
                         },
-                        "data": {"type": "array"},
+                        "data": data,
                     },
                 },
             },
@@ -171,9 +175,9 @@ def _v2_request() -> dict[str, Any]:
     }
 
 
-def _mlflow_request(features: list[str]) -> dict[str, Any]:
-    """The four JSON forms MLflow's /invocations takes."""
-    number = {"type": "number"}
+def _mlflow_request(features: list[str], text: bool = False) -> dict[str, Any]:
+    """The four JSON forms MLflow's /invocations takes (values are texts when ``text``)."""
+    number = {"type": "string", "minLength": 1} if text else {"type": "number"}
     row_object = {
         "type": "object",
         "properties": dict.fromkeys(features, number),

@@ -20,16 +20,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from shipyard.errors import RequestError
 from shipyard.serving.batcher import MicroBatcher
+from shipyard.serving.text import TextValidator
 from shipyard.serving.validation import InputValidator
+from shipyard.types import text_columns
 
 if TYPE_CHECKING:
-    import numpy as np
     from numpy.typing import NDArray
 
     from shipyard.governance.explain import Explainer, Explanation
-    from shipyard.registry.models import ModelVersion
+    from shipyard.registry.models import ModelRegistry, ModelVersion
     from shipyard.serving.backends import BackendReport
     from shipyard.serving.features import OnlineFeatures
     from shipyard.serving.guard import Guard
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
     from shipyard.workspace import Workspace
 
 CONFIG_ENV = "SHIPYARD_SERVE_CONFIG"
+NO_SCORES: NDArray[np.float64] = np.zeros(0)
 logger = logging.getLogger(__name__)
 
 
@@ -109,6 +113,11 @@ class Deployment:
     batcher: MicroBatcher
     report: BackendReport
     validator: InputValidator
+    text: TextValidator | None = None
+    """The text checks of a version whose input schema has string columns (None: tabular)."""
+    json_output: str | None = None
+    """The output column of a version that answers a JSON value per row (a string output
+    column, such as entities); None: it answers probabilities."""
     explainer: Explainer | None = None
     """Built on the first ``explain=true`` request, from the native, hash-verified model."""
     building: asyncio.Future[Explainer] | None = None
@@ -133,6 +142,8 @@ class EndpointState:
     """The input columns every arm takes (a policy with mixed inputs is refused when set)."""
     features: OnlineFeatures | None = None
     """The feature stage for raw events, when the versions' lineage names feature views."""
+    text: bool = False
+    """The versions take text: requests are decoded by :mod:`.text` (chosen once, here)."""
 
     def assign(
         self,
@@ -160,7 +171,8 @@ class Accepted:
     protocol: str
     request_id: str
     key: str | None
-    matrix: NDArray[np.float64]
+    matrix: NDArray[Any]
+    """float64 rows, or for a text model an object array of ``str`` (see :mod:`.text`)."""
     state: EndpointState
     deployment: Deployment
     version: int
@@ -174,6 +186,8 @@ class Accepted:
     """When the request's traffic happened (epoch seconds), when the client said so."""
     explain: bool = False
     """The client asked for attributions and reason codes (``explain=true``)."""
+    truncated: tuple[int, ...] = ()
+    """Rows whose text is over the model's token limit: the model reads it truncated."""
 
 
 class EndpointRuntime:
@@ -299,11 +313,12 @@ class EndpointRuntime:
                 existing = await asyncio.to_thread(self._load, policy.model, version)
             deployments[version] = existing
         names = deployments[policy.arms[0].version].validator.names
+        text = _takes_text(policy.model, deployments)
         features = await self._feature_stage([d.version for d in deployments.values()], names)
         self.metrics.set_state(
             policy.revision, {v: d.report.chosen for v, d in deployments.items()}
         )
-        return EndpointState(policy, Router(policy), deployments, names, features)
+        return EndpointState(policy, Router(policy), deployments, names, features, text)
 
     async def _feature_stage(
         self, versions: list[ModelVersion], names: list[str]
@@ -354,7 +369,15 @@ class EndpointRuntime:
         validator = InputValidator(
             mv.input_schema, reject_out_of_range=self.config.reject_out_of_range
         )
-        return Deployment(mv, predictor, batcher, report, validator)
+        text = None
+        if text_columns(mv.input_schema):  # the model object's token limit and checks
+            model_object = getattr(predictor, "model", predictor)
+            text = TextValidator(
+                mv.input_schema, model_object, refuse_long_text=self.config.refuse_long_text
+            )
+        outputs = text_columns(registered_output_schema(registry, mv))
+        json_output = outputs[0] if outputs else None
+        return Deployment(mv, predictor, batcher, report, validator, text, json_output)
 
     async def _watch_policy(self) -> None:
         from shipyard.serving.policy import current_revision
@@ -466,9 +489,16 @@ class EndpointRuntime:
         """
         from shipyard.serving.predlog import PredictionLogClosedError
 
+        deployment = request.deployment
         if self.log is not None:
             record = self._record(
-                request, request.version, request.arm, scores, latency, request.out_of_range
+                request,
+                deployment,
+                request.arm,
+                scores,
+                latency,
+                request.out_of_range,
+                request.truncated,
             )
             if explanations is not None:  # absent (NULL) unless the client asked
                 record["explanations"] = explanations
@@ -476,8 +506,9 @@ class EndpointRuntime:
                 await self.log.commit(record)
             except (OSError, PredictionLogClosedError) as exc:
                 raise RequestError(503, unlogged_message(str(exc))) from exc
-        if self.guard is not None:
-            self.guard.observe(request.version, scores, latency)
+        if self.guard is not None:  # JSON answers have no score: latency and errors only
+            numeric = scores if deployment.json_output is None else NO_SCORES
+            self.guard.observe(request.version, numeric, latency)
 
     def failed(self, request: Accepted, error: Exception) -> None:
         """Count a 5xx answer to an accepted request against its version (the guardrails)."""
@@ -494,8 +525,13 @@ class EndpointRuntime:
     async def _shadow(self, deployment: Deployment, request: Accepted) -> None:
         version = deployment.version.version
         started = time.perf_counter()
+        out_of_range: tuple[str, ...] = ()
+        truncated: tuple[int, ...] = ()
         try:
-            out_of_range = deployment.validator.check(request.matrix)
+            if deployment.text is None:
+                out_of_range = deployment.validator.check(request.matrix)
+            else:
+                truncated = deployment.text.check(request.matrix)
             scores = await deployment.batcher.submit(request.matrix)
         except Exception as exc:
             self.metrics.error(500, "shadow")
@@ -513,31 +549,43 @@ class EndpointRuntime:
             return
         if self.log is not None:
             latency = time.perf_counter() - started
-            self.log.append(self._record(request, version, "shadow", scores, latency, out_of_range))
+            record = self._record(
+                request, deployment, "shadow", scores, latency, out_of_range, truncated
+            )
+            self.log.append(record)
 
     def _record(
         self,
         request: Accepted,
-        version: int,
+        deployment: Deployment,
         arm: str,
-        scores: NDArray[np.float64],
+        scores: NDArray[Any],
         latency: float,
         out_of_range: tuple[str, ...],
+        truncated: tuple[int, ...] = (),
     ) -> dict[str, Any]:
-        """The prediction-log record of ``version``'s answer to ``request``."""
+        """The prediction-log record of ``deployment``'s answer to ``request``.
+
+        A text request's texts go to ``texts`` (as received, not truncated), a JSON answer
+        to ``outputs_json``: ``inputs`` and ``outputs`` hold numbers only.
+        """
+        rows = request.matrix.tolist()
+        answers = scores.tolist()
         record: dict[str, Any] = {
             "request_id": request.request_id,
             "time": time.time(),
             "endpoint": self.config.endpoint,
             "model": self.model,
-            "version": version,
+            "version": deployment.version.version,
             "arm": arm,
             "routing_key": request.key,
             "protocol": request.protocol,
-            "inputs": request.matrix.tolist(),
-            "outputs": scores.tolist(),
+            "texts" if deployment.text is not None else "inputs": rows,
+            "outputs" if deployment.json_output is None else "outputs_json": answers,
             "latency_ms": round(latency * 1000, 3),
         }
+        if truncated:  # absent (NULL) when every text fits the model
+            record["truncated"] = truncated
         if out_of_range:  # absent (NULL in queries) when every value was seen in training
             record["out_of_range"] = out_of_range
         if request.event_time is not None:  # absent (NULL) unless the client sent it
@@ -547,6 +595,35 @@ class EndpointRuntime:
             if request.stale:
                 record["stale_features"] = request.stale
         return record
+
+
+def _takes_text(model: str, deployments: dict[int, Deployment]) -> bool:
+    """Whether the policy's versions take text; SchemaError when some do and some do not."""
+    kinds = {v: d.text is not None for v, d in deployments.items()}
+    if len(set(kinds.values())) > 1:
+        from shipyard.errors import SchemaError
+
+        text = sorted(v for v, k in kinds.items() if k)
+        raise SchemaError(
+            f"{model}: a traffic policy serves one kind of input; versions {text} take text, "
+            f"versions {sorted(v for v, k in kinds.items() if not k)} take numbers"
+        )
+    return any(kinds.values())
+
+
+def registered_output_schema(registry: ModelRegistry, mv: ModelVersion) -> Schema:
+    """What ``mv`` answers, as registered (the probability for every tabular model)."""
+    from sqlalchemy import select
+
+    from shipyard.tables import model_versions as table
+    from shipyard.types import Schema
+
+    query = select(table.c.output_schema).where(
+        (table.c.name == mv.name) & (table.c.version == mv.version)
+    )
+    with registry.workspace.engine.connect() as conn:
+        found = conn.execute(query).scalar_one()
+    return Schema.from_dict(found)
 
 
 def unlogged_message(reason: str) -> str:
