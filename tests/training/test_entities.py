@@ -123,4 +123,4 @@ def test_the_configuration_builds_the_pretrained_model() -> None:
     assert model.output_schema == ENTITIES
     assert model.input_schema.names == ["text"]
     out = model.predict_proba(np.array([FRENCH], dtype=object))
-    assert spans(out[0])["Marseille"] == "LOC"
+    assert spans(json.loads(out[0]))["Marseille"] == "LOC"

