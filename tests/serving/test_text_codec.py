@@ -207,7 +207,7 @@ def test_a_text_over_the_token_limit_is_flagged_by_default_and_refused_by_settin
     with pytest.raises(RequestError) as refused:
         TextValidator(SCHEMA, classifier, refuse_long_text=True).check(matrix)
     assert refused.value.status == 422
-    assert f"(row 1) has {count} tokens" in refused.value.message
+    assert f"(row 1) is {count} tokens long" in refused.value.message
     assert "at most 16" in refused.value.message
 
 

@@ -273,6 +273,8 @@ class ServingApp:
             if refused.status != 422:
                 raise
             request = await self._accept_events(protocol, explicit, headers, body, refused)
+        if request.deployment.text is not None:
+            await self._check_text(request)
         if request.explain:
             return await self._explained(request, started)
         try:
@@ -282,6 +284,14 @@ class ServingApp:
             self.runtime.failed(request, exc)
             raise
         return self._answer(request, scores)
+
+    async def _check_text(self, request: Accepted) -> None:
+        """Check a text request (empty texts, token limit, the model's ``check_texts``) in a
+        thread: counting tokens and detecting languages take milliseconds per batch, which
+        the event loop spends accepting other requests instead."""
+        text = request.deployment.text
+        assert text is not None
+        request.truncated = await asyncio.to_thread(text.check, request.matrix)
 
     async def _explained(self, request: Accepted, started: float) -> Response:
         """Score, explain (the native model's attributions and reason codes), log, answer.
@@ -349,6 +359,9 @@ class ServingApp:
             if refused is not None:
                 with tracer.start_as_current_span("features"):
                     request = await self._accept_events(protocol, explicit, headers, body, refused)
+            if request.deployment.text is not None:
+                with tracer.start_as_current_span("validate"):
+                    await self._check_text(request)
             if request.explain:
                 with tracer.start_as_current_span("explain"):
                     return await self._explained(request, started)
@@ -409,11 +422,8 @@ class ServingApp:
         version = deployment.version.version
         if self._access_log:
             _ANSWERING.set((request_id, version, arm))
-        truncated: tuple[int, ...] = ()
-        if deployment.text is None:
-            out_of_range = deployment.validator.check(matrix)
-        else:  # empty texts, token limit, the model's own checks (a language it serves)
-            out_of_range, truncated = (), deployment.text.check(matrix)
+        # a text request is checked by _check_text, off the event loop
+        out_of_range = deployment.validator.check(matrix) if deployment.text is None else ()
         # the traffic's own time (a replay): parameters.event_time, else X-Event-Time
         given = parameters.get("event_time") if parameters else None
         if given is None:
@@ -430,7 +440,6 @@ class ServingApp:
             out_of_range,
             event_time=None if given is None else event_time(given),
             explain=_wants_explanation(headers, parameters),
-            truncated=truncated,
         )
 
     async def _accept_events(

@@ -531,7 +531,7 @@ class EndpointRuntime:
             if deployment.text is None:
                 out_of_range = deployment.validator.check(request.matrix)
             else:
-                truncated = deployment.text.check(request.matrix)
+                truncated = await asyncio.to_thread(deployment.text.check, request.matrix)
             scores = await deployment.batcher.submit(request.matrix)
         except Exception as exc:
             self.metrics.error(500, "shadow")

@@ -382,10 +382,9 @@ class TextValidator:
             row = over[0]
             raise RequestError(
                 422,
-                f"input {name!r} (row {row}) has {int(counts[row])} tokens (word pieces with "
-                f"[CLS] and [SEP]); the model takes at most {self.max_tokens}. This endpoint "
-                "refuses longer texts (serving_refuse_long_text = true); shorten the text, or "
-                f"serve without the setting to have the model keep its first "
-                f"{self.max_tokens - 2} word pieces",
+                f"input {name!r} (row {row}) is {int(counts[row])} tokens long by the model's "
+                f"count; the model takes at most {self.max_tokens}. This endpoint refuses "
+                "longer texts (serving_refuse_long_text = true): shorten the text, or serve "
+                "without the setting to have it scored truncated by the model's rule",
             )
         return over
