@@ -27,6 +27,7 @@ COMMANDS = {
     "experiment": "shipyard.cli.experiment:experiment",
     "pipeline": "shipyard.cli.pipeline:pipeline",
     "score": "shipyard.cli.score:score",
+    "optimize": "shipyard.cli.optimize:optimize",
 }
 
 
