@@ -9,7 +9,7 @@ import base64
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from shipyard.types import Lineage
 
@@ -87,6 +87,14 @@ class ModelCard:
     calibration: dict[str, Any]
     notes: CardNotes = field(default_factory=CardNotes)
     plots: dict[str, Path] = field(default_factory=dict)
+    text_input: bool = False
+    """The model reads raw text (its ``features`` are text columns), not numeric features."""
+    evaluated: bool = True
+    """False for a pretrained pipeline registered without an evaluation: no metrics to show."""
+
+    NOT_EVALUATED: ClassVar[str] = (
+        "Not evaluated here: pretrained pipeline, registered without a test evaluation."
+    )
 
     @property
     def intended_use(self) -> str:
@@ -105,12 +113,31 @@ class ModelCard:
         views = ", ".join(f"{name} ({digest[:12]})" for name, digest in ln.view_hashes.items())
         train = " .. ".join(ln.train_window) if ln.train_window else "not recorded"
         gate = " .. ".join(ln.eval_window) if ln.eval_window else "not recorded"
+        features = (
+            f"Features: {ln.views}, definitions hash {ln.features_hash}; views: {views}"
+            if ln.views
+            else "Features: no feature views (the model reads raw text)"
+        )
+        windows = (
+            f"Trained on: {train}; gate evaluation window: {gate}"
+            if ln.train_window or ln.eval_window or not self.text_input
+            else "Time windows: none (the data has no time; the split is the protocol's)"
+        )
         return [
             f"Data set: {ln.dataset} v{ln.dataset_version}, content hash {ln.dataset_hash}",
-            f"Features: {ln.views}, definitions hash {ln.features_hash}; views: {views}",
-            f"Columns: label {roles.label}, time {roles.time}, entity {roles.entity}",
-            f"Trained on: {train}; gate evaluation window: {gate}",
+            features,
+            f"Columns: label {roles.label}, time {roles.time or 'none'}, "
+            f"entity {roles.entity or 'none'}",
+            windows,
         ]
+
+    def input_line(self, quote: str = "") -> str:
+        """What the model reads, in words (its features, or its text column), each name
+        between ``quote`` marks."""
+        names = ", ".join(f"{quote}{f}{quote}" for f in self.features)
+        if self.text_input:
+            return f"raw text in column {names}"
+        return f"{len(self.features)} features ({names})"
 
     def markdown(self) -> str:
         """The card as Markdown."""
@@ -120,6 +147,17 @@ class ModelCard:
         calib = self.calibration
         plots = "\n".join(f"![{label}](plots/{path.name})" for label, path in self.plots.items())
         lineage = "\n".join(f"- {line}" for line in self.lineage_lines())
+        evaluation, calibration = self.NOT_EVALUATED, self.NOT_EVALUATED
+        if self.evaluated:
+            evaluation = f"""{self.notes.evaluation}
+
+| metric | mean ± std over test folds | 95% CI ({self.notes.interval}) | meaning |
+|---|---|---|---|
+{rows}"""
+            calibration = f"""Brier score {calib.get("brier", float("nan")):.5f} (mean over folds); mean predicted probability
+{calib.get("mean_predicted", float("nan")):.4f} against an observed rate of
+{calib.get("observed_rate", float("nan")):.4f} on the test windows. See the reliability
+curve below."""
         return f"""# Model card — {self.name} v{self.version}
 
 ## Intended use
@@ -128,23 +166,16 @@ class ModelCard:
 ## Model
 - Type: **{self.model_type}**; parameters: {params}
 - MLflow run: `{self.run_id}`
-- Input: {len(self.features)} features ({", ".join(f"`{f}`" for f in self.features)}); output: probability that `{self.lineage.columns.label}` is 1
+- Input: {self.input_line("`")}; output: probability that `{self.lineage.columns.label}` is 1
 
 ## Data and lineage
 {lineage}
 
 ## Evaluation
-Protocol: {self.lineage.protocol or "not recorded"}. {self.notes.evaluation}
-
-| metric | mean ± std over test folds | 95% CI ({self.notes.interval}) | meaning |
-|---|---|---|---|
-{rows}
+Protocol: {self.lineage.protocol or "not recorded"}. {evaluation}
 
 ## Calibration
-Brier score {calib.get("brier", float("nan")):.5f} (mean over folds); mean predicted probability
-{calib.get("mean_predicted", float("nan")):.4f} against an observed rate of
-{calib.get("observed_rate", float("nan")):.4f} on the test windows. See the reliability
-curve below.
+{calibration}
 
 ## Plots
 {plots or "- none"}
@@ -167,6 +198,18 @@ curve below.
         limits = "".join(f"<li>{esc(item)}</li>" for item in self.limitations)
         calib = self.calibration
         lineage = "".join(f"<li>{esc(line)}</li>" for line in self.lineage_lines())
+        evaluation, calibration = esc(self.NOT_EVALUATED) + "</p>", esc(self.NOT_EVALUATED)
+        if self.evaluated:
+            evaluation = (
+                f"{esc(self.notes.evaluation)}</p><table><tr><th>metric</th>"
+                f"<th>mean ± std over test folds</th><th>95% CI ({esc(self.notes.interval)})</th>"
+                f"<th>meaning</th></tr>{rows}</table>"
+            )
+            calibration = (
+                f"Brier score {calib.get('brier', float('nan')):.5f}; mean predicted probability "
+                f"{calib.get('mean_predicted', float('nan')):.4f} against an observed rate of "
+                f"{calib.get('observed_rate', float('nan')):.4f}."
+            )
         return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Model card — {esc(self.name)} v{self.version}</title>
 <style>
@@ -179,13 +222,10 @@ code {{ background: #f4f4f4; padding: 0 .2rem; }}
 <h2>Intended use</h2><p>{esc(self.intended_use)}</p>
 <h2>Model</h2><ul><li>Type: <b>{esc(self.model_type)}</b>; parameters: {params}</li>
 <li>MLflow run: <code>{esc(self.run_id)}</code></li>
-<li>Input: {len(self.features)} features ({esc(", ".join(self.features))}); output: probability that <code>{esc(self.lineage.columns.label)}</code> is 1</li></ul>
+<li>Input: {esc(self.input_line())}; output: probability that <code>{esc(self.lineage.columns.label)}</code> is 1</li></ul>
 <h2>Data and lineage</h2><ul>{lineage}</ul>
-<h2>Evaluation</h2><p>Protocol: {esc(self.lineage.protocol or "not recorded")}. {esc(self.notes.evaluation)}</p>
-<table><tr><th>metric</th><th>mean ± std over test folds</th><th>95% CI ({esc(self.notes.interval)})</th><th>meaning</th></tr>{rows}</table>
-<h2>Calibration</h2><p>Brier score {calib.get("brier", float("nan")):.5f}; mean predicted probability
-{calib.get("mean_predicted", float("nan")):.4f} against an observed rate of
-{calib.get("observed_rate", float("nan")):.4f}.</p>
+<h2>Evaluation</h2><p>Protocol: {esc(self.lineage.protocol or "not recorded")}. {evaluation}
+<h2>Calibration</h2><p>{calibration}</p>
 <h2>Plots</h2>{images or "<p>none</p>"}
 {"".join(f"<h2>{esc(x.title)}</h2>{x.html}" for x in self.notes.sections)}
 <h2>Limitations</h2><ul>{limits}</ul>

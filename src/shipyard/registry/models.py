@@ -11,6 +11,18 @@ of every registration, promotion, refusal and rollback with who, when and why.
 The registry knows no solution's columns: the promotion gate reads the label, time and
 entity names from the challenger's lineage.
 
+Text models (a ``string`` column in the input schema, see :func:`shipyard.types.text_columns`)
+register without feature views (``lineage.views == ""``) and without time windows (the split is
+described by ``lineage.protocol``), optionally without an evaluation (``evaluation=None``: a
+pretrained pipeline; the card says it was not evaluated here). They get no SHAP explanation and
+no monitoring reference profile at registration, and their MLflow flavour is a pyfunc model
+(:func:`shipyard.training.text.save_pyfunc`). A promotion gate or fairness gate needs the
+version's evaluation window as a numeric frame, which a text model does not have: a gated
+promotion of a text model is refused with ParameterError before anything changes; promote it
+with ``gate=None`` (and no fairness gates) after comparing the versions' recorded test metrics
+(``ModelVersion.metrics``, e.g. their accuracy intervals from
+:func:`~shipyard.training.text.evaluate_texts`).
+
 Example::
 
     lineage = Lineage.of(dataset, "my.features:VIEWS", columns=roles, protocol="...")
@@ -42,7 +54,7 @@ from shipyard.errors import (
     PromotionRefusedError,
     SchemaError,
 )
-from shipyard.types import Lineage, Schema
+from shipyard.types import Lineage, Schema, text_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -140,7 +152,8 @@ def _window_dict(lineage: Lineage, days: tuple[str, str] | None) -> dict[str, An
     if days is None:
         raise ParameterError(
             f"The lineage of {lineage.dataset} v{lineage.dataset_version} records no training "
-            "or evaluation window; add them with lineage.with_windows(train, evaluation)."
+            "or evaluation window (text models have none: their data has no time); add them "
+            "with lineage.with_windows(train, evaluation)."
         )
     return Window.of(lineage, *days).to_dict()
 
@@ -189,7 +202,7 @@ class ModelRegistry:
         model: TrainedModel,
         *,
         lineage: Lineage,
-        evaluation: Evaluation,
+        evaluation: Evaluation | None,
         run_id: str,
         sample: pd.DataFrame,
         notes: CardNotes | None = None,
@@ -199,10 +212,12 @@ class ModelRegistry:
         """Register ``model`` as a new version of ``name`` with its lineage and a model card.
 
         ``lineage`` must record the training and evaluation windows
-        (``lineage.with_windows(...)``); ``evaluation`` is the evaluation the card reports
-        (its folds' labels and scores); ``run_id`` is the MLflow run the model belongs to;
+        (``lineage.with_windows(...)``) unless the model takes text; ``evaluation`` is the
+        evaluation the card reports (its folds' labels and scores; ``None`` for a pretrained
+        pipeline not evaluated here); ``run_id`` is the MLflow run the model belongs to;
         ``sample`` holds rows of the model's features from the evaluation window (for
-        MLflow's signature and the card's global explanation, up to 500 of them);
+        MLflow's signature and the card's global explanation, up to 500 of them; texts in a
+        ``text`` column for a text model);
         ``notes`` say what the model is for. The input schema gets the constraints its
         feature views declare. The model is logged to its run in MLflow's format (so MLflow
         clients can serve it) and saved natively with its SHA-256 (what Shipyard loads).
@@ -213,6 +228,7 @@ class ModelRegistry:
         from shipyard.tables import model_versions
 
         input_schema = self._input_schema(model, lineage)
+        takes_text = bool(text_columns(input_schema))
         client = self.tracker.client
         version = self._create_mlflow_version(name, model, run_id, sample)
         folder = self.workspace.artifact_root / "models" / name / f"v{version}"
@@ -241,9 +257,11 @@ class ModelRegistry:
                 "dataset_hash": lineage.dataset_hash,
                 "features_hash": lineage.features_hash,
                 "features_ref": lineage.views,
-                "train_window": _window_dict(lineage, lineage.train_window),
-                "eval_window": _window_dict(lineage, lineage.eval_window),
-                "metrics": {k: float(v) for k, v in evaluation.summary().items()},
+                "train_window": _stored_window(lineage, lineage.train_window),
+                "eval_window": _stored_window(lineage, lineage.eval_window),
+                "metrics": {
+                    k: float(v) for k, v in (evaluation.summary() if evaluation else {}).items()
+                },
                 "card_path": str(card_md.relative_to(root)),
                 "created_at": _now(),
             }
@@ -261,7 +279,8 @@ class ModelRegistry:
             "features_hash": lineage.features_hash,
         }
         self._record(name, version, "register", CHALLENGER, None, actor, reason, recorded)
-        _build_reference_profile(self.workspace, name, version)
+        if not takes_text:  # a text profile needs text statistics, not a numeric window
+            _build_reference_profile(self.workspace, name, version)
         return self.get(name, version)
 
     def _write_card(
@@ -270,7 +289,7 @@ class ModelRegistry:
         version: int,
         model: TrainedModel,
         lineage: Lineage,
-        evaluation: Evaluation,
+        evaluation: Evaluation | None,
         run_id: str,
         notes: CardNotes | None,
         folder: Path,
@@ -279,7 +298,9 @@ class ModelRegistry:
         """Write the model card (Markdown, HTML, plots) into ``folder`` and log it to the run.
 
         The card's global explanation (mean |SHAP|, dependence plots) explains ``sample``'s
-        rows, unless the solution's notes already carry a section of that title.
+        rows, unless the solution's notes already carry a section of that title or the model
+        reads text (SHAP over one text column says nothing). Without an evaluation the card
+        has no metrics, calibration or evaluation plots and says so.
         """
         import dataclasses
 
@@ -287,9 +308,14 @@ class ModelRegistry:
         from shipyard.registry.card import CardNotes, ModelCard
         from shipyard.registry.plots import evaluation_plots
 
-        plots = evaluation_plots(evaluation, folder / "plots", f"{name} v{version}")
+        takes_text = bool(text_columns(model.input_schema))
+        plots = (
+            evaluation_plots(evaluation, folder / "plots", f"{name} v{version}")
+            if evaluation is not None
+            else []
+        )
         notes = notes or CardNotes()
-        if all(s.title != GLOBAL_EXPLANATION_TITLE for s in notes.sections):
+        if not takes_text and all(s.title != GLOBAL_EXPLANATION_TITLE for s in notes.sections):
             section = global_explanation(
                 model, sample, folder / "plots", title=f"{name} v{version}"
             )
@@ -302,10 +328,12 @@ class ModelRegistry:
             run_id=run_id,
             lineage=lineage,
             features=model.features,
-            metrics=metric_rows(evaluation),
-            calibration=calibration_summary(evaluation),
+            metrics=metric_rows(evaluation) if evaluation is not None else [],
+            calibration=calibration_summary(evaluation) if evaluation is not None else {},
             notes=notes,
             plots={PLOT_TITLES.get(p.stem, p.stem): p for p in plots},
+            text_input=takes_text,
+            evaluated=evaluation is not None,
         )
         card_md, card_html = card.write(folder)
         self.tracker.client.log_artifact(run_id, str(card_md), "model_card")
@@ -317,11 +345,15 @@ class ModelRegistry:
         """The model's input schema with its feature views' declared constraints.
 
         The observed ranges come from the training data (``ModelConfig.fit``). Refuses a
-        lineage without windows, or whose views no longer hash to what it recorded.
+        lineage without windows (unless the model takes text), or whose views no longer hash
+        to what it recorded. A text model's lineage may name no views: its schema is its own.
         """
         from shipyard.features.definitions import definitions_hash, load_views, view_constraints
 
-        if lineage.train_window is None or lineage.eval_window is None:
+        takes_text = bool(text_columns(model.input_schema))
+        if not lineage.views and takes_text:
+            return model.input_schema
+        if not takes_text and (lineage.train_window is None or lineage.eval_window is None):
             raise ParameterError(
                 "The 'lineage' parameter of ModelRegistry.register must record its training "
                 "and evaluation windows (lineage.with_windows(train, evaluation)). "
@@ -340,26 +372,20 @@ class ModelRegistry:
     def _create_mlflow_version(
         self, name: str, model: TrainedModel, run_id: str, sample: pd.DataFrame
     ) -> int:
-        """Log ``model`` to its run in MLflow's format with its signature; register a version."""
-        import mlflow.sklearn
-        from mlflow.models import infer_signature
+        """Log ``model`` to its run in MLflow's format with its signature; register a version.
 
-        from shipyard.logs import dropping
-
+        A text model is logged as a pyfunc model holding its native file (MLflow clients
+        ``predict(pd.DataFrame({"text": [...]}))``); the others in MLflow's scikit-learn format.
+        """
         client = self.tracker.client
-        # MLflow warns that pickled models run code when loaded; Shipyard loads only files
-        # whose SHA-256 it recorded (load_native), so that one warning says nothing new here.
-        pickle_warning = "Saving scikit-learn models in the pickle or cloudpickle format"
-        with tempfile.TemporaryDirectory() as tmp, dropping("mlflow.sklearn", pickle_warning):
+        with tempfile.TemporaryDirectory() as tmp:
             flavor_dir = Path(tmp) / "model"
-            X = sample[model.features].astype(float)
-            mlflow.sklearn.save_model(
-                model.estimator,
-                str(flavor_dir),
-                signature=infer_signature(X, model.predict_proba(X)),
-                pyfunc_predict_fn="predict_proba",
-                serialization_format="pickle",
-            )
+            if text_columns(model.input_schema):
+                from shipyard.training.text import save_pyfunc
+
+                save_pyfunc(model, flavor_dir, sample)
+            else:
+                _save_sklearn_flavor(model, flavor_dir, sample)
             client.log_artifacts(run_id, str(flavor_dir), "model")
         if not client.search_registered_models(filter_string=f"name = '{name}'"):
             client.create_registered_model(name, description="Registered by Shipyard")
@@ -492,6 +518,7 @@ class ModelRegistry:
                 )
                 raise PromotionRefusedError(f"Promotion refused: {exc}") from None
             if gate is not None:
+                _check_gateable(challenger, alias, "promotion gate")
                 result = self.compare(name, incumbent, challenger, gate)
                 if not result.passed:
                     self._record(
@@ -545,6 +572,8 @@ class ModelRegistry:
         """Apply the fairness gates; record and raise a refusal if one fails."""
         from shipyard.registry.gate import check_fairness
 
+        if gates:
+            _check_gateable(challenger, alias, "fairness gate")
         results = check_fairness(self, challenger, gates)
         found = [r.to_dict() for r in results]
         failed = [r for r in results if not r.passed]
@@ -568,6 +597,7 @@ class ModelRegistry:
         """
         from shipyard.training.frames import Window, load_frame
 
+        _check_gateable(challenger, "champion", "promotion gate")
         roles = challenger.lineage.columns
         frame = load_frame(self.workspace, Window.from_dict(challenger.eval_window))
         champion_scores = self.load(name, incumbent.version).predict(
@@ -716,6 +746,51 @@ def calibration_summary(evaluation: Evaluation) -> dict[str, float]:
         "mean_predicted": float(predicted.mean()),
         "observed_rate": float(observed.mean()),
     }
+
+
+def _check_gateable(version: ModelVersion, alias: str, gate: str) -> None:
+    """ParameterError if no gate can score ``version``: it reads text (the gates score numeric
+    frames of an evaluation window) or its lineage records no evaluation window."""
+    takes_text = bool(text_columns(version.input_schema))
+    if takes_text or version.lineage.eval_window is None:
+        what = (
+            "a text model (gates score a numeric evaluation window)"
+            if takes_text
+            else "a model whose lineage records no evaluation window"
+        )
+        raise ParameterError(
+            f"{version.name} v{version.version} is {what}, so no {gate} can score it against "
+            f"the {alias}; nothing was changed. Compare the versions' recorded test metrics "
+            "(ModelVersion.metrics) and promote it without gates (gate=None, fairness=())."
+        )
+
+
+def _stored_window(lineage: Lineage, days: tuple[str, str] | None) -> Any:
+    """The window as stored in the version's row: JSON null where a text model has none."""
+    from sqlalchemy import JSON
+
+    return JSON.NULL if days is None else _window_dict(lineage, days)
+
+
+def _save_sklearn_flavor(model: TrainedModel, folder: Path, sample: pd.DataFrame) -> None:
+    """Write ``model`` to ``folder`` in MLflow's scikit-learn format (pickle), with signature."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    from shipyard.logs import dropping
+
+    # MLflow warns that pickled models run code when loaded; Shipyard loads only files
+    # whose SHA-256 it recorded (load_native), so that one warning says nothing new here.
+    pickle_warning = "Saving scikit-learn models in the pickle or cloudpickle format"
+    with dropping("mlflow.sklearn", pickle_warning):
+        X = sample[model.features].astype(float)
+        mlflow.sklearn.save_model(
+            model.estimator,
+            str(folder),
+            signature=infer_signature(X, model.predict_proba(X)),
+            pyfunc_predict_fn="predict_proba",
+            serialization_format="pickle",
+        )
 
 
 def _held(version: int | None) -> str:

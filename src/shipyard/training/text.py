@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
     from numpy.typing import NDArray
+
+    from shipyard.training.evaluation import Evaluation
 
 TEXT_SCHEMA = Schema((ColumnSpec("text", "string"),))
 """The input schema of every text model: one string column, ``text``."""
@@ -295,10 +298,12 @@ def build_encoder(config: dict[str, Any], dropout: float = 0.1) -> Any:
 
 
 def __getattr__(name: str) -> Any:
-    """``EncoderClassifier``, a ``torch.nn.Module`` subclass, is defined on first access so
-    that importing this module does not import torch."""
+    """``EncoderClassifier`` (a ``torch.nn.Module``) and ``TextPyfuncModel`` (an MLflow
+    ``PythonModel``) are defined on first access: importing this module imports neither."""
     if name == "EncoderClassifier":
         return _encoder_class()
+    if name == "TextPyfuncModel":
+        return _pyfunc_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -605,3 +610,168 @@ class MiniLMClassifierConfig(ModelConfig):
             held = _labels_and_texts(self, validation[0], validation[1])
         classifier = train_classifier(self, texts, labels, held)
         return TrainedTextModel(self, classifier, TEXT_SCHEMA)
+
+
+TEXT_METRICS = ("accuracy", "roc_auc", "average_precision", "f1", "brier")
+"""What :func:`evaluate_texts` measures (F1 and accuracy at the decision threshold)."""
+
+
+def evaluate_texts(
+    model: Any,
+    texts: Sequence[str],
+    labels: Any,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    threshold: float = 0.5,
+) -> Evaluation:
+    """Accuracy, ROC AUC, average precision, F1 and Brier score of ``model`` on labelled texts.
+
+    ``model`` is anything with ``predict_proba(texts)`` (a trained or loaded text model); the
+    result is an :class:`~shipyard.training.evaluation.Evaluation` of one fold (the test
+    texts) with 95% intervals from ``n_boot`` bootstrap draws of the reviews (0 skips them),
+    what ``ModelRegistry.register(..., evaluation=...)`` records as the version's metrics.
+
+    Example::
+
+        evaluation = evaluate_texts(model, test["text"].tolist(), test["fresh"], n_boot=1000)
+        print(evaluation.intervals["accuracy"])        # 0.801 [0.785, 0.817]
+    """
+    import time
+
+    import numpy as np
+
+    from shipyard.training import metrics as m
+    from shipyard.training.evaluation import Evaluation, FoldResult
+    from shipyard.training.splits import Fold
+
+    texts = texts_of(list(texts))
+    y = np.asarray(labels).astype(np.float64)
+    if len(y) != len(texts) or len(y) == 0:
+        raise TrainingError(
+            f"evaluate_texts needs one label per text and at least one text; got "
+            f"{len(texts):,} texts and {len(y):,} labels."
+        )
+    started = time.perf_counter()
+    scores = np.asarray(model.predict_proba(texts), dtype=np.float64)
+    seconds = time.perf_counter() - started
+    ranked = m.RankedScores(y, scores)
+    decided = (scores >= threshold).astype(np.float64)
+
+    def statistics(w: NDArray[np.float64]) -> dict[str, float]:
+        tp, fp = float(w @ (decided * y)), float(w @ (decided * (1 - y)))
+        fn = float(w @ ((1 - decided) * y))
+        total = float(w.sum())
+        return {
+            "accuracy": float(w @ (decided == y)) / total if total else math.nan,
+            "roc_auc": ranked.roc_auc(w),
+            "average_precision": ranked.average_precision(w),
+            "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan,
+            "brier": float(w @ (scores - y) ** 2) / total if total else math.nan,
+        }
+
+    values = statistics(np.ones(len(y)))
+    rows = np.arange(len(y), dtype=np.int64)
+    # reviews have no dates: the one fold is the test set, its days are not recorded
+    undated: Any = None
+    fold = Fold(0, rows[:0], rows, undated, undated, undated, undated)
+    result = FoldResult(fold, values, y, scores, {}, score_seconds=seconds)
+    evaluation = Evaluation(getattr(model, "config", None), [result])  # type: ignore[arg-type]
+    # each review is its own bootstrap unit; one draw of multiplicities serves every metric
+    rng = np.random.default_rng(seed)
+    draws = [
+        statistics(np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y)).astype(float))
+        for _ in range(n_boot)
+    ]
+    for metric in TEXT_METRICS if draws else ():
+        replicates = np.array([d[metric] for d in draws])
+        evaluation.intervals[metric] = m.interval(values[metric], replicates)
+    return evaluation
+
+
+PYFUNC_REQUIREMENTS = {
+    "torch-text": ("torch", "transformers", "tokenizers", "safetensors"),
+    "sklearn-text": ("scikit-learn",),
+    "onnx-text": ("onnxruntime", "tokenizers"),
+}
+"""The packages (besides Shipyard, NumPy and pandas) an MLflow client needs to load each kind."""
+
+
+@cache
+def _pyfunc_class() -> type[Any]:
+    import mlflow.pyfunc
+
+    base: Any = mlflow.pyfunc.PythonModel
+
+    class TextPyfuncModel(base):  # type: ignore[misc]
+        """A registered text model as an MLflow pyfunc: a DataFrame with ``text`` in,
+        probabilities out. The native file is verified against its SHA-256 before loading."""
+
+        # MLflow would read predict's type hints as an input schema of its own, and warns
+        # (past any warning filter) when there are none: the signature logged says it all
+        _skip_type_hint_validation = True
+
+        def load_context(self, context: Any) -> None:
+            """Verify, then load the native model file the artifacts hold."""
+            from shipyard.integrity import verify_sha256
+            from shipyard.training.trainers import native_format
+
+            path = Path(context.artifacts["model"])
+            verify_sha256(path, context.model_config["sha256"])
+            self.framework = str(context.model_config["framework"])
+            self.model = native_format(self.framework).load(path)
+
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+            """Probability of the positive class of each text (``model_input['text']``)."""
+            from shipyard.training.trainers import native_format
+
+            texts: Any = texts_of(model_input)
+            return native_format(self.framework).predict(self.model, texts)
+
+    TextPyfuncModel.__module__ = __name__  # pickled by reference: this module's __getattr__
+    TextPyfuncModel.__qualname__ = "TextPyfuncModel"
+    return TextPyfuncModel
+
+
+def save_pyfunc(model: TrainedModel, folder: Path, sample: pd.DataFrame) -> None:
+    """Write ``model`` to ``folder`` as an MLflow pyfunc model (its native file inside).
+
+    ``mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"text": [...]}))`` then gives the
+    probabilities; the signature is inferred from up to 20 rows of ``sample['text']``.
+    """
+    import tempfile
+    import warnings
+    from importlib import metadata
+
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    from shipyard.logs import dropping
+
+    framework = model.config.framework
+    packages = ("numpy", "pandas", *PYFUNC_REQUIREMENTS.get(framework, ()), "shipyard")
+    requirements = []
+    for package in packages:
+        try:
+            requirements.append(f"{package}=={metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            requirements.append(package)
+    # MLflow warns that a python_model object is cloudpickled (our wrapper class is pickled by
+    # reference and the model itself is a verified native file) and that no input example
+    # was given (the signature says what the input is): neither says anything new here.
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        dropping("mlflow.pyfunc", "Passing a Python object as `python_model`"),
+        warnings.catch_warnings(),
+    ):
+        warnings.filterwarnings("ignore", "(?s).*An input example was not provided", UserWarning)
+        path, sha256 = model.save_native(Path(tmp))
+        X = sample[["text"]].head(20).astype(str)
+        mlflow.pyfunc.save_model(
+            str(folder),
+            python_model=_pyfunc_class()(),
+            artifacts={"model": str(path)},
+            model_config={"framework": framework, "sha256": sha256},
+            signature=infer_signature(X, model.predict_proba(X)),
+            pip_requirements=requirements,
+        )
