@@ -1,7 +1,8 @@
 """Text requests decoded from every protocol, checked before batching, and batched together.
 
-The model objects are real: MiniLM's tokenizer (cut to a 16-token limit) in a one-layer
-encoder classifier, and the English/French spaCy entity recognizer for ``check_texts``.
+The model object is real: MiniLM's tokenizer (cut to a 16-token limit) in a one-layer encoder
+classifier. The entity recognizer's ``check_texts`` (languages) is exercised through a real
+server in test_text_serving.py.
 """
 
 from __future__ import annotations
@@ -214,19 +215,6 @@ def test_a_text_over_the_token_limit_is_flagged_by_default_and_refused_by_settin
 def test_a_model_without_a_token_limit_checks_content_only() -> None:
     validator = TextValidator(SCHEMA, object())
     assert validator.max_tokens is None and validator.check(_matrix([LONG * 100])) == ()
-
-
-def test_check_texts_of_the_model_refuses_a_language_it_has_no_pipeline_for() -> None:
-    from shipyard.training.entities import EntityRecognizer
-
-    recognizer = EntityRecognizer.installed()
-    validator = TextValidator(SCHEMA, recognizer)
-    german = "Die Regierung hat heute in Berlin ein neues Gesetz beschlossen."
-    assert validator.check(_matrix(["Barack Obama visited Paris yesterday."])) == ()
-    with pytest.raises(RequestError) as refused:
-        validator.check(_matrix(["Barack Obama visited Paris yesterday.", german]))
-    assert refused.value.status == 422
-    assert "Row 1" in refused.value.message and "English" in refused.value.message
 
 
 def test_a_schema_mixing_text_and_numbers_is_not_served_as_text() -> None:
