@@ -48,6 +48,13 @@ TRANSFORM_NAMES = ("onnx", "dynamic-int8", "static-int8", "prune", "distill")
     help="Single-review calls timed per model and thread count.",
 )
 @click.option(
+    "--batches",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Batches of 32 reviews timed per model and thread count (throughput).",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -63,6 +70,7 @@ def optimize(
     sparsity: float,
     student_layers: int,
     requests: int,
+    batches: int,
     out: Path | None,
 ) -> None:
     """Optimize MODEL@VERSION (a torch-text classifier); each transform within tolerance
@@ -78,7 +86,9 @@ def optimize(
     ws = open_workspace(ctx)
     name, ref = _split_ref(model)
     screen = console()
-    settings = Settings(sparsity=sparsity, student_layers=student_layers, requests=requests)
+    settings = Settings(
+        sparsity=sparsity, student_layers=student_layers, requests=requests, batches=batches
+    )
     with screen.status("Optimizing") as status:
         result = run(
             ws,

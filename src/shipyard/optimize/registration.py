@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shipyard.optimize.report import TransformReport, markdown_html
+from shipyard.optimize.report import OriginalModel, TransformReport, markdown_html
 
 if TYPE_CHECKING:
     from shipyard.optimize.data import ReviewSplits
@@ -39,6 +39,7 @@ def register_candidate(
     source: ModelVersion,
     candidate: OnnxTextModel,
     report: TransformReport,
+    original: OriginalModel,
     splits: ReviewSplits,
     settings: Settings,
     actor: str | None,
@@ -64,9 +65,20 @@ def register_candidate(
     )
     run_id = log_run(registry, source, report, evaluation)
     origin = f"optimized from v{source.version} by {report.transform}"
-    text = f"{origin[0].upper()}{origin[1:]}.\n\n{report.markdown()}"
+    text = f"{origin[0].upper()}{origin[1:]}.\n\n{report.markdown(original)}"
+    differs = (
+        f"Scores differ from v{source.version}'s by up to {report.test.max_abs_diff:.2e} on the "
+        f"test reviews; {report.test.flipped_share:.1%} of its decisions at 0.5 flip."
+        if report.test is not None
+        else ""
+    )
     notes = CardNotes(
         intended_use=f"The same use as {source.name} v{source.version}, {origin} for speed.",
+        limitations=(
+            *((differs,) if differs else ()),
+            "Latency and throughput were measured in-process on the machine that optimized "
+            "it; measure again on the serving hardware.",
+        ),
         sections=(CardSection(CARD_TITLE, text, markdown_html(text)),),
         evaluation="Scored on the data set's test reviews.",
         interval="review bootstrap",

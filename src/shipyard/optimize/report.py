@@ -80,7 +80,7 @@ class TransformReport:
                 rows.append(
                     f"| {label} ({found.rows} reviews) | {found.max_abs_diff:.2e} | "
                     f"{found.flipped_share:.2%} | {found.accuracy:.3f} | "
-                    f"{_signed(found.accuracy_change)} | {_signed(found.roc_auc_change)} |"
+                    f"{signed(found.accuracy_change)} | {signed(found.roc_auc_change)} |"
                 )
         if rows:
             lines += [
@@ -199,7 +199,8 @@ class OptimizeResult:
         return md, js
 
 
-def _signed(found: Any) -> str:
+def signed(found: Any) -> str:
+    """An interval as an estimate with its bounds, each with its sign: +0.004 [-0.010, +0.018]."""
     return f"{found.estimate:+.3f} [{found.low:+.3f}, {found.high:+.3f}]"
 
 

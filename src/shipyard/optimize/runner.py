@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import ParameterError, invalid_parameter
 from shipyard.optimize.measure import Parity, Timing, parity, timing
-from shipyard.optimize.report import OptimizeResult, OriginalModel, Outcome, TransformReport
+from shipyard.optimize.report import (
+    OptimizeResult,
+    OriginalModel,
+    Outcome,
+    TransformReport,
+    signed,
+)
 
 if TYPE_CHECKING:
     from shipyard.optimize.data import ReviewSplits
@@ -254,7 +260,9 @@ def _attempt(
     )
     report = _judge(report, validation, test, accuracy_budget, target_latency_ms)
     if report.outcome is Outcome.REGISTERED:
-        return register_candidate(registry, source, candidate, report, splits, settings, actor)
+        return register_candidate(
+            registry, source, candidate, report, baseline.original, splits, settings, actor
+        )
     return log_refusal(registry, source, report)
 
 
@@ -321,7 +329,8 @@ def _judge(
             return replace(
                 report,
                 reason=f"Refused: validation accuracy dropped by {drop:.3f} "
-                f"({validation.accuracy_change}), beyond the budget of {accuracy_budget:.3f}.",
+                f"({signed(validation.accuracy_change)}), beyond the budget of "
+                f"{accuracy_budget:.3f}.",
             )
     one = report.timing(1) or report.timings[0]
     if target_latency_ms is not None and one.p50_ms > target_latency_ms:
@@ -334,7 +343,7 @@ def _judge(
     within = (
         f"max |Δ probability| {test.max_abs_diff:.2e}"
         if report.transform in EXACT
-        else f"validation accuracy change {validation.accuracy_change}"
+        else f"validation accuracy change {signed(validation.accuracy_change)}"
     )
     met = "" if target_latency_ms is None else f"; meets the {target_latency_ms:g} ms target"
     return replace(report, outcome=Outcome.REGISTERED, reason=f"Within tolerance: {within}{met}.")
