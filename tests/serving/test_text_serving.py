@@ -243,6 +243,17 @@ def test_the_openapi_document_shows_string_columns(text_server: Server) -> None:
     assert records["dataframe_records"]["items"]["properties"]["text"]["type"] == "string"
 
 
+def test_text_versions_are_served_natively_without_a_feature_frame(text_server: Server) -> None:
+    from shipyard.serving.backends import prepare_backends
+
+    registry = ModelRegistry(text_server.workspace)
+    for name, version in ((MODEL, 1), (MODEL, 2), ("entities", 1)):
+        report = prepare_backends(registry, name, version)  # the report serve wrote
+        assert (report.chosen, report.parity_rows) == ("native", 0)
+        assert "text inputs" in report.reason and report.describe().startswith("native only")
+        assert report.candidates["native"].sha256 == registry.get(name, version).native_sha256
+
+
 # -- bad input -----------------------------------------------------------------------------
 
 
