@@ -165,6 +165,8 @@ def test_tree_models_and_unknown_transforms_are_refused_with_what_applies() -> N
         check_request(_version("torch-text"), None, -5.0, 0.01)
     order = check_request(_version("torch-text"), ["distill", "onnx", "prune"], None, 0.01)
     assert order == ("onnx", "prune", "distill")
+    with pytest.raises(ParameterError, match="'requests' parameter of Settings must be an int"):
+        Settings(requests=0)
 
 
 def test_cli_prints_the_report_and_a_transform_beyond_the_budget_is_refused(

@@ -8,8 +8,7 @@ import click
 
 from shipyard.cli._common import console, open_workspace
 from shipyard.cli.models import _split_ref
-
-TRANSFORM_NAMES = ("onnx", "dynamic-int8", "static-int8", "prune", "distill")
+from shipyard.optimize.runner import TARGET_ORDER, TRANSFORMS
 
 
 @click.command()
@@ -18,9 +17,9 @@ TRANSFORM_NAMES = ("onnx", "dynamic-int8", "static-int8", "prune", "distill")
     "--transform",
     "transforms",
     multiple=True,
-    help=f"Transform to try (repeatable): {', '.join(TRANSFORM_NAMES)}. "
+    help=f"Transform to try (repeatable): {', '.join(TRANSFORMS)}. "
     "Default: onnx and dynamic-int8, or with --target-latency-ms the sequence "
-    "onnx, dynamic-int8, static-int8, distill.",
+    f"{', '.join(TARGET_ORDER)}.",
 )
 @click.option(
     "--target-latency-ms",
