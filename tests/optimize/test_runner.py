@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +160,9 @@ def test_tree_models_and_unknown_transforms_are_refused_with_what_applies() -> N
     with pytest.raises(ParameterError, match="tree models keep their compiled backend") as info:
         check_request(_version("lightgbm"), None, None, 0.01)
     assert "torch-text: onnx, dynamic-int8, static-int8, prune, distill" in str(info.value)
+    optimized = replace(_version("onnx-text"), params={"source_version": 1, "transform": "onnx"})
+    with pytest.raises(ParameterError, match=r"already optimized \(from v1 by onnx\)"):
+        check_request(optimized, None, None, 0.01)
     with pytest.raises(ParameterError, match="Unknown transform 'fp16'; known transforms: onnx"):
         check_request(_version("torch-text"), ["fp16"], None, 0.01)
     with pytest.raises(ParameterError, match="'target_latency_ms' parameter of optimize"):

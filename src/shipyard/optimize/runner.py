@@ -161,6 +161,12 @@ def check_request(
                 "parity-checked by serving/backends.py when `shipyard serve` prepares the "
                 "version; its report says which)."
             )
+        elif source.framework == "onnx-text":
+            why = (
+                f"{source.name} v{source.version} is already optimized (from "
+                f"v{source.params.get('source_version')} by {source.params.get('transform')}); "
+                "optimize the torch-text version it came from instead."
+            )
         else:
             why = f"{source.name} v{source.version} ({source.framework}) cannot be optimized."
         raise ParameterError(f"{why} Transforms apply to: {applies}.")
