@@ -70,13 +70,14 @@ def embed_texts(module: Any, tokenizer: TextTokenizer, texts: Sequence[str]) -> 
     import numpy as np
     import torch
 
-    order = np.argsort(tokenizer.count(texts), kind="stable")
+    pieces = tokenizer.pieces(texts)
+    order = np.argsort([len(p) for p in pieces], kind="stable")
     out = torch.empty((len(texts), int(module.config_dict["hidden_size"])), dtype=torch.float32)
     module.eval()
     with torch.no_grad():
         for start in range(0, len(texts), _EMBED_BATCH):
             rows = order[start : start + _EMBED_BATCH]
-            ids, mask = tokenizer.encode([texts[i] for i in rows])
+            ids, mask = tokenizer.pad([pieces[i] for i in rows])
             out[torch.from_numpy(rows)] = module.embed(
                 torch.from_numpy(ids), torch.from_numpy(mask)
             )
@@ -127,7 +128,7 @@ def _fine_tune(
     for layer in layers:
         for parameter in layer.parameters():
             parameter.requires_grad_(True)
-    texts, valid_texts = train[0], valid[0]
+    texts = train[0]
 
     def encoded(batch: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = tokenizer.encode(batch)
@@ -136,12 +137,17 @@ def _fine_tune(
     def train_logits(rows: torch.Tensor) -> torch.Tensor:
         return module.logits(*encoded([texts[i] for i in rows.tolist()]))  # type: ignore[no-any-return]
 
+    valid_pieces = tokenizer.pieces(valid[0])
+    valid_order = np.argsort([len(p) for p in valid_pieces], kind="stable")
+
     def valid_logits() -> torch.Tensor:
-        order = np.argsort(tokenizer.count(valid_texts), kind="stable")
-        out = torch.empty(len(valid_texts), dtype=torch.float32)
-        for start in range(0, len(order), _EMBED_BATCH):
-            rows = order[start : start + _EMBED_BATCH]
-            out[torch.from_numpy(rows)] = module.logits(*encoded([valid_texts[i] for i in rows]))
+        out = torch.empty(len(valid_pieces), dtype=torch.float32)
+        for start in range(0, len(valid_order), _EMBED_BATCH):
+            rows = valid_order[start : start + _EMBED_BATCH]
+            ids, mask = tokenizer.pad([valid_pieces[i] for i in rows])
+            out[torch.from_numpy(rows)] = module.logits(
+                torch.from_numpy(ids), torch.from_numpy(mask)
+            )
         return out
 
     def train_mode() -> None:
