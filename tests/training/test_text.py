@@ -24,6 +24,7 @@ from shipyard.training.text import (
     minilm_config,
     texts_of,
 )
+from shipyard.training.text_training import embed_texts
 from shipyard.training.trainers import (
     NativePredictor,
     TrainedModel,
@@ -120,6 +121,11 @@ def test_the_module_gives_one_probability_per_row(tokenizer: TextTokenizer) -> N
     assert probability.shape == (3,)
     assert ((probability > 0) & (probability < 1)).all()
     assert float(alone[0]) == pytest.approx(float(probability[0]), abs=1e-6)
+    # the frozen encoder's embeddings (computed once per fit) are the same every time
+    texts = ["a gem", "", "dull, dull, dull and far too long for its story", "fine"]
+    first = embed_texts(module, tokenizer, texts)
+    assert first.shape == (4, 384)
+    assert torch.equal(first, embed_texts(module, tokenizer, texts))
 
 
 def test_training_is_seeded_and_keeps_the_best_epoch(

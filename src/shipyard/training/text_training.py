@@ -2,7 +2,9 @@
 
 AdamW minimizes ``BCEWithLogitsLoss``. With ``fine_tune_layers=0`` the encoder is frozen:
 each text's pooled embedding is computed once (texts sorted by length, so each batch pads
-little) and only dropout and the head train on them. With ``fine_tune_layers=k`` the top
+little) and only dropout and the head train on them; the embeddings of the last few sets of
+texts are remembered in the process, so fitting several head configurations on the same
+reviews (a grid search) embeds them once. With ``fine_tune_layers=k`` the top
 ``k`` encoder layers train too (at ``encoder_learning_rate``; the layers below stay frozen
 and in evaluation mode), tokenizing each shuffled batch and padding it to its longest text.
 
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +37,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _EMBED_BATCH = 64  # texts embedded at once by the frozen encoder
+_CACHED_SETS = (
+    4  # sets of texts whose frozen-encoder embeddings are remembered (training, validation)
+)
+_EMBEDDINGS: OrderedDict[tuple[int, int, int, str], torch.Tensor] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
 
 
 def train_classifier(
@@ -84,6 +93,41 @@ def embed_texts(module: Any, tokenizer: TextTokenizer, texts: Sequence[str]) -> 
     return out
 
 
+def _pretrained_embeddings(
+    module: Any, tokenizer: TextTokenizer, texts: Sequence[str]
+) -> torch.Tensor:
+    """:func:`embed_texts` of MiniLM's own (frozen) layers, remembered for the last few sets
+    of texts: a search over head parameters embeds its training texts once, not per point.
+
+    The key is everything the embeddings depend on: the layers kept, the token limit, the
+    thread count (float sums differ in the last bits between thread counts) and the texts.
+    """
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    key = (
+        int(module.config_dict["num_hidden_layers"]),
+        tokenizer.max_tokens,
+        torch.get_num_threads(),
+        digest.hexdigest(),
+    )
+    with _CACHE_LOCK:
+        found = _EMBEDDINGS.get(key)
+        if found is not None:
+            _EMBEDDINGS.move_to_end(key)
+            return found
+    embeddings = embed_texts(module, tokenizer, texts)
+    with _CACHE_LOCK:
+        _EMBEDDINGS[key] = embeddings
+        while len(_EMBEDDINGS) > _CACHED_SETS:
+            _EMBEDDINGS.popitem(last=False)
+    return embeddings
+
+
 def _train_head(
     module: Any,
     tokenizer: TextTokenizer,
@@ -94,8 +138,8 @@ def _train_head(
     """Train dropout and the head on embeddings of the frozen encoder, computed once."""
     for parameter in module.bert.parameters():
         parameter.requires_grad_(False)
-    x_train = embed_texts(module, tokenizer, train[0])
-    x_valid = embed_texts(module, tokenizer, valid[0])
+    x_train = _pretrained_embeddings(module, tokenizer, train[0])
+    x_valid = _pretrained_embeddings(module, tokenizer, valid[0])
 
     def train_logits(rows: torch.Tensor) -> torch.Tensor:
         return module.classify(x_train[rows])  # type: ignore[no-any-return]
