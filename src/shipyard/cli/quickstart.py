@@ -1,5 +1,6 @@
-"""``shipyard quickstart [fraud|credit] [DIRECTORY]``: a reference solution end to end on
-embedded defaults (fraud, the default: the main job; credit: German credit and HMDA)."""
+"""``shipyard quickstart [fraud|credit|nlp] [DIRECTORY]``: a reference solution end to end on
+embedded defaults (fraud, the default: the main job; credit: German credit and HMDA; nlp:
+review sentiment and English/French entities)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,19 @@ from shipyard.cli._common import console, progress_bars
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
     from shipyard.data.fraud_simulator import Mode
+    from shipyard.registry.models import ModelVersion
     from shipyard.solutions.credit import CreditReport
     from shipyard.solutions.fraud import BaselineReport
+    from shipyard.solutions.nlp import SentimentReport
     from shipyard.training.evaluation import Evaluation
+    from shipyard.workspace import Workspace
 
-SOLUTIONS = ("fraud", "credit")
+SOLUTIONS = ("fraud", "credit", "nlp")
+NLP_MINILM_TRAIN = 4000
+"""MiniLM's training reviews in the nlp quickstart (embedding them is most of its time)."""
 DEFAULT_DIRECTORY = "shipyard-workspace"
 
 
@@ -27,7 +34,7 @@ def parse_arguments(arguments: tuple[str, ...]) -> tuple[str, str]:
     solution is the directory (``shipyard quickstart ws`` runs fraud in ``ws``)."""
     if len(arguments) > 2:
         raise click.UsageError(
-            f"Expected [fraud|credit] [DIRECTORY]. Got {len(arguments)} arguments: "
+            f"Expected [fraud|credit|nlp] [DIRECTORY]. Got {len(arguments)} arguments: "
             f"{' '.join(arguments)}."
         )
     if arguments and arguments[0] in SOLUTIONS:
@@ -40,7 +47,7 @@ def parse_arguments(arguments: tuple[str, ...]) -> tuple[str, str]:
 
 
 @click.command()
-@click.argument("arguments", nargs=-1, metavar="[fraud|credit] [DIRECTORY]")
+@click.argument("arguments", nargs=-1, metavar="[fraud|credit|nlp] [DIRECTORY]")
 @click.option(
     "--mode",
     type=click.Choice(["reference", "fast"]),
@@ -56,19 +63,24 @@ def quickstart(arguments: tuple[str, ...], mode: str, bootstrap: int) -> None:
     fraud (the default): data, features, five models, MLflow runs, champion, model card.
     credit: German credit and HMDA mortgage denials: cross-validated models, explanations,
     fairness assessment and mitigation, champion with reason codes, audit trail.
+    nlp: Rotten Tomatoes reviews split by movie, a TF-IDF baseline against MiniLM with test
+    intervals, both registered as 'sentiment' (the better one champion), and the English
+    and French entity pipelines registered as 'entities'.
     """
     from pathlib import Path
 
     from shipyard.workspace import Workspace
 
     solution, directory = parse_arguments(arguments)
-    if solution == "credit" and mode != "reference":
+    if solution != "fraud" and mode != "reference":
         raise click.BadParameter(
-            f"applies to the fraud data set only. Got {mode!r} with credit.", param_hint="--mode"
+            f"applies to the fraud data set only. Got {mode!r} with {solution}.",
+            param_hint="--mode",
         )
-    if solution == "credit" and bootstrap < 100:
+    if solution in ("credit", "nlp") and bootstrap < 100:
         raise click.BadParameter(
-            f"must be at least 100 for credit. Got {bootstrap} instead.", param_hint="--bootstrap"
+            f"must be at least 100 for {solution}. Got {bootstrap} instead.",
+            param_hint="--bootstrap",
         )
     out = console()
     started = time.perf_counter()
@@ -82,6 +94,9 @@ def quickstart(arguments: tuple[str, ...], mode: str, bootstrap: int) -> None:
         with progress_bars(out) as progress:
             reports = [train_credit(ws, n, n_boot=bootstrap, progress=progress) for n in CREDIT]
         print_credit_report(out, reports, time.perf_counter() - started)
+        return
+    if solution == "nlp":
+        run_nlp(out, ws, bootstrap, started)
         return
     from shipyard.solutions.fraud import train_baseline
 
@@ -225,3 +240,101 @@ def _print_credit_outcome(out: Console, report: CreditReport) -> None:
         out.print(f"  riskiest held-out applicant ({scores[riskiest]:.2f}): {reasons}")
     if version is not None:
         out.print(f"  model card: {version.card_path}  (HTML: {version.card_html})")
+
+
+def run_nlp(out: Console, ws: Workspace, bootstrap: int, started: float) -> None:
+    """The nlp quickstart: sentiment models compared and registered, entities registered."""
+    from shipyard.solutions.nlp import run_sentiment
+    from shipyard.training.entities import register_entities
+
+    out.print(
+        "Sentiment: TF-IDF + logistic regression against MiniLM (frozen encoder, trained "
+        f"head on {NLP_MINILM_TRAIN:,} training reviews); embedding the reviews takes a few "
+        "minutes on 2 cores."
+    )
+    with progress_bars(out) as progress:
+        report = run_sentiment(
+            ws, n_boot=bootstrap, minilm_train=NLP_MINILM_TRAIN, progress=progress
+        )
+    out.print("Registering the English and French entity pipelines ...")
+    entities_started = time.perf_counter()
+    entities = register_entities(ws)
+    report.seconds["entities"] = time.perf_counter() - entities_started
+    print_nlp_report(out, report, entities, time.perf_counter() - started)
+
+
+def print_nlp_report(
+    out: Console, report: SentimentReport, entities: ModelVersion, seconds: float
+) -> None:
+    """The sentiment table with intervals, what was registered, and how to serve both."""
+    from shipyard.solutions.nlp_report import (
+        METRIC_NAMES,
+        UNITS,
+        model_summary,
+        serving_instructions,
+    )
+
+    out.print(sentiment_table(report))
+    for model in report.models:
+        out.print(f"  {model.model_type}: {model_summary(model)}")
+    for d in report.differences:
+        out.print(
+            f"  {report.models[1].model_type} − {report.models[0].model_type}, "
+            f"{METRIC_NAMES[d.metric]}: {d.estimate:+.3f} [{d.low:+.3f}, {d.high:+.3f}] "
+            f"(paired, resampling {UNITS[d.unit]})"
+        )
+    champion = report.champion.version if report.champion is not None else None
+    for model in report.models:
+        if model.version is not None:
+            number = model.version.version
+            state = (
+                "[bold green]champion[/] (better on validation ROC AUC)"
+                if number == champion
+                else "challenger"
+            )
+            out.print(f"Registered sentiment v{number} ({model.model_type}), {state}")
+            out.print(f"  model card: {model.version.card_path}")
+    languages = ", ".join(entities.params.get("languages", []))
+    out.print(
+        f"Registered {entities.name} v{entities.version} (spaCy pipelines {languages}), "
+        f"[bold green]champion[/]; model card: {entities.card_path}"
+    )
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in report.seconds.items())
+    out.print(f"Done in {seconds:.0f} s ({stages}).")
+    out.print("Serve them (one terminal each) and ask in English and French:")
+    for line in serving_instructions():
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def sentiment_table(report: SentimentReport) -> Table:
+    """Test metrics with 95% intervals per model, its choice on validation, its time."""
+    from rich.table import Table
+
+    from shipyard.solutions.nlp_report import METRIC_NAMES
+
+    table = Table(
+        title=f"Sentiment on {report.n_test:,} test reviews of movies unseen in training "
+        "(95% review-bootstrap CI)",
+        caption="chosen on validation ROC AUC; * = champion",
+    )
+    table.add_column("model")
+    metrics = ("accuracy", "roc_auc", "average_precision", "f1")
+    for metric in metrics:
+        table.add_column(METRIC_NAMES[metric], justify="right")
+    table.add_column("val. AUC", justify="right")
+    table.add_column("time", justify="right")
+    champion = report.champion.version if report.champion is not None else None
+    for model in report.models:
+        cells = []
+        for metric in metrics:
+            found = model.evaluation.intervals.get(metric)
+            value = f"{model.evaluation.mean(metric):.3f}"
+            cells.append(f"{value}\n[{found.low:.3f}, {found.high:.3f}]" if found else value)
+        held = model.version is not None and model.version.version == champion
+        table.add_row(
+            f"{model.model_type}{' *' if held else ''}",
+            *cells,
+            f"{model.validation['roc_auc']:.3f}",
+            f"{model.seconds:.0f} s",
+        )
+    return table

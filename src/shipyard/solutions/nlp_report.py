@@ -107,7 +107,8 @@ def _cell(model: SentimentModel, metric: str) -> str:
     return f"{value:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
 
 
-def _params(model: SentimentModel) -> str:
+def model_summary(model: SentimentModel) -> str:
+    """The parameters chosen on validation, the best epoch and the training reviews."""
     keys = {
         "tfidf-logreg": ("C", "ngram_max"),
         "minilm-classifier": ("num_layers", "fine_tune_layers", "learning_rate"),
@@ -139,7 +140,7 @@ def results_table(report: SentimentReport) -> str:
             name += f" (v{model.version.version}{held})"
         cells = [_cell(model, m) for m in ("accuracy", "roc_auc", "average_precision", "f1")]
         lines.append(
-            f"| {name} | {_params(model)} | {model.validation['roc_auc']:.3f} | "
+            f"| {name} | {model_summary(model)} | {model.validation['roc_auc']:.3f} | "
             f"{' | '.join(cells)} | {model.seconds:.0f} s |"
         )
     if report.differences:
