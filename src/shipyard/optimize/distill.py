@@ -11,7 +11,7 @@ at ``learning_rate`` with AdamW. Seeded: the same seed and thread count give the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from shipyard.errors import invalid_parameter
@@ -30,6 +30,7 @@ def distill(
     learning_rate: float = 1e-3,
     encoder_learning_rate: float = 1e-4,
     random_state: int = 0,
+    progress: Callable[[str], None] | None = None,
 ) -> TextClassifier:
     """A student of ``layers`` MiniLM layers trained on ``teacher``'s probabilities of ``texts``.
 
@@ -50,6 +51,8 @@ def distill(
     if not texts:
         raise invalid_parameter("texts", "distill", "at least one training review", "none")
     texts = list(texts)
+    say = progress or (lambda _: None)
+    say(f"distill: the teacher scores {len(texts):,} training reviews")
     targets = torch.from_numpy(teacher.predict_proba(texts).astype(np.float32))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(random_state)
@@ -67,7 +70,8 @@ def distill(
         loss_fn = torch.nn.BCEWithLogitsLoss()
         order = np.random.default_rng(random_state)
         student.train()
-        for _ in range(epochs):
+        for epoch in range(1, epochs + 1):
+            losses = []
             for rows in np.array_split(order.permutation(len(texts)), _batches(texts, batch_size)):
                 ids, mask = teacher.tokenizer.encode([texts[i] for i in rows])
                 logits = student.logits(torch.from_numpy(ids), torch.from_numpy(mask))
@@ -75,6 +79,8 @@ def distill(
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+                losses.append(float(loss.detach()))
+            say(f"distill: epoch {epoch}/{epochs}, loss {np.mean(losses):.4f}")
         student.eval()
         for p in student.parameters():
             p.requires_grad_(True)

@@ -116,23 +116,23 @@ def optimize(
     baseline = _Baseline.measure(source, classifier, splits, settings)
     reports: list[TransformReport] = []
     met: str | None = None
+    job = _Job(
+        registry,
+        source,
+        classifier,
+        splits,
+        baseline,
+        settings,
+        accuracy_budget,
+        target_latency_ms,
+        actor,
+        say,
+    )
     for transform in chosen:
         if met is not None:
             reports.append(_skipped(transform, met))
             continue
-        say(f"{transform}: building and measuring")
-        report = _attempt(
-            registry,
-            source,
-            classifier,
-            splits,
-            baseline,
-            transform,
-            accuracy_budget,
-            settings,
-            target_latency_ms,
-            actor,
-        )
+        report = _attempt(job, transform)
         reports.append(report)
         if target_latency_ms is not None and report.outcome is Outcome.REGISTERED:
             met = transform
@@ -215,22 +215,30 @@ class _Baseline:
         return cls(original, validation, test)
 
 
-def _attempt(
-    registry: ModelRegistry,
-    source: ModelVersion,
-    classifier: TextClassifier,
-    splits: ReviewSplits,
-    baseline: _Baseline,
-    transform: str,
-    accuracy_budget: float,
-    settings: Settings,
-    target_latency_ms: float | None,
-    actor: str | None,
-) -> TransformReport:
+@dataclass(frozen=True)
+class _Job:
+    """What every transform of one ``optimize`` call shares."""
+
+    registry: ModelRegistry
+    source: ModelVersion
+    classifier: TextClassifier
+    splits: ReviewSplits
+    baseline: _Baseline
+    settings: Settings
+    accuracy_budget: float
+    target_latency_ms: float | None
+    actor: str | None
+    say: Progress
+
+
+def _attempt(job: _Job, transform: str) -> TransformReport:
     """Build one candidate, judge and measure it, register it or say why not."""
     from shipyard.optimize.registration import log_refusal, register_candidate
 
-    candidate, details = _build(classifier, transform, splits, settings)
+    splits, settings, baseline = job.splits, job.settings, job.baseline
+    job.say(f"{transform}: building")
+    candidate, details = _build(job.classifier, transform, splits, settings, job.say)
+    job.say(f"{transform}: scoring {len(splits.validation)} + {len(splits.test)} reviews")
     # scored on one intra-op thread, as registry.load gives it to serving workers
     validation = parity(
         splits.validation.labels,
@@ -244,11 +252,12 @@ def _attempt(
         candidate.predict_proba(splits.test.texts),
         n_boot=settings.n_boot,
     )
+    job.say(f"{transform}: timing at {', '.join(map(str, settings.threads))} thread(s)")
     report = TransformReport(
         transform=transform,
         outcome=Outcome.REFUSED,
         reason="",
-        tolerance=_tolerance(transform, accuracy_budget),
+        tolerance=_tolerance(transform, job.accuracy_budget),
         size_bytes=candidate.size_bytes,
         validation=validation,
         test=test,
@@ -264,16 +273,28 @@ def _attempt(
         ],
         details=details,
     )
-    report = _judge(report, validation, test, accuracy_budget, target_latency_ms)
+    report = _judge(report, validation, test, job.accuracy_budget, job.target_latency_ms)
     if report.outcome is Outcome.REGISTERED:
+        job.say(f"{transform}: registering")
         return register_candidate(
-            registry, source, candidate, report, baseline.original, splits, settings, actor
+            job.registry,
+            job.source,
+            candidate,
+            report,
+            baseline.original,
+            splits,
+            settings,
+            job.actor,
         )
-    return log_refusal(registry, source, report)
+    return log_refusal(job.registry, job.source, report)
 
 
 def _build(
-    classifier: TextClassifier, transform: str, splits: ReviewSplits, settings: Settings
+    classifier: TextClassifier,
+    transform: str,
+    splits: ReviewSplits,
+    settings: Settings,
+    say: Progress,
 ) -> tuple[OnnxTextModel, dict[str, Any]]:
     """The candidate ONNX text model of ``transform`` and what the report should say of it."""
     from shipyard.optimize import transforms as t
@@ -297,7 +318,11 @@ def _build(
 
         texts = splits.train.texts[: settings.distill_rows]
         student = distill(
-            classifier, texts, layers=settings.student_layers, epochs=settings.distill_epochs
+            classifier,
+            texts,
+            layers=settings.student_layers,
+            epochs=settings.distill_epochs,
+            progress=say,
         )
         details.update(
             student_layers=settings.student_layers,
