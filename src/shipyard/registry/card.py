@@ -131,6 +131,12 @@ class ModelCard:
             windows,
         ]
 
+    def value_header(self) -> str:
+        """The metric table's value column: a spread over folds, or one test set's value."""
+        if self.metrics and not any("±" in value for _, value, _, _ in self.metrics):
+            return "value on the test set"
+        return "mean ± std over test folds"
+
     def input_line(self, quote: str = "") -> str:
         """What the model reads, in words (its features, or its text column), each name
         between ``quote`` marks."""
@@ -151,12 +157,12 @@ class ModelCard:
         if self.evaluated:
             evaluation = f"""{self.notes.evaluation}
 
-| metric | mean ± std over test folds | 95% CI ({self.notes.interval}) | meaning |
+| metric | {self.value_header()} | 95% CI ({self.notes.interval}) | meaning |
 |---|---|---|---|
 {rows}"""
             calibration = f"""Brier score {calib.get("brier", float("nan")):.5f} (mean over folds); mean predicted probability
 {calib.get("mean_predicted", float("nan")):.4f} against an observed rate of
-{calib.get("observed_rate", float("nan")):.4f} on the test windows. See the reliability
+{calib.get("observed_rate", float("nan")):.4f} on the test {"texts" if self.text_input else "windows"}. See the reliability
 curve below."""
         return f"""# Model card — {self.name} v{self.version}
 
@@ -202,7 +208,7 @@ Protocol: {self.lineage.protocol or "not recorded"}. {evaluation}
         if self.evaluated:
             evaluation = (
                 f"{esc(self.notes.evaluation)}</p><table><tr><th>metric</th>"
-                f"<th>mean ± std over test folds</th><th>95% CI ({esc(self.notes.interval)})</th>"
+                f"<th>{esc(self.value_header())}</th><th>95% CI ({esc(self.notes.interval)})</th>"
                 f"<th>meaning</th></tr>{rows}</table>"
             )
             calibration = (

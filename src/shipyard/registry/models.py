@@ -78,6 +78,11 @@ PLOT_TITLES = {
 }
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+TEXT_NOTES_EVALUATION = "Scored once on the held-out test texts the protocol names."
+TEXT_LIMITATION = (
+    "Measured on the test texts the protocol names; texts unlike them (another domain, "
+    "language or length) may score worse. Monitor it and re-evaluate."
+)
 
 
 @dataclass(frozen=True)
@@ -314,6 +319,12 @@ class ModelRegistry:
             if evaluation is not None
             else []
         )
+        if notes is None and takes_text:
+            notes = CardNotes(
+                limitations=(TEXT_LIMITATION,),
+                evaluation=TEXT_NOTES_EVALUATION,
+                interval="review bootstrap",
+            )
         notes = notes or CardNotes()
         if not takes_text and all(s.title != GLOBAL_EXPLANATION_TITLE for s in notes.sections):
             section = global_explanation(
@@ -724,13 +735,17 @@ def metric_rows(evaluation: Evaluation) -> list[tuple[str, str, str, str]]:
         "brier": "mean squared error of the probabilities (lower is better)",
         "precision@100_per_day": "precision of the 100 riskiest rows a day",
         "recall@100_per_day": "share of positives caught by those 100 a day",
+        "accuracy": "share of rows whose decision at probability 0.5 is right",
+        "f1": "harmonic mean of precision and recall at probability 0.5",
     }
     rows = []
     for name in evaluation.folds[0].metrics:
         interval = evaluation.intervals.get(name)
         ci = f"[{interval.low:.3f}, {interval.high:.3f}]" if interval else "—"
         digits = 5 if name == "brier" else 3
-        spread = f"{evaluation.mean(name):.{digits}f} ± {evaluation.std(name):.{digits}f}"
+        spread = f"{evaluation.mean(name):.{digits}f}"
+        if len(evaluation.folds) > 1:  # one test set (texts) has no spread over folds
+            spread += f" ± {evaluation.std(name):.{digits}f}"
         rows.append((name, spread, ci, meanings.get(name, "")))
     return rows
 
