@@ -23,7 +23,8 @@ read with ``torch.load(weights_only=True)`` (no pickled code), after the registr
 SHA-256. ``sklearn-text`` pickles the scikit-learn pipeline (loaded only after the same check).
 Both score a 2-D object array of ``str`` (one column, ``text``) into float64 probabilities.
 
-PyTorch, transformers and scikit-learn are imported inside functions only.
+PyTorch, transformers and scikit-learn are imported inside functions only. Nothing is
+downloaded: the encoder is built from MiniLM's config and its safetensors file on disk.
 
 Example::
 
@@ -31,7 +32,8 @@ Example::
     model = make_config("minilm-classifier", num_layers=6, max_epochs=20).fit(frame, labels)
     model.predict_proba(["An unexpected delight."])          # array([0.93])
     for record in model.estimator.history:                    # per-epoch curves for MLflow
-        mlflow_client.log_metrics(run_id, record.metrics(), step=record.epoch)
+        for key, value in record.metrics().items():
+            client.log_metric(run_id, key, value, step=record.epoch)   # an MlflowClient
 """
 
 from __future__ import annotations
