@@ -59,7 +59,7 @@ def test_pruning_zeroes_the_stated_share_and_leaves_the_original(
         transforms.prune(classifier, 1.5)
 
 
-def test_distilled_student_has_fewer_layers_and_is_reproducible(
+def test_distilled_student_has_the_stated_layers_and_is_reproducible(
     classifier: TextClassifier, reviews: pd.DataFrame
 ) -> None:
     texts = _texts(reviews, "train")[:24]
