@@ -1,7 +1,7 @@
 """Model cards in Markdown and HTML: intended use, lineage, metrics with intervals,
 calibration, limitations. Written at registration, stored beside the model and in its MLflow
-run. The solution that registers a model says what it is for (:class:`CardNotes`); the
-lineage says where it comes from."""
+run (:func:`build_card` gathers its parts for the registry). The solution that registers a
+model says what it is for (:class:`CardNotes`); the lineage says where it comes from."""
 
 from __future__ import annotations
 
@@ -9,10 +9,27 @@ import base64
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from shipyard.types import Lineage
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from shipyard.training.evaluation import Evaluation
+    from shipyard.training.trainers import TrainedModel
+
+PLOT_TITLES = {
+    "roc": "ROC curve",
+    "pr": "Precision-recall curve",
+    "calibration": "Reliability curve",
+    "importance": "Feature importance",
+}
+TEXT_EVALUATION = "Scored once on the held-out test texts the protocol names."
+TEXT_LIMITATION = (
+    "Measured on the test texts the protocol names; texts unlike them (another domain, "
+    "language or length) may score worse. Monitor it and re-evaluate."
+)
 GENERIC_LIMITATIONS = (
     "Performance was measured out of time on the windows named above; it degrades as the "
     "data moves away from them. Monitor it and retrain.",
@@ -246,3 +263,96 @@ code {{ background: #f4f4f4; padding: 0 .2rem; }}
         md.write_text(self.markdown(), encoding="utf-8")
         page.write_text(self.html(), encoding="utf-8")
         return md, page
+
+
+def build_card(
+    name: str,
+    version: int,
+    model: TrainedModel,
+    lineage: Lineage,
+    evaluation: Evaluation | None,
+    run_id: str,
+    notes: CardNotes | None,
+    folder: Path,
+    sample: pd.DataFrame,
+) -> ModelCard:
+    """The card of a version being registered, its plots written into ``folder / "plots"``.
+
+    The card's global explanation (mean |SHAP|, dependence plots) explains ``sample``'s
+    rows, unless the solution's notes already carry a section of that title or the model
+    reads text (SHAP over one text column says nothing). Without an evaluation the card
+    has no metrics, calibration or evaluation plots and says so. A text model registered
+    without notes gets notes about test texts and a review bootstrap.
+    """
+    import dataclasses
+
+    from shipyard.governance.explain import GLOBAL_EXPLANATION_TITLE, global_explanation
+    from shipyard.registry.plots import evaluation_plots
+    from shipyard.types import text_columns
+
+    takes_text = bool(text_columns(model.input_schema))
+    plots = (
+        evaluation_plots(evaluation, folder / "plots", f"{name} v{version}")
+        if evaluation is not None
+        else []
+    )
+    if notes is None and takes_text:
+        notes = CardNotes(
+            limitations=(TEXT_LIMITATION,), evaluation=TEXT_EVALUATION, interval="review bootstrap"
+        )
+    notes = notes or CardNotes()
+    if not takes_text and all(s.title != GLOBAL_EXPLANATION_TITLE for s in notes.sections):
+        section = global_explanation(model, sample, folder / "plots", title=f"{name} v{version}")
+        notes = dataclasses.replace(notes, sections=(section, *notes.sections))
+    return ModelCard(
+        name=name,
+        version=version,
+        model_type=model.config.model_type,
+        params=model.config.get_params(),
+        run_id=run_id,
+        lineage=lineage,
+        features=model.features,
+        metrics=metric_rows(evaluation) if evaluation is not None else [],
+        calibration=calibration_summary(evaluation) if evaluation is not None else {},
+        notes=notes,
+        plots={PLOT_TITLES.get(p.stem, p.stem): p for p in plots},
+        text_input=takes_text,
+        evaluated=evaluation is not None,
+    )
+
+
+def metric_rows(evaluation: Evaluation) -> list[tuple[str, str, str, str]]:
+    """Rows of the model card's metrics table."""
+    meanings = {
+        "roc_auc": "probability that a positive row scores above a negative one",
+        "average_precision": "area under the precision-recall curve",
+        "card_precision@100": "share of positive entities among the 100 riskiest a day",
+        "brier": "mean squared error of the probabilities (lower is better)",
+        "precision@100_per_day": "precision of the 100 riskiest rows a day",
+        "recall@100_per_day": "share of positives caught by those 100 a day",
+        "accuracy": "share of rows whose decision at probability 0.5 is right",
+        "f1": "harmonic mean of precision and recall at probability 0.5",
+    }
+    rows = []
+    for name in evaluation.folds[0].metrics:
+        interval = evaluation.intervals.get(name)
+        ci = f"[{interval.low:.3f}, {interval.high:.3f}]" if interval else "—"
+        digits = 5 if name == "brier" else 3
+        spread = f"{evaluation.mean(name):.{digits}f}"
+        if len(evaluation.folds) > 1:  # one test set (texts) has no spread over folds
+            spread += f" ± {evaluation.std(name):.{digits}f}"
+        rows.append((name, spread, ci, meanings.get(name, "")))
+    return rows
+
+
+def calibration_summary(evaluation: Evaluation) -> dict[str, float]:
+    """Brier score, mean predicted probability and observed rate over the test folds."""
+    import numpy as np
+
+    predicted = np.concatenate([r.scores for r in evaluation.folds])
+    observed = np.concatenate([np.asarray(r.labels, dtype=float) for r in evaluation.folds])
+    return {
+        "brier": evaluation.mean("brier"),
+        "mean_predicted": float(predicted.mean()),
+        "observed_rate": float(observed.mean()),
+    }

@@ -70,19 +70,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PLOT_TITLES = {
-    "roc": "ROC curve",
-    "pr": "Precision-recall curve",
-    "calibration": "Reliability curve",
-    "importance": "Feature importance",
-}
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-TEXT_NOTES_EVALUATION = "Scored once on the held-out test texts the protocol names."
-TEXT_LIMITATION = (
-    "Measured on the test texts the protocol names; texts unlike them (another domain, "
-    "language or length) may score worse. Monitor it and re-evaluate."
-)
 
 
 @dataclass(frozen=True)
@@ -300,52 +289,11 @@ class ModelRegistry:
         folder: Path,
         sample: pd.DataFrame,
     ) -> Path:
-        """Write the model card (Markdown, HTML, plots) into ``folder`` and log it to the run.
+        """Write the model card (:func:`~shipyard.registry.card.build_card`: Markdown, HTML,
+        plots) into ``folder`` and log it to the run."""
+        from shipyard.registry.card import build_card
 
-        The card's global explanation (mean |SHAP|, dependence plots) explains ``sample``'s
-        rows, unless the solution's notes already carry a section of that title or the model
-        reads text (SHAP over one text column says nothing). Without an evaluation the card
-        has no metrics, calibration or evaluation plots and says so.
-        """
-        import dataclasses
-
-        from shipyard.governance.explain import GLOBAL_EXPLANATION_TITLE, global_explanation
-        from shipyard.registry.card import CardNotes, ModelCard
-        from shipyard.registry.plots import evaluation_plots
-
-        takes_text = bool(text_columns(model.input_schema))
-        plots = (
-            evaluation_plots(evaluation, folder / "plots", f"{name} v{version}")
-            if evaluation is not None
-            else []
-        )
-        if notes is None and takes_text:
-            notes = CardNotes(
-                limitations=(TEXT_LIMITATION,),
-                evaluation=TEXT_NOTES_EVALUATION,
-                interval="review bootstrap",
-            )
-        notes = notes or CardNotes()
-        if not takes_text and all(s.title != GLOBAL_EXPLANATION_TITLE for s in notes.sections):
-            section = global_explanation(
-                model, sample, folder / "plots", title=f"{name} v{version}"
-            )
-            notes = dataclasses.replace(notes, sections=(section, *notes.sections))
-        card = ModelCard(
-            name=name,
-            version=version,
-            model_type=model.config.model_type,
-            params=model.config.get_params(),
-            run_id=run_id,
-            lineage=lineage,
-            features=model.features,
-            metrics=metric_rows(evaluation) if evaluation is not None else [],
-            calibration=calibration_summary(evaluation) if evaluation is not None else {},
-            notes=notes,
-            plots={PLOT_TITLES.get(p.stem, p.stem): p for p in plots},
-            text_input=takes_text,
-            evaluated=evaluation is not None,
-        )
+        card = build_card(name, version, model, lineage, evaluation, run_id, notes, folder, sample)
         card_md, card_html = card.write(folder)
         self.tracker.client.log_artifact(run_id, str(card_md), "model_card")
         self.tracker.client.log_artifact(run_id, str(card_html), "model_card")
@@ -724,43 +672,6 @@ class ModelRegistry:
             created_at=row["created_at"],
             aliases=aliases,
         )
-
-
-def metric_rows(evaluation: Evaluation) -> list[tuple[str, str, str, str]]:
-    """Rows of the model card's metrics table."""
-    meanings = {
-        "roc_auc": "probability that a positive row scores above a negative one",
-        "average_precision": "area under the precision-recall curve",
-        "card_precision@100": "share of positive entities among the 100 riskiest a day",
-        "brier": "mean squared error of the probabilities (lower is better)",
-        "precision@100_per_day": "precision of the 100 riskiest rows a day",
-        "recall@100_per_day": "share of positives caught by those 100 a day",
-        "accuracy": "share of rows whose decision at probability 0.5 is right",
-        "f1": "harmonic mean of precision and recall at probability 0.5",
-    }
-    rows = []
-    for name in evaluation.folds[0].metrics:
-        interval = evaluation.intervals.get(name)
-        ci = f"[{interval.low:.3f}, {interval.high:.3f}]" if interval else "—"
-        digits = 5 if name == "brier" else 3
-        spread = f"{evaluation.mean(name):.{digits}f}"
-        if len(evaluation.folds) > 1:  # one test set (texts) has no spread over folds
-            spread += f" ± {evaluation.std(name):.{digits}f}"
-        rows.append((name, spread, ci, meanings.get(name, "")))
-    return rows
-
-
-def calibration_summary(evaluation: Evaluation) -> dict[str, float]:
-    """Brier score, mean predicted probability and observed rate over the test folds."""
-    import numpy as np
-
-    predicted = np.concatenate([r.scores for r in evaluation.folds])
-    observed = np.concatenate([np.asarray(r.labels, dtype=float) for r in evaluation.folds])
-    return {
-        "brier": evaluation.mean("brier"),
-        "mean_predicted": float(predicted.mean()),
-        "observed_rate": float(observed.mean()),
-    }
 
 
 def _check_gateable(version: ModelVersion, alias: str, gate: str) -> None:
