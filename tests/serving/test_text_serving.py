@@ -266,6 +266,11 @@ def test_empty_text_is_refused_naming_row_and_column(text_server: Server, empty:
     assert status == 422 and "(row 0)" in body["error"]
 
 
+def test_explanations_are_refused_for_a_text_model(text_server: Server) -> None:
+    status, _, body = text_server.post_json("/invocations?explain=true", {"instances": SHORT})
+    assert status == 422 and "takes text" in body["error"]
+
+
 def test_a_numeric_tensor_for_the_text_column_names_bytes(text_server: Server) -> None:
     payload = {"inputs": [{"name": "text", "shape": [1], "datatype": "FP64", "data": [0.5]}]}
     status, _, body = text_server.post_json(f"/v2/models/{MODEL}/infer", payload)

@@ -428,6 +428,13 @@ class EndpointRuntime:
         """
         if deployment.explainer is not None:
             return deployment.explainer
+        if deployment.text is not None:
+            mv = deployment.version
+            raise RequestError(
+                422,
+                f"explain: {mv.name} v{mv.version} ({mv.model_type}) takes text; attributions "
+                "and reason codes are computed over numeric features only",
+            )
         if deployment.building is None:  # one build, however many requests wait for it
             deployment.building = asyncio.ensure_future(
                 asyncio.to_thread(self._build_explainer, deployment)
