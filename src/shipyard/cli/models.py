@@ -63,14 +63,16 @@ def show(ctx: click.Context, ref: str) -> None:
     out.print(f"  data set       {ln.dataset} v{ln.dataset_version} ({ln.dataset_hash[:12]})")
     out.print(f"  features       {ln.views} ({ln.features_hash[:12]})")
     out.print(f"  columns        label {roles.label}, time {roles.time}, entity {roles.entity}")
-    out.print(f"  trained on     {v.train_window['start']} .. {v.train_window['end']}")
-    out.print(f"  gate window    {v.eval_window['start']} .. {v.eval_window['end']}")
+    if ln.train_window is not None and ln.eval_window is not None:  # text data has no time
+        out.print(f"  trained on     {v.train_window['start']} .. {v.train_window['end']}")
+        out.print(f"  gate window    {v.eval_window['start']} .. {v.eval_window['end']}")
     if ln.protocol:
         out.print(f"  protocol       {ln.protocol}")
     out.print(f"  inputs         {', '.join(v.input_schema.names)}")
     out.print(f"  native model   {v.native_path} (sha256 {v.native_sha256[:12]})")
     out.print(f"  model card     {v.card_path}  /  {v.card_html}")
-    for metric in ("roc_auc", "average_precision", "card_precision@100"):
+    # every metric the version recorded (a fraud model's CP@100, a text model's accuracy)
+    for metric in [k[: -len("_mean")] for k in v.metrics if k.endswith("_mean")]:
         mean = v.metrics.get(f"{metric}_mean", float("nan"))
         std = v.metrics.get(f"{metric}_std", float("nan"))
         low = v.metrics.get(f"{metric}_ci_low", float("nan"))
