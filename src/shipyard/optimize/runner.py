@@ -61,7 +61,7 @@ class Settings:
     sparsity: float = 0.5
     student_layers: int = 2
     distill_epochs: int = 3
-    distill_rows: int = 4000
+    distill_rows: int = 20_000
     requests: int = 100
     batches: int = 8
     threads: tuple[int, ...] = (1, 2)
