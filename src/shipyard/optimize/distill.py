@@ -28,10 +28,10 @@ def distill(
     texts: Sequence[str],
     *,
     layers: int = 2,
-    epochs: int = 3,
+    epochs: int = 4,
     batch_size: int = 32,
     learning_rate: float = 1e-3,
-    encoder_learning_rate: float = 1e-4,
+    encoder_learning_rate: float = 3e-4,
     random_state: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> TextClassifier:
@@ -39,7 +39,7 @@ def distill(
 
     Example::
 
-        student = distill(teacher, train_reviews, layers=2, epochs=3)
+        student = distill(teacher, train_reviews, layers=2, epochs=4)
         student.predict_proba(["A warm, funny film."])
     """
     import numpy as np

@@ -60,7 +60,7 @@ class Settings:
     calibration_rows: int = 256
     sparsity: float = 0.5
     student_layers: int = 2
-    distill_epochs: int = 3
+    distill_epochs: int = 4
     distill_rows: int = 20_000
     requests: int = 100
     batches: int = 8
