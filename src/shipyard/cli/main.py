@@ -40,6 +40,10 @@ EXTRAS = {
     ),
     "opentelemetry": "observability",
     "torch": "neural",
+    **dict.fromkeys(
+        ("transformers", "tokenizers", "safetensors", "onnx", "onnxscript", "spacy", "langdetect"),
+        "nlp",
+    ),
 }
 
 
