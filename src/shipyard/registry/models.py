@@ -98,6 +98,9 @@ class ModelVersion:
     card_path: Path
     created_at: datetime
     aliases: tuple[str, ...] = field(default=())
+    output_schema: Schema | None = None
+    """What the version answers: a probability for classifiers, a JSON value per row for the
+    entity recognizer (``None`` only on records built by hand)."""
 
     @property
     def card_html(self) -> Path:
@@ -671,6 +674,7 @@ class ModelRegistry:
             card_path=root / row["card_path"],
             created_at=row["created_at"],
             aliases=aliases,
+            output_schema=Schema.from_dict(row["output_schema"]),
         )
 
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from shipyard.governance.explain import Explainer, Explanation
-    from shipyard.registry.models import ModelRegistry, ModelVersion
+    from shipyard.registry.models import ModelVersion
     from shipyard.serving.backends import BackendReport
     from shipyard.serving.features import OnlineFeatures
     from shipyard.serving.guard import Guard
@@ -375,7 +375,7 @@ class EndpointRuntime:
             text = TextValidator(
                 mv.input_schema, model_object, refuse_long_text=self.config.refuse_long_text
             )
-        outputs = text_columns(registered_output_schema(registry, mv))
+        outputs = text_columns(mv.output_schema) if mv.output_schema else []
         json_output = outputs[0] if outputs else None
         return Deployment(mv, predictor, batcher, report, validator, text, json_output)
 
@@ -616,21 +616,6 @@ def _takes_text(model: str, deployments: dict[int, Deployment]) -> bool:
             f"versions {sorted(v for v, k in kinds.items() if not k)} take numbers"
         )
     return any(kinds.values())
-
-
-def registered_output_schema(registry: ModelRegistry, mv: ModelVersion) -> Schema:
-    """What ``mv`` answers, as registered (the probability for every tabular model)."""
-    from sqlalchemy import select
-
-    from shipyard.tables import model_versions as table
-    from shipyard.types import Schema
-
-    query = select(table.c.output_schema).where(
-        (table.c.name == mv.name) & (table.c.version == mv.version)
-    )
-    with registry.workspace.engine.connect() as conn:
-        found = conn.execute(query).scalar_one()
-    return Schema.from_dict(found)
 
 
 def unlogged_message(reason: str) -> str:
