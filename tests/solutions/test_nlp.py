@@ -158,3 +158,10 @@ def test_minilm_curves_are_logged_per_epoch(trained: tuple[Workspace, SentimentR
     run = client.get_run(minilm.run_id)
     assert run.data.metrics["test_accuracy"] == pytest.approx(minilm.evaluation.mean("accuracy"))
     assert run.data.params["model.num_layers"] == "1"
+
+
+def test_the_quickstart_takes_nlp_as_its_solution() -> None:
+    from shipyard.cli.quickstart import DEFAULT_DIRECTORY, parse_arguments
+
+    assert parse_arguments(("nlp",)) == ("nlp", DEFAULT_DIRECTORY)
+    assert parse_arguments(("nlp", "ws")) == ("nlp", "ws")
