@@ -134,6 +134,7 @@ def test_a_pretrained_pipeline_registers_without_evaluation_and_promotes_without
     card = first.card_path.read_text()
     assert "Not evaluated here: pretrained pipeline" in card
     assert "Features: no feature views (the model reads raw text)" in card
+    assert f"output: probability that `{ROLES.label}` is 1" in card
     assert not (first.card_path.parent / "plots").exists()
     registry.promote("baseline", first.version, reason="first")
     second = registry.register(
@@ -190,3 +191,17 @@ def test_evaluate_texts_gives_review_bootstrap_intervals(
     )
     with pytest.raises(Exception, match="one label per text"):
         evaluate_texts(text_model, texts, labels[:-1])
+
+
+def test_the_card_of_a_pretrained_pipeline_answering_json_says_so() -> None:
+    from shipyard.registry.card import ModelCard
+
+    lineage = Lineage("", 0, "", "", {}, "", ColumnRoles("", "", ""), "pretrained pipelines")
+    card = ModelCard(
+        "entities", 1, "spacy-entities", {}, "run", lineage, ["text"], [], {},
+        text_input=True, evaluated=False, json_output="entities",
+    )  # fmt: skip
+    for text in (card.markdown(), card.html()):
+        assert "one JSON value per row in column" in text
+        assert "Data set: none (a pretrained pipeline, not trained here)" in text
+        assert "probability that" not in text

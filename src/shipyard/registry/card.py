@@ -108,6 +108,9 @@ class ModelCard:
     """The model reads raw text (its ``features`` are text columns), not numeric features."""
     evaluated: bool = True
     """False for a pretrained pipeline registered without an evaluation: no metrics to show."""
+    json_output: str = ""
+    """The output column of a model that answers one JSON value per row (the entity
+    recognizer's ``entities``); empty for a classifier's probability."""
 
     NOT_EVALUATED: ClassVar[str] = (
         "Not evaluated here: pretrained pipeline, registered without a test evaluation."
@@ -140,8 +143,13 @@ class ModelCard:
             if ln.train_window or ln.eval_window or not self.text_input
             else "Time windows: none (the data has no time; the split is the protocol's)"
         )
+        data = (
+            f"Data set: {ln.dataset} v{ln.dataset_version}, content hash {ln.dataset_hash}"
+            if ln.dataset
+            else "Data set: none (a pretrained pipeline, not trained here)"
+        )
         return [
-            f"Data set: {ln.dataset} v{ln.dataset_version}, content hash {ln.dataset_hash}",
+            data,
             features,
             f"Columns: label {roles.label}, time {roles.time or 'none'}, "
             f"entity {roles.entity or 'none'}",
@@ -161,6 +169,12 @@ class ModelCard:
         if self.text_input:
             return f"raw text in column {names}"
         return f"{len(self.features)} features ({names})"
+
+    def output_line(self, quote: str = "") -> str:
+        """What the model answers, in words (a probability, or a JSON value per row)."""
+        if self.json_output:
+            return f"one JSON value per row in column {quote}{self.json_output}{quote}"
+        return f"probability that {quote}{self.lineage.columns.label}{quote} is 1"
 
     def markdown(self) -> str:
         """The card as Markdown."""
@@ -189,7 +203,7 @@ curve below."""
 ## Model
 - Type: **{self.model_type}**; parameters: {params}
 - MLflow run: `{self.run_id}`
-- Input: {self.input_line("`")}; output: probability that `{self.lineage.columns.label}` is 1
+- Input: {self.input_line("`")}; output: {self.output_line("`")}
 
 ## Data and lineage
 {lineage}
@@ -245,7 +259,7 @@ code {{ background: #f4f4f4; padding: 0 .2rem; }}
 <h2>Intended use</h2><p>{esc(self.intended_use)}</p>
 <h2>Model</h2><ul><li>Type: <b>{esc(self.model_type)}</b>; parameters: {params}</li>
 <li>MLflow run: <code>{esc(self.run_id)}</code></li>
-<li>Input: {esc(self.input_line())}; output: probability that <code>{esc(self.lineage.columns.label)}</code> is 1</li></ul>
+<li>Input: {esc(self.input_line())}; output: {esc(self.output_line())}</li></ul>
 <h2>Data and lineage</h2><ul>{lineage}</ul>
 <h2>Evaluation</h2><p>Protocol: {esc(self.lineage.protocol or "not recorded")}. {evaluation}
 <h2>Calibration</h2><p>{calibration}</p>
@@ -318,6 +332,7 @@ def build_card(
         plots={PLOT_TITLES.get(p.stem, p.stem): p for p in plots},
         text_input=takes_text,
         evaluated=evaluation is not None,
+        json_output=next(iter(text_columns(model.output_schema)), ""),
     )
 
 

