@@ -4,6 +4,7 @@ offsets, refusals, and the manifest the registry hash-verifies."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +125,26 @@ def test_the_configuration_builds_the_pretrained_model() -> None:
     assert model.input_schema.names == ["text"]
     out = model.predict_proba(np.array([FRENCH], dtype=object))
     assert spans(json.loads(out[0]))["Marseille"] == "LOC"
+
+
+def test_a_text_checked_then_recognized_is_detected_once(
+    recognizer: EntityRecognizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shipyard.training import entities
+
+    calls: list[str] = []
+    real = entities.detect_language
+
+    def counting(text: str, served: Sequence[str], *, min_chars: int) -> str:
+        calls.append(text)
+        return real(text, served, min_chars=min_chars)
+
+    monkeypatch.setattr(entities, "detect_language", counting)
+    text = "Le Louvre a prêté trois tableaux au musée de Lyon pour une exposition."
+    recognizer.check_texts([text])
+    assert recognizer.recognize([text])[0]["language"] == "fr"
+    assert calls == [text]
+    long = "Paris " * 500  # longer than what is remembered: detected each time
+    recognizer.detect([long])
+    recognizer.detect([long])
+    assert calls == [text, long, long]

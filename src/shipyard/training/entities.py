@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -102,6 +103,12 @@ class PipelineSpec:
     license: str
     sources: tuple[str, ...]
     """Its training data, each with its licence (from the pipeline's ``meta.json``)."""
+
+
+_REMEMBERED = 4096
+"""How many texts' detected languages an EntityRecognizer remembers."""
+_REMEMBERED_CHARS = 2048
+"""Longer texts are detected again each time (remembering them would hold their memory)."""
 
 
 def language_name(code: str) -> str:
@@ -219,6 +226,8 @@ class EntityRecognizer:
             raise invalid_parameter("specs", "EntityRecognizer", "at least one pipeline", specs)
         self.specs = tuple(specs)
         self.min_detect_chars = min_detect_chars
+        self._detected: dict[str, str] = {}
+        self._detecting = threading.Lock()  # serving checks and scores on two threads
         self.batch_size = batch_size
         self.pipelines = {s.language: _load_pipeline(s.package) for s in self.specs}
         self.max_tokens = min(nlp.max_length for nlp in self.pipelines.values())
@@ -245,9 +254,25 @@ class EntityRecognizer:
         return np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
 
     def detect(self, texts: Sequence[str]) -> list[str]:
-        """The language each text is routed by (possibly one no pipeline serves)."""
-        served = self.languages
-        return [detect_language(t, served, min_chars=self.min_detect_chars) for t in texts]
+        """The language each text is routed by (possibly one no pipeline serves).
+
+        Serving asks twice for each text (``check_texts`` before the batch, ``recognize``
+        in it): the answers for the last :data:`_REMEMBERED` texts (up to
+        :data:`_REMEMBERED_CHARS` characters each) are remembered, so langdetect runs once.
+        """
+        served, known = self.languages, self._detected
+        languages = []
+        for text in texts:
+            language = known.get(text)
+            if language is None:
+                language = detect_language(text, served, min_chars=self.min_detect_chars)
+                if len(text) <= _REMEMBERED_CHARS:
+                    with self._detecting:
+                        if len(known) >= _REMEMBERED:
+                            del known[next(iter(known))]  # the oldest first
+                        known[text] = language
+            languages.append(language)
+        return languages
 
     def check_texts(self, texts: Sequence[str]) -> None:
         """SchemaError naming the first row whose language no pipeline serves."""
