@@ -59,6 +59,9 @@ THREADS = 2
 CONNECTIONS = 8
 BODIES = 64  # distinct request bodies per case, cycled by wrk
 PROBE = 64  # reviews scored by every server to compare their predictions
+# a queued request's longest wait in Shipyard (default 1 s): 8 connections of 32 reviews
+# queue ~256 reviews, over a second for the eager model; the plain server has no limit
+TIMEOUT_MS = 30_000
 
 
 @dataclass(frozen=True)
@@ -219,7 +222,7 @@ def lua_script(bodies: list[str]) -> str:
 
 
 def run_wrk(
-    url: str, bodies: list[str], connections: int, duration: float, pid: int
+    url: str, bodies: list[str], connections: int, duration: int, pid: int
 ) -> dict[str, Any]:
     """Load ``url`` with ``bodies`` in turn: requests/s, p50, p99, non-2xx, server CPU."""
     script = WORK / f"wrk-nlp-{os.getpid()}.lua"
@@ -255,6 +258,23 @@ def run_wrk(
     }
 
 
+def settle(url: str, pid: int, texts: list[str], seconds: float = 120) -> None:
+    """Wait until the server has worked off what wrk left in flight when it stopped.
+
+    wrk abandons its open requests at the end of a run, but the server still computes them
+    (8 connections of 32 reviews are seconds of work for the eager model): one more request
+    waits behind them, then the server's CPU must fall idle, so no run inherits the last
+    one's queue.
+    """
+    score(url, texts[:1])
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        before = process_tree_cpu(pid)
+        time.sleep(0.5)
+        if process_tree_cpu(pid) - before < 0.1:
+            return
+
+
 def score(url: str, texts: list[str]) -> list[float]:
     """Positive-class probabilities from an ``/invocations`` route (either answer shape)."""
     request = urllib.request.Request(
@@ -282,9 +302,10 @@ def server_env() -> dict[str, str]:
 
 
 def shipyard_server(name: str, ws_root: Path, target: str, endpoint: str) -> Server:
-    """``shipyard serve TARGET`` with one worker and the default batching."""
+    """``shipyard serve TARGET`` with one worker, the default batching, wrk's request timeout."""
     command = [str(BIN / "shipyard"), "-w", str(ws_root), "serve", target]
     command += ["--endpoint", endpoint, "--reset", "--workers", "1", "--port", "{port}"]
+    command += ["--timeout-ms", str(TIMEOUT_MS)]
     routes = {"v2": f"/v2/models/{endpoint}/infer", "mlflow": "/invocations"}
     return Server(name, command, server_env(), "/v2/health/ready", routes)
 
@@ -299,7 +320,7 @@ def plain_server(name: str, model_file: Path, sha256: str) -> Server:
 
 
 def measure_server(
-    server: Server, texts: list[str], probe: list[str], duration: float, warmup: float
+    server: Server, texts: list[str], probe: list[str], duration: int, warmup: int
 ) -> tuple[list[dict[str, Any]], list[float], float]:
     """Start ``server``, score the probe reviews, run every case; stop it. Rows, scores, start s."""
     port = free_port()
@@ -322,13 +343,16 @@ def measure_server(
             tail = log.read_text(errors="replace")[-3000:]
             raise RuntimeError(f"{server.name}: {exc}; its output ({log}):\n{tail}") from None
         startup = time.monotonic() - started
-        scores = score(f"http://127.0.0.1:{port}{server.routes['mlflow']}", probe)
+        invocations = f"http://127.0.0.1:{port}{server.routes['mlflow']}"
+        scores = score(invocations, probe)
         for protocol, route in server.routes.items():
             url = f"http://127.0.0.1:{port}{route}"
             for case in CASES:
                 bodies = request_bodies(protocol, texts, case.reviews)
                 run_wrk(url, bodies, case.connections, warmup, process.pid)
+                settle(invocations, process.pid, probe)
                 measured = run_wrk(url, bodies, case.connections, duration, process.pid)
+                settle(invocations, process.pid, probe)
                 row = {
                     "server": server.name,
                     "protocol": PROTOCOLS[protocol],
@@ -352,6 +376,11 @@ def measure_server(
 # -- results ---------------------------------------------------------------------------------
 
 
+def times(a: float, b: float) -> str:
+    """``a / b`` as ``"2.50x"``; ``"n/a"`` when ``b`` served nothing."""
+    return f"{a / b:.2f}x" if b > 0 else "n/a"
+
+
 def ratio_rows(rows: list[dict[str, Any]], names: dict[str, str]) -> list[dict[str, Any]]:
     """Per protocol and case: reviews/s of each server and the optimized server's ratios."""
     by_key = {(r["server"], r["protocol"], r["case"]): r for r in rows}
@@ -370,8 +399,8 @@ def ratio_rows(rows: list[dict[str, Any]], names: dict[str, str]) -> list[dict[s
                     "optimized reviews/s": f"{opt['reviews_s']:,.0f}",
                     "eager reviews/s": f"{eager['reviews_s']:,.0f}",
                     "plain reviews/s": f"{plain['reviews_s']:,.0f}",
-                    "optimized / eager": f"{opt['reviews_s'] / eager['reviews_s']:.2f}x",
-                    "optimized / plain": f"{opt['reviews_s'] / plain['reviews_s']:.2f}x",
+                    "optimized / eager": times(opt["reviews_s"], eager["reviews_s"]),
+                    "optimized / plain": times(opt["reviews_s"], plain["reviews_s"]),
                     "optimized p50 / p99 ms": f"{opt['p50_ms']:.1f} / {opt['p99_ms']:.1f}",
                     "eager p50 / p99 ms": f"{eager['p50_ms']:.1f} / {eager['p99_ms']:.1f}",
                     "plain p50 / p99 ms": f"{plain['p50_ms']:.1f} / {plain['p99_ms']:.1f}",
@@ -393,7 +422,7 @@ def agreement(scores: dict[str, list[float]], names: dict[str, str]) -> list[dic
                 "server": names[key],
                 "against": names["eager"],
                 "reviews": len(reference),
-                "max |Δ| probability": f"{max(deltas):.2e}",
+                "max abs Δ probability": f"{max(deltas):.2e}",
                 "decisions flipped at 0.5": flipped,
             }
         )
@@ -445,14 +474,17 @@ def write_results(
         f"Every server: 1 worker process, torch intra-op threads {THREADS} "
         f"(`OMP_NUM_THREADS={THREADS}`, and `torch.set_num_threads({THREADS})` in the plain "
         "server); Shipyard with its defaults otherwise (micro-batching up to 64 reviews per "
-        "model call, prediction log on, guardrails on). "
+        f"model call, prediction log on, guardrails on) but `--timeout-ms {TIMEOUT_MS}` "
+        "(a request's longest wait; the default 1 s turns the eager model's queue of 32-review "
+        "requests into 503s). "
         f"{prepared.threads_note}\n\n"
         f"Model: `{prepared.model}` v{prepared.eager.version} (eager, `torch-text`: "
         f"{prepared.describe(prepared.eager)}) and v{prepared.optimized.version} (optimized, "
         f"`{prepared.optimized.framework}`: {prepared.describe(prepared.optimized)}); the plain "
         f"server loads v{prepared.eager.version}'s model file.\n\n"
-        f"Load: `wrk` on 127.0.0.1, {args.duration:g} s per case after a {args.warmup:g} s "
-        f"warm-up; requests cycle through up to {BODIES} distinct bodies of reviews drawn from "
+        f"Load: `wrk` on 127.0.0.1, {args.duration} s per case after a {args.warmup} s "
+        "warm-up, the server left to work off wrk's abandoned requests before and after each; "
+        f"requests cycle through up to {BODIES} distinct bodies of reviews drawn from "
         f"the data set ({tokens}).\n\n"
         "## Servers\n\n"
         + markdown_table(table, columns)
@@ -486,8 +518,8 @@ def token_summary(texts: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--duration", type=float, default=10, help="seconds per case")
-    parser.add_argument("--warmup", type=float, default=2, help="warm-up seconds per case")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per case")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds per case")
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run: 3 s per case, 1 s warm-up"
     )
@@ -502,7 +534,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.quick:
-        args.duration, args.warmup = 3.0, 1.0
+        args.duration, args.warmup = 3, 1
     WORK.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     prepared = prepare(args.workspace.resolve(), args.transform)

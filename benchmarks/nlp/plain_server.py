@@ -4,7 +4,10 @@ Not part of Shipyard. MiniLM loaded with ``transformers.BertModel``, mean poolin
 attention mask and the classifier's head, the weights read from the registered model file
 (its SHA-256 checked first); each request is tokenized on its own with the transformers
 tokenizer (padded to its longest review, truncated at the model's token limit) and run under
-``torch.inference_mode()`` in the handler: no batching across requests, one worker.
+``torch.inference_mode()`` in the route: no batching across requests, one worker. The routes
+are plain ``def`` functions, so FastAPI runs them in its thread pool, as its documentation
+advises for blocking work: with ``async def`` routes torch ran on the event loop's thread and,
+on the shared 2-core machine, one-review latency went from ~15 ms to 40-900 ms, erratic.
 
 Routes: ``POST /invocations`` (``{"dataframe_split": {"columns": ["text"], "data": [[...]]}}``),
 ``POST /v2/models/{name}/infer`` (one ``BYTES`` tensor of reviews), ``GET /ping``.
@@ -108,7 +111,7 @@ def load_state(model_file: Path, sha256: str) -> dict[str, Any]:
 
 
 def create_app(module: Any, max_tokens: int, threads: int) -> Any:
-    """The FastAPI app: one forward pass per request, under ``torch.inference_mode()``."""
+    """The FastAPI app: one forward pass per request, in FastAPI's thread pool."""
     import torch
     from fastapi import FastAPI
     from transformers import AutoTokenizer
@@ -131,12 +134,12 @@ def create_app(module: Any, max_tokens: int, threads: int) -> Any:
         return {"status": "ok"}
 
     @app.post("/invocations")
-    async def invocations(body: Invocation) -> dict[str, list[float]]:
+    def invocations(body: Invocation) -> dict[str, list[float]]:
         column = body.dataframe_split.columns.index("text")
         return {"predictions": predict([row[column] for row in body.dataframe_split.data])}
 
     @app.post("/v2/models/{name}/infer")
-    async def infer(name: str, body: InferRequest) -> dict[str, Any]:
+    def infer(name: str, body: InferRequest) -> dict[str, Any]:
         texts = body.inputs[0].data
         out = {"name": "probability", "shape": [len(texts)], "datatype": "FP64"}
         return {"model_name": name, "outputs": [{**out, "data": predict(texts)}]}
