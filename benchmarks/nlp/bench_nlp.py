@@ -496,7 +496,7 @@ def write_results(
         + "\n\n## Start-up\n\n"
         + markdown_table(started, ["server", "seconds to ready"])
         + f"\n\n## The optimize report of v{prepared.optimized.version}\n\n"
-        + prepared.report.strip()
+        + re.sub(r"^#", "###", prepared.report.strip(), flags=re.M)  # nested under this page
         + "\n"
     )
     RESULTS.write_text(text, encoding="utf-8")
