@@ -120,6 +120,13 @@ class Settings(BaseModel):
         "word pieces) and flagged in the prediction log's truncated column and the x-truncated "
         "header.",
     )
+    serving_model_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Intra-op threads of a text model (PyTorch or ONNX Runtime) in each "
+        "serving worker; unset: the CPU count divided by the workers, at least 1. Tabular "
+        "models score on one thread (workers scale by process).",
+    )
 
     online_store: Literal["sqlite", "redis"] = Field(
         default="sqlite",

@@ -427,3 +427,12 @@ def test_a_text_over_the_limit_is_refused_when_the_setting_says_so(entity_server
     assert status == 422
     assert f"(row 1) is {limit + 1} tokens long" in body["error"]
     assert f"at most {limit}" in body["error"]
+
+
+def test_text_model_threads_share_the_cores_among_workers() -> None:
+    from shipyard.serving.server import model_threads
+
+    cores = os.cpu_count() or 1
+    assert model_threads(None, 1) == cores
+    assert model_threads(None, cores * 2) == 1  # never zero
+    assert model_threads(3, 8) == 3  # the setting wins

@@ -230,3 +230,28 @@ def test_bad_training_input_is_named(reviews: tuple[pd.DataFrame, np.ndarray]) -
         make_config("minilm-classifier", num_layers=7)
     assert texts_of(np.array([["a"], ["b"]], dtype=object)) == ["a", "b"]
     assert native_format("sklearn-text").file == "model.pkl"
+
+
+def test_scores_do_not_depend_on_the_order_texts_come_in(
+    minilm_model: TrainedModel, reviews: tuple[pd.DataFrame, np.ndarray]
+) -> None:
+    """Served batches mix long and short reviews: they are scored in order of length and
+    answered in the order given."""
+    texts = list(reviews[0]["text"][:40])
+    classifier = minilm_model.estimator
+    forward = classifier.predict_proba(texts)
+    backward = classifier.predict_proba(texts[::-1])[::-1]
+    np.testing.assert_allclose(forward, backward, atol=1e-6)
+    one_by_one = [classifier.predict_proba([t])[0] for t in texts[:5]]
+    np.testing.assert_allclose(forward[:5], one_by_one, atol=1e-6)
+
+
+def test_a_served_encoder_takes_the_thread_count_it_is_given(minilm_model: TrainedModel) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert minilm_model.estimator.with_threads(1) is minilm_model.estimator
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

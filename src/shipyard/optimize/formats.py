@@ -126,16 +126,14 @@ class OnnxTextModel:
         return OnnxTextModel(self.data, self.tokenizer, threads)
 
     def predict_proba(self, texts: Sequence[str]) -> NDArray[np.float64]:
-        """Probability of the positive class for each text, in batches of 32."""
-        import numpy as np
+        """Probability of the positive class for each text, 32 at a time in order of length
+        (each batch padded to its longest text)."""
+        from shipyard.training.text import score_by_length
 
-        texts = list(texts)
-        out = np.empty(len(texts), dtype=np.float64)
-        for start in range(0, len(texts), BATCH):
-            ids, mask = self.tokenizer.encode(texts[start : start + BATCH])
-            feed = {INPUTS[0]: ids, INPUTS[1]: mask}
-            out[start : start + len(ids)] = self.session.run([OUTPUT], feed)[0].reshape(-1)
-        return out
+        def score(ids: NDArray[np.int64], mask: NDArray[np.int64]) -> Any:
+            return self.session.run([OUTPUT], {INPUTS[0]: ids, INPUTS[1]: mask})[0]
+
+        return score_by_length(self.tokenizer, texts, score, BATCH)
 
 
 class OnnxTextFormat(NativeFormat):

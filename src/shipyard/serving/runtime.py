@@ -76,6 +76,8 @@ class ServeConfig:
     reject_out_of_range: bool = False
     reject_stale_features: bool = False
     refuse_long_text: bool = False
+    model_threads: int = 1
+    """Intra-op threads of a text model in this worker (``serving_model_threads``)."""
     access_log: bool = False
     tracing: str = "off"
     trace_sample_ratio: float = 1.0
@@ -372,6 +374,10 @@ class EndpointRuntime:
         text = None
         if text_columns(mv.input_schema):  # the model object's token limit and checks
             model_object = getattr(predictor, "model", predictor)
+            with_threads = getattr(model_object, "with_threads", None)
+            if with_threads is not None:  # an encoder: PyTorch's or ONNX Runtime's threads
+                model_object = with_threads(self.config.model_threads)
+                predictor.model = model_object  # type: ignore[attr-defined]
             text = TextValidator(
                 mv.input_schema, model_object, refuse_long_text=self.config.refuse_long_text
             )

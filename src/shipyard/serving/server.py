@@ -84,6 +84,17 @@ def exposure_warning(host: str, predict_token: str | None) -> str | None:
     )
 
 
+def model_threads(setting: int | None, workers: int) -> int:
+    """A text model's intra-op threads per worker: the setting, else the CPU count shared
+    among the workers (at least 1), so that workers and threads do not oversubscribe.
+
+    Example: ``model_threads(None, 2)`` on 2 cores is 1; ``model_threads(4, 2)`` is 4.
+    """
+    if setting is not None:
+        return setting
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 def serve(
     workspace: Workspace,
     target: str,
@@ -125,6 +136,7 @@ def serve(
     metrics_dir, metrics_lock = server_folder(
         workspace.artifact_root / "tmp" / "metrics", prepared.policy.endpoint
     )
+    count = workers or os.cpu_count() or 1
     config = ServeConfig(
         workspace=str(workspace.root),
         endpoint=prepared.policy.endpoint,
@@ -137,6 +149,7 @@ def serve(
         reject_out_of_range=reject_out_of_range,
         reject_stale_features=settings.serving_reject_stale_features,
         refuse_long_text=settings.serving_refuse_long_text,
+        model_threads=model_threads(settings.serving_model_threads, count),
         metrics_dir=str(metrics_dir),
         access_log=settings.serving_access_log,
         tracing=settings.serving_tracing,
@@ -148,7 +161,6 @@ def serve(
         probation_s=probation_s,
     )
     os.environ[CONFIG_ENV] = config.to_env()
-    count = workers or os.cpu_count() or 1
     uv_config = uvicorn.Config(
         "shipyard.serving.app:create_app",
         factory=True,

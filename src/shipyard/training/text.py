@@ -41,7 +41,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -335,6 +335,29 @@ class TextEpochRecord:
         return {k: v for k, v in asdict(self).items() if k != "epoch"}
 
 
+def score_by_length(
+    tokenizer: TextTokenizer,
+    texts: Sequence[str],
+    score: Callable[[NDArray[np.int64], NDArray[np.int64]], Any],
+    batch_size: int = 32,
+) -> NDArray[np.float64]:
+    """``score(ids, mask)`` over ``texts``, ``batch_size`` at a time in order of length, each
+    batch padded to its own longest text; the probabilities come back in the texts' order.
+
+    A served batch mixes short and long reviews: sorted, each model call pads little.
+    """
+    import numpy as np
+
+    pieces = tokenizer.pieces(list(texts))
+    order = np.argsort([len(p) for p in pieces], kind="stable")
+    out = np.empty(len(pieces), dtype=np.float64)
+    for start in range(0, len(pieces), batch_size):
+        rows = order[start : start + batch_size]
+        ids, mask = tokenizer.pad([pieces[i] for i in rows])
+        out[rows] = np.asarray(score(ids, mask), dtype=np.float64).reshape(-1)
+    return out
+
+
 class TextClassifier:
     """A trained encoder classifier with its tokenizer: what ``model.pt`` holds.
 
@@ -372,18 +395,24 @@ class TextClassifier:
         Texts are scored ``batch_size`` at a time in order of length, so that each batch pads
         little; a text's probability does not depend on its batch beyond float32 rounding.
         """
-        import numpy as np
         import torch
 
-        pieces = self.tokenizer.pieces(list(texts))
-        order = np.argsort([len(p) for p in pieces], kind="stable")
-        out = np.empty(len(pieces), dtype=np.float64)
+        def score(ids: NDArray[np.int64], mask: NDArray[np.int64]) -> NDArray[np.float32]:
+            scores: NDArray[np.float32] = self.module(
+                torch.from_numpy(ids), torch.from_numpy(mask)
+            ).numpy()
+            return scores
+
         with torch.inference_mode():
-            for start in range(0, len(pieces), batch_size):
-                rows = order[start : start + batch_size]
-                ids, mask = self.tokenizer.pad([pieces[i] for i in rows])
-                out[rows] = self.module(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
-        return out
+            return score_by_length(self.tokenizer, texts, score, batch_size)
+
+    def with_threads(self, threads: int) -> TextClassifier:
+        """This model, scoring on ``threads`` intra-op threads (PyTorch's setting is the
+        process's: serving calls it once per worker)."""
+        import torch
+
+        torch.set_num_threads(threads)
+        return self
 
     def save(self, path: Path) -> None:
         """Write ``model.pt``: tensors and JSON, read back by ``torch.load(weights_only=True)``."""
