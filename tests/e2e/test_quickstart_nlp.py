@@ -85,6 +85,11 @@ def test_quickstart_nlp_registers_serves_and_answers_in_both_languages(tmp_path:
         assert status == 200, body
         good, bad = (row[1] for row in body["predictions"])  # (rotten, fresh) per review
         assert 0 <= bad < good <= 1
+        # a French review: the models read English only, so it is refused, not scored
+        french = "Un film magnifique, porté par des acteurs formidables."
+        status, _, body = sentiment_server.post_json("/invocations", {"instances": [french]})
+        assert status == 422 and "French (fr)" in body["error"], body
+        assert "trained on English (en) text only" in body["error"]
     finally:
         sentiment_server.stop()
 

@@ -76,10 +76,15 @@ def _register_reviews(ws: Workspace) -> None:
     tracker = Tracker(ws)
     X, y = frame[["text"]], frame["label"].to_numpy()
     models = [
-        make_config("tfidf-logreg").fit(X, y),
-        make_config("minilm-classifier", num_layers=1, max_tokens=16, max_epochs=2, patience=1).fit(
-            X, y
-        ),
+        make_config("tfidf-logreg", languages=["en"]).fit(X, y),
+        make_config(
+            "minilm-classifier",
+            num_layers=1,
+            max_tokens=16,
+            max_epochs=2,
+            patience=1,
+            languages=["en"],
+        ).fit(X, y),
     ]
     for model in models:
         run = tracker.client.create_run(tracker.experiment_id("text-serving"))
@@ -436,3 +441,28 @@ def test_text_model_threads_share_the_cores_among_workers() -> None:
     assert model_threads(None, 1) == cores
     assert model_threads(None, cores * 2) == 1  # never zero
     assert model_threads(3, 8) == 3  # the setting wins
+
+
+def test_a_review_in_a_language_the_model_was_not_trained_on_is_refused(
+    text_server: Server,
+) -> None:
+    reviews = text_server
+    french = "Un film magnifique, porté par des acteurs formidables et une mise en scène rare."
+    status, _, body = reviews.post_json("/invocations", {"instances": ["Superb.", french]})
+    assert status == 422
+    assert "(row 1)" in body["error"] and "French (fr)" in body["error"]
+    assert "trained on English (en) text only" in body["error"]
+    short = "Superbe."  # under the detection threshold: not judged, scored
+    status, _, body = reviews.post_json("/invocations", {"instances": [short]})
+    assert status == 200, body
+
+
+def test_the_languages_parameter_takes_two_letter_codes() -> None:
+    from shipyard.errors import ParameterError
+    from shipyard.training.trainers import make_config
+
+    with pytest.raises(ParameterError, match="languages"):
+        make_config("tfidf-logreg", languages=["english"])
+    with pytest.raises(ParameterError, match="languages"):
+        make_config("minilm-classifier", languages="en")
+    assert make_config("tfidf-logreg", languages=["en", "fr"]).params["languages"] == ("en", "fr")

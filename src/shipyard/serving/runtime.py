@@ -379,7 +379,10 @@ class EndpointRuntime:
                 model_object = with_threads(self.config.model_threads)
                 predictor.model = model_object  # type: ignore[attr-defined]
             text = TextValidator(
-                mv.input_schema, model_object, refuse_long_text=self.config.refuse_long_text
+                mv.input_schema,
+                model_object,
+                refuse_long_text=self.config.refuse_long_text,
+                languages=mv.params.get("languages") or (),
             )
         outputs = text_columns(mv.output_schema) if mv.output_schema else []
         json_output = outputs[0] if outputs else None

@@ -329,7 +329,12 @@ class TextValidator:
     """
 
     def __init__(
-        self, schema: Schema, model: Any = None, *, refuse_long_text: bool = False
+        self,
+        schema: Schema,
+        model: Any = None,
+        *,
+        refuse_long_text: bool = False,
+        languages: Sequence[str] = (),
     ) -> None:
         numeric = [c.name for c in schema.columns if c.dtype != "string"]
         if numeric:
@@ -345,6 +350,11 @@ class TextValidator:
         self.max_tokens: int | None = int(limit) if limit is not None and count else None
         self._count: Callable[[Sequence[str]], Any] | None = count if self.max_tokens else None
         self._check: Callable[[Sequence[str]], None] | None = getattr(model, "check_texts", None)
+        # a model with its own check_texts (the entity recognizer routes by language) judges
+        # languages itself: one judge per model
+        self.languages = () if self._check is not None else tuple(languages)
+        """The languages the model was trained on (its ``languages`` parameter); a text
+        surely in another is refused. Empty: not checked here."""
 
     def check(self, matrix: NDArray[np.object_]) -> tuple[int, ...]:
         """Raise RequestError (422) for texts the model must not see; return the rows whose
@@ -362,6 +372,8 @@ class TextValidator:
                         f"input {name!r} (row {i}) is empty or only whitespace; expected a "
                         f"text to score, got {_preview(text)}",
                     )
+            if self.languages:
+                self._language(name, texts)
             if self._count is not None:
                 truncated.update(self._long(name, texts))
             if self._check is not None:
@@ -370,6 +382,23 @@ class TextValidator:
                 except SchemaError as exc:
                     raise RequestError(422, f"input {name!r}: {exc}") from None
         return tuple(sorted(truncated))
+
+    def _language(self, name: str, texts: list[str]) -> None:
+        """RequestError (422) for the first text surely in a language the model was not
+        trained on (short texts and unsure detections are scored: see
+        :func:`shipyard.training.entities.foreign_language`)."""
+        from shipyard.training.entities import foreign_language, language_name
+
+        for i, text in enumerate(texts):
+            found = foreign_language(text, self.languages)
+            if found is not None:
+                trained = ", ".join(language_name(code) for code in self.languages)
+                raise RequestError(
+                    422,
+                    f"input {name!r} (row {i}): the text's language was detected as "
+                    f"{language_name(found)}; this model was trained on {trained} text only "
+                    "and would score it without meaning",
+                )
 
     def _long(self, name: str, texts: list[str]) -> list[int]:
         """Rows over the token limit; RequestError (422) for the first when refusing them."""

@@ -215,7 +215,15 @@ TFIDF_GRID: tuple[dict[str, Any], ...] = tuple(
 MINILM_GRID: tuple[dict[str, Any], ...] = ({"learning_rate": 1e-3}, {"learning_rate": 3e-3})
 """MiniLM's head: two learning rates (the frozen encoder embeds the training reviews once for
 both; early stopping on the validation reviews chooses each point's epoch)."""
-MINILM_DEFAULTS: dict[str, Any] = {"num_layers": 6, "fine_tune_layers": 0, "max_epochs": 30}
+LANGUAGES = ("en",)
+"""What both sentiment models are declared to read: serving refuses a review detected in
+another language (the reviews are English; a French one would get a meaningless score)."""
+MINILM_DEFAULTS: dict[str, Any] = {
+    "num_layers": 6,
+    "fine_tune_layers": 0,
+    "max_epochs": 30,
+    "languages": LANGUAGES,
+}
 SENTIMENT_USE = (
     "Say whether a short English movie review is positive (fresh) or negative (rotten): "
     "the probability that it is fresh."
@@ -428,7 +436,7 @@ def run_sentiment(
     splits = sentiment_splits(dataset, limits)
     seconds["data"] = time.perf_counter() - started
     plans = [
-        ("tfidf-logreg", {}, tfidf_grid, splits["train"]),
+        ("tfidf-logreg", {"languages": LANGUAGES}, tfidf_grid, splits["train"]),
         (
             "minilm-classifier",
             {**MINILM_DEFAULTS, **(minilm or {})},

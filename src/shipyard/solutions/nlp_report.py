@@ -184,4 +184,9 @@ def serving_instructions(ports: tuple[int, int] = (8080, 8081)) -> list[str]:
                 f"  curl -s localhost:{port}/invocations -H 'Content-Type: application/json' "
                 f"-d '{json.dumps(body, ensure_ascii=False)}'"
             )
+            if name == "sentiment" and text != texts[0]:
+                lines.append(
+                    "  # 422: the sentiment models were trained on English reviews only "
+                    "(their languages parameter); a French review is refused, not scored"
+                )
     return lines

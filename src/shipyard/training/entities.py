@@ -111,6 +111,10 @@ _REMEMBERED_CHARS = 2048
 """Longer texts are detected again each time (remembering them would hold their memory)."""
 
 
+FOREIGN_CONFIDENCE = 0.95
+"""How sure langdetect must be before a text is refused as foreign (:func:`foreign_language`)."""
+
+
 def language_name(code: str) -> str:
     """``"de"`` -> ``"German (de)"``; an unknown code stays as it is."""
     name = LANGUAGE_NAMES.get(code)
@@ -155,6 +159,35 @@ def detect_language(text: str, served: Sequence[str], *, min_chars: int = MIN_DE
     except LangDetectException:  # no letters at all (digits, punctuation): nothing to route
         return served[0]
     return found.split("-")[0]  # zh-cn -> zh
+
+
+def foreign_language(
+    text: str,
+    languages: Sequence[str],
+    *,
+    min_chars: int = MIN_DETECT_CHARS,
+    confidence: float = FOREIGN_CONFIDENCE,
+) -> str | None:
+    """The language of ``text`` when langdetect is sure it is none of ``languages``; else None.
+
+    A guard that refuses must not refuse English by mistake: langdetect calls odd English
+    ("awful awful awful ...") Romanian at 0.57, so a text is foreign only when the detected
+    language has probability >= ``confidence`` (0.95) and the text has ``min_chars``
+    characters or more. Example: ``foreign_language("Un film magnifique, porté par des
+    acteurs formidables.", ["en"])`` is ``"fr"``.
+    """
+    if len(text.strip()) < min_chars:
+        return None
+    from langdetect.lang_detect_exception import LangDetectException
+
+    detector = _detector_factory().create()
+    detector.append(text)
+    try:
+        best = detector.get_probabilities()[0]
+    except (LangDetectException, IndexError):
+        return None
+    found = str(best.lang).split("-")[0]
+    return found if best.prob >= confidence and found not in languages else None
 
 
 def _package_path(package: str) -> Path:

@@ -509,6 +509,25 @@ def _labels_and_texts(config: ModelConfig, X: Any, y: Any) -> tuple[list[str], N
     return texts, labels
 
 
+def check_languages(value: Any, owner: str) -> tuple[str, ...]:
+    """The ``languages`` parameter of a text model as a tuple of ISO 639-1 codes.
+
+    The languages a model was trained on (``("en",)`` for the review sentiment models):
+    serving refuses a text detected in another language instead of scoring it (a model that
+    never saw French gives French text a meaningless score). Empty: no check.
+    """
+    from shipyard.errors import invalid_parameter
+
+    codes = tuple(value) if isinstance(value, list | tuple) else None
+    if codes is None or not all(
+        isinstance(c, str) and len(c) == 2 and c.isalpha() and c.islower() for c in codes
+    ):
+        raise invalid_parameter(
+            "languages", owner, "a list of two-letter language codes such as ['en']", value
+        )
+    return codes
+
+
 @register_model_type
 class TfidfLogRegConfig(ModelConfig):
     """TF-IDF of words and word pairs, then logistic regression (scikit-learn): the baseline."""
@@ -521,7 +540,12 @@ class TfidfLogRegConfig(ModelConfig):
         "min_df": 2,
         "max_features": 100_000,
         "random_state": 0,
+        "languages": (),
     }
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.params["languages"] = check_languages(self.params["languages"], type(self).__name__)
 
     def build(self) -> Any:
         """An unfitted pipeline (lower-cased, sublinear term frequencies)."""
@@ -609,11 +633,13 @@ class MiniLMClassifierConfig(ModelConfig):
         "validation_fraction": 0.1,
         "n_jobs": 2,
         "random_state": 0,
+        "languages": (),
     }
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         p = self.params
+        p["languages"] = check_languages(p["languages"], type(self).__name__)
         _check_int("num_layers", p["num_layers"], 1, MINILM_LAYERS)
         _check_int("fine_tune_layers", p["fine_tune_layers"], 0, p["num_layers"])
         _check_int("max_tokens", p["max_tokens"], 3, 512)
