@@ -36,12 +36,17 @@ def list_(ctx: click.Context, name: str | None) -> None:
             f"v{v.version}",
             ", ".join(v.aliases),
             v.model_type,
-            f"{v.metrics.get('average_precision_mean', float('nan')):.3f}",
-            f"{v.metrics.get('card_precision@100_mean', float('nan')):.3f}",
+            _headline(v.metrics, "average_precision_mean"),
+            _headline(v.metrics, "card_precision@100_mean"),
             f"{v.dataset} v{v.dataset_version}",
             f"{v.created_at:%Y-%m-%d %H:%M}",
         )
     console().print(table)
+
+
+def _headline(metrics: dict[str, float], key: str) -> str:
+    """A metric for the list, or '-' where the version has none (CP@100 of a text model)."""
+    return f"{metrics[key]:.3f}" if key in metrics else "-"
 
 
 @models.command()
