@@ -510,35 +510,47 @@ def _columns(value: dict[str, Any], names: Names, key: str) -> NDArray[np.float6
     return _reorder(np.column_stack(arrays) if arrays else np.zeros((0, 0)), columns, names, key)
 
 
-def decode_csv(body: bytes, names: Names) -> NDArray[np.float64]:
-    """Decode a ``text/csv`` body (MLflow's other ``/invocations`` format): a header row of
-    column names, then one row of numbers per line; an empty cell is null."""
-    import csv
+def csv_table(body: bytes, cells: str) -> tuple[list[str], list[list[str]]]:
+    """A ``text/csv`` body's header (names stripped, each once) and its non-empty rows, each
+    as long as the header; ``cells`` names what the rows hold in errors ("values", "texts").
 
-    import numpy as np
+    Quoted cells may hold commas and line breaks (RFC 4180).
+    """
+    import csv
+    import io
 
     try:
-        lines = body.decode("utf-8-sig").splitlines()
+        content = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise RequestError(400, f"CSV body is not UTF-8: {exc}") from None
     try:
-        table = [row for row in csv.reader(lines) if row]
+        table = [row for row in csv.reader(io.StringIO(content, newline="")) if row]
     except csv.Error as exc:
         raise RequestError(400, f"malformed CSV: {exc}") from None
     if len(table) < 2:
         raise RequestError(
-            422, "CSV: expected a header row of column names and at least one row of values"
+            422, f"CSV: expected a header row of column names and at least one row of {cells}"
         )
     header = [name.strip() for name in table[0]]
     if len(set(header)) != len(header):
         twice = sorted({n for n in header if header.count(n) > 1})
         raise RequestError(422, f"CSV header: column(s) {twice} appear more than once")
-    matrix = np.empty((len(table) - 1, len(header)), dtype=np.float64)
     for i, row in enumerate(table[1:]):
         if len(row) != len(header):
             raise RequestError(
                 422, f"CSV row {i}: expected {len(header)} values like the header, got {len(row)}"
             )
+    return header, table[1:]
+
+
+def decode_csv(body: bytes, names: Names) -> NDArray[np.float64]:
+    """Decode a ``text/csv`` body (MLflow's other ``/invocations`` format): a header row of
+    column names, then one row of numbers per line; an empty cell is null."""
+    import numpy as np
+
+    header, rows = csv_table(body, "values")
+    matrix = np.empty((len(rows), len(header)), dtype=np.float64)
+    for i, row in enumerate(rows):
         for j, cell in enumerate(row):
             text = cell.strip()
             try:

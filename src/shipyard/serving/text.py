@@ -27,8 +27,6 @@ Example::
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -39,6 +37,7 @@ from shipyard.serving.codec import (
     RequestInput,
     _mismatch,
     _preview,
+    csv_table,
     parse_mlflow,
     parse_v2,
 )
@@ -293,28 +292,8 @@ def _ordered(rows: list[Any], columns: list[str], names: Names, key: str) -> NDA
 def decode_csv_text(body: bytes, names: Names) -> NDArray[np.object_]:
     """Decode a ``text/csv`` body of texts: a header row naming the columns (``text``), then
     one row per text; quoted cells may hold commas and line breaks."""
-    try:
-        content = body.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise RequestError(400, f"CSV body is not UTF-8: {exc}") from None
-    try:
-        table = [row for row in csv.reader(io.StringIO(content, newline="")) if row]
-    except csv.Error as exc:
-        raise RequestError(400, f"malformed CSV: {exc}") from None
-    if len(table) < 2:
-        raise RequestError(
-            422, "CSV: expected a header row of column names and at least one row of texts"
-        )
-    header = [name.strip() for name in table[0]]
-    if len(set(header)) != len(header):
-        twice = sorted({n for n in header if header.count(n) > 1})
-        raise RequestError(422, f"CSV header: column(s) {twice} appear more than once")
-    for i, row in enumerate(table[1:]):
-        if len(row) != len(header):
-            raise RequestError(
-                422, f"CSV row {i}: expected {len(header)} values like the header, got {len(row)}"
-            )
-    return _ordered(table[1:], header, names, "CSV")
+    header, rows = csv_table(body, "texts")
+    return _ordered(rows, header, names, "CSV")
 
 
 # -- validation ----------------------------------------------------------------------------
