@@ -6,6 +6,7 @@ Real reviews (Rotten Tomatoes), a one-layer MiniLM classifier, a real workspace 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -205,3 +206,16 @@ def test_the_card_of_a_pretrained_pipeline_answering_json_says_so() -> None:
         assert "one JSON value per row in column" in text
         assert "Data set: none (a pretrained pipeline, not trained here)" in text
         assert "probability that" not in text
+
+
+def test_curves_of_an_undated_test_set_are_labelled_as_such() -> None:
+    import datetime as dt
+
+    from shipyard.registry.plots import fold_label
+    from shipyard.training.splits import Fold
+
+    rows = np.arange(3, dtype=np.int64)
+    day = dt.date(2018, 8, 8)
+    assert fold_label(Fold(2, rows, rows, day, day, day, day)) == "fold 2 (test 2018-08-08)"
+    undated: Any = None  # what evaluate_texts records: reviews have no dates
+    assert fold_label(Fold(0, rows, rows, undated, undated, undated, undated)) == "test set"

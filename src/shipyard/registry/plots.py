@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from shipyard.governance.explain import Explanation
     from shipyard.training.evaluation import Evaluation
+    from shipyard.training.splits import Fold
 
 
 def _figure() -> tuple[Any, Any]:
@@ -36,6 +37,14 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def fold_label(fold: Fold) -> str:
+    """A curve's legend: ``fold 2 (test 2018-08-08)``, or ``test set`` for a held-out split
+    with no time (a text model's test reviews)."""
+    if fold.test_start is None:  # an undated split: text data has no time
+        return "test set"
+    return f"fold {fold.index} (test {fold.test_start})"
+
+
 def evaluation_plots(evaluation: Evaluation, folder: Path, title: str) -> list[Path]:
     """Write roc.png and pr.png (per fold), calibration.png (pooled) and importance.png."""
     import numpy as np
@@ -55,7 +64,7 @@ def evaluation_plots(evaluation: Evaluation, folder: Path, title: str) -> list[P
             fpr,
             tpr,
             lw=1,
-            label=f"fold {result.fold.index} (test {result.fold.test_start}), AUC {auc:.3f}",
+            label=f"{fold_label(result.fold)}, AUC {auc:.3f}",
         )
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC — {title}")
@@ -68,7 +77,7 @@ def evaluation_plots(evaluation: Evaluation, folder: Path, title: str) -> list[P
         precision, recall, _ = precision_recall_curve(yt, result.scores)
         ap = result.metrics["average_precision"]
         ax.step(
-            recall, precision, where="post", lw=1, label=f"fold {result.fold.index}, AP {ap:.3f}"
+            recall, precision, where="post", lw=1, label=f"{fold_label(result.fold)}, AP {ap:.3f}"
         )
     ax.set(xlabel="recall", ylabel="precision", title=f"Precision-recall — {title}")
     ax.legend(fontsize=7)
