@@ -3,10 +3,12 @@ per-unit sums, labels, thresholds."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from shipyard.errors import ParameterError
+from shipyard.experiments.lifecycle import experiment_status
 from shipyard.experiments.metrics import (
     METRICS,
     MetricSpec,
@@ -183,3 +185,44 @@ class TestSpecs:
     def test_an_unknown_metric_name_lists_the_known_ones(self) -> None:
         with pytest.raises(ParameterError, match="'precision'"):
             metric_spec("revenue")
+
+
+class TestListOutputs:
+    def test_ctr_of_json_answers_counts_clicked_lists_over_labelled_lists(
+        self, registered: Workspace
+    ) -> None:
+        """A recommender logs its lists in outputs_json (no score): the labels join them by
+        request id and ctr is clicked lists over labelled lists, per customer."""
+        endpoint = new_endpoint(registered)
+        experiment = start(registered, endpoint, metric="ctr")
+        router = Router(experiment.policy())
+        arm_of = {CONTROL: "control", TREATMENT: "treatment"}
+        click = {"control": 0.2, "treatment": 0.6}
+        rng = np.random.default_rng(5)
+        t0 = experiment.started_at.timestamp() + 1.0
+        records, labels = [], []
+        for i in range(600):
+            unit = f"user-{i % 200}"
+            version = router.choose(unit)
+            record = server_record(experiment, f"r{i}", version, unit, 0.0, t0, i, 600, 60.0)
+            del record["outputs"]
+            record["outputs_json"] = [{"items": [{"item": i % 7, "score": 1.0}], "k": 1}]
+            records.append(record)
+            if i % 4:  # a quarter of the lists have no outcome yet
+                clicked = int(rng.random() < click[arm_of[version]])
+                labels.append({"request_id": f"r{i}", "label": clicked, "arm": arm_of[version]})
+        _write(log_folder(registered, endpoint), "w1", records)
+        frame = pd.DataFrame(labels)
+        ingested = ingest_labels(registered, endpoint, frame[["request_id", "label"]])
+        assert ingested.unknown == 0
+
+        data = experiment_data(registered, experiment)
+        assert data.records == 600 and data.rows["score"].isna().all()
+        assert not data.rows["alert"].any()
+        ctr = arm_stats(data, metric_spec("ctr"))
+        for arm, part in frame.groupby("arm"):
+            assert ctr[str(arm)].mean == pytest.approx(part["label"].mean())
+        assert metric_spec("ctr").needs_labels and metric_spec("ctr").higher_is_better
+        status = experiment_status(registered, experiment.name)
+        assert status.primary.decision == "treatment better"
+        assert status.primary.test is not None and status.primary.test.effect > 0.2

@@ -464,3 +464,32 @@ def test_monitor_labels_and_performance_commands(workspace: Workspace, tmp_path:
 
     bad = runner.invoke(cli, [*root, "performance", "fraud", "--threshold", "0.8", "--since", "x"])
     assert bad.exit_code == 2 and "expected a number and a unit" in " ".join(bad.output.split())
+
+
+def test_json_answers_are_labelled_row_by_row_without_a_score(tmp_path: Path) -> None:
+    """A recommender's lists (outputs_json, one value per row) join labels like scores do."""
+    ws = Workspace.init(tmp_path / "ws")
+    lists = [{"items": [{"item": 3, "score": 0.5}]}, {"items": []}]
+    records = [
+        {**_record(i), "endpoint": "recs", "outputs": None, "outputs_json": lists[: 1 + i % 2]}
+        for i in range(6)
+    ]
+    _write(
+        log_folder(ws, "recs"),
+        "w1",
+        [{k: v for k, v in r.items() if v is not None} for r in records],
+    )
+    labels = pd.DataFrame(
+        {
+            "request_id": ["req-1", "req-1", "req-2", "req-9"],
+            "row": [0, 1, 0, 0],
+            "label": [1, 0, 1, 1],
+        }
+    )
+    ingested = ingest_labels(ws, "recs", labels)
+    assert (ingested.matched, ingested.unknown) == (3, 1)
+    joined = labelled_predictions(ws, "recs")
+    assert len(joined) == 9  # rows 0..1 of the odd requests, row 0 of the even ones
+    assert joined["score"].isna().all()
+    assert _labels(joined)[("req-1", 0)] == 1 and _labels(joined)[("req-1", 1)] == 0
+    assert _labels(joined)[("req-2", 0)] == 1 and _labels(joined)[("req-3", 1)] is None

@@ -14,7 +14,10 @@ ratios). Reading an experiment's data:
 - each prediction gets its label, if one arrived
   (:func:`shipyard.monitoring.labels.labelled_predictions`: by request id or by raw-event
   columns), and an *alert* when its score is at or above its version's decision threshold
-  (:func:`shipyard.monitoring.thresholds.decision_threshold`).
+  (:func:`shipyard.monitoring.thresholds.decision_threshold`). A model that answers JSON
+  values (a recommendation list) has no score (NaN, never an alert); its experiments use
+  the generic quantities ``positives`` and ``labelled`` (metric ``ctr``: lists clicked over
+  lists labelled).
 
 A metric that needs labels counts only labelled predictions, and a unit with no labelled
 prediction yet is not counted at all (``ExperimentData.unlabelled_units`` says how many);
@@ -54,10 +57,14 @@ QUANTITIES = {
     "legit": True,
     "caught": True,
     "false_alerts": True,
+    "positives": True,
+    "labelled": True,
 }
 """What a metric can sum per unit, and whether it needs labels: predictions, alerts (score
 at or above the version's threshold), score (the positive-class probability), frauds
-(label 1), legit (label 0), caught (alert and fraud), false_alerts (alert and legit)."""
+(label 1), legit (label 0), caught (alert and fraud), false_alerts (alert and legit), and
+the generic ones for any output, a recommendation list included: positives (label 1: the
+list got a click) and labelled (predictions with a label)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,7 @@ METRICS = {
         MetricSpec(
             "alerted_units", "proportion", "alerts", "predictions", False, "units alerted once+"
         ),
+        MetricSpec("ctr", "ratio", "positives", "labelled", True, "lists that got a click (CTR)"),
     )
 }
 """The named metrics ``--metric`` and ``--guardrail`` accept."""
@@ -267,6 +275,8 @@ def unit_sums(data: ExperimentData, spec: MetricSpec) -> pd.DataFrame:
         "legit": (label == 0).astype(float),
         "caught": (alert & (label == 1)).astype(float),
         "false_alerts": (alert & (label == 0)).astype(float),
+        "positives": (label == 1).astype(float),
+        "labelled": rows["label"].notna().to_numpy(dtype=float),
     }
     frame = rows[["unit", "arm"]].assign(
         numerator=quantities[spec.numerator], denominator=quantities[spec.denominator]

@@ -7,6 +7,9 @@ over the labelled records only, with the label coverage of each window).
 
 **What is labelled.** One logged request may score several rows (``outputs`` holds the
 positive-class probability of each row), so the unit is a *prediction*: (request id, row).
+A model that answers JSON values (a recommender's list, an entity recognizer's spans) logs
+one value per row in ``outputs_json``; its predictions are labelled the same way (1: the
+list got a click), and their ``score`` is NaN: there is no probability to compare.
 
 **Keys.** A batch names its key columns (``key=``):
 
@@ -63,6 +66,8 @@ _WINDOWS = {"1D": 86_400.0, "7D": 7 * 86_400.0}
 _BY = ("version", "arm")
 _TIMES = {"log": "time", "event": "coalesce(event_time, time)"}
 """Which moment windows a prediction: when it was logged, or its request's event time."""
+_ROWS = "coalesce(len(outputs), CAST(json_array_length(outputs_json) AS BIGINT), 0)"
+"""The rows a record answered: its scores, or its JSON answers (a list output per row)."""
 
 # Integers as integers, date-times in DuckDB's timestamp text, anything else as given.
 _NORMALIZE = """
@@ -397,7 +402,7 @@ def _join_sql(
         SELECT row_number() OVER () AS rid, *
         FROM (
             SELECT request_id, {moment} AS time, version, arm, events, outputs,
-                   unnest(range(len(outputs))) AS row
+                   unnest(range({_ROWS})) AS row
             FROM predictions WHERE {where}
         )
     ),
@@ -452,9 +457,10 @@ def labelled_predictions(
 
     One row per prediction (request id, row of the request) with ``start <= time < end``:
     ``request_id, row, time, version, arm, score, label``; ``score`` is the positive-class
-    probability as logged. ``time="log"`` is when the server logged the answer;
-    ``time="event"`` the request's event time (``X-Event-Time``, see docs/serving.md)
-    where it has one, else the log time. Shadow answers are left out unless ``include_shadows``;
+    probability as logged (NaN for a JSON answer: a recommendation list). ``time="log"``
+    is when the server logged the answer; ``time="event"`` the request's event time
+    (``X-Event-Time``, see docs/serving.md) where it has one, else the log time. Shadow
+    answers are left out unless ``include_shadows``;
     ``versions`` and ``arms`` keep only those; ``event_columns`` adds those columns of the
     raw events (normalized text, NA for requests without them). The join runs in DuckDB
     over the compacted and live log (:func:`shipyard.monitoring.logstore.query`) and the
@@ -466,7 +472,7 @@ def labelled_predictions(
     if time not in _TIMES:
         raise invalid_parameter("time", owner, f"one of {list(_TIMES)}", time)
     moment = _TIMES[time]
-    conditions = ["outputs IS NOT NULL"]
+    conditions = ["(outputs IS NOT NULL OR outputs_json IS NOT NULL)"]
     lo, hi = epoch_seconds(start, "start", owner), epoch_seconds(end, "end", owner)
     if lo is not None:
         conditions.append(f"{moment} >= {lo!r}")
@@ -506,15 +512,13 @@ def _unknown(workspace: Workspace, endpoint: str, path: Path, key_names: str) ->
 
     batch = f"read_parquet({_quote(str(path))})"
     if key_names == "request_id":
-        known = (
-            "SELECT DISTINCT request_id AS key, unnest(range(len(outputs))) AS row FROM predictions"
-        )
+        known = f"SELECT DISTINCT request_id AS key, unnest(range({_ROWS})) AS row FROM predictions"
         on = "k.key = l.key AND k.row = l.row"
     else:
         sql_key = _events_key_sql(key_names.split(","), alias="")
         known = (
             f"SELECT DISTINCT {sql_key} AS key FROM ("
-            "SELECT events, unnest(range(len(outputs))) AS row FROM predictions "
+            f"SELECT events, unnest(range({_ROWS})) AS row FROM predictions "
             "WHERE events IS NOT NULL)"
         )
         on = "k.key = l.key"
