@@ -1,0 +1,917 @@
+"""A served recommender: ranked items per user, with session state, behind the Predictor contract.
+
+A :class:`Recommender` holds item and user vectors (a factor model's), the items each user
+has seen (CSR), item popularity, optional titles and genres, an optional ANN index
+(:class:`shipyard.training.ann.ItemIndex`) and an optional re-ranker (:class:`Ranker`).
+For each request row it answers one JSON value::
+
+    {"items": [{"item": "318", "score": 0.83, "title": "Shawshank Redemption, The"}, ...],
+     "source": "personal", "ignored": ["99999"], "k": 10}
+
+**Query.** A known user's query is their vector plus ``session_weight`` times the mean of
+the session items' vectors; an unknown user's is the session mean alone ("session"); an
+unknown user with no session gets the most popular items ("popular"): the cold start.
+Session items are the request's ``session`` column (item ids separated by spaces or
+commas); with an online store bound (:meth:`Recommender.bind_online`, which ``shipyard
+serve`` does), they are appended to the user's short-term state there (the newest
+``session_length`` items younger than ``session_ttl_s``), and a row without session items
+reads that state: a request that names items changes the next one's answer at once, in every
+worker. The state is keyed by the registered model's name (all its versions share it).
+
+**Retrieval.** ``max(k, candidates)`` items per row by inner product, one search for the
+whole batch (the index's, else exact); the items seen (history and session) are dropped
+unless ``exclude_seen`` is false, then the genre filter; a row left with fewer than k falls
+back to an exact search over the whole catalogue with the same filters. A ranker, when
+present, re-scores the candidates left (:class:`RankContext`), and the top k are answered.
+
+**Bad input.** An unknown session item is ignored and listed in ``ignored``; ``k`` above the
+catalogue is capped (``reason`` says so); filters that leave nothing give an empty list with
+a ``reason``. :meth:`Recommender.check_inputs` refuses (SchemaError naming column, row,
+expected and got) a ``k`` that is not an integer >= 1, an ``exclude_seen`` that is not
+true/false, and a genre the catalogue does not have (listing those it has).
+
+The native format ``recommender`` is one file, ``model.shipyard-rec``: a 16-byte magic, the
+length of a JSON manifest (8 bytes, little-endian), the manifest (parameters; each array's
+name, dtype, shape and offset), then the arrays, each 64-byte aligned. Saving writes the
+arrays one after the other (a memory-mapped table is never copied whole); loading maps the
+file (after the registry verified its SHA-256) so a 10M-user table is paged in as requests
+touch it. The ANN index and the ranker are byte arrays in the same file. There is no MLflow
+pyfunc flavour that scores it: MLflow clients get the run, signature and file, not a server.
+
+Example::
+
+    rec = Recommender(item_ids=["1", "2"], item_vectors=V, user_ids=["7"], user_vectors=U,
+                      seen_indptr=indptr, seen_indices=indices, popularity=counts)
+    rec.recommend(["7"], sessions=[["2"]], k=5)
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import re
+import struct
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import numpy as np
+
+from shipyard.errors import (
+    IntegrityError,
+    OnlineContentionError,
+    OnlineStoreUnavailableError,
+    ParameterError,
+    SchemaError,
+    TrainingError,
+    invalid_parameter,
+)
+from shipyard.training.trainers import ModelConfig, NativeFormat, TrainedModel, register_format
+from shipyard.types import ColumnSpec, Schema
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from shipyard.features.definitions import FeatureView
+    from shipyard.features.online import OnlineStore
+    from shipyard.training.ann import ItemIndex
+
+logger = logging.getLogger(__name__)
+
+FRAMEWORK = "recommender"
+FILE = "model.shipyard-rec"
+MAGIC = b"SHIPYARD-REC/v1\n"
+ALIGN = 64
+DEFAULT_K = 10
+INPUTS = Schema(
+    (
+        ColumnSpec("user", "string"),
+        ColumnSpec("session", "string", nullable=True),
+        ColumnSpec("k", "string", nullable=True),
+        ColumnSpec("exclude_seen", "string", nullable=True),
+        ColumnSpec("genre", "string", nullable=True),
+    )
+)
+"""The served input: user id; session item ids (spaces or commas; may be empty); k (empty:
+10); exclude_seen (true/false; empty: true); genre (empty: none; ``A|B``: either)."""
+RECOMMENDATIONS = Schema((ColumnSpec("recommendations", "string"),))
+"""The served output: one JSON value per row (module doc)."""
+_SEPARATORS = re.compile(r"[\s,]+")
+_TRUE, _FALSE = {"", "true", "1", "yes"}, {"false", "0", "no"}
+_CHUNK = 64 << 20  # bytes per write when saving
+
+
+# -- re-ranking --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RankContext:
+    """What a ranker sees for a batch of n rows and c candidates per row.
+
+    ``candidates`` are dense item indexes, best retrieval score first, padded with -1 (and
+    score -inf) where filters left fewer than c; a ranker's scores at padded places are
+    ignored. ``users`` are dense user indexes (-1: unknown user); ``sessions`` the dense
+    session items of each row (oldest first); ``now`` epoch seconds.
+    """
+
+    users: NDArray[np.int64]
+    sessions: list[NDArray[np.int64]]
+    candidates: NDArray[np.int64]
+    scores: NDArray[np.float32]
+    now: float
+
+
+class Ranker(Protocol):
+    """Re-scores retrieved candidates; saved in the recommender's file as ``kind`` and bytes."""
+
+    kind: str
+    """The name it was registered under with :func:`register_ranker`."""
+
+    def rerank(self, context: RankContext) -> NDArray[np.float32]:
+        """New scores, float32 [n, c], higher first (padded places ignored)."""
+        ...
+
+    def to_bytes(self) -> bytes:
+        """The ranker's state; its loader rebuilds it from these bytes."""
+        ...
+
+
+RANKERS: dict[str, str] = {}
+"""``{kind: "module:function"}``: how each kind of ranker is loaded from its bytes."""
+
+
+def register_ranker(kind: str, loader: str) -> None:
+    """Make rankers of ``kind`` loadable: ``loader`` is ``"module:function"`` taking the bytes
+    :meth:`Ranker.to_bytes` wrote and returning the ranker (imported when a model loads).
+
+    Example: ``register_ranker("lightgbm", "shipyard.solutions.recsys.ranker:load_ranker")``.
+    """
+    if not re.fullmatch(r"[\w.]+:\w+", loader):
+        raise invalid_parameter("loader", "register_ranker", "'module:function'", loader)
+    RANKERS[kind] = loader
+
+
+def load_ranker(kind: str, data: bytes) -> Ranker:
+    """The ranker of ``kind`` rebuilt from ``data`` (ParameterError for an unknown kind)."""
+    loader = RANKERS.get(kind)
+    if loader is None:
+        raise ParameterError(
+            f"No ranker of kind {kind!r} is registered (known: {', '.join(RANKERS) or 'none'});"
+            " import the module that calls register_ranker for it first."
+        )
+    module, function = loader.split(":")
+    ranker: Ranker = getattr(importlib.import_module(module), function)(data)
+    return ranker
+
+
+# -- ids and strings over (memory-mapped) arrays -----------------------------------------------
+
+
+class Ids:
+    """External ids (str) of dense indexes, looked up by binary search over sorted arrays.
+
+    Three arrays, all of which may be memory-mapped: ``ids`` (bytes, dense order),
+    ``sorted_ids`` and ``order`` (``sorted_ids[i] == ids[order[i]]``): a lookup touches
+    log2(n) pages, never the whole table.
+    """
+
+    def __init__(self, ids: NDArray[Any], sorted_ids: NDArray[Any], order: NDArray[Any]) -> None:
+        self.ids, self.sorted_ids, self.order = ids, sorted_ids, order
+
+    @classmethod
+    def of(cls, values: Sequence[str], what: str) -> Ids:
+        """The ids of ``values`` (unique, non-empty, no spaces or commas)."""
+        encoded = [str(v).encode() for v in values]
+        if any(not v or _SEPARATORS.search(v.decode()) for v in encoded):
+            bad = next(v for v in encoded if not v or _SEPARATORS.search(v.decode()))
+            raise invalid_parameter(what, "Recommender", "ids without spaces or commas", bad)
+        ids = np.array(encoded, dtype=f"S{max(map(len, encoded), default=1)}")
+        order = np.argsort(ids, kind="stable").astype(np.int64)
+        ordered = ids[order]
+        if len(ordered) > 1 and (ordered[1:] == ordered[:-1]).any():
+            twice = ordered[1:][ordered[1:] == ordered[:-1]][0].decode()
+            raise invalid_parameter(what, "Recommender", "unique ids", f"{twice!r} twice")
+        return cls(ids, ordered, order)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lookup(self, values: Sequence[str]) -> NDArray[np.int64]:
+        """The dense index of each value; -1 where it is not an id here."""
+        found = np.full(len(values), -1, dtype=np.int64)
+        if not len(values) or not len(self):
+            return found
+        width = self.sorted_ids.dtype.itemsize
+        encoded = [v.encode() for v in values]
+        fits = np.array([0 < len(v) <= width for v in encoded])
+        query = np.array(encoded, dtype=self.sorted_ids.dtype)
+        where = np.minimum(np.searchsorted(self.sorted_ids, query), len(self) - 1)
+        hit = fits & (np.asarray(self.sorted_ids[where]) == query)
+        found[hit] = np.asarray(self.order[where[hit]])
+        return found
+
+    def external(self, dense: NDArray[np.int64]) -> list[str]:
+        """The external ids of dense indexes."""
+        return [v.decode() for v in np.asarray(self.ids[dense]).tolist()]
+
+
+def _pack_strings(values: Sequence[str]) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
+    blobs = [v.encode() for v in values]
+    offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in blobs], out=offsets[1:])
+    return offsets, np.frombuffer(b"".join(blobs), dtype=np.uint8).copy()
+
+
+def _unpack(offsets: NDArray[np.int64], blob: NDArray[np.uint8], i: int) -> str:
+    return bytes(blob[int(offsets[i]) : int(offsets[i + 1])]).decode()
+
+
+def _genre_masks(genres: Sequence[str]) -> tuple[tuple[str, ...], NDArray[np.uint64]]:
+    """The genre names (sorted) and each item's genres as bits of a uint64 (<= 64 genres)."""
+    split = [[g for g in str(v).split("|") if g] for v in genres]
+    names = tuple(sorted({g for item in split for g in item}))
+    if len(names) > 64:
+        raise invalid_parameter("genres", "Recommender", "at most 64 distinct genres", len(names))
+    bit = {g: np.uint64(1) << np.uint64(i) for i, g in enumerate(names)}
+    masks = np.zeros(len(split), dtype=np.uint64)
+    for i, item in enumerate(split):
+        for g in item:
+            masks[i] |= bit[g]
+    return names, masks
+
+
+# -- requests --------------------------------------------------------------------------------
+
+
+@dataclass
+class Requests:
+    """A batch of parsed request rows (what :meth:`Recommender.parse` returns)."""
+
+    users: list[str]
+    sessions: list[list[str]]
+    """Item ids as given (known or not), oldest first."""
+    k: NDArray[np.int64]
+    exclude_seen: NDArray[np.bool_]
+    genres: NDArray[np.uint64]
+    """The genre bits a row accepts; 0: no genre filter."""
+    genre_names: list[str]
+
+
+def _bad(column: str, row: int, expected: str, got: object) -> SchemaError:
+    return SchemaError(f"Column {column!r} (row {row}): expected {expected}, got {got!r}.")
+
+
+def _parse_k(row: int, value: str) -> int:
+    text = value.strip()
+    if not text:
+        return DEFAULT_K
+    try:
+        k = int(text)
+    except ValueError:
+        raise _bad("k", row, "an integer >= 1 (or empty for 10)", value) from None
+    if k < 1:
+        raise _bad("k", row, "an integer >= 1 (or empty for 10)", value)
+    return k
+
+
+def _parse_flag(row: int, value: str) -> bool:
+    text = value.strip().lower()
+    if text not in _TRUE | _FALSE:
+        raise _bad("exclude_seen", row, "true or false (or empty for true)", value)
+    return text in _TRUE
+
+
+# -- the recommender ---------------------------------------------------------------------------
+
+
+class Recommender:
+    """Ranked items per user from factor vectors, with session state and cold start (module doc).
+
+    ``item_ids``/``user_ids`` are external ids in dense order (rows of ``item_vectors`` /
+    ``user_vectors``, float32); ``seen_indptr``/``seen_indices`` the items each user has
+    seen (CSR, dense item indexes); ``popularity`` [m] the cold-start order; ``titles`` and
+    ``genres`` (``"A|B"``) per item, optional; ``candidates`` how many items retrieval
+    over-fetches per row.
+    """
+
+    def __init__(
+        self,
+        *,
+        item_ids: Sequence[str],
+        item_vectors: NDArray[np.float32],
+        user_ids: Sequence[str],
+        user_vectors: NDArray[np.float32],
+        seen_indptr: NDArray[np.int64],
+        seen_indices: NDArray[np.int32],
+        popularity: NDArray[np.float32],
+        titles: Sequence[str] | None = None,
+        genres: Sequence[str] | None = None,
+        session_weight: float = 1.0,
+        session_length: int = 20,
+        session_ttl_s: float = 1800.0,
+        candidates: int = 200,
+        index: ItemIndex | None = None,
+        ranker: Ranker | None = None,
+    ) -> None:
+        m = len(item_ids)
+        arrays: dict[str, NDArray[Any]] = {
+            "item_vectors": np.ascontiguousarray(item_vectors, dtype=np.float32),
+            "user_vectors": np.ascontiguousarray(user_vectors, dtype=np.float32),
+            "seen_indptr": np.asarray(seen_indptr, dtype=np.int64),
+            "seen_indices": np.asarray(seen_indices, dtype=np.int32),
+            "popularity": np.asarray(popularity, dtype=np.float32),
+        }
+        items, users = Ids.of(item_ids, "item_ids"), Ids.of(user_ids, "user_ids")
+        for name, ids in (("item", items), ("user", users)):
+            arrays[f"{name}_ids"], arrays[f"{name}_sorted"] = ids.ids, ids.sorted_ids
+            arrays[f"{name}_order"] = ids.order
+        if titles is not None:
+            _same_length("titles", titles, m)
+            arrays["title_offsets"], arrays["title_blob"] = _pack_strings(titles)
+        genre_names: tuple[str, ...] = ()
+        if genres is not None:
+            _same_length("genres", genres, m)
+            genre_names, arrays["genre_masks"] = _genre_masks(genres)
+        params = {
+            "session_weight": session_weight,
+            "session_length": session_length,
+            "session_ttl_s": session_ttl_s,
+            "candidates": candidates,
+            "genre_names": list(genre_names),
+        }
+        self._restore(arrays, params, index, ranker)
+
+    def _restore(
+        self,
+        arrays: Mapping[str, NDArray[Any]],
+        params: Mapping[str, Any],
+        index: ItemIndex | None,
+        ranker: Ranker | None,
+    ) -> None:
+        """Set every attribute from arrays (possibly memory-mapped) and parameters; check them."""
+        self.arrays = dict(arrays)
+        a = self.arrays
+        self.items = Ids(a["item_ids"], a["item_sorted"], a["item_order"])
+        self.users = Ids(a["user_ids"], a["user_sorted"], a["user_order"])
+        self.item_vectors: NDArray[np.float32] = a["item_vectors"]
+        self.user_vectors: NDArray[np.float32] = a["user_vectors"]
+        self.seen_indptr: NDArray[np.int64] = a["seen_indptr"]
+        self.seen_indices: NDArray[np.int32] = a["seen_indices"]
+        self.popularity: NDArray[np.float32] = a["popularity"]
+        self.genre_names: tuple[str, ...] = tuple(params["genre_names"])
+        self.session_weight = float(params["session_weight"])
+        self.session_length = int(params["session_length"])
+        self.session_ttl_s = float(params["session_ttl_s"])
+        self.candidates = int(params["candidates"])
+        self.index, self.ranker = index, ranker
+        self._store: OnlineStore | None = None
+        self._view: FeatureView | None = None
+        self._popular: NDArray[np.int64] | None = None
+        self._check()
+
+    def _check(self) -> None:
+        owner, m, n = "Recommender", len(self.items), len(self.users)
+        if m == 0:
+            raise invalid_parameter("item_ids", owner, "at least one item", [])
+        f = self.item_vectors.shape[1] if self.item_vectors.ndim == 2 else -1
+        shapes = {
+            "item_vectors": (self.item_vectors.shape, (m, f)),
+            "user_vectors": (self.user_vectors.shape, (n, f)),
+            "seen_indptr": (self.seen_indptr.shape, (n + 1,)),
+            "popularity": (self.popularity.shape, (m,)),
+        }
+        for name, (got, want) in shapes.items():
+            if got != want:
+                raise invalid_parameter(name, owner, f"of shape {want}", f"shape {got}")
+        if self.index is not None and self.index.size != m:
+            raise invalid_parameter("index", owner, f"an index of the {m} items", self.index.size)
+        for name, value, low in (
+            ("session_weight", self.session_weight, 0.0),
+            ("session_length", self.session_length, 1),
+            ("session_ttl_s", self.session_ttl_s, 1e-9),
+            ("candidates", self.candidates, 1),
+        ):
+            if not value >= low:
+                raise invalid_parameter(name, owner, f"a number >= {low}", value)
+
+    def __len__(self) -> int:
+        """The number of items in the catalogue."""
+        return len(self.items)
+
+    def params(self) -> dict[str, Any]:
+        """The settings saved beside the arrays (sessions, over-fetching, genre names)."""
+        return {
+            "session_weight": self.session_weight,
+            "session_length": self.session_length,
+            "session_ttl_s": self.session_ttl_s,
+            "candidates": self.candidates,
+            "genre_names": list(self.genre_names),
+        }
+
+    # -- the online store ----------------------------------------------------------------------
+
+    def bind_online(self, store: OnlineStore, name: str) -> None:
+        """Keep session state in ``store`` under model ``name`` (serving calls this at load).
+
+        Every version of a model shares its state: a user's session follows them across an
+        A/B split. Without a store, sessions are per request only.
+        """
+        from shipyard.features.definitions import FeatureView, RowFeature
+
+        self._store = store
+        self._view = FeatureView(
+            name="recsys_session_" + re.sub(r"\W", "_", name),
+            entity="user",
+            timestamp="time",
+            source="serving requests",
+            features=(RowFeature("items", "items", ("items",)),),
+            description=f"The recent session items of each user of model {name!r}.",
+        )
+
+    def _stored_sessions(
+        self, users: list[str], given: list[list[str]], now: float
+    ) -> list[list[str]]:
+        """Each row's session (item ids, oldest first) after merging with the stored state."""
+        if self._store is None or self._view is None:
+            return [self._trim([(i, now) for i in s], now) for s in given]
+        keys = list(dict.fromkeys(users))
+        merged: list[list[str]] = []
+
+        def update(states: list[bytes | None]) -> dict[str, bytes]:
+            current = {k: _read_state(s) for k, s in zip(keys, states, strict=True)}
+            changed: dict[str, bytes] = {}
+            rows: list[list[str]] = []
+            for user, items in zip(users, given, strict=True):
+                entries = current[user]
+                if items:
+                    kept = [e for e in entries if e[0] not in set(items)]
+                    entries = self._trim_entries(kept + [(i, now) for i in items], now)
+                    current[user] = entries
+                    changed[user] = json.dumps({"items": entries}).encode()
+                rows.append([i for i, _ in self._trim_entries(entries, now)])
+            merged[:] = rows
+            return changed
+
+        try:
+            self._store.update_many(self._view, keys, update)
+        except (OnlineStoreUnavailableError, OnlineContentionError) as exc:
+            logger.warning("session state unavailable (%s): sessions are per request", exc)
+            return [self._trim([(i, now) for i in s], now) for s in given]
+        return merged
+
+    def _trim_entries(
+        self, entries: list[tuple[str, float]], now: float
+    ) -> list[tuple[str, float]]:
+        fresh = [(i, t) for i, t in entries if now - t <= self.session_ttl_s]
+        return fresh[-self.session_length :]
+
+    def _trim(self, entries: list[tuple[str, float]], now: float) -> list[str]:
+        return [i for i, _ in self._trim_entries(entries, now)]
+
+    # -- parsing and checks --------------------------------------------------------------------
+
+    def parse(self, columns: Mapping[str, Sequence[str]]) -> Requests:
+        """Parse request columns (those of :data:`INPUTS`); SchemaError naming the column, row,
+        expected and got for a bad ``k``, ``exclude_seen`` or ``genre``."""
+        users = [str(u).strip() for u in columns["user"]]
+        n = len(users)
+        empty = [""] * n
+        sessions = [
+            [t for t in _SEPARATORS.split(str(s)) if t] for s in columns.get("session", empty)
+        ]
+        k = np.array([_parse_k(i, str(v)) for i, v in enumerate(columns.get("k", empty))])
+        flags = [_parse_flag(i, str(v)) for i, v in enumerate(columns.get("exclude_seen", empty))]
+        genres, names = np.zeros(n, dtype=np.uint64), []
+        for row, value in enumerate(columns.get("genre", empty)):
+            wanted = [g.strip() for g in str(value).split("|") if g.strip()]
+            names.append("|".join(wanted))
+            for g in wanted:
+                if g not in self.genre_names:
+                    known = ", ".join(self.genre_names) or "none (the catalogue has no genres)"
+                    raise _bad("genre", row, f"one of the catalogue's genres ({known})", g)
+                genres[row] |= np.uint64(1) << np.uint64(self.genre_names.index(g))
+        return Requests(users, sessions, k.astype(np.int64), np.array(flags, bool), genres, names)
+
+    def check_inputs(self, columns: Mapping[str, Sequence[str]]) -> None:
+        """SchemaError for a request serving must refuse (422); called once per request."""
+        self.parse(columns)
+
+    # -- recommending --------------------------------------------------------------------------
+
+    def recommend(
+        self,
+        users: Sequence[str],
+        sessions: Sequence[str | Sequence[str]] | None = None,
+        k: int | Sequence[int] = DEFAULT_K,
+        exclude_seen: bool | Sequence[bool] = True,
+        genre: str | Sequence[str | None] | None = None,
+        *,
+        now: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """The recommendations of each user (module doc), scalars applying to every row.
+
+        Example: ``rec.recommend(["7", "new"], sessions=["318 296", ""], k=5)``.
+        """
+        n = len(users)
+
+        def column(value: Any, scalar: type | tuple[type, ...]) -> list[str]:
+            values = [value] * n if value is None or isinstance(value, scalar) else list(value)
+            if len(values) != n:
+                raise invalid_parameter("recommend", "Recommender", f"{n} values per column", value)
+            return [
+                "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+                for v in values
+            ]
+
+        given = [s if isinstance(s, str) else " ".join(s) for s in (sessions or [""] * n)]
+        columns = {
+            "user": [str(u) for u in users],
+            "session": column(given, ()),
+            "k": column(k, int),
+            "exclude_seen": column(exclude_seen, bool),
+            "genre": column(genre, str),
+        }
+        return self.answer(self.parse(columns), now=time.time() if now is None else now)
+
+    def answer(self, requests: Requests, *, now: float) -> list[dict[str, Any]]:
+        """The answers to parsed requests (what :meth:`recommend` and serving call)."""
+        found = [self.items.lookup(s) for s in requests.sessions]
+        pairs = list(zip(requests.sessions, found, strict=True))
+        ignored = [[t for t, d in zip(s, f, strict=True) if d < 0] for s, f in pairs]
+        fresh = [[t for t, d in zip(s, f, strict=True) if d >= 0] for s, f in pairs]
+        merged = [self.items.lookup(s) for s in self._stored_sessions(requests.users, fresh, now)]
+        sessions = [s[s >= 0] for s in merged]  # an item this version's catalogue lacks
+        users = self.users.lookup(requests.users)
+        m = len(self)
+        served = np.minimum(requests.k, m)
+        c = int(min(m, max(int(served.max(initial=1)), self.candidates)))
+        queries, has, source = self._queries(users, sessions)
+        candidates, scores = self._retrieve(queries, has, c)
+        excluded = [
+            self._excluded(int(u), s, bool(e))
+            for u, s, e in zip(users, sessions, requests.exclude_seen, strict=True)
+        ]
+        candidates, scores = self._filter(
+            candidates, scores, (queries, has), excluded, requests.genres, served
+        )
+        if self.ranker is not None:
+            context = RankContext(users, sessions, candidates, scores, now)
+            reranked = np.asarray(self.ranker.rerank(context), dtype=np.float32)
+            scores = np.where(candidates >= 0, reranked, -np.inf).astype(np.float32)
+            order = np.argsort(-scores, axis=1, kind="stable")
+            candidates = np.take_along_axis(candidates, order, 1)
+            scores = np.take_along_axis(scores, order, 1)
+        answers = []
+        for r in range(len(users)):
+            row = self._row(candidates[r], scores[r], requests, r, int(served[r]))
+            answers.append(row | {"source": source[r], "ignored": ignored[r]})
+        return answers
+
+    def _queries(
+        self, users: NDArray[np.int64], sessions: list[NDArray[np.int64]]
+    ) -> tuple[NDArray[np.float32], NDArray[np.bool_], list[str]]:
+        """Each row's query vector, whether it has one, and its source (module doc)."""
+        n, f = len(users), self.item_vectors.shape[1]
+        queries = np.zeros((n, f), dtype=np.float32)
+        has = np.zeros(n, dtype=bool)
+        source = []
+        for r, (u, s) in enumerate(zip(users.tolist(), sessions, strict=True)):
+            mean = np.asarray(self.item_vectors[np.sort(s)]).mean(axis=0) if len(s) else None
+            if u >= 0:
+                queries[r] = self.user_vectors[u]
+                if mean is not None:
+                    queries[r] += self.session_weight * mean
+                source.append("personal")
+            elif mean is not None:
+                queries[r] = mean
+                source.append("session")
+            else:
+                source.append("popular")
+            has[r] = source[-1] != "popular"
+        return queries, has, source
+
+    def _exact(self, queries: NDArray[np.float32], c: int) -> tuple[NDArray[Any], NDArray[Any]]:
+        """Exact top ``c`` by inner product: (scores, items), best first."""
+        full = queries @ np.asarray(self.item_vectors).T
+        return _top(full, c)
+
+    def _popular_order(self) -> NDArray[np.int64]:
+        if self._popular is None:
+            self._popular = np.argsort(-np.asarray(self.popularity), kind="stable").astype(np.int64)
+        return self._popular
+
+    def _retrieve(
+        self, queries: NDArray[np.float32], has: NDArray[np.bool_], c: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """``c`` candidates per row, best first: one search for every row with a vector."""
+        n = len(queries)
+        candidates = np.empty((n, c), dtype=np.int64)
+        scores = np.empty((n, c), dtype=np.float32)
+        rows = np.flatnonzero(has)
+        if rows.size:
+            if self.index is not None:
+                found_scores, found = self.index.search(queries[rows], c)
+            else:
+                found_scores, found = self._exact(queries[rows], c)
+            candidates[rows], scores[rows] = found, found_scores
+        popular = np.flatnonzero(~has)
+        if popular.size:
+            top = self._popular_order()[:c]
+            candidates[popular] = top
+            scores[popular] = np.asarray(self.popularity)[top]
+        return candidates, scores
+
+    def _excluded(self, user: int, session: NDArray[np.int64], exclude: bool) -> NDArray[np.int64]:
+        """The items a row must not get: those the user has seen and the session's."""
+        if not exclude:
+            return np.empty(0, dtype=np.int64)
+        seen: NDArray[np.int64] = np.empty(0, dtype=np.int64)
+        if user >= 0:
+            start, end = int(self.seen_indptr[user]), int(self.seen_indptr[user + 1])
+            seen = np.asarray(self.seen_indices[start:end], dtype=np.int64)
+        return np.union1d(seen, session)
+
+    def _allowed(self, items: NDArray[np.int64], excluded: NDArray[np.int64], genres: int) -> Any:
+        ok = items >= 0
+        if len(excluded):
+            ok &= ~np.isin(items, excluded)
+        if genres:
+            masks = np.asarray(self.arrays["genre_masks"])[np.maximum(items, 0)]
+            ok &= (masks & np.uint64(genres)) != 0
+        return ok
+
+    def _filter(
+        self,
+        candidates: NDArray[np.int64],
+        scores: NDArray[np.float32],
+        queries: tuple[NDArray[np.float32], NDArray[np.bool_]],
+        excluded: list[NDArray[np.int64]],
+        genres: NDArray[np.uint64],
+        k: NDArray[np.int64],
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Drop excluded and off-genre candidates; a row left short of k searches exactly."""
+        m, c = len(self), candidates.shape[1]
+        for r in range(len(candidates)):
+            ok = self._allowed(candidates[r], excluded[r], int(genres[r]))
+            if ok.sum() < k[r] and c < m:  # over-fetching was not enough: every item
+                full = (
+                    queries[0][r] @ np.asarray(self.item_vectors).T
+                    if queries[1][r]
+                    else np.asarray(self.popularity, dtype=np.float32).copy()
+                )
+                full[~self._allowed(np.arange(m), excluded[r], int(genres[r]))] = -np.inf
+                top_scores, top = _top(full[None, :], c)
+                candidates[r], scores[r] = top[0], top_scores[0]
+                ok = np.isfinite(top_scores[0])
+            scores[r] = np.where(ok, scores[r], -np.inf)
+        order = np.argsort(-scores, axis=1, kind="stable")
+        candidates = np.take_along_axis(candidates, order, 1)
+        scores = np.take_along_axis(scores, order, 1)
+        candidates[~np.isfinite(scores)] = -1
+        return candidates, scores
+
+    def _row(
+        self,
+        candidates: NDArray[np.int64],
+        scores: NDArray[np.float32],
+        requests: Requests,
+        r: int,
+        served: int,
+    ) -> dict[str, Any]:
+        """One row's JSON answer."""
+        chosen = candidates[candidates >= 0][:served]
+        ids = self.items.external(chosen)
+        items: list[dict[str, Any]] = []
+        for item, dense, score in zip(
+            ids, chosen.tolist(), scores[: len(ids)].tolist(), strict=True
+        ):
+            entry: dict[str, Any] = {"item": item, "score": round(float(score), 6)}
+            if "title_blob" in self.arrays:
+                entry["title"] = _unpack(
+                    self.arrays["title_offsets"], self.arrays["title_blob"], dense
+                )
+            if self.genre_names:
+                mask = int(self.arrays["genre_masks"][dense])
+                entry["genres"] = "|".join(
+                    g for i, g in enumerate(self.genre_names) if mask >> i & 1
+                )
+            items.append(entry)
+        reasons = []
+        asked = int(requests.k[r])
+        if asked > served:
+            reasons.append(
+                f"k={asked} is more than the {len(self)} items in the catalogue: capped at {served}"
+            )
+        if len(items) < served:
+            filters = []
+            if requests.exclude_seen[r]:
+                filters.append("items already seen excluded")
+            if requests.genre_names[r]:
+                filters.append(f"genre {requests.genre_names[r]!r}")
+            said = ", ".join(filters) or "none"
+            reasons.append(
+                f"no item passes the filters ({said})"
+                if not items
+                else f"only {len(items)} items pass the filters ({said})"
+            )
+        return {"items": items, "source": "", "ignored": [], "k": served} | (
+            {"reason": "; ".join(reasons)} if reasons else {}
+        )
+
+
+def _top(full: NDArray[Any], c: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """The top ``c`` columns of each row of ``full`` (scores, indexes), best first."""
+    m = full.shape[1]
+    if c < m:
+        part = np.argpartition(-full, c - 1, axis=1)[:, :c]
+    else:
+        part = np.broadcast_to(np.arange(m), full.shape)
+    picked = np.take_along_axis(full, part, 1)
+    order = np.argsort(-picked, axis=1, kind="stable")
+    return (
+        np.take_along_axis(picked, order, 1).astype(np.float32),
+        np.take_along_axis(part, order, 1).astype(np.int64),
+    )
+
+
+def _same_length(name: str, values: Sequence[Any], m: int) -> None:
+    if len(values) != m:
+        raise invalid_parameter(name, "Recommender", f"one value per item ({m})", len(values))
+
+
+def _read_state(state: bytes | None) -> list[tuple[str, float]]:
+    if state is None:
+        return []
+    return [(str(i), float(t)) for i, t in json.loads(state)["items"]]
+
+
+# -- the native format -----------------------------------------------------------------------
+
+MANIFEST_FORMAT = "shipyard.recommender/1"
+_DTYPE_KINDS = "biufS"  # never object arrays: a manifest cannot make numpy unpickle
+
+
+def _aligned(offset: int) -> int:
+    return -(-offset // ALIGN) * ALIGN
+
+
+def save_recommender(recommender: Recommender, path: Path) -> None:
+    """Write ``recommender`` to one file (module doc), atomically, one array after another."""
+    arrays = dict(recommender.arrays)
+    extra: dict[str, Any] = {"index": None, "ranker": None}
+    if recommender.index is not None:
+        arrays["index_bytes"] = np.frombuffer(recommender.index.to_bytes(), dtype=np.uint8)
+        extra["index"] = {"kind": recommender.index.kind}
+    if recommender.ranker is not None:
+        arrays["ranker_bytes"] = np.frombuffer(recommender.ranker.to_bytes(), dtype=np.uint8)
+        extra["ranker"] = {"kind": recommender.ranker.kind}
+    entries: list[dict[str, Any]] = []
+    offset = 0
+    for name, array in arrays.items():
+        entries.append(
+            {"name": name, "dtype": array.dtype.str, "shape": list(array.shape), "offset": offset}
+        )
+        offset = _aligned(offset + array.nbytes)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "params": recommender.params(),
+        **extra,
+        "arrays": entries,
+    }
+    header = json.dumps(manifest, sort_keys=True).encode()
+    start = _aligned(len(MAGIC) + 8 + len(header))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(MAGIC + struct.pack("<Q", len(header)) + header)
+            for entry, array in zip(entries, arrays.values(), strict=True):
+                fh.write(b"\0" * (start + entry["offset"] - fh.tell()))
+                flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+                for i in range(0, len(flat), _CHUNK):  # a mapped table is paged, not copied
+                    fh.write(flat[i : i + _CHUNK].data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_recommender(path: Path, *, threads: int = 1) -> Recommender:
+    """Map a file :func:`save_recommender` wrote (call only after verifying its SHA-256)."""
+    with path.open("rb") as fh:
+        head = fh.read(len(MAGIC) + 8)
+        if len(head) < len(MAGIC) + 8 or head[: len(MAGIC)] != MAGIC:
+            raise IntegrityError(f"{path} is not a Shipyard recommender file (no {MAGIC!r}).")
+        (length,) = struct.unpack("<Q", head[len(MAGIC) :])
+        manifest = json.loads(fh.read(length))
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise IntegrityError(f"{path}: format {manifest.get('format')!r}, not {MANIFEST_FORMAT!r}")
+    start = _aligned(len(MAGIC) + 8 + length)
+    mapped = np.memmap(path, dtype=np.uint8, mode="r")
+    arrays: dict[str, NDArray[Any]] = {}
+    for entry in manifest["arrays"]:
+        dtype, shape = np.dtype(entry["dtype"]), tuple(int(d) for d in entry["shape"])
+        begin = start + int(entry["offset"])
+        end = begin + dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+        if dtype.kind not in _DTYPE_KINDS or dtype.hasobject or end > len(mapped):
+            raise IntegrityError(f"{path}: array {entry['name']!r} is not readable ({entry}).")
+        arrays[entry["name"]] = mapped[begin:end].view(dtype).reshape(shape)
+    index = ranker = None
+    if manifest["index"] is not None:
+        from shipyard.training.ann import ItemIndex
+
+        data = bytes(arrays.pop("index_bytes"))
+        index = ItemIndex.from_bytes(data, manifest["index"]["kind"], threads=threads)
+    if manifest["ranker"] is not None:
+        ranker = load_ranker(manifest["ranker"]["kind"], bytes(arrays.pop("ranker_bytes")))
+    recommender = Recommender.__new__(Recommender)
+    recommender._restore(arrays, manifest["params"], index, ranker)
+    return recommender
+
+
+class RecommenderFormat(NativeFormat):
+    """The ``recommender`` native format: one memory-mapped file (module doc)."""
+
+    file = FILE
+
+    def save(self, estimator: Any, path: Path) -> None:
+        save_recommender(estimator, path)
+
+    def load(self, path: Path) -> Any:
+        return load_recommender(path)
+
+    def predict(self, model: Any, batch: Any) -> Any:
+        """A 1-D object array of answers (dicts), one per row of the [n, 5] str batch."""
+        matrix = np.asarray(batch, dtype=object)
+        columns = {name: matrix[:, j].tolist() for j, name in enumerate(INPUTS.names)}
+        out = np.empty(len(matrix), dtype=object)
+        for i, answer in enumerate(model.answer(model.parse(columns), now=time.time())):
+            out[i] = answer
+        return out
+
+
+register_format(FRAMEWORK, RecommenderFormat())
+
+
+class RecommenderConfig(ModelConfig):
+    """How a recommender was built, as the registry records it; wrap one with :meth:`model`.
+
+    Not fitted here (``shipyard.solutions.recsys.served.fit_recommender`` fits the factors),
+    and not in ``MODEL_TYPES``: the trainer checks that run over every model type score
+    tabular rows with probabilities.
+    """
+
+    model_type = "recommender"
+    framework = FRAMEWORK
+    defaults: ClassVar[dict[str, Any]] = {
+        "factors": 64,
+        "regularization": 0.05,
+        "alpha": 10.0,
+        "iterations": 15,
+        "session_weight": 1.0,
+        "session_length": 20,
+        "session_ttl_s": 1800.0,
+        "candidates": 200,
+        "index": "hnsw",
+        "ranker": "",
+        "seed": 0,
+    }
+
+    def fit(self, X: Any, y: Any) -> TrainedModel:
+        """Refused: fit with ``fit_recommender`` and wrap the result with :meth:`model`."""
+        raise TrainingError(
+            "RecommenderConfig does not fit from a feature frame; build a Recommender (e.g. "
+            "shipyard.solutions.recsys.served.fit_recommender) and wrap it with .model(...)."
+        )
+
+    def model(self, recommender: Recommender) -> RecommenderModel:
+        """``recommender`` as a registrable model (``ModelRegistry.register`` takes it)."""
+        return RecommenderModel(self, recommender, INPUTS)
+
+
+class RecommenderModel(TrainedModel):
+    """A recommender as a registrable model: the five string columns in, JSON answers out."""
+
+    output_schema: ClassVar[Schema] = RECOMMENDATIONS
+
+    def predict_proba(self, X: Any) -> Any:
+        """Not a classifier: each row's answer as a JSON string (what ``recommendations``
+        holds); ``X`` a frame with the columns of :data:`INPUTS` (missing ones: empty)."""
+        n = len(X)
+        columns = {
+            name: [str(v) for v in X[name]] if name in X.columns else [""] * n
+            for name in INPUTS.names
+        }
+        found = self.estimator.answer(self.estimator.parse(columns), now=time.time())
+        return np.asarray([json.dumps(r, ensure_ascii=False) for r in found], dtype=object)
+
+    def feature_importance(self) -> dict[str, float]:
+        """None: a factor model has no feature importance here."""
+        return {}
