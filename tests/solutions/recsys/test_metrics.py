@@ -38,7 +38,8 @@ def tiny_movies(n_users: int = 120, n_items: int = 150, clusters: int = 4, seed:
         times = 1_000_000 + np.sort(rng.integers(0, 10_000_000, size=count))
         ratings = rng.integers(1, 11, size=count) / 2.0
         rows += [
-            (user + 1, int(i) + 10, float(r), int(t)) for i, r, t in zip(items, ratings, times)
+            (user + 1, int(i) + 10, float(r), int(t))
+            for i, r, t in zip(items, ratings, times, strict=True)
         ]
     ratings_frame = pd.DataFrame(rows, columns=["user", "item", "rating", "time"])
     items_frame = pd.DataFrame(
