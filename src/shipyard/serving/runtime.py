@@ -31,6 +31,7 @@ from shipyard.types import text_columns
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
+    from shipyard.features.online import OnlineStore
     from shipyard.governance.explain import Explainer, Explanation
     from shipyard.registry.models import ModelVersion
     from shipyard.serving.backends import BackendReport
@@ -209,6 +210,7 @@ class EndpointRuntime:
         self._id_prefix = uuid.uuid4().hex[:12]
         self._id_counter = 0
         self._explaining: ThreadPoolExecutor | None = None
+        self._online: OnlineStore | None = None
         self.guard: Guard | None = None
         """The guardrail watcher (:mod:`.guard`), while ``config.guardrails`` is on."""
 
@@ -283,6 +285,8 @@ class EndpointRuntime:
             self.log.close()
         if self._explaining is not None:
             self._explaining.shutdown(wait=False)
+        if self._online is not None:
+            self._online.close()
 
     async def reload(self) -> None:
         """Load the latest policy beside the current one, then switch atomically."""
@@ -372,8 +376,11 @@ class EndpointRuntime:
             mv.input_schema, reject_out_of_range=self.config.reject_out_of_range
         )
         text = None
+        model_object = getattr(predictor, "model", predictor)
+        bind_online = getattr(model_object, "bind_online", None)
+        if bind_online is not None:  # state kept across requests (a recommender's sessions)
+            bind_online(self._online_store(), model)
         if text_columns(mv.input_schema):  # the model object's token limit and checks
-            model_object = getattr(predictor, "model", predictor)
             with_threads = getattr(model_object, "with_threads", None)
             if with_threads is not None:  # an encoder: PyTorch's or ONNX Runtime's threads
                 model_object = with_threads(self.config.model_threads)
@@ -387,6 +394,14 @@ class EndpointRuntime:
         outputs = text_columns(mv.output_schema) if mv.output_schema else []
         json_output = outputs[0] if outputs else None
         return Deployment(mv, predictor, batcher, report, validator, text, json_output)
+
+    def _online_store(self) -> OnlineStore:
+        """The workspace's online store, opened once per worker (for ``bind_online``)."""
+        if self._online is None:
+            from shipyard.features.online import open_online_store
+
+            self._online = open_online_store(self.workspace)
+        return self._online
 
     async def _watch_policy(self) -> None:
         from shipyard.serving.policy import current_revision

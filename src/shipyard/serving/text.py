@@ -13,11 +13,13 @@ the model pads each batch to its longest text.
   ``inputs`` with string values; ``text/csv`` with a header row.
 
 A :class:`TextValidator` then refuses empty or whitespace-only texts (422 naming row and
-column), counts each text's tokens with the model (``count_tokens`` against ``max_tokens``):
-a longer text is truncated by the model (its first ``max_tokens - 2`` word pieces are kept,
-between ``[CLS]`` and ``[SEP]``) and its row recorded, or refused with 422 when the endpoint
-says so (``serving_refuse_long_text``); and runs the model's own ``check_texts`` (a language
-with no pipeline, say).
+column) unless the column is declared ``nullable``, counts each text's tokens with the model
+(``count_tokens`` against ``max_tokens``): a longer text is truncated by the model (its
+first ``max_tokens - 2`` word pieces are kept, between ``[CLS]`` and ``[SEP]``) and its row
+recorded, or refused with 422 when the endpoint says so (``serving_refuse_long_text``); and
+runs the model's own ``check_texts`` (a language with no pipeline, say) on each column and
+``check_inputs`` on all of them at once (a recommender's ``k`` that is not a positive
+integer, say): a SchemaError from either is a 422.
 
 Example::
 
@@ -28,7 +30,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import RequestError, SchemaError
@@ -329,6 +331,11 @@ class TextValidator:
         self.max_tokens: int | None = int(limit) if limit is not None and count else None
         self._count: Callable[[Sequence[str]], Any] | None = count if self.max_tokens else None
         self._check: Callable[[Sequence[str]], None] | None = getattr(model, "check_texts", None)
+        self._check_inputs: Callable[[Mapping[str, Sequence[str]]], None] | None = getattr(
+            model, "check_inputs", None
+        )
+        self.nullable = frozenset(c.name for c in schema.columns if c.nullable)
+        """String columns that may be empty (``ColumnSpec.nullable``); the others may not."""
         # a model with its own check_texts (the entity recognizer routes by language) judges
         # languages itself: one judge per model
         self.languages = () if self._check is not None else tuple(languages)
@@ -344,7 +351,8 @@ class TextValidator:
         truncated: set[int] = set()
         for j, name in enumerate(self.names):
             texts: list[str] = matrix[:, j].tolist()
-            for i, text in enumerate(texts):
+            # a nullable column may be empty: the model reads empty as its default
+            for i, text in enumerate(() if name in self.nullable else texts):
                 if not text.strip():
                     raise RequestError(
                         422,
@@ -360,6 +368,12 @@ class TextValidator:
                     self._check(texts)
                 except SchemaError as exc:
                     raise RequestError(422, f"input {name!r}: {exc}") from None
+        if self._check_inputs is not None:
+            columns = {name: matrix[:, j].tolist() for j, name in enumerate(self.names)}
+            try:
+                self._check_inputs(columns)
+            except SchemaError as exc:  # it names the column, row, expected and got
+                raise RequestError(422, str(exc)) from None
         return tuple(sorted(truncated))
 
     def _language(self, name: str, texts: list[str]) -> None:

@@ -58,7 +58,7 @@ from shipyard.training.trainers import (
     register_format,
     register_model_type,
 )
-from shipyard.types import ColumnSpec, Schema
+from shipyard.types import ColumnSpec, Schema, text_columns
 
 if TYPE_CHECKING:
     import numpy as np
@@ -798,6 +798,8 @@ def _pyfunc_class() -> type[Any]:
             from shipyard.training.trainers import native_format
 
             texts: Any = texts_of(model_input)
+            if hasattr(model_input, "columns") and len(model_input.columns) > 1:
+                texts = model_input.astype(str).to_numpy(dtype=object)  # several string columns
             return native_format(self.framework).predict(self.model, texts)
 
     TextPyfuncModel.__module__ = __name__  # pickled by reference: this module's __getattr__
@@ -838,7 +840,7 @@ def save_pyfunc(model: TrainedModel, folder: Path, sample: pd.DataFrame) -> None
     ):
         warnings.filterwarnings("ignore", "(?s).*An input example was not provided", UserWarning)
         path, sha256 = model.save_native(Path(tmp))
-        X = sample[["text"]].head(20).astype(str)
+        X = sample[text_columns(model.input_schema)].head(20).astype(str)
         mlflow.pyfunc.save_model(
             str(folder),
             python_model=_pyfunc_class()(),
