@@ -717,7 +717,7 @@ class Recommender:
             reasons.append(
                 f"no item passes the filters ({said})"
                 if not items
-                else f"only {len(items)} items pass the filters ({said})"
+                else f"only {len(items)} of {served} pass the filters ({said})"
             )
         return {"items": items, "source": "", "ignored": [], "k": served} | (
             {"reason": "; ".join(reasons)} if reasons else {}
