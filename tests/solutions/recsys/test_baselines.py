@@ -19,6 +19,7 @@ from shipyard.solutions.recsys.baselines import (
     QUICK_GRIDS,
     ItemKNN,
     MostPopular,
+    search,
     tune_baselines,
 )
 from shipyard.solutions.recsys.data import FitData, Split, temporal_split
@@ -149,3 +150,14 @@ def test_tune_baselines_tunes_all_five_on_validation(tuned: dict[str, Tuned]) ->
 def test_tune_baselines_rejects_an_unknown_baseline(split: Split) -> None:
     with pytest.raises(ParameterError, match=r"'grids'.*'svd'"):
         tune_baselines(split, grids={"svd": [{}]})
+
+
+def test_search_reports_results_timings_and_every_setting_tried() -> None:
+    grids = {"most-popular": [{"window_days": None}, {"window_days": 90}]}
+    lines: list[str] = []
+    text = search(["positive"], grids, progress=lines.append)
+    assert "### MovieLens, positive interactions: test on 659 users" in text
+    assert "most-popular (best baseline)" in text
+    assert "Search time (MovieLens (positive)" in text
+    assert "| most-popular | window_days=90 |" in text
+    assert len(lines) == 2
