@@ -207,13 +207,17 @@ def recommender_card_notes(
     recommender: Recommender, split_note: str, metrics: Mapping[str, float] | None
 ) -> CardNotes:
     """The card's words: intended use, cold start and session rules, how it was measured."""
-    from shipyard.registry.card import CardNotes
+    import html
 
-    measured = (
-        "; ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-        if metrics
-        else "not measured at registration"
+    from shipyard.registry.card import CardNotes, CardSection
+
+    rows = [f"| {k} | {v:.4f} |" for k, v in (metrics or {}).items()]
+    markdown = "\n".join(
+        [f"{split_note}.", "", "| metric | value |", "|---|---|", *rows]
+        if rows
+        else [f"{split_note}. Not measured at registration."]
     )
+    section = CardSection("Offline evaluation", markdown, f"<pre>{html.escape(markdown)}</pre>")
     return CardNotes(
         intended_use=(
             "Recommend movies a MovieLens user has not seen yet: the top k by the user's ALS "
@@ -235,7 +239,8 @@ def recommender_card_notes(
             "Implicit feedback from 100k ratings (1995-2016); popularity bias: little-watched "
             "movies are rarely recommended.",
         ),
-        evaluation=f"{split_note}. Metrics: {measured}.",
+        sections=(section,),
+        evaluation=split_note,
         interval="user bootstrap",
     )
 
