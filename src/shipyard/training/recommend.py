@@ -184,13 +184,17 @@ class Ids:
         self.ids, self.sorted_ids, self.order = ids, sorted_ids, order
 
     @classmethod
-    def of(cls, values: Sequence[str], what: str) -> Ids:
-        """The ids of ``values`` (unique, non-empty, no spaces or commas)."""
-        encoded = [str(v).encode() for v in values]
-        if any(not v or _SEPARATORS.search(v.decode()) for v in encoded):
-            bad = next(v for v in encoded if not v or _SEPARATORS.search(v.decode()))
-            raise invalid_parameter(what, "Recommender", "ids without spaces or commas", bad)
-        ids = np.array(encoded, dtype=f"S{max(map(len, encoded), default=1)}")
+    def of(cls, values: Sequence[str] | NDArray[Any], what: str) -> Ids:
+        """The ids of ``values`` (unique, non-empty, no spaces or commas); an integer array
+        (10M users, say) is converted without a Python string per id."""
+        if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+            ids = values.astype("S")
+        else:
+            encoded = [str(v).encode() for v in values]
+            bad = [v for v in encoded if not v or _SEPARATORS.search(v.decode())]
+            if bad:
+                raise invalid_parameter(what, "Recommender", "ids without spaces or commas", bad[0])
+            ids = np.array(encoded, dtype=f"S{max(map(len, encoded), default=1)}")
         order = np.argsort(ids, kind="stable").astype(np.int64)
         ordered = ids[order]
         if len(ordered) > 1 and (ordered[1:] == ordered[:-1]).any():
@@ -302,9 +306,9 @@ class Recommender:
     def __init__(
         self,
         *,
-        item_ids: Sequence[str],
+        item_ids: Sequence[str] | NDArray[Any],
         item_vectors: NDArray[np.float32],
-        user_ids: Sequence[str],
+        user_ids: Sequence[str] | NDArray[Any],
         user_vectors: NDArray[np.float32],
         seen_indptr: NDArray[np.int64],
         seen_indices: NDArray[np.int32],
@@ -448,9 +452,10 @@ class Recommender:
             rows: list[list[str]] = []
             for user, items in zip(users, given, strict=True):
                 entries = current[user]
-                if items:
-                    kept = [e for e in entries if e[0] not in set(items)]
-                    entries = self._trim_entries(kept + [(i, now) for i in items], now)
+                if items:  # an item seen again moves to the end
+                    newest = list(dict.fromkeys(reversed(items)))[::-1]
+                    kept = [e for e in entries if e[0] not in set(newest)]
+                    entries = self._trim_entries(kept + [(i, now) for i in newest], now)
                     current[user] = entries
                     changed[user] = json.dumps({"items": entries}).encode()
                 rows.append([i for i, _ in self._trim_entries(entries, now)])
@@ -458,7 +463,10 @@ class Recommender:
             return changed
 
         try:
-            self._store.update_many(self._view, keys, update)
+            if any(given):
+                self._store.update_many(self._view, keys, update)
+            else:  # nothing to write: read without taking the write lock
+                update(self._store.get_many(self._view, keys))
         except (OnlineStoreUnavailableError, OnlineContentionError) as exc:
             logger.warning("session state unavailable (%s): sessions are per request", exc)
             return [self._trim([(i, now) for i in s], now) for s in given]
@@ -519,22 +527,23 @@ class Recommender:
         """
         n = len(users)
 
-        def column(value: Any, scalar: type | tuple[type, ...]) -> list[str]:
-            values = [value] * n if value is None or isinstance(value, scalar) else list(value)
+        def column(name: str, value: Any) -> list[str]:
+            one = value is None or isinstance(value, str) or np.ndim(value) == 0
+            values = [value] * n if one else list(value)
             if len(values) != n:
-                raise invalid_parameter("recommend", "Recommender", f"{n} values per column", value)
+                raise invalid_parameter(name, "Recommender.recommend", f"{n} values", value)
             return [
-                "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+                "" if v is None else str(v).lower() if isinstance(v, bool | np.bool_) else str(v)
                 for v in values
             ]
 
         given = [s if isinstance(s, str) else " ".join(s) for s in (sessions or [""] * n)]
         columns = {
             "user": [str(u) for u in users],
-            "session": column(given, ()),
-            "k": column(k, int),
-            "exclude_seen": column(exclude_seen, bool),
-            "genre": column(genre, str),
+            "session": column("sessions", given),
+            "k": column("k", k),
+            "exclude_seen": column("exclude_seen", exclude_seen),
+            "genre": column("genre", genre),
         }
         return self.answer(self.parse(columns), now=time.time() if now is None else now)
 
