@@ -58,7 +58,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 import numpy as np
 
@@ -836,8 +836,8 @@ def load_recommender(path: Path, *, threads: int = 1) -> Recommender:
     if manifest["index"] is not None:
         from shipyard.training.ann import ItemIndex
 
-        data = bytes(arrays.pop("index_bytes"))
-        index = ItemIndex.from_bytes(data, manifest["index"]["kind"], threads=threads)
+        data = arrays.pop("index_bytes")  # faiss reads the mapped bytes: no copy in between
+        index = ItemIndex.from_bytes(cast(bytes, data), manifest["index"]["kind"], threads=threads)
     if manifest["ranker"] is not None:
         ranker = load_ranker(manifest["ranker"]["kind"], bytes(arrays.pop("ranker_bytes")))
     recommender = Recommender.__new__(Recommender)
