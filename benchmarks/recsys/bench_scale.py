@@ -200,11 +200,11 @@ def build_recommenders(args: argparse.Namespace) -> tuple[Any, Any, dict[str, An
     say(f"index built in {build_s:.0f} s; ef_search {ef} (recall@10 {recall:.3f} on user vectors)")
     hnsw.threads = 1
     popularity = np.bincount(indices, minlength=len(items)).astype(np.float32)
-    say(f"user ids for {len(users):,} users")
+    say(f"recommenders over {len(users):,} users")
     shared = {
-        "item_ids": [str(i) for i in range(len(items))],
+        "item_ids": np.arange(len(items)),  # ids "0", "1", ... without a string object each
         "item_vectors": items,
-        "user_ids": [str(u) for u in range(len(users))],
+        "user_ids": np.arange(len(users)),
         "user_vectors": users,
         "seen_indptr": indptr,
         "seen_indices": indices,
