@@ -264,3 +264,14 @@ def test_the_file_is_mapped_not_read_and_saves_again_byte_for_byte(tmp_path: Pat
     (tmp_path / "bad").write_bytes(b"not a recommender at all, sorry")
     with pytest.raises(IntegrityError, match="not a Shipyard recommender file"):
         load_recommender(tmp_path / "bad")
+
+
+def test_an_approximate_index_that_misses_items_is_completed_exactly() -> None:
+    from shipyard.training.ann import ItemIndex
+
+    exact = tiny_recommender()
+    index = ItemIndex.build(np.asarray(exact.item_vectors), kind="hnsw", M=2, ef_search=1)
+    sparse = tiny_recommender(index=index, candidates=5)  # a poor graph, a short list
+    answer = sparse.recommend(["u5"], k=N_ITEMS, exclude_seen=False)[0]
+    assert len(answer["items"]) == N_ITEMS and "reason" not in answer
+    assert items_of(answer) == items_of(exact.recommend(["u5"], k=N_ITEMS, exclude_seen=False)[0])

@@ -665,9 +665,11 @@ class Recommender:
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         """Drop excluded and off-genre candidates; a row left short of k searches exactly."""
         m, c = len(self), candidates.shape[1]
+        # an approximate index may miss items even when asked for all of them
+        complete = c >= m and (self.index is None or self.index.kind == "exact")
         for r in range(len(candidates)):
             ok = self._allowed(candidates[r], excluded[r], int(genres[r]))
-            if ok.sum() < k[r] and c < m:  # over-fetching was not enough: every item
+            if ok.sum() < k[r] and not complete:  # over-fetching was not enough: every item
                 full = (
                     queries[0][r] @ np.asarray(self.item_vectors).T
                     if queries[1][r]
