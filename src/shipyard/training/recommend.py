@@ -35,8 +35,10 @@ length of a JSON manifest (8 bytes, little-endian), the manifest (parameters; ea
 name, dtype, shape and offset), then the arrays, each 64-byte aligned. Saving writes the
 arrays one after the other (a memory-mapped table is never copied whole); loading maps the
 file (after the registry verified its SHA-256) so a 10M-user table is paged in as requests
-touch it. The ANN index and the ranker are byte arrays in the same file. There is no MLflow
-pyfunc flavour that scores it: MLflow clients get the run, signature and file, not a server.
+touch it. The ANN index and the ranker are byte arrays in the same file. No MLflow flavour
+of its own is needed: the registry logs the file inside a generic pyfunc model, so
+``mlflow.pyfunc.load_model(uri).predict(frame)`` answers the same dicts (without session
+state, which only ``shipyard serve`` keeps).
 
 Example::
 
