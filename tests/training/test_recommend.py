@@ -108,6 +108,12 @@ def test_genre_filter_keeps_only_that_genre_and_either_of_two(rec: Recommender) 
     assert all({"Noir", "Comedy"} & set(e["genres"].split("|")) for e in either["items"])
 
 
+def test_ids_are_found_exactly() -> None:
+    items = tiny_recommender().items
+    found = items.lookup(["100", "399", "10", "1000", "100\0", "", "abc"]).tolist()
+    assert found == [0, 299, -1, -1, -1, -1, -1]
+
+
 def test_unknown_user_cold_start_is_session_based_then_popular(rec: Recommender) -> None:
     session, popular = rec.recommend(["stranger", "stranger"], sessions=["110 111 nope", ""], k=5)
     assert session["source"] == "session" and session["ignored"] == ["nope"]

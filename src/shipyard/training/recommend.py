@@ -214,7 +214,8 @@ class Ids:
             return found
         width = self.sorted_ids.dtype.itemsize
         encoded = [v.encode() for v in values]
-        fits = np.array([0 < len(v) <= width for v in encoded])
+        # numpy's bytes drop trailing NULs: "318\0" must not find "318"
+        fits = np.array([0 < len(v) <= width and not v.endswith(b"\0") for v in encoded])
         query = np.array(encoded, dtype=self.sorted_ids.dtype)
         where = np.minimum(np.searchsorted(self.sorted_ids, query), len(self) - 1)
         hit = fits & (np.asarray(self.sorted_ids[where]) == query)
