@@ -28,6 +28,13 @@ every user counts once, and the 95% intervals resample users
 users). A model with a ranker still sees the session in its ranker at weight 0: the
 comparison then measures the session in retrieval only (:attr:`ReplayResult.notes`).
 
+**Measured** (2026-11-28, "all" variant, :func:`~shipyard.solutions.recsys.served.fit_recommender`
+defaults: 64-factor ALS, HNSW, session weight 256, the last 20 items): 20,003 steps of 671
+users; NDCG@10 0.0645 [0.0573, 0.0719] without the session, 0.0906 [0.0835, 0.0990] with
+it, +0.0260 [+0.0185, +0.0336] (+40% [+27%, +56%]); hit@10 0.066 -> 0.109. By session
+length: 1 item +0.007 [-0.006, +0.020] (not significant), 2-4 +0.025, 5-9 +0.037, 10-19
++0.048 (+66%), 20+ +0.024 (+60%). 96 s on the shared 2-core machine.
+
 Example::
 
     result = replay_sessions(recommender, temporal_split(load_movielens()))
