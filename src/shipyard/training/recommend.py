@@ -815,6 +815,11 @@ def save_recommender(recommender: Recommender, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    folder = os.open(path.parent, os.O_RDONLY)  # the rename itself survives a crash
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def load_recommender(path: Path, *, threads: int = 1) -> Recommender:
