@@ -61,6 +61,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--build-threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="100k items, 2k queries")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--report", action="store_true", help="rewrite the results file from the last run's JSON"
+    )
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -234,7 +237,7 @@ def write_results(args: argparse.Namespace, results: dict[str, dict[str, Any]]) 
             "## Chosen setting\n\n"
             f"`tune_ef_search` on the first {chosen['tuning']:,} queries (target recall@10 >="
             f" {TARGET + MARGIN}: the goal {TARGET} plus {MARGIN} for the sampling error of"
-            " a tuning sample) chose **ef_search = {chosen['ef_search']}** (recall"
+            f" a tuning sample) chose **ef_search = {chosen['ef_search']}** (recall"
             f" {chosen['tuning_recall']} there); on the other"
             f" {args.queries - chosen['tuning']:,} queries its recall@10 is"
             f" **{chosen['held_out_recall']}**. Speed-up over exact search: **"
@@ -265,12 +268,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.case:
         measure(lambda: CASES[args.case](args))
         return
+    record = folder(args) / "results.json"
+    if args.report:
+        print(write_results(args, json.loads(record.read_text())))
+        return
     results: dict[str, dict[str, Any]] = {}
     for name in ("data", "exact", "build", "sweep"):
         print(f"[bench_ann] {name} ...", flush=True)
         results[name] = run_case(__file__, name, *child_args(args))
         shown = {k: v for k, v in results[name].items() if k != "rows"}
         print(f"[bench_ann] {name}: {json.dumps(shown)}", flush=True)
+    record.write_text(json.dumps(results, indent=1))
     print(write_results(args, results))
 
 
