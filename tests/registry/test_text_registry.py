@@ -134,7 +134,7 @@ def test_a_pretrained_pipeline_registers_without_evaluation_and_promotes_without
     assert first.metrics == {}
     card = first.card_path.read_text()
     assert "Not evaluated here: pretrained pipeline" in card
-    assert "Features: no feature views (the model reads raw text)" in card
+    assert "Features: no feature views (the model reads its input columns as sent)" in card
     assert f"output: probability that `{ROLES.label}` is 1" in card
     assert not (first.card_path.parent / "plots").exists()
     registry.promote("baseline", first.version, reason="first")

@@ -615,7 +615,8 @@ def _with_labels(
     from shipyard.monitoring.labels import labelled_predictions
 
     frame = labelled_predictions(workspace, endpoint, start, versions=[version])
-    frame = frame[frame["label"].notna()]
+    # a list output (a recommender's) has labels but no score: nothing a score guardrail reads
+    frame = frame[frame["label"].notna() & frame["score"].notna()]
     return Observations(
         current.scores,
         current.latency_ms,

@@ -116,6 +116,20 @@ class ModelCard:
         "Not evaluated here: pretrained pipeline, registered without a test evaluation."
     )
 
+    def unevaluated(self) -> str:
+        """The evaluation section of a version registered without an Evaluation: the
+        solution's own words when it gave some (a recommender's protocol), else the
+        pretrained pipeline's note."""
+        if self.notes.evaluation != CardNotes.evaluation:
+            return self.notes.evaluation
+        return self.NOT_EVALUATED
+
+    def uncalibrated(self) -> str:
+        """The calibration section of a version registered without an Evaluation."""
+        if self.json_output:
+            return "Not applicable: the model answers a JSON value per row, not a probability."
+        return self.NOT_EVALUATED
+
     @property
     def intended_use(self) -> str:
         """What the model is for (from the registering solution's notes)."""
@@ -136,7 +150,7 @@ class ModelCard:
         features = (
             f"Features: {ln.views}, definitions hash {ln.features_hash}; views: {views}"
             if ln.views
-            else "Features: no feature views (the model reads raw text)"
+            else "Features: no feature views (the model reads its input columns as sent)"
         )
         windows = (
             f"Trained on: {train}; gate evaluation window: {gate}"
@@ -167,7 +181,8 @@ class ModelCard:
         between ``quote`` marks."""
         names = ", ".join(f"{quote}{f}{quote}" for f in self.features)
         if self.text_input:
-            return f"raw text in column {names}"
+            kind = "raw text in column" if len(self.features) == 1 else "strings in columns"
+            return f"{kind} {names}"
         return f"{len(self.features)} features ({names})"
 
     def output_line(self, quote: str = "") -> str:
@@ -184,7 +199,7 @@ class ModelCard:
         calib = self.calibration
         plots = "\n".join(f"![{label}](plots/{path.name})" for label, path in self.plots.items())
         lineage = "\n".join(f"- {line}" for line in self.lineage_lines())
-        evaluation, calibration = self.NOT_EVALUATED, self.NOT_EVALUATED
+        evaluation, calibration = self.unevaluated(), self.uncalibrated()
         if self.evaluated:
             evaluation = f"""{self.notes.evaluation}
 
@@ -235,7 +250,7 @@ Protocol: {self.lineage.protocol or "not recorded"}. {evaluation}
         limits = "".join(f"<li>{esc(item)}</li>" for item in self.limitations)
         calib = self.calibration
         lineage = "".join(f"<li>{esc(line)}</li>" for line in self.lineage_lines())
-        evaluation, calibration = esc(self.NOT_EVALUATED) + "</p>", esc(self.NOT_EVALUATED)
+        evaluation, calibration = esc(self.unevaluated()) + "</p>", esc(self.uncalibrated())
         if self.evaluated:
             evaluation = (
                 f"{esc(self.notes.evaluation)}</p><table><tr><th>metric</th>"

@@ -86,7 +86,7 @@ def tune(
         ndcg = float(result.ndcg.mean())
         trials.append(Trial(dict(params), ndcg, float(result.recall.mean()), result.fit_seconds))
         line = f"{name} {dict(params)}: validation ndcg@10 {ndcg:.4f} ({result.fit_seconds:.1f} s)"
-        logger.info(line)
+        logger.debug(line)
         if progress is not None:
             progress(line)
         if best is None or ndcg > best[0]:
