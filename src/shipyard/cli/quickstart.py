@@ -1,6 +1,6 @@
-"""``shipyard quickstart [fraud|credit|nlp] [DIRECTORY]``: a reference solution end to end on
-embedded defaults (fraud, the default: the main job; credit: German credit and HMDA; nlp:
-review sentiment and English/French entities)."""
+"""``shipyard quickstart [fraud|credit|nlp|recsys] [DIRECTORY]``: a reference solution end to
+end on embedded defaults (fraud, the default: the main job; credit: German credit and HMDA;
+nlp: review sentiment and English/French entities; recsys: MovieLens recommendations)."""
 
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ if TYPE_CHECKING:
     from shipyard.solutions.credit import CreditReport
     from shipyard.solutions.fraud import BaselineReport
     from shipyard.solutions.nlp import SentimentReport
+    from shipyard.solutions.recsys.pipeline import RecsysReport
     from shipyard.training.evaluation import Evaluation
     from shipyard.workspace import Workspace
 
-SOLUTIONS = ("fraud", "credit", "nlp")
+SOLUTIONS = ("fraud", "credit", "nlp", "recsys")
 NLP_MINILM_TRAIN = 4000
 """MiniLM's training reviews in the nlp quickstart (embedding them is most of its time)."""
 DEFAULT_DIRECTORY = "shipyard-workspace"
@@ -34,7 +35,7 @@ def parse_arguments(arguments: tuple[str, ...]) -> tuple[str, str]:
     solution is the directory (``shipyard quickstart ws`` runs fraud in ``ws``)."""
     if len(arguments) > 2:
         raise click.UsageError(
-            f"Expected [fraud|credit|nlp] [DIRECTORY]. Got {len(arguments)} arguments: "
+            f"Expected [fraud|credit|nlp|recsys] [DIRECTORY]. Got {len(arguments)} arguments: "
             f"{' '.join(arguments)}."
         )
     if arguments and arguments[0] in SOLUTIONS:
@@ -47,7 +48,7 @@ def parse_arguments(arguments: tuple[str, ...]) -> tuple[str, str]:
 
 
 @click.command()
-@click.argument("arguments", nargs=-1, metavar="[fraud|credit|nlp] [DIRECTORY]")
+@click.argument("arguments", nargs=-1, metavar="[fraud|credit|nlp|recsys] [DIRECTORY]")
 @click.option(
     "--mode",
     type=click.Choice(["reference", "fast"]),
@@ -56,7 +57,14 @@ def parse_arguments(arguments: tuple[str, ...]) -> tuple[str, str]:
     help="Simulator mode for the fraud data set.",
 )
 @click.option("--bootstrap", default=500, show_default=True, help="Bootstrap draws for the CIs.")
-def quickstart(arguments: tuple[str, ...], mode: str, bootstrap: int) -> None:
+@click.option(
+    "--users",
+    type=click.IntRange(min=10),
+    default=None,
+    help="recsys only: keep this many users (a quick look at the flow; not the data set's "
+    "numbers).",
+)
+def quickstart(arguments: tuple[str, ...], mode: str, bootstrap: int, users: int | None) -> None:
     """Run a reference solution end to end in the workspace DIRECTORY (default
     shipyard-workspace; created, or reused: unchanged data and features are reused).
 
@@ -66,6 +74,9 @@ def quickstart(arguments: tuple[str, ...], mode: str, bootstrap: int) -> None:
     nlp: Rotten Tomatoes reviews split by movie, a TF-IDF baseline against MiniLM with test
     intervals, both registered as 'sentiment' (the better one champion), and the English
     and French entity pipelines registered as 'entities'.
+    recsys: MovieLens on a per-user temporal split, five tuned baselines against our
+    two-stage and sequence models with intervals, the served recommender (ALS factors, HNSW,
+    session state) registered as 'movies', and a replay of what sessions add.
     """
     from pathlib import Path
 
@@ -77,10 +88,15 @@ def quickstart(arguments: tuple[str, ...], mode: str, bootstrap: int) -> None:
             f"applies to the fraud data set only. Got {mode!r} with {solution}.",
             param_hint="--mode",
         )
-    if solution in ("credit", "nlp") and bootstrap < 100:
+    if solution in ("credit", "nlp", "recsys") and bootstrap < 100:
         raise click.BadParameter(
             f"must be at least 100 for {solution}. Got {bootstrap} instead.",
             param_hint="--bootstrap",
+        )
+    if users is not None and solution != "recsys":
+        raise click.BadParameter(
+            f"applies to the recsys solution only. Got --users with {solution}.",
+            param_hint="--users",
         )
     out = console()
     started = time.perf_counter()
@@ -97,6 +113,18 @@ def quickstart(arguments: tuple[str, ...], mode: str, bootstrap: int) -> None:
         return
     if solution == "nlp":
         run_nlp(out, ws, bootstrap, started)
+        return
+    if solution == "recsys":
+        from shipyard.solutions.recsys.pipeline import run_recsys
+
+        out.print(
+            "Recommendations: five baselines and our two models tuned on validation, tested "
+            "once (a few minutes on 2 cores)."
+        )
+        recsys = run_recsys(
+            ws, users=users, n_boot=bootstrap, progress=lambda line: out.print(f"  {line}")
+        )
+        print_recsys_report(out, recsys, time.perf_counter() - started)
         return
     from shipyard.solutions.fraud import train_baseline
 
@@ -336,5 +364,73 @@ def sentiment_table(report: SentimentReport) -> Table:
             *cells,
             f"{model.validation['roc_auc']:.3f}",
             f"{model.seconds:.0f} s",
+        )
+    return table
+
+
+def print_recsys_report(out: Console, report: RecsysReport, seconds: float) -> None:
+    """The results against the best baseline, the session replay, what was registered."""
+    from shipyard.solutions.recsys.metrics import K
+
+    out.print(recsys_table(report))
+    for c in report.comparisons.values():
+        relative = c.relative
+        out.print(
+            f"  {c.model} against {c.baseline} (the best baseline on validation): test "
+            f"NDCG@{K} {relative.estimate:+.1%} [{relative.low:+.1%}, {relative.high:+.1%}] "
+            f"paired over users; +10% goal {'met' if c.goal_met else 'not met'}, intervals "
+            f"{'overlap' if c.overlap else 'do not overlap'}",
+            highlight=False,
+        )
+    if report.replay is not None:
+        out.print(report.replay.describe(), markup=False, highlight=False)
+    out.print(f"Report: {report.report_path}")
+    version = report.version
+    if version is not None:
+        quoted = version.metrics.get("test_ndcg_at_10")
+        measured = f"; test NDCG@{K} {quoted:.4f} without a session" if quoted else ""
+        out.print(
+            f"Registered {version.name} v{version.version} (ALS factors "
+            f"{report.served_params or 'default'}, HNSW, session state), "
+            f"[bold green]champion[/]{measured}; model card: {version.card_path}"
+        )
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in report.seconds.items())
+    out.print(f"Done in {seconds:.0f} s ({stages}).")
+    out.print("Serve it and ask for a user's next movies, then again with a session:")
+    for line in (
+        f"  shipyard -w {report.report_path.parents[2]} serve movies --port 8080",
+        "  curl -s localhost:8080/invocations -H 'Content-Type: application/json' -d "
+        """'{"dataframe_records": [{"user": "15", "session": "", "k": "5", "exclude_seen": "", """
+        """"genre": ""}]}'""",
+        "  curl -s localhost:8080/invocations -H 'Content-Type: application/json' -d "
+        """'{"dataframe_records": [{"user": "15", "session": "1 2 3", "k": "5", "exclude_seen": """
+        """"", "genre": "Animation"}]}'""",
+    ):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def recsys_table(report: RecsysReport) -> Table:
+    """Validation and test NDCG@10 (95% user-bootstrap CI) and test recall@10 per model."""
+    from rich.table import Table
+
+    from shipyard.solutions.recsys.metrics import K
+
+    table = Table(
+        title=f"MovieLens, each user's last 20% of interactions: test on "
+        f"{len(report.split.truth('test')):,} users (95% user-bootstrap CI)",
+        caption=f"tuned on validation, refit on train + validation; best baseline: "
+        f"{report.best_baseline}",
+    )
+    for column in ("model", f"val. NDCG@{K}", f"test NDCG@{K}", f"test recall@{K}", "fit"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, tuned in report.tuned.items():
+        ndcg, recall = tuned.test.interval("ndcg"), tuned.test.interval("recall")
+        kind = "baseline" if name in report.baselines else "ours"
+        table.add_row(
+            f"{name} ({kind})",
+            f"{tuned.validation.ndcg.mean():.4f}",
+            f"{ndcg.estimate:.4f}\n[{ndcg.low:.4f}, {ndcg.high:.4f}]",
+            f"{recall.estimate:.4f}\n[{recall.low:.4f}, {recall.high:.4f}]",
+            f"{tuned.test.fit_seconds:.0f} s",
         )
     return table

@@ -155,7 +155,7 @@ class ModelCard:
         windows = (
             f"Trained on: {train}; gate evaluation window: {gate}"
             if ln.train_window or ln.eval_window or not self.text_input
-            else "Time windows: none (the data has no time; the split is the protocol's)"
+            else "Time windows: none recorded (the split is the protocol's)"
         )
         data = (
             f"Data set: {ln.dataset} v{ln.dataset_version}, content hash {ln.dataset_hash}"
@@ -165,7 +165,7 @@ class ModelCard:
         return [
             data,
             features,
-            f"Columns: label {roles.label}, time {roles.time or 'none'}, "
+            f"Columns: label {roles.label or 'none'}, time {roles.time or 'none'}, "
             f"entity {roles.entity or 'none'}",
             windows,
         ]

@@ -240,7 +240,12 @@ def recommender_card_notes(
             "movies are rarely recommended.",
         ),
         sections=(section,),
-        evaluation=split_note,
+        evaluation=(
+            "Measured offline on the protocol, one request per user without a session: see "
+            "'Offline evaluation' below."
+            if rows
+            else f"{split_note}. Not measured at registration."
+        ),
         interval="user bootstrap",
     )
 
