@@ -112,7 +112,7 @@ def test_every_feature_is_present_and_similarities_are_cosines(
 ) -> None:
     _, frame = featured
     assert set(FEATURE_NAMES) <= set(frame.columns)
-    for name in ("genre_affinity", "last_items_similarity", "history_similarity"):
+    for name in ("genre_affinity", "last_1_similarity", "last_20_similarity"):
         assert frame[name].between(0.0, 1.0 + 1e-6).all(), name
     assert frame["genre_affinity"].max() > 0.5
 

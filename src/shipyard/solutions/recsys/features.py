@@ -19,8 +19,8 @@ point-in-time with :class:`~shipyard.features.offline.OfflineStore`):
 **Computed here** from the same fitting interactions only (never a held-out one), because
 they relate a user to an item rather than aggregate one entity over time: the user's genre
 affinity · the item's genres (cosine of the user's genre shares with the item's genre
-vector); the candidate's cosine similarity (co-occurrence, item-kNN) to the user's last 5
-items and to their whole history; the item's age at ``t`` (days since its first
+vector); the candidate's mean cosine similarity (co-occurrence, item-kNN) to the user's
+last 1, 5 and 20 items and to their whole history; the item's age at ``t`` (days since its first
 interaction, ``-1`` when its first interaction is after ``t``: nothing after ``t`` is used);
 the movie's release year and the years between it and ``t``.
 
@@ -64,7 +64,8 @@ SOURCE = "recsys_interactions"
 time)."""
 WINDOWS_DAYS = (1, 7, 30, 365)
 EVER = timedelta(days=365 * 100)
-LAST_ITEMS = 5
+LAST_ITEMS = (1, 5, 20)
+"""The candidate's similarity is averaged over the user's last 1, 5 and 20 items."""
 SECONDS_PER_DAY = 86_400
 
 ITEM_HISTORY = FeatureView(
@@ -102,7 +103,7 @@ STORE_NAMES = (
 )
 PAIR_NAMES = (
     "genre_affinity",
-    "last_items_similarity",
+    *(f"last_{n}_similarity" for n in LAST_ITEMS),
     "history_similarity",
     "item_age_days",
     "item_year",
@@ -228,8 +229,11 @@ def pair_features(
     item_genres = genres / np.maximum(np.linalg.norm(genres, axis=1, keepdims=True), 1e-12)
     out["genre_affinity"] = np.einsum("ij,ij->i", taste[users], item_genres[items])
 
-    last = _last_items_matrix(data, LAST_ITEMS)
-    out["last_items_similarity"] = _pair_values(last @ similarity, users, items) / LAST_ITEMS
+    for n in LAST_ITEMS:
+        last = _last_items_matrix(data, n)
+        tail = np.maximum(np.diff(last.indptr), 1)
+        values = _pair_values(last @ similarity, users, items)
+        out[f"last_{n}_similarity"] = values / tail[users]
     history = matrix @ similarity
     counts = np.maximum(np.diff(matrix.indptr), 1)
     out["history_similarity"] = _pair_values(history, users, items) / counts[users]

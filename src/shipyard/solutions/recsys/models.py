@@ -255,6 +255,7 @@ class TwoStage:
         trees: int = 300,
         learning_rate: float = 0.05,
         leaves: int = 31,
+        min_leaf: int = 50,
         ranker_share: float = 0.2,
         seed: int = 0,
         workspace: Workspace | None = None,
@@ -270,6 +271,7 @@ class TwoStage:
         self.trees = trees
         self.learning_rate = learning_rate
         self.leaves = leaves
+        self.min_leaf = min_leaf
         self.ranker_share = ranker_share
         self.seed = seed
         self.workspace = workspace
@@ -307,6 +309,7 @@ class TwoStage:
 
         _positive_int(self.trees, "trees", "TwoStage")
         _positive_int(self.leaves, "leaves", "TwoStage")
+        _positive_int(self.min_leaf, "min_leaf", "TwoStage")
         history, targets = split_for_ranker(data, self.ranker_share)
         with _workspace(self.workspace) as workspace:
             train = self._frame(workspace, history)
@@ -326,7 +329,7 @@ class TwoStage:
             n_estimators=self.trees,
             learning_rate=self.learning_rate,
             num_leaves=self.leaves,
-            min_child_samples=50,
+            min_child_samples=self.min_leaf,
             subsample=0.8,
             subsample_freq=1,
             colsample_bytree=0.8,
@@ -386,20 +389,19 @@ OUR_MODELS: dict[str, Callable[[Mapping[str, Any]], Scorer]] = {
 
 GRIDS: dict[str, list[dict[str, Any]]] = {
     "two_stage": [
-        {"candidates": 200, "trees": 300, "leaves": 31, "learning_rate": 0.05},
-        {"candidates": 200, "trees": 150, "leaves": 15, "learning_rate": 0.05},
-        {"candidates": 300, "trees": 300, "leaves": 31, "learning_rate": 0.05},
-        {"candidates": 200, "trees": 300, "leaves": 31, "learning_rate": 0.05, "factors": 128},
+        {"candidates": 300, "trees": 600, "leaves": 31, "learning_rate": 0.03},
+        {"candidates": 300, "trees": 600, "leaves": 63, "min_leaf": 20, "learning_rate": 0.03},
+        {"candidates": 400, "trees": 800, "leaves": 31, "learning_rate": 0.03},
     ],
     "sequence": [
-        {"dim": 64, "blocks": 2, "max_len": 100, "dropout": 0.2},
         {"dim": 64, "blocks": 1, "max_len": 50, "dropout": 0.2},
+        {"dim": 64, "blocks": 2, "max_len": 100, "dropout": 0.2},
     ],
 }
 """The grids the results table tunes our models over (on validation)."""
 
 QUICK_GRIDS: dict[str, list[dict[str, Any]]] = {
     "two_stage": [{"candidates": 150, "trees": 150, "leaves": 15, "learning_rate": 0.05}],
-    "sequence": [{"dim": 64, "blocks": 1, "max_len": 50, "dropout": 0.2, "max_epochs": 10}],
+    "sequence": [{"dim": 64, "blocks": 1, "max_len": 50, "dropout": 0.2, "max_epochs": 5}],
 }
 """The quickstart's grids: one setting each, all our models within about 90 s."""
