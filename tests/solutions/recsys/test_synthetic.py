@@ -96,3 +96,19 @@ def test_bad_arguments_are_refused_by_name(arguments: dict[str, object], name: s
     values: dict[str, object] = {"n_users": 10, "n_items": 10, **arguments}
     with pytest.raises(ParameterError, match=f"'{name}' parameter of generate"):
         generate(**values)  # type: ignore[arg-type]
+
+
+def test_users_generated_in_several_chunks_form_one_valid_matrix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shipyard.solutions.recsys import synthetic
+
+    monkeypatch.setattr(synthetic, "CHUNK_USERS", 700)  # 3000 users: 5 chunks, the last short
+    indptr, indices = generate(USERS, ITEMS, clusters=CLUSTERS, seed=5)
+    per_user = np.diff(indptr)
+    assert len(indptr) == USERS + 1 and indptr[-1] == len(indices)
+    assert (per_user >= 1).all() and 9.0 <= per_user.mean() <= 11.0
+    rows = np.split(indices, indptr[1:-1])
+    assert all((np.diff(row) > 0).all() for row in rows)  # distinct, sorted, in every chunk
+    again = generate(USERS, ITEMS, clusters=CLUSTERS, seed=5)
+    np.testing.assert_array_equal(again[1], indices)
