@@ -40,7 +40,7 @@ import getpass
 import logging
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -205,6 +205,7 @@ class ModelRegistry:
         notes: CardNotes | None = None,
         actor: str | None = None,
         reason: str = "trained",
+        metrics: Mapping[str, float] | None = None,
     ) -> ModelVersion:
         """Register ``model`` as a new version of ``name`` with its lineage and a model card.
 
@@ -215,7 +216,9 @@ class ModelRegistry:
         ``sample`` holds rows of the model's features from the evaluation window (for
         MLflow's signature and the card's global explanation, up to 500 of them; texts in a
         ``text`` column for a text model);
-        ``notes`` say what the model is for. The input schema gets the constraints its
+        ``notes`` say what the model is for; ``metrics`` are recorded as the version's metrics
+        when there is no ``evaluation`` (a recommender's protocol numbers, measured by its
+        solution). The input schema gets the constraints its
         feature views declare. The model is logged to its run in MLflow's format (so MLflow
         clients can serve it) and saved natively with its SHA-256 (what Shipyard loads).
         The new version gets the ``challenger`` alias; promote it to make it the champion.
@@ -257,7 +260,8 @@ class ModelRegistry:
                 "train_window": _stored_window(lineage, lineage.train_window),
                 "eval_window": _stored_window(lineage, lineage.eval_window),
                 "metrics": {
-                    k: float(v) for k, v in (evaluation.summary() if evaluation else {}).items()
+                    k: float(v)
+                    for k, v in (evaluation.summary() if evaluation else metrics or {}).items()
                 },
                 "card_path": str(card_md.relative_to(root)),
                 "created_at": _now(),

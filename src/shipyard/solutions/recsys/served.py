@@ -329,6 +329,7 @@ def register_recommender(
         sample=sample,
         notes=recommender_card_notes(recommender, split_note, metrics),
         reason="recsys solution: ALS recommender with session state",
+        metrics=metrics,
     )
     if promote:
         registry.promote(name, version.version, reason="recsys: the fitted recommender")
