@@ -50,6 +50,7 @@ Example::
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import logging
 import os
@@ -234,10 +235,6 @@ def _pack_strings(values: Sequence[str]) -> tuple[NDArray[np.int64], NDArray[np.
     return offsets, np.frombuffer(b"".join(blobs), dtype=np.uint8).copy()
 
 
-def _unpack(offsets: NDArray[np.int64], blob: NDArray[np.uint8], i: int) -> str:
-    return bytes(blob[int(offsets[i]) : int(offsets[i + 1])]).decode()
-
-
 def _genre_masks(genres: Sequence[str]) -> tuple[tuple[str, ...], NDArray[np.uint64]]:
     """The genre names (sorted) and each item's genres as bits of a uint64 (<= 64 genres)."""
     split = [[g for g in str(v).split("|") if g] for v in genres]
@@ -291,6 +288,15 @@ def _parse_flag(row: int, value: str) -> bool:
     if text not in _TRUE | _FALSE:
         raise _bad("exclude_seen", row, "true or false (or empty for true)", value)
     return text in _TRUE
+
+
+@dataclass(frozen=True)
+class Excluded:
+    """The items each row of a batch must not get: sorted ``row * m + item`` keys, and how
+    many each row has."""
+
+    keys: NDArray[np.int64]
+    counts: NDArray[np.int64]
 
 
 # -- the recommender ---------------------------------------------------------------------------
@@ -379,6 +385,7 @@ class Recommender:
         self._store: OnlineStore | None = None
         self._view: FeatureView | None = None
         self._popular: NDArray[np.int64] | None = None
+        self._strings: tuple[list[str], list[str] | None, list[str] | None] | None = None
         self._check()
 
     def _check(self) -> None:
@@ -559,15 +566,11 @@ class Recommender:
         merged = [self.items.lookup(s) for s in self._stored_sessions(requests.users, fresh, now)]
         sessions = [s[s >= 0] for s in merged]  # an item this version's catalogue lacks
         users = self.users.lookup(requests.users)
-        m = len(self)
-        served = np.minimum(requests.k, m)
-        c = int(min(m, max(int(served.max(initial=1)), self.candidates)))
+        served = np.minimum(requests.k, len(self))
         queries, has, source = self._queries(users, sessions)
+        excluded = self._excluded(users, sessions, requests.exclude_seen)
+        c = self._fetch(served, excluded, requests.genres)
         candidates, scores = self._retrieve(queries, has, c)
-        excluded = [
-            self._excluded(int(u), s, bool(e))
-            for u, s, e in zip(users, sessions, requests.exclude_seen, strict=True)
-        ]
         candidates, scores = self._filter(
             candidates, scores, (queries, has), excluded, requests.genres, served
         )
@@ -578,11 +581,21 @@ class Recommender:
             order = np.argsort(-scores, axis=1, kind="stable")
             candidates = np.take_along_axis(candidates, order, 1)
             scores = np.take_along_axis(scores, order, 1)
-        answers = []
-        for r in range(len(users)):
-            row = self._row(candidates[r], scores[r], requests, r, int(served[r]))
-            answers.append(row | {"source": source[r], "ignored": ignored[r]})
-        return answers
+        return self._rows(candidates, scores, requests, served, (source, ignored))
+
+    def _fetch(
+        self, served: NDArray[np.int64], excluded: Excluded, genres: NDArray[np.uint64]
+    ) -> int:
+        """How many items one search retrieves per row: k plus the row's excluded items (at
+        most ``candidates`` of them), ``candidates`` for a genre-filtered row or a ranker's."""
+        m = len(self)
+        if not len(served):
+            return 1
+        if self.ranker is not None:
+            return int(min(m, max(int(served.max()), self.candidates)))
+        need = served + np.minimum(excluded.counts, self.candidates)
+        need = np.where(genres != 0, np.maximum(need, self.candidates), need)
+        return int(min(m, max(int(need.max()), 1)))
 
     def _queries(
         self, users: NDArray[np.int64], sessions: list[NDArray[np.int64]]
@@ -590,22 +603,17 @@ class Recommender:
         """Each row's query vector, whether it has one, and its source (module doc)."""
         n, f = len(users), self.item_vectors.shape[1]
         queries = np.zeros((n, f), dtype=np.float32)
-        has = np.zeros(n, dtype=bool)
-        source = []
-        for r, (u, s) in enumerate(zip(users.tolist(), sessions, strict=True)):
-            mean = np.asarray(self.item_vectors[np.sort(s)]).mean(axis=0) if len(s) else None
-            if u >= 0:
-                queries[r] = self.user_vectors[u]
-                if mean is not None:
-                    queries[r] += self.session_weight * mean
-                source.append("personal")
-            elif mean is not None:
-                queries[r] = mean
-                source.append("session")
-            else:
-                source.append("popular")
-            has[r] = source[-1] != "popular"
-        return queries, has, source
+        known = users >= 0
+        if known.any():
+            rows = np.flatnonzero(known)
+            queries[rows] = self.user_vectors[users[rows]]
+        with_session = np.array([len(s) > 0 for s in sessions], dtype=bool)
+        for r in np.flatnonzero(with_session).tolist():
+            mean = np.asarray(self.item_vectors[np.sort(sessions[r])]).mean(axis=0)
+            queries[r] += (self.session_weight if known[r] else 1.0) * mean
+        has = known | with_session
+        names = np.where(known, "personal", np.where(with_session, "session", "popular"))
+        return queries, has, names.tolist()
 
     def _exact(self, queries: NDArray[np.float32], c: int) -> tuple[NDArray[Any], NDArray[Any]]:
         """Exact top ``c`` by inner product: (scores, items), best first."""
@@ -638,23 +646,43 @@ class Recommender:
             scores[popular] = np.asarray(self.popularity)[top]
         return candidates, scores
 
-    def _excluded(self, user: int, session: NDArray[np.int64], exclude: bool) -> NDArray[np.int64]:
-        """The items a row must not get: those the user has seen and the session's."""
-        if not exclude:
-            return np.empty(0, dtype=np.int64)
-        seen: NDArray[np.int64] = np.empty(0, dtype=np.int64)
-        if user >= 0:
-            start, end = int(self.seen_indptr[user]), int(self.seen_indptr[user + 1])
-            seen = np.asarray(self.seen_indices[start:end], dtype=np.int64)
-        return np.union1d(seen, session)
+    def _excluded(
+        self, users: NDArray[np.int64], sessions: list[NDArray[np.int64]], exclude: NDArray[Any]
+    ) -> Excluded:
+        """The items each row must not get (its user's seen items and its session's), as
+        ``row * m + item`` keys for the whole batch."""
+        n, m = len(users), len(self)
+        rows = np.flatnonzero((users >= 0) & exclude)
+        starts = np.asarray(self.seen_indptr[users[rows]], dtype=np.int64)
+        lengths = np.asarray(self.seen_indptr[users[rows] + 1], dtype=np.int64) - starts
+        total = int(lengths.sum())
+        parts_rows, parts_items = [np.repeat(rows, lengths)], []
+        if total:
+            within = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+            parts_items.append(np.asarray(self.seen_indices[np.repeat(starts, lengths) + within]))
+        else:
+            parts_items.append(np.empty(0, dtype=np.int64))
+        for r in np.flatnonzero(exclude).tolist():
+            if len(sessions[r]):
+                parts_rows.append(np.full(len(sessions[r]), r, dtype=np.int64))
+                parts_items.append(sessions[r])
+        row_of = np.concatenate(parts_rows).astype(np.int64)
+        keys = np.unique(row_of * m + np.concatenate(parts_items).astype(np.int64))
+        return Excluded(keys, np.bincount(keys // m, minlength=n).astype(np.int64))
 
-    def _allowed(self, items: NDArray[np.int64], excluded: NDArray[np.int64], genres: int) -> Any:
+    def _allowed(
+        self, rows: NDArray[np.int64], items: NDArray[np.int64], excluded: Excluded, genres: Any
+    ) -> NDArray[np.bool_]:
+        """Which ``items`` (one row of them per entry of ``rows``) pass the row's filters."""
         ok = items >= 0
-        if len(excluded):
-            ok &= ~np.isin(items, excluded)
-        if genres:
+        if len(excluded.keys):  # sorted keys: a binary search beats np.isin on small batches
+            query = rows[:, None] * len(self) + items
+            where = np.minimum(np.searchsorted(excluded.keys, query), len(excluded.keys) - 1)
+            ok &= excluded.keys[where] != query
+        wanted = np.asarray(genres, dtype=np.uint64)[:, None]
+        if wanted.any():
             masks = np.asarray(self.arrays["genre_masks"])[np.maximum(items, 0)]
-            ok &= (masks & np.uint64(genres)) != 0
+            ok &= (wanted == 0) | ((masks & wanted) != 0)
         return ok
 
     def _filter(
@@ -662,7 +690,7 @@ class Recommender:
         candidates: NDArray[np.int64],
         scores: NDArray[np.float32],
         queries: tuple[NDArray[np.float32], NDArray[np.bool_]],
-        excluded: list[NDArray[np.int64]],
+        excluded: Excluded,
         genres: NDArray[np.uint64],
         k: NDArray[np.int64],
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
@@ -670,58 +698,92 @@ class Recommender:
         m, c = len(self), candidates.shape[1]
         # an approximate index may miss items even when asked for all of them
         complete = c >= m and (self.index is None or self.index.kind == "exact")
-        for r in range(len(candidates)):
-            ok = self._allowed(candidates[r], excluded[r], int(genres[r]))
-            if ok.sum() < k[r] and not complete:  # over-fetching was not enough: every item
-                full = (
-                    queries[0][r] @ np.asarray(self.item_vectors).T
-                    if queries[1][r]
-                    else np.asarray(self.popularity, dtype=np.float32).copy()
-                )
-                full[~self._allowed(np.arange(m), excluded[r], int(genres[r]))] = -np.inf
-                top_scores, top = _top(full[None, :], c)
-                candidates[r], scores[r] = top[0], top_scores[0]
-                ok = np.isfinite(top_scores[0])
-            scores[r] = np.where(ok, scores[r], -np.inf)
+        ok = self._allowed(np.arange(len(candidates)), candidates, excluded, genres)
+        short = [] if complete else np.flatnonzero(ok.sum(axis=1) < k).tolist()
+        for r in short:  # over-fetching was not enough: every item
+            full = (
+                queries[0][r] @ np.asarray(self.item_vectors).T
+                if queries[1][r]
+                else np.asarray(self.popularity, dtype=np.float32).copy()
+            )
+            every = np.arange(m)[None, :]
+            full[~self._allowed(np.array([r]), every, excluded, genres[r : r + 1])[0]] = -np.inf
+            top_scores, top = _top(full[None, :], c)
+            candidates[r], scores[r] = top[0], top_scores[0]
+            ok[r] = np.isfinite(top_scores[0])
+        scores = np.where(ok, scores, np.float32(-np.inf)).astype(np.float32)
         order = np.argsort(-scores, axis=1, kind="stable")
         candidates = np.take_along_axis(candidates, order, 1)
         scores = np.take_along_axis(scores, order, 1)
         candidates[~np.isfinite(scores)] = -1
         return candidates, scores
 
-    def _row(
+    def _names(self) -> tuple[list[str], list[str] | None, list[str] | None]:
+        """Each item's id, title and genres as strings, built once (at the first answer)."""
+        if self._strings is None:
+            m = len(self)
+            ids = self.items.external(np.arange(m))
+            titles = None
+            if "title_blob" in self.arrays:
+                blob = np.asarray(self.arrays["title_blob"]).tobytes()
+                bounds = np.asarray(self.arrays["title_offsets"]).tolist()
+                titles = [blob[a:b].decode() for a, b in itertools.pairwise(bounds)]
+            genres = None
+            if self.genre_names:
+                masks = np.asarray(self.arrays["genre_masks"])
+                joined = {
+                    int(mask): "|".join(
+                        g for i, g in enumerate(self.genre_names) if int(mask) >> i & 1
+                    )
+                    for mask in np.unique(masks).tolist()
+                }
+                genres = [joined[mask] for mask in masks.tolist()]
+            self._strings = (ids, titles, genres)
+        return self._strings
+
+    def _rows(
         self,
         candidates: NDArray[np.int64],
         scores: NDArray[np.float32],
         requests: Requests,
-        r: int,
-        served: int,
-    ) -> dict[str, Any]:
-        """One row's JSON answer."""
-        chosen = candidates[candidates >= 0][:served]
-        ids = self.items.external(chosen)
-        items: list[dict[str, Any]] = []
-        for item, dense, score in zip(
-            ids, chosen.tolist(), scores[: len(ids)].tolist(), strict=True
-        ):
-            entry: dict[str, Any] = {"item": item, "score": round(float(score), 6)}
-            if "title_blob" in self.arrays:
-                entry["title"] = _unpack(
-                    self.arrays["title_offsets"], self.arrays["title_blob"], dense
-                )
-            if self.genre_names:
-                mask = int(self.arrays["genre_masks"][dense])
-                entry["genres"] = "|".join(
-                    g for i, g in enumerate(self.genre_names) if mask >> i & 1
-                )
-            items.append(entry)
+        served: NDArray[np.int64],
+        extra: tuple[list[str], list[list[str]]],
+    ) -> list[dict[str, Any]]:
+        """Every row's JSON answer (module doc), from strings built once."""
+        ids, titles, genres = self._names()
+        width = min(candidates.shape[1], int(served.max(initial=0)))
+        chosen = candidates[:, :width].tolist()
+        rounded = scores[:, :width].tolist()
+        answers = []
+        for r, (row, row_scores) in enumerate(zip(chosen, rounded, strict=True)):
+            limit = int(served[r])
+            items: list[dict[str, Any]] = []
+            for dense, score in zip(row[:limit], row_scores[:limit], strict=True):
+                if dense < 0:
+                    break
+                entry: dict[str, Any] = {"item": ids[dense], "score": round(score, 6)}
+                if titles is not None:
+                    entry["title"] = titles[dense]
+                if genres is not None:
+                    entry["genres"] = genres[dense]
+                items.append(entry)
+            answer: dict[str, Any] = {"items": items, "source": extra[0][r], "ignored": extra[1][r]}
+            answer["k"] = limit
+            reason = self._reason(requests, r, limit, len(items))
+            if reason:
+                answer["reason"] = reason
+            answers.append(answer)
+        return answers
+
+    def _reason(self, requests: Requests, r: int, served: int, got: int) -> str:
+        """Why row ``r`` has fewer items than asked (capped k, filters), or ``""``."""
         reasons = []
         asked = int(requests.k[r])
         if asked > served:
             reasons.append(
                 f"k={asked} is more than the {len(self)} items in the catalogue: capped at {served}"
             )
-        if len(items) < served:
+        if got < served:
             filters = []
             if requests.exclude_seen[r]:
                 filters.append("items already seen excluded")
@@ -730,12 +792,10 @@ class Recommender:
             said = ", ".join(filters) or "none"
             reasons.append(
                 f"no item passes the filters ({said})"
-                if not items
-                else f"only {len(items)} of {served} pass the filters ({said})"
+                if not got
+                else f"only {got} of {served} pass the filters ({said})"
             )
-        return {"items": items, "source": "", "ignored": [], "k": served} | (
-            {"reason": "; ".join(reasons)} if reasons else {}
-        )
+        return "; ".join(reasons)
 
 
 def _top(full: NDArray[Any], c: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
