@@ -18,10 +18,12 @@ serve`` does), they are appended to the user's short-term state there (the newes
 reads that state: a request that names items changes the next one's answer at once, in every
 worker. The state is keyed by the registered model's name (all its versions share it).
 
-**Retrieval.** ``max(k, candidates)`` items per row by inner product, one search for the
-whole batch (the index's, else exact); the items seen (history and session) are dropped
-unless ``exclude_seen`` is false, then the genre filter; a row left with fewer than k falls
-back to an exact search over the whole catalogue with the same filters. A ranker, when
+**Retrieval.** One search for the whole batch (the index's, else exact) by inner product,
+of k plus the row's excluded items (at most ``candidates`` of them) per row, or
+``candidates`` where a row has a genre filter or a ranker re-scores; the items seen
+(history and session) are dropped unless ``exclude_seen`` is false, then the genre filter;
+a row left with fewer than k falls back to an exact search over the whole catalogue with
+the same filters. A ranker, when
 present, re-scores the candidates left (:class:`RankContext`), and the top k are answered.
 
 **Bad input.** An unknown session item is ignored and listed in ``ignored``; ``k`` above the
@@ -30,15 +32,9 @@ a ``reason``. :meth:`Recommender.check_inputs` refuses (SchemaError naming colum
 expected and got) a ``k`` that is not an integer >= 1, an ``exclude_seen`` that is not
 true/false, and a genre the catalogue does not have (listing those it has).
 
-The native format ``recommender`` is one file, ``model.shipyard-rec``: a 16-byte magic, the
-length of a JSON manifest (8 bytes, little-endian), the manifest (parameters; each array's
-name, dtype, shape and offset), then the arrays, each 64-byte aligned. Saving writes the
-arrays one after the other (a memory-mapped table is never copied whole); loading maps the
-file (after the registry verified its SHA-256) so a 10M-user table is paged in as requests
-touch it. The ANN index and the ranker are byte arrays in the same file. No MLflow flavour
-of its own is needed: the registry logs the file inside a generic pyfunc model, so
-``mlflow.pyfunc.load_model(uri).predict(frame)`` answers the same dicts (without session
-state, which only ``shipyard serve`` keeps).
+The file format and the registry glue (:class:`RecommenderConfig`, the ``recommender``
+native format) live in :mod:`shipyard.training.recommend_format`; their names are
+importable from here too.
 
 Example::
 
@@ -53,29 +49,30 @@ import importlib
 import itertools
 import json
 import logging
-import os
 import re
-import struct
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from shipyard.errors import (
-    IntegrityError,
     OnlineContentionError,
     OnlineStoreUnavailableError,
     ParameterError,
     SchemaError,
-    TrainingError,
     invalid_parameter,
 )
-from shipyard.training.trainers import ModelConfig, NativeFormat, TrainedModel, register_format
-from shipyard.types import ColumnSpec, Schema
+from shipyard.training.recommend_format import FILE as FILE
+from shipyard.training.recommend_format import FRAMEWORK as FRAMEWORK
+from shipyard.training.recommend_format import INPUTS as INPUTS
+from shipyard.training.recommend_format import RECOMMENDATIONS as RECOMMENDATIONS
+from shipyard.training.recommend_format import RecommenderConfig as RecommenderConfig
+from shipyard.training.recommend_format import RecommenderFormat as RecommenderFormat
+from shipyard.training.recommend_format import RecommenderModel as RecommenderModel
+from shipyard.training.recommend_format import load_recommender as load_recommender
+from shipyard.training.recommend_format import save_recommender as save_recommender
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -86,27 +83,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FRAMEWORK = "recommender"
-FILE = "model.shipyard-rec"
-MAGIC = b"SHIPYARD-REC/v1\n"
-ALIGN = 64
 DEFAULT_K = 10
-INPUTS = Schema(
-    (
-        ColumnSpec("user", "string"),
-        ColumnSpec("session", "string", nullable=True),
-        ColumnSpec("k", "string", nullable=True),
-        ColumnSpec("exclude_seen", "string", nullable=True),
-        ColumnSpec("genre", "string", nullable=True),
-    )
-)
-"""The served input: user id; session item ids (spaces or commas; may be empty); k (empty:
-10); exclude_seen (true/false; empty: true); genre (empty: none; ``A|B``: either)."""
-RECOMMENDATIONS = Schema((ColumnSpec("recommendations", "string"),))
-"""The served output: one JSON value per row (module doc)."""
 _SEPARATORS = re.compile(r"[\s,]+")
 _TRUE, _FALSE = {"", "true", "1", "yes"}, {"false", "0", "no"}
-_CHUNK = 64 << 20  # bytes per write when saving
 
 
 # -- re-ranking --------------------------------------------------------------------------------
@@ -822,175 +801,3 @@ def _read_state(state: bytes | None) -> list[tuple[str, float]]:
     if state is None:
         return []
     return [(str(i), float(t)) for i, t in json.loads(state)["items"]]
-
-
-# -- the native format -----------------------------------------------------------------------
-
-MANIFEST_FORMAT = "shipyard.recommender/1"
-_DTYPE_KINDS = "biufS"  # never object arrays: a manifest cannot make numpy unpickle
-
-
-def _aligned(offset: int) -> int:
-    return -(-offset // ALIGN) * ALIGN
-
-
-def save_recommender(recommender: Recommender, path: Path) -> None:
-    """Write ``recommender`` to one file (module doc), atomically, one array after another."""
-    arrays = dict(recommender.arrays)
-    extra: dict[str, Any] = {"index": None, "ranker": None}
-    if recommender.index is not None:
-        arrays["index_bytes"] = np.frombuffer(recommender.index.to_bytes(), dtype=np.uint8)
-        extra["index"] = {"kind": recommender.index.kind}
-    if recommender.ranker is not None:
-        arrays["ranker_bytes"] = np.frombuffer(recommender.ranker.to_bytes(), dtype=np.uint8)
-        extra["ranker"] = {"kind": recommender.ranker.kind}
-    entries: list[dict[str, Any]] = []
-    offset = 0
-    for name, array in arrays.items():
-        entries.append(
-            {"name": name, "dtype": array.dtype.str, "shape": list(array.shape), "offset": offset}
-        )
-        offset = _aligned(offset + array.nbytes)
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "params": recommender.params(),
-        **extra,
-        "arrays": entries,
-    }
-    header = json.dumps(manifest, sort_keys=True).encode()
-    start = _aligned(len(MAGIC) + 8 + len(header))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(MAGIC + struct.pack("<Q", len(header)) + header)
-            for entry, array in zip(entries, arrays.values(), strict=True):
-                fh.write(b"\0" * (start + entry["offset"] - fh.tell()))
-                flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-                for i in range(0, len(flat), _CHUNK):  # a mapped table is paged, not copied
-                    fh.write(flat[i : i + _CHUNK].data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)  # the rename itself survives a crash
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-
-
-def load_recommender(path: Path, *, threads: int = 1) -> Recommender:
-    """Map a file :func:`save_recommender` wrote (call only after verifying its SHA-256)."""
-    with path.open("rb") as fh:
-        head = fh.read(len(MAGIC) + 8)
-        if len(head) < len(MAGIC) + 8 or head[: len(MAGIC)] != MAGIC:
-            raise IntegrityError(f"{path} is not a Shipyard recommender file (no {MAGIC!r}).")
-        (length,) = struct.unpack("<Q", head[len(MAGIC) :])
-        manifest = json.loads(fh.read(length))
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise IntegrityError(f"{path}: format {manifest.get('format')!r}, not {MANIFEST_FORMAT!r}")
-    start = _aligned(len(MAGIC) + 8 + length)
-    mapped = np.memmap(path, dtype=np.uint8, mode="r")
-    arrays: dict[str, NDArray[Any]] = {}
-    for entry in manifest["arrays"]:
-        dtype, shape = np.dtype(entry["dtype"]), tuple(int(d) for d in entry["shape"])
-        begin = start + int(entry["offset"])
-        end = begin + dtype.itemsize * int(np.prod(shape, dtype=np.int64))
-        if dtype.kind not in _DTYPE_KINDS or dtype.hasobject or end > len(mapped):
-            raise IntegrityError(f"{path}: array {entry['name']!r} is not readable ({entry}).")
-        arrays[entry["name"]] = mapped[begin:end].view(dtype).reshape(shape)
-    index = ranker = None
-    if manifest["index"] is not None:
-        from shipyard.training.ann import ItemIndex
-
-        data = arrays.pop("index_bytes")  # faiss reads the mapped bytes: no copy in between
-        index = ItemIndex.from_bytes(cast(bytes, data), manifest["index"]["kind"], threads=threads)
-    if manifest["ranker"] is not None:
-        ranker = load_ranker(manifest["ranker"]["kind"], bytes(arrays.pop("ranker_bytes")))
-    recommender = Recommender.__new__(Recommender)
-    recommender._restore(arrays, manifest["params"], index, ranker)
-    return recommender
-
-
-class RecommenderFormat(NativeFormat):
-    """The ``recommender`` native format: one memory-mapped file (module doc)."""
-
-    file = FILE
-
-    def save(self, estimator: Any, path: Path) -> None:
-        save_recommender(estimator, path)
-
-    def load(self, path: Path) -> Any:
-        return load_recommender(path)
-
-    def predict(self, model: Any, batch: Any) -> Any:
-        """A 1-D object array of answers (dicts), one per row of the [n, 5] str batch."""
-        matrix = np.asarray(batch, dtype=object)
-        columns = {name: matrix[:, j].tolist() for j, name in enumerate(INPUTS.names)}
-        out = np.empty(len(matrix), dtype=object)
-        for i, answer in enumerate(model.answer(model.parse(columns), now=time.time())):
-            out[i] = answer
-        return out
-
-
-register_format(FRAMEWORK, RecommenderFormat())
-
-
-class RecommenderConfig(ModelConfig):
-    """How a recommender was built, as the registry records it; wrap one with :meth:`model`.
-
-    Not fitted here (``shipyard.solutions.recsys.served.fit_recommender`` fits the factors),
-    and not in ``MODEL_TYPES``: the trainer checks that run over every model type score
-    tabular rows with probabilities.
-    """
-
-    model_type = "recommender"
-    framework = FRAMEWORK
-    defaults: ClassVar[dict[str, Any]] = {
-        "factors": 64,
-        "regularization": 0.05,
-        "alpha": 10.0,
-        "iterations": 15,
-        "session_weight": 1.0,
-        "session_length": 20,
-        "session_ttl_s": 1800.0,
-        "candidates": 200,
-        "index": "hnsw",
-        "ranker": "",
-        "seed": 0,
-    }
-
-    def fit(self, X: Any, y: Any) -> TrainedModel:
-        """Refused: fit with ``fit_recommender`` and wrap the result with :meth:`model`."""
-        raise TrainingError(
-            "RecommenderConfig does not fit from a feature frame; build a Recommender (e.g. "
-            "shipyard.solutions.recsys.served.fit_recommender) and wrap it with .model(...)."
-        )
-
-    def model(self, recommender: Recommender) -> RecommenderModel:
-        """``recommender`` as a registrable model (``ModelRegistry.register`` takes it)."""
-        return RecommenderModel(self, recommender, INPUTS)
-
-
-class RecommenderModel(TrainedModel):
-    """A recommender as a registrable model: the five string columns in, JSON answers out."""
-
-    output_schema: ClassVar[Schema] = RECOMMENDATIONS
-
-    def predict_proba(self, X: Any) -> Any:
-        """Not a classifier: each row's answer as a JSON string (what ``recommendations``
-        holds); ``X`` a frame with the columns of :data:`INPUTS` (missing ones: empty)."""
-        n = len(X)
-        columns = {
-            name: [str(v) for v in X[name]] if name in X.columns else [""] * n
-            for name in INPUTS.names
-        }
-        found = self.estimator.answer(self.estimator.parse(columns), now=time.time())
-        return np.asarray([json.dumps(r, ensure_ascii=False) for r in found], dtype=object)
-
-    def feature_importance(self) -> dict[str, float]:
-        """None: a factor model has no feature importance here."""
-        return {}

@@ -288,7 +288,7 @@ FAMILY_MODULES = (
     "shipyard.training.neural",
     "shipyard.training.text",  # MiniLM classifiers and TF-IDF baselines over raw text
     "shipyard.training.entities",  # the spaCy entity pipelines (English, French)
-    "shipyard.training.recommend",  # the served recommender's one-file format
+    "shipyard.training.recommend_format",  # the served recommender's one-file format
     "shipyard.optimize.formats",  # optimized text models (ONNX Runtime, int8)
     "shipyard.scenarios.faults",  # the packaged unit bug of the bad-deploy scenario
 )
