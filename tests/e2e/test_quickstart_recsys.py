@@ -33,7 +33,9 @@ def _quickstart(root: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _ask(server: object, user: str, session: str, genre: str = "") -> dict[str, object]:
-    record = {"user": user, "session": session, "k": "5", "exclude_seen": "", "genre": genre}
+    # as the printed curl lines ask: the nullable columns left empty are left out
+    given = {"user": user, "session": session, "k": "5", "genre": genre}
+    record = {name: value for name, value in given.items() if value}
     status, _, body = server.post_json("/invocations", {"dataframe_records": [record]})  # type: ignore[attr-defined]
     assert status == 200, body
     answer: dict[str, object] = body["predictions"][0]

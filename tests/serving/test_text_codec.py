@@ -258,3 +258,43 @@ def test_json_answers_are_v2_bytes_and_mlflow_objects() -> None:
     assert (output["name"], output["datatype"], output["shape"]) == ("entities", "BYTES", [2])
     assert [json.loads(d) for d in output["data"]] == values.tolist()
     assert json.loads(encode_mlflow_values(values)) == {"predictions": values.tolist()}
+
+
+NULLABLE = ("user", "session", "k")
+OPTIONAL = frozenset({"session", "k"})
+
+
+def _v2_columns(*tensors: tuple[str, list[str]]) -> bytes:
+    inputs = [{"name": n, "shape": [len(v)], "datatype": "BYTES", "data": v} for n, v in tensors]
+    return json.dumps({"inputs": inputs}).encode()
+
+
+@pytest.mark.parametrize(
+    ("decode", "body"),
+    [
+        (decode_mlflow_text, {"dataframe_records": [{"user": "7"}, {"user": "8", "k": "3"}]}),
+        (decode_mlflow_text, {"dataframe_split": {"columns": ["user"], "data": [["7"], ["8"]]}}),
+        (decode_mlflow_text, {"inputs": {"user": ["7", "8"]}}),
+        (decode_csv_text, "user\n7\n8\n"),
+    ],
+)
+def test_nullable_columns_left_out_of_a_named_request_read_as_empty(decode: Any, body: Any) -> None:
+    raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    matrix = decode(raw, NULLABLE, OPTIONAL)
+    assert matrix[:, 0].tolist() == ["7", "8"]
+    assert matrix[0, 1:].tolist() == ["", ""]
+
+
+def test_a_v2_request_may_leave_out_a_nullable_tensor_but_not_a_required_one() -> None:
+    matrix, _ = decode_v2_text(
+        _v2_columns(("user", ["7", "8"]), ("k", ["5", ""])), NULLABLE, None, OPTIONAL
+    )
+    assert matrix.tolist() == [["7", "", "5"], ["8", "", ""]]
+    with pytest.raises(RequestError, match=r"missing input\(s\) \['user'\]"):
+        decode_v2_text(_v2_columns(("session", ["1 2"])), NULLABLE, None, OPTIONAL)
+
+
+def test_without_the_schema_saying_nullable_every_column_is_still_required() -> None:
+    body = json.dumps({"dataframe_records": [{"user": "7"}]}).encode()
+    with pytest.raises(RequestError, match=r"missing column\(s\) \['session', 'k'\]"):
+        decode_mlflow_text(body, NULLABLE)

@@ -386,12 +386,15 @@ def print_recsys_report(out: Console, report: RecsysReport, seconds: float) -> N
         out.print(report.replay.describe(), markup=False, highlight=False)
     out.print(f"Report: {report.report_path}")
     version = report.version
+    factors = ", ".join(
+        f"{k} {v}" for k, v in report.served_params.items() if k != "session_weight"
+    )
     if version is not None:
         quoted = version.metrics.get("test_ndcg_at_10")
         measured = f"; test NDCG@{K} {quoted:.4f} without a session" if quoted else ""
         out.print(
-            f"Registered {version.name} v{version.version} (ALS factors "
-            f"{report.served_params or 'default'}, HNSW, session state), "
+            f"Registered {version.name} v{version.version} (ALS {factors or 'defaults'}, "
+            f"HNSW, session weight {version.params.get('session_weight')}), "
             f"[bold green]champion[/]{measured}; model card: {version.card_path}"
         )
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in report.seconds.items())
@@ -400,11 +403,10 @@ def print_recsys_report(out: Console, report: RecsysReport, seconds: float) -> N
     for line in (
         f"  shipyard -w {report.report_path.parents[2]} serve movies --port 8080",
         "  curl -s localhost:8080/invocations -H 'Content-Type: application/json' -d "
-        """'{"dataframe_records": [{"user": "15", "session": "", "k": "5", "exclude_seen": "", """
-        """"genre": ""}]}'""",
+        """'{"dataframe_records": [{"user": "15", "k": "5"}]}'""",
         "  curl -s localhost:8080/invocations -H 'Content-Type: application/json' -d "
-        """'{"dataframe_records": [{"user": "15", "session": "1 2 3", "k": "5", "exclude_seen": """
-        """"", "genre": "Animation"}]}'""",
+        """'{"dataframe_records": [{"user": "15", "session": "1 2 3", "k": "5", "genre": """
+        """"Animation"}]}'""",
     ):
         out.print(line, markup=False, highlight=False, soft_wrap=True)
 

@@ -558,15 +558,23 @@ class ServingApp:
             length = headers.get(b"inference-header-content-length")
             if length is not None and not length.isdigit():
                 raise RequestError(400, f"Inference-Header-Content-Length {length!r}: not a number")
-            v2 = decode_v2_text if state.text else decode_v2
-            matrix, request = v2(body, state.names, int(length) if length else None)
+            size = int(length) if length else None
+            if state.text:
+                matrix, request = decode_v2_text(body, state.names, size, state.optional)
+            else:
+                matrix, request = decode_v2(body, state.names, size)
             parameters = request.parameters
             if request.id:
                 return matrix, request.id, parameters
         elif headers.get(b"content-type", b"")[:8].lower() == b"text/csv":
-            matrix = (decode_csv_text if state.text else decode_csv)(body, state.names)
+            if state.text:
+                matrix = decode_csv_text(body, state.names, state.optional)
+            else:
+                matrix = decode_csv(body, state.names)
+        elif state.text:
+            matrix = decode_mlflow_text(body, state.names, state.optional)
         else:
-            matrix = (decode_mlflow_text if state.text else decode_mlflow)(body, state.names)
+            matrix = decode_mlflow(body, state.names)
         return matrix, given.decode("latin-1") if given else self.runtime.next_id(), parameters
 
     def _state(self) -> EndpointState:

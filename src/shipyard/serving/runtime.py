@@ -147,6 +147,8 @@ class EndpointState:
     """The feature stage for raw events, when the versions' lineage names feature views."""
     text: bool = False
     """The versions take text: requests are decoded by :mod:`.text` (chosen once, here)."""
+    optional: frozenset[str] = frozenset()
+    """Text columns every version declares nullable: a request may leave them out."""
 
     def assign(
         self,
@@ -324,7 +326,21 @@ class EndpointRuntime:
         self.metrics.set_state(
             policy.revision, {v: d.report.chosen for v, d in deployments.items()}
         )
-        return EndpointState(policy, Router(policy), deployments, names, features, text)
+        optional = frozenset.intersection(
+            *(
+                frozenset(c.name for c in d.schema.columns if c.nullable and c.dtype == "string")
+                for d in deployments.values()
+            )
+        )
+        return EndpointState(
+            policy,
+            Router(policy),
+            deployments,
+            names,
+            features,
+            text,
+            optional if text else frozenset(),
+        )
 
     async def _feature_stage(
         self, versions: list[ModelVersion], names: list[str]

@@ -12,6 +12,12 @@ the model pads each batch to its longest text.
 - MLflow ``/invocations``: ``dataframe_split``, ``dataframe_records``, ``instances`` and
   ``inputs`` with string values; ``text/csv`` with a header row.
 
+A column the schema declares ``nullable`` (a recommender's ``session``, ``k``...) may be left
+out of a request that names its columns (V2 tensors per column, MLflow records, split or
+columnar frames, CSV headers): it reads as ``""``, what the model takes as "not given".
+Requests whose values are positional (one [n, k] tensor, rows in schema order) carry every
+column.
+
 A :class:`TextValidator` then refuses empty or whitespace-only texts (422 naming row and
 column) unless the column is declared ``nullable``, counts each text's tokens with the model
 (``count_tokens`` against ``max_tokens``): a longer text is truncated by the model (its
@@ -30,7 +36,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import RequestError, SchemaError
@@ -53,20 +59,22 @@ if TYPE_CHECKING:
 __all__ = ["TextValidator", "decode_csv_text", "decode_mlflow_text", "decode_v2_text"]
 
 Names = Sequence[str]
+Optional = Collection[str]
 
 
 # -- KServe V2 -----------------------------------------------------------------------------
 
 
 def decode_v2_text(
-    body: bytes, names: Names, header_length: int | None = None
+    body: bytes, names: Names, header_length: int | None = None, optional: Optional = ()
 ) -> tuple[NDArray[np.object_], InferenceRequest]:
     """Decode a V2 request of ``BYTES`` tensors into an [n, len(names)] array of ``str``.
 
     One tensor per column (shape [n] or [n, 1], any order), or one tensor not named after a
     column of shape [n, len(names)] (or [n] for a one-column model). Raises RequestError
     (422) naming the input for a numeric tensor, a non-string element, invalid UTF-8 (with
-    the element's index) or a shape that does not fit.
+    the element's index) or a shape that does not fit. ``optional`` columns may be left
+    out (module doc).
     """
     request, binary = parse_v2(body, header_length)
     offset = 0
@@ -91,7 +99,7 @@ def decode_v2_text(
     if len(request.inputs) == 1 and first.name not in names:
         matrix = _one_text_tensor(first, values[first.name], names)
     else:
-        matrix = _text_per_column(request.inputs, values, names)
+        matrix = _text_per_column(request.inputs, values, names, optional)
     return matrix, request
 
 
@@ -178,13 +186,16 @@ def _one_text_tensor(tensor: RequestInput, texts: list[str], names: Names) -> ND
 
 
 def _text_per_column(
-    inputs: list[RequestInput], values: dict[str, list[str]], names: Names
+    inputs: list[RequestInput], values: dict[str, list[str]], names: Names, optional: Optional
 ) -> NDArray[np.object_]:
-    mismatch = _mismatch(names, values, "input")
+    left_out = [n for n in names if n not in values and n in optional]
+    mismatch = _mismatch(names, [*values, *left_out], "input")
     if mismatch:
         raise RequestError(422, f"{mismatch}; the model takes {', '.join(names)}")
     shapes = {t.name: t.shape for t in inputs}
-    rows = len(values[names[0]])
+    rows = len(next(iter(values.values())))
+    for name in left_out:  # a nullable column left out reads as "" in every row
+        values[name], shapes[name] = [""] * rows, [rows]
     for name in names:
         shape = shapes[name]
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1) or len(values[name]) != rows:
@@ -211,33 +222,34 @@ def _matrix(rows: list[list[str]], names: Names) -> NDArray[np.object_]:
 # -- MLflow /invocations --------------------------------------------------------------------
 
 
-def decode_mlflow_text(body: bytes, names: Names) -> NDArray[np.object_]:
+def decode_mlflow_text(body: bytes, names: Names, optional: Optional = ()) -> NDArray[np.object_]:
     """Decode an MLflow ``/invocations`` JSON body with string values into the model's columns.
 
     ``{"dataframe_split": {"columns": ["text"], "data": [["..."]]}}``,
     ``{"dataframe_records": [{"text": "..."}]}``, ``{"instances": [...]}`` and
     ``{"inputs": {"text": ["...", "..."]}}`` (or rows: ``["...", "..."]`` for a one-column
     model). RequestError (422) naming the row and column of a value that is not a string.
+    ``optional`` columns may be left out of records and named frames (module doc).
     """
     key, value = parse_mlflow(body)
     if key == "dataframe_split":
-        return _split(value, names)
+        return _split(value, names, optional)
     if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
-        return _text_records(value, names, key)
+        return _text_records(value, names, key, optional)
     if isinstance(value, dict):  # columnar: {column: [texts]}
         columns = list(value)
         lists = [v if isinstance(v, list) else [v] for v in value.values()]
         if len({len(v) for v in lists}) > 1:
             raise RequestError(422, f"{key}: every column needs the same number of values")
         rows = [list(row) for row in zip(*lists, strict=True)]
-        return _ordered(rows, columns, names, key)
+        return _ordered(rows, columns, names, key, optional)
     if isinstance(value, list):  # rows in schema order; bare strings for one column
         rows = [[r] if isinstance(r, str) and len(names) == 1 else r for r in value]
         return _ordered(rows, list(names), names, key)
     raise RequestError(422, f"{key}: expected a list or an object, got {type(value).__name__}")
 
 
-def _split(value: Any, names: Names) -> NDArray[np.object_]:
+def _split(value: Any, names: Names, optional: Optional) -> NDArray[np.object_]:
     if not isinstance(value, dict) or "data" not in value:
         raise RequestError(422, 'dataframe_split: expected {"columns": [...], "data": [[...]]}')
     columns = value.get("columns") or list(names)
@@ -251,25 +263,33 @@ def _split(value: Any, names: Names) -> NDArray[np.object_]:
     if not isinstance(data, list):
         raise RequestError(422, f"dataframe_split.data: expected rows, got {_preview(data)}")
     rows = [[r] if isinstance(r, str) and len(columns) == 1 else r for r in data]
-    return _ordered(rows, columns, names, "dataframe_split.data")
+    return _ordered(rows, columns, names, "dataframe_split.data", optional)
 
 
-def _text_records(records: list[dict[str, Any]], names: Names, key: str) -> NDArray[np.object_]:
+def _text_records(
+    records: list[dict[str, Any]], names: Names, key: str, optional: Optional
+) -> NDArray[np.object_]:
     for i, record in enumerate(records):
-        if len(record) != len(names) or any(n not in record for n in names):
-            raise RequestError(422, f"{key}[{i}]: {_mismatch(names, record, 'column')}")
-    rows = [[record[n] for n in names] for record in records]
+        given = [*record, *(n for n in names if n not in record and n in optional)]
+        mismatch = _mismatch(names, given, "column")
+        if mismatch:
+            raise RequestError(422, f"{key}[{i}]: {mismatch}")
+    rows = [[record.get(n, "") for n in names] for record in records]
     return _ordered(rows, list(names), names, key)
 
 
-def _ordered(rows: list[Any], columns: list[str], names: Names, key: str) -> NDArray[np.object_]:
-    """Rows of ``columns`` checked (strings, widths) and put in the model's column order."""
-    mismatch = _mismatch(names, columns, "column")
+def _ordered(
+    rows: list[Any], columns: list[str], names: Names, key: str, optional: Optional = ()
+) -> NDArray[np.object_]:
+    """Rows of ``columns`` checked (strings, widths) and put in the model's column order;
+    ``optional`` columns absent from ``columns`` read as ``""``."""
+    left_out = [n for n in names if n not in columns and n in optional]
+    mismatch = _mismatch(names, [*columns, *left_out], "column")
     if mismatch:
         raise RequestError(422, f"{key}: {mismatch}; the model takes {', '.join(names)}")
     if not rows:
         raise RequestError(422, f"{key}: expected at least one row, got 0")
-    order = [columns.index(n) for n in names]
+    order = [columns.index(n) if n in columns else -1 for n in names]
     ordered = []
     for i, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != len(columns):
@@ -279,23 +299,23 @@ def _ordered(rows: list[Any], columns: list[str], names: Names, key: str) -> NDA
                 f"got {_preview(row)}",
             )
         for j in order:
-            if not isinstance(row[j], str):
+            if j >= 0 and not isinstance(row[j], str):
                 raise RequestError(
                     422,
                     f"{key}[{i}].{columns[j]}: expected a string (text), got {_preview(row[j])}",
                 )
-        ordered.append([row[j] for j in order])
+        ordered.append([row[j] if j >= 0 else "" for j in order])
     return _matrix(ordered, names)
 
 
 # -- CSV -----------------------------------------------------------------------------------
 
 
-def decode_csv_text(body: bytes, names: Names) -> NDArray[np.object_]:
+def decode_csv_text(body: bytes, names: Names, optional: Optional = ()) -> NDArray[np.object_]:
     """Decode a ``text/csv`` body of texts: a header row naming the columns (``text``), then
     one row per text; quoted cells may hold commas and line breaks."""
     header, rows = csv_table(body, "texts")
-    return _ordered(rows, header, names, "CSV")
+    return _ordered(rows, header, names, "CSV", optional)
 
 
 # -- validation ----------------------------------------------------------------------------

@@ -7,7 +7,8 @@
 4. The results table against the best baseline (chosen on validation), with user-bootstrap
    intervals, written with its plot to ``<workspace>/reports/recsys/index.md``.
 5. The served recommender (:mod:`.served`: ALS factors with the tuned ALS baseline's
-   settings, an HNSW index, session state), fitted on **every** interaction (train,
+   settings, an HNSW index, session state; the session weight chosen again on validation for
+   those factors), fitted on **every** interaction (train,
    validation and test: what a deployment would do), registered as ``movies`` and made
    champion; the card quotes the test metrics of the same settings fitted on train +
    validation.
@@ -172,14 +173,25 @@ def _serve(
     """Measure the served form on test, replay sessions, fit on everything and register."""
     from shipyard.solutions.recsys.replay import replay_sessions
     from shipyard.solutions.recsys.served import (
+        choose_session_weight,
         fit_recommender,
         interactions_frame,
         register_recommender,
     )
 
     split, options = report.split, _served_options(report)
-    report.served_params = options
     started = time.perf_counter()
+    scores = choose_session_weight(split, **options)
+    best = max(scores.values())
+    # the smallest weight within 0.001 of the best: the user's history still breaks ties
+    options["session_weight"] = min(w for w, score in scores.items() if score >= best - 1e-3)
+    say(
+        "session weight on validation (NDCG@10 of the second half of each user's validation "
+        "items, the first half sent as the session): "
+        + ", ".join(f"{w:g}: {score:.4f}" for w, score in scores.items())
+        + f"; chosen {options['session_weight']:g}"
+    )
+    report.served_params = options
     measured = fit_recommender(split.fitting("test"), user_ids=split.user_ids, **options)
     metrics = _served_metrics(measured, split)
     report.replay = replay_sessions(measured, split, users=replay_users, n_boot=n_boot)
