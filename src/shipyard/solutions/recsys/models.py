@@ -19,6 +19,14 @@ user went on to interact with are the positives. Retrieval and features are then
 again on the whole fitting data, at each user's last fitting moment, and the ranker orders
 those candidates. Items that are not candidates score below every candidate.
 
+**Measured** on the "all" variant (2026-11-28, 2 shared cores), every model through
+:func:`~shipyard.solutions.recsys.tuning.tune` over :data:`GRIDS`: the two-stage model
+(300 candidates, 600 trees at 0.03, 31 leaves) scored test NDCG@10 0.165 [0.151, 0.180]
+against the best tuned baseline's (EASE, l2=200) 0.139 [0.125, 0.152]: +0.026
+[+0.014, +0.041] paired over users, +19% [+10%, +31%]; the per-model intervals still touch
+(0.151 against 0.152). Candidates hold 45% of the test items; a fit takes 1.5 to 5 minutes.
+The sequence model stays below most popular (test 0.074): see its module.
+
 Example::
 
     tuned = tune("two_stage", OUR_MODELS["two_stage"], GRIDS["two_stage"], split)

@@ -20,6 +20,12 @@ next-item scores after the user's whole fitting history.
 Seeded (``torch.manual_seed``) and run on ``threads`` CPU threads: the same data, seed and
 threads give the same scores.
 
+**Measured** on MovieLens "all" (tuned over ``models.GRIDS``): validation NDCG@10 0.088,
+test 0.074, below most popular (0.099 / 0.083). Early stopping keeps an epoch near 15, when
+about 900 sampled-softmax steps have run; ratings entered in one sitting have an arbitrary
+order, and the model does not see when the user is, only what they rated last. It is kept
+as a model of its own, not a ranker feature.
+
 Example::
 
     model = SequenceRecommender(dim=64, blocks=2, max_len=100)
