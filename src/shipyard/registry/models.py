@@ -43,6 +43,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -230,10 +231,13 @@ class ModelRegistry:
         input_schema = self._input_schema(model, lineage)
         takes_text = bool(text_columns(input_schema))
         client = self.tracker.client
-        version = self._create_mlflow_version(name, model, run_id, sample)
+        by_reference = self._by_reference(model, run_id)
+        version = self._create_mlflow_version(name, model, run_id, sample, copy=not by_reference)
         folder = self.workspace.artifact_root / "models" / name / f"v{version}"
         try:
             native_path, sha256 = model.save_native(folder)
+            if by_reference:
+                self._log_pointer(model, run_id, native_path, sha256, sample)
             card_md = self._write_card(
                 name, version, model, lineage, evaluation, run_id, notes, folder, sample
             )
@@ -336,13 +340,17 @@ class ModelRegistry:
         return model.input_schema.with_constraints(view_constraints(views))
 
     def _create_mlflow_version(
-        self, name: str, model: TrainedModel, run_id: str, sample: pd.DataFrame
+        self, name: str, model: TrainedModel, run_id: str, sample: pd.DataFrame, *, copy: bool
     ) -> int:
         """Log ``model`` to its run in MLflow's format with its signature; register a version.
 
         A text model is logged as a pyfunc model holding its native file (MLflow clients
         ``predict(pd.DataFrame({"text": [...]}))``); the others in MLflow's scikit-learn format.
+        With ``copy`` false nothing is logged here: :meth:`_log_pointer` logs the model once
+        its native file is saved.
         """
+        if not copy:
+            return self._new_mlflow_version(name, run_id)
         client = self.tracker.client
         with tempfile.TemporaryDirectory() as tmp:
             flavor_dir = Path(tmp) / "model"
@@ -353,10 +361,49 @@ class ModelRegistry:
             else:
                 _save_sklearn_flavor(model, flavor_dir, sample)
             client.log_artifacts(run_id, str(flavor_dir), "model")
+        return self._new_mlflow_version(name, run_id)
+
+    def _new_mlflow_version(self, name: str, run_id: str) -> int:
+        """A new MLflow version of ``name`` whose source is the run's ``model`` artifacts."""
+        client = self.tracker.client
         if not client.search_registered_models(filter_string=f"name = '{name}'"):
             client.create_registered_model(name, description="Registered by Shipyard")
         source = f"{client.get_run(run_id).info.artifact_uri}/model"
         return int(client.create_model_version(name, source, run_id=run_id).version)
+
+    def _by_reference(self, model: TrainedModel, run_id: str) -> bool:
+        """Whether MLflow gets a pointer to the native file instead of a copy: the model's
+        native format says so (``mlflow_by_reference``, for multi-GB files) and the run's
+        artifacts are on this machine's disk, where the pointer resolves."""
+        from urllib.parse import urlparse
+
+        from shipyard.training.trainers import native_format
+
+        if not getattr(native_format(model.config.framework), "mlflow_by_reference", False):
+            return False
+        uri = self.tracker.client.get_run(run_id).info.artifact_uri
+        return urlparse(uri).scheme in ("", "file")
+
+    def _log_pointer(
+        self, model: TrainedModel, run_id: str, native: Path, sha256: str, sample: pd.DataFrame
+    ) -> None:
+        """Log ``model`` to its run as a pyfunc model holding a pointer to its native file
+        (``native.json``: the path relative to the pointer, the SHA-256), not a copy of it."""
+        import json
+        import os
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
+        client = self.tracker.client
+        run_dir = Path(url2pathname(urlparse(client.get_run(run_id).info.artifact_uri).path))
+        logged = run_dir / "model" / "artifacts"  # where MLflow puts the pyfunc's artifacts
+        with tempfile.TemporaryDirectory() as tmp:
+            pointer = Path(tmp) / POINTER_FILE
+            relative = os.path.relpath(native.resolve(), logged.resolve())
+            pointer.write_text(json.dumps({"path": relative, "sha256": sha256}))
+            flavor_dir = Path(tmp) / "model"
+            _save_pointer_pyfunc(model, flavor_dir, pointer, sha256, sample)
+            client.log_artifacts(run_id, str(flavor_dir), "model")
 
     # -- lookup ----------------------------------------------------------------------------
 
@@ -725,6 +772,83 @@ def _save_sklearn_flavor(model: TrainedModel, folder: Path, sample: pd.DataFrame
             pyfunc_predict_fn="predict_proba",
             serialization_format="pickle",
         )
+
+
+POINTER_FILE = "native.json"
+"""The pointer a by-reference pyfunc model holds: ``{"path": relative path, "sha256": ...}``."""
+
+
+def _save_pointer_pyfunc(
+    model: TrainedModel, folder: Path, pointer: Path, sha256: str, sample: pd.DataFrame
+) -> None:
+    """Write ``model`` to ``folder`` as an MLflow pyfunc model whose one artifact is
+    ``pointer`` (its native file is loaded from where the pointer says, SHA-256 verified)."""
+    import warnings
+    from importlib import metadata
+
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    from shipyard.logs import dropping
+
+    requirements = []
+    for package in ("numpy", "pandas", "shipyard"):
+        try:
+            requirements.append(f"{package}=={metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            requirements.append(package)
+    # as in shipyard.training.text.save_pyfunc: the wrapper class is pickled by reference and
+    # the signature says what the input is; MLflow's two warnings about them say nothing new
+    with (
+        dropping("mlflow.pyfunc", "Passing a Python object as `python_model`"),
+        warnings.catch_warnings(),
+    ):
+        warnings.filterwarnings("ignore", "(?s).*An input example was not provided", UserWarning)
+        X = sample[model.input_schema.names].head(20).astype(str)
+        mlflow.pyfunc.save_model(
+            str(folder),
+            python_model=_pointer_pyfunc_class()(),
+            artifacts={"pointer": str(pointer)},
+            model_config={"framework": model.config.framework, "sha256": sha256},
+            signature=infer_signature(X, model.predict_proba(X)),
+            pip_requirements=requirements,
+        )
+
+
+@cache
+def _pointer_pyfunc_class() -> type[Any]:
+    from shipyard.training import text
+
+    base: Any = text.TextPyfuncModel
+
+    class PointerPyfuncModel(base):  # type: ignore[misc]
+        """A registered model as an MLflow pyfunc that points at its native file (relative
+        path and SHA-256 in its ``pointer`` artifact) instead of holding a copy."""
+
+        def load_context(self, context: Any) -> None:
+            """Verify, then load the native file the pointer names."""
+            import json
+
+            from shipyard.integrity import verify_sha256
+            from shipyard.training.trainers import native_format
+
+            pointer = Path(context.artifacts["pointer"])
+            held = json.loads(pointer.read_text())
+            path = pointer.parent / held["path"]
+            verify_sha256(path, context.model_config["sha256"])
+            self.framework = str(context.model_config["framework"])
+            self.model = native_format(self.framework).load(path)
+
+    PointerPyfuncModel.__module__ = __name__  # pickled by reference: this module's __getattr__
+    PointerPyfuncModel.__qualname__ = "PointerPyfuncModel"
+    return PointerPyfuncModel
+
+
+def __getattr__(name: str) -> Any:
+    """``PointerPyfuncModel`` (an MLflow ``PythonModel``) is defined on first access."""
+    if name == "PointerPyfuncModel":
+        return _pointer_pyfunc_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _held(version: int | None) -> str:

@@ -6,9 +6,10 @@ name, dtype, shape and offset), then the arrays, each 64-byte aligned. Saving wr
 arrays one after the other (a memory-mapped table is never copied whole); loading maps the
 file (after the registry verified its SHA-256) so a 10M-user table is paged in as requests
 touch it. The ANN index and the ranker are byte arrays in the same file. No MLflow flavour
-of its own is needed: the registry logs the file inside a generic pyfunc model, so
-``mlflow.pyfunc.load_model(uri).predict(frame)`` answers the same dicts (without session
-state, which only ``shipyard serve`` keeps).
+of its own is needed, nor a copy of a multi-GB file: the registry logs a generic pyfunc
+model holding a pointer to the registered file (relative path and SHA-256,
+``mlflow_by_reference``), so ``mlflow.pyfunc.load_model(uri).predict(frame)`` answers the
+same dicts (without session state, which only ``shipyard serve`` keeps).
 
 :class:`RecommenderConfig` wraps a :class:`~shipyard.training.recommend.Recommender` as a
 registrable model (:meth:`RecommenderConfig.model`); :mod:`shipyard.training.recommend`
@@ -157,6 +158,8 @@ class RecommenderFormat(NativeFormat):
     """The ``recommender`` native format: one memory-mapped file (module doc)."""
 
     file = FILE
+    mlflow_by_reference: ClassVar[bool] = True
+    """The registry logs a pointer to the file (relative path, SHA-256) to MLflow, not a copy."""
 
     def save(self, estimator: Any, path: Path) -> None:
         save_recommender(estimator, path)
