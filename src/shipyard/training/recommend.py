@@ -348,8 +348,11 @@ class Recommender:
         """Set every attribute from arrays (possibly memory-mapped) and parameters; check them."""
         self.arrays = dict(arrays)
         a = self.arrays
-        self.items = Ids(a["item_ids"], a["item_sorted"], a["item_order"])
-        self.users = Ids(a["user_ids"], a["user_sorted"], a["user_order"])
+        # plain views of the same (mapped) memory: indexing a np.memmap costs more per call
+        self._plain = {name: array.view(np.ndarray) for name, array in a.items()}
+        v = self._plain
+        self.items = Ids(v["item_ids"], v["item_sorted"], v["item_order"])
+        self.users = Ids(v["user_ids"], v["user_sorted"], v["user_order"])
         self.item_vectors: NDArray[np.float32] = a["item_vectors"]
         self.user_vectors: NDArray[np.float32] = a["user_vectors"]
         self.seen_indptr: NDArray[np.int64] = a["seen_indptr"]
@@ -585,10 +588,10 @@ class Recommender:
         known = users >= 0
         if known.any():
             rows = np.flatnonzero(known)
-            queries[rows] = self.user_vectors[users[rows]]
+            queries[rows] = self._plain["user_vectors"][users[rows]]
         with_session = np.array([len(s) > 0 for s in sessions], dtype=bool)
         for r in np.flatnonzero(with_session).tolist():
-            mean = np.asarray(self.item_vectors[np.sort(sessions[r])]).mean(axis=0)
+            mean = self._plain["item_vectors"][np.sort(sessions[r])].mean(axis=0)
             queries[r] += (self.session_weight if known[r] else 1.0) * mean
         has = known | with_session
         names = np.where(known, "personal", np.where(with_session, "session", "popular"))
@@ -622,7 +625,7 @@ class Recommender:
         if popular.size:
             top = self._popular_order()[:c]
             candidates[popular] = top
-            scores[popular] = np.asarray(self.popularity)[top]
+            scores[popular] = self._plain["popularity"][top]
         return candidates, scores
 
     def _excluded(
@@ -632,13 +635,14 @@ class Recommender:
         ``row * m + item`` keys for the whole batch."""
         n, m = len(users), len(self)
         rows = np.flatnonzero((users >= 0) & exclude)
-        starts = np.asarray(self.seen_indptr[users[rows]], dtype=np.int64)
-        lengths = np.asarray(self.seen_indptr[users[rows] + 1], dtype=np.int64) - starts
+        indptr = self._plain["seen_indptr"]
+        starts = indptr[users[rows]].astype(np.int64)
+        lengths = indptr[users[rows] + 1].astype(np.int64) - starts
         total = int(lengths.sum())
         parts_rows, parts_items = [np.repeat(rows, lengths)], []
         if total:
             within = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-            parts_items.append(np.asarray(self.seen_indices[np.repeat(starts, lengths) + within]))
+            parts_items.append(self._plain["seen_indices"][np.repeat(starts, lengths) + within])
         else:
             parts_items.append(np.empty(0, dtype=np.int64))
         for r in np.flatnonzero(exclude).tolist():
@@ -660,7 +664,7 @@ class Recommender:
             ok &= excluded.keys[where] != query
         wanted = np.asarray(genres, dtype=np.uint64)[:, None]
         if wanted.any():
-            masks = np.asarray(self.arrays["genre_masks"])[np.maximum(items, 0)]
+            masks = self._plain["genre_masks"][np.maximum(items, 0)]
             ok &= (wanted == 0) | ((masks & wanted) != 0)
         return ok
 
@@ -756,8 +760,10 @@ class Recommender:
 
     def _reason(self, requests: Requests, r: int, served: int, got: int) -> str:
         """Why row ``r`` has fewer items than asked (capped k, filters), or ``""``."""
-        reasons = []
         asked = int(requests.k[r])
+        if asked == served == got:
+            return ""
+        reasons = []
         if asked > served:
             reasons.append(
                 f"k={asked} is more than the {len(self)} items in the catalogue: capped at {served}"
