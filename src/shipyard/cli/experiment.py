@@ -59,7 +59,13 @@ def experiment() -> None:
 @click.option("--sticky-key", required=True, help="The routing key of a unit, e.g. customer.")
 @click.option("--alpha", type=float, default=0.05, show_default=True)
 @click.option("--method", type=click.Choice(["msprt", "fixed"]), default="msprt", show_default=True)
-@click.option("--planned-units", type=int, default=None, help="Units per arm (--method fixed).")
+@click.option(
+    "--planned-units",
+    type=int,
+    default=None,
+    help="Units per arm: the fixed test waits for them; the mSPRT interval is narrowest there "
+    "(default 10,000).",
+)
 @click.option("--mde", type=float, default=None, help="Relative effect to detect, e.g. 0.1.")
 @click.option("--power", type=float, default=0.8, show_default=True)
 @click.option("--prepare/--no-prepare", default=True, help="Build both versions' backends first.")

@@ -91,7 +91,9 @@ class Experiment:
     """Minimum detectable effect, relative to the control's mean (0.1: a 10% change)."""
     power: float = 0.8
     planned_units: int | None = None
-    """Units per arm the fixed-horizon test waits for."""
+    """Units per arm the fixed-horizon test waits for; for the mSPRT (optional), the units per
+    arm its always-valid interval is tuned to be narrowest at (10,000 when not given: an
+    experiment of a few hundred users should say so, its interval is about half as wide)."""
     result: dict[str, Any] | None = None
     stopped_at: datetime | None = None
     stopped_by: str | None = None
@@ -253,7 +255,7 @@ def _checked(
         salt=f"{name}-{uuid.uuid4().hex[:8]}", base_revision=0, revision=0, status=RUNNING,
         started_at=datetime.now(UTC), started_by="", reason=reason,
         mde=None if mde is None else float(mde), power=float(power),
-        planned_units=planned_units if method == "fixed" else None,
+        planned_units=planned_units,
     )  # fmt: skip
 
 
@@ -278,7 +280,7 @@ def _check_design(
         raise invalid_parameter("mde", owner, "a relative effect > 0, e.g. 0.1 for 10%", mde)
     if isinstance(power, bool) or not isinstance(power, int | float) or not 0 < power < 1:
         raise invalid_parameter("power", owner, "a number in (0, 1)", power)
-    if method == "fixed" and (
+    if (method == "fixed" or planned_units is not None) and (
         isinstance(planned_units, bool) or not isinstance(planned_units, int) or planned_units < 2
     ):
         raise invalid_parameter(

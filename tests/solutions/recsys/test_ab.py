@@ -170,7 +170,12 @@ def test_the_decision_is_the_sequential_tests_on_a_recount_from_the_log(
         assert stats.n == len(part) == result.arms[arm].users
         assert stats.mean == pytest.approx(part["sum"].sum() / part["count"].sum())
         assert result.arms[arm].ctr == pytest.approx(stats.mean)
-    expected = msprt(arms["control"], arms["treatment"], alpha=result.experiment.alpha)
+    expected = msprt(
+        arms["control"],
+        arms["treatment"],
+        alpha=result.experiment.alpha,
+        horizon=result.experiment.planned_units,
+    )
     test = result.status.primary.test
     assert test is not None and result.status.decision == expected.decision
     assert (test.effect, test.low, test.high) == pytest.approx(

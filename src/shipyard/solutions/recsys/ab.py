@@ -24,7 +24,8 @@ fresh for every experiment (by design: see docs/experiments.md).
 
 **Decision.** :func:`~shipyard.experiments.lifecycle.experiment_status` on the log joined
 with the labels: the mSPRT on per-user CTR (clicked lists over labelled lists, the delta
-method over users), its always-valid interval, and the plot of the confidence sequence
+method over users), its always-valid interval (tuned to be narrowest at the replay's users
+per arm: ``planned_units``), and the plot of the confidence sequence
 every ``look_every`` users (:func:`shipyard.experiments.plots.plot_experiment`).
 
 **Measured** (2026-11-28, "all" variant, two workers, session weight 0 against 256 on the
@@ -205,6 +206,8 @@ def run_ab(
         metric="ctr",
         sticky_key=sticky_key,
         reason=reason,
+        # the design knows its size: the mSPRT interval is tuned to the users per arm
+        planned_units=max(2, round(plan["user"].nunique() * min(weights) / sum(weights))),
     )
     if admin_token is not None:
         _wait_for_revision(url, admin_token, experiment.revision)
