@@ -1,8 +1,9 @@
-"""The recommender registered: MLflow gets a pointer to the one native file, not a copy."""
+"""The recommender's file: mapped, saved again byte for byte; registered, MLflow gets a pointer."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,10 +11,33 @@ import pytest
 
 from shipyard.errors import IntegrityError
 from shipyard.registry.models import ModelRegistry
-from shipyard.training.recommend import FILE, INPUTS, RecommenderConfig
+from shipyard.training.recommend import (
+    FILE,
+    INPUTS,
+    RecommenderConfig,
+    load_recommender,
+    save_recommender,
+)
 from shipyard.types import ColumnRoles, Lineage
 from shipyard.workspace import Workspace
 from tests.training.test_recommend import tiny_recommender
+
+
+def test_the_file_is_mapped_not_read_and_saves_again_byte_for_byte(tmp_path: Path) -> None:
+    rec = tiny_recommender()
+    first, second = tmp_path / "a" / FILE, tmp_path / "b" / FILE
+    save_recommender(rec, first)
+    loaded = load_recommender(first)
+    assert isinstance(loaded.user_vectors, np.memmap) and isinstance(loaded.seen_indices, np.memmap)
+    assert all(np.asarray(a).ctypes.data % 64 == 0 for a in loaded.arrays.values() if a.size)
+    save_recommender(loaded, second)  # streams the mapped arrays back out
+    assert first.read_bytes() == second.read_bytes()
+    assert loaded.recommend(["u9", "x"], sessions=["", "101"], genre="Comedy") == rec.recommend(
+        ["u9", "x"], sessions=["", "101"], genre="Comedy"
+    )
+    (tmp_path / "bad").write_bytes(b"not a recommender at all, sorry")
+    with pytest.raises(IntegrityError, match="not a Shipyard recommender file"):
+        load_recommender(tmp_path / "bad")
 
 
 @pytest.mark.slow  # a fresh workspace's MLflow tables and a pyfunc load: ~9 s

@@ -23,8 +23,8 @@ of k plus the row's excluded items (at most ``candidates`` of them) per row, or
 ``candidates`` where a row has a genre filter or a ranker re-scores; the items seen
 (history and session) are dropped unless ``exclude_seen`` is false, then the genre filter;
 a row left with fewer than k falls back to an exact search over the whole catalogue with
-the same filters. A ranker, when
-present, re-scores the candidates left (:class:`RankContext`), and the top k are answered.
+the same filters. A ranker, when present, re-scores the candidates left
+(:class:`RankContext`), and the top k are answered.
 
 **Bad input.** An unknown session item is ignored and listed in ``ignored``; ``k`` above the
 catalogue is capped (``reason`` says so); filters that leave nothing give an empty list with
@@ -68,6 +68,7 @@ from shipyard.training.recommend_format import FILE as FILE
 from shipyard.training.recommend_format import FRAMEWORK as FRAMEWORK
 from shipyard.training.recommend_format import INPUTS as INPUTS
 from shipyard.training.recommend_format import RECOMMENDATIONS as RECOMMENDATIONS
+from shipyard.training.recommend_format import SEPARATORS, Ids, pack_strings
 from shipyard.training.recommend_format import RecommenderConfig as RecommenderConfig
 from shipyard.training.recommend_format import RecommenderFormat as RecommenderFormat
 from shipyard.training.recommend_format import RecommenderModel as RecommenderModel
@@ -84,7 +85,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_K = 10
-_SEPARATORS = re.compile(r"[\s,]+")
 _TRUE, _FALSE = {"", "true", "1", "yes"}, {"false", "0", "no"}
 
 
@@ -149,69 +149,6 @@ def load_ranker(kind: str, data: bytes) -> Ranker:
     module, function = loader.split(":")
     ranker: Ranker = getattr(importlib.import_module(module), function)(data)
     return ranker
-
-
-# -- ids and strings over (memory-mapped) arrays -----------------------------------------------
-
-
-class Ids:
-    """External ids (str) of dense indexes, looked up by binary search over sorted arrays.
-
-    Three arrays, all of which may be memory-mapped: ``ids`` (bytes, dense order),
-    ``sorted_ids`` and ``order`` (``sorted_ids[i] == ids[order[i]]``): a lookup touches
-    log2(n) pages, never the whole table.
-    """
-
-    def __init__(self, ids: NDArray[Any], sorted_ids: NDArray[Any], order: NDArray[Any]) -> None:
-        self.ids, self.sorted_ids, self.order = ids, sorted_ids, order
-
-    @classmethod
-    def of(cls, values: Sequence[str] | NDArray[Any], what: str) -> Ids:
-        """The ids of ``values`` (unique, non-empty, no spaces or commas); an integer array
-        (10M users, say) is converted without a Python string per id."""
-        if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
-            ids = values.astype("S")
-        else:
-            encoded = [str(v).encode() for v in values]
-            bad = [v for v in encoded if not v or _SEPARATORS.search(v.decode())]
-            if bad:
-                raise invalid_parameter(what, "Recommender", "ids without spaces or commas", bad[0])
-            ids = np.array(encoded, dtype=f"S{max(map(len, encoded), default=1)}")
-        order = np.argsort(ids, kind="stable").astype(np.int64)
-        ordered = ids[order]
-        if len(ordered) > 1 and (ordered[1:] == ordered[:-1]).any():
-            twice = ordered[1:][ordered[1:] == ordered[:-1]][0].decode()
-            raise invalid_parameter(what, "Recommender", "unique ids", f"{twice!r} twice")
-        return cls(ids, ordered, order)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def lookup(self, values: Sequence[str]) -> NDArray[np.int64]:
-        """The dense index of each value; -1 where it is not an id here."""
-        found = np.full(len(values), -1, dtype=np.int64)
-        if not len(values) or not len(self):
-            return found
-        width = self.sorted_ids.dtype.itemsize
-        encoded = [v.encode() for v in values]
-        # numpy's bytes drop trailing NULs: "318\0" must not find "318"
-        fits = np.array([0 < len(v) <= width and not v.endswith(b"\0") for v in encoded])
-        query = np.array(encoded, dtype=self.sorted_ids.dtype)
-        where = np.minimum(np.searchsorted(self.sorted_ids, query), len(self) - 1)
-        hit = fits & (np.asarray(self.sorted_ids[where]) == query)
-        found[hit] = np.asarray(self.order[where[hit]])
-        return found
-
-    def external(self, dense: NDArray[np.int64]) -> list[str]:
-        """The external ids of dense indexes."""
-        return [v.decode() for v in np.asarray(self.ids[dense]).tolist()]
-
-
-def _pack_strings(values: Sequence[str]) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
-    blobs = [v.encode() for v in values]
-    offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
-    np.cumsum([len(b) for b in blobs], out=offsets[1:])
-    return offsets, np.frombuffer(b"".join(blobs), dtype=np.uint8).copy()
 
 
 def _genre_masks(genres: Sequence[str]) -> tuple[tuple[str, ...], NDArray[np.uint64]]:
@@ -324,7 +261,7 @@ class Recommender:
             arrays[f"{name}_order"] = ids.order
         if titles is not None:
             _same_length("titles", titles, m)
-            arrays["title_offsets"], arrays["title_blob"] = _pack_strings(titles)
+            arrays["title_offsets"], arrays["title_blob"] = pack_strings(titles)
         genre_names: tuple[str, ...] = ()
         if genres is not None:
             _same_length("genres", genres, m)
@@ -482,7 +419,7 @@ class Recommender:
         n = len(users)
         empty = [""] * n
         sessions = [
-            [t for t in _SEPARATORS.split(str(s)) if t] for s in columns.get("session", empty)
+            [t for t in SEPARATORS.split(str(s)) if t] for s in columns.get("session", empty)
         ]
         k = np.array([_parse_k(i, str(v)) for i, v in enumerate(columns.get("k", empty))])
         flags = [_parse_flag(i, str(v)) for i, v in enumerate(columns.get("exclude_seen", empty))]

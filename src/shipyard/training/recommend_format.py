@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 
-from shipyard.errors import IntegrityError, TrainingError
+from shipyard.errors import IntegrityError, TrainingError, invalid_parameter
 from shipyard.training.trainers import ModelConfig, NativeFormat, TrainedModel, register_format
 from shipyard.types import ColumnSpec, Schema
 
@@ -60,6 +62,75 @@ INPUTS = Schema(
 RECOMMENDATIONS = Schema((ColumnSpec("recommendations", "string"),))
 """The served output: one JSON value per row (module doc)."""
 _CHUNK = 64 << 20  # bytes per write when saving
+SEPARATORS = re.compile(r"[\s,]+")
+"""What separates item ids in a ``session`` value (and what no id may contain)."""
+
+# -- ids and strings over (memory-mapped) arrays ----------------------------------------------
+
+
+class Ids:
+    """External ids (str) of dense indexes, looked up by binary search over sorted arrays.
+
+    Three arrays, all of which may be memory-mapped: ``ids`` (bytes, dense order),
+    ``sorted_ids`` and ``order`` (``sorted_ids[i] == ids[order[i]]``): a lookup touches
+    log2(n) pages, never the whole table.
+    """
+
+    def __init__(self, ids: NDArray[Any], sorted_ids: NDArray[Any], order: NDArray[Any]) -> None:
+        self.ids, self.sorted_ids, self.order = ids, sorted_ids, order
+
+    @classmethod
+    def of(cls, values: Sequence[str] | NDArray[Any], what: str) -> Ids:
+        """The ids of ``values`` (unique, non-empty, no spaces or commas); an integer array
+        (10M users, say) is converted without a Python string per id."""
+        if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+            ids = values.astype("S")
+        else:
+            encoded = [str(v).encode() for v in values]
+            bad = [v for v in encoded if not v or SEPARATORS.search(v.decode())]
+            if bad:
+                raise invalid_parameter(what, "Recommender", "ids without spaces or commas", bad[0])
+            ids = np.array(encoded, dtype=f"S{max(map(len, encoded), default=1)}")
+        order = np.argsort(ids, kind="stable").astype(np.int64)
+        ordered = ids[order]
+        if len(ordered) > 1 and (ordered[1:] == ordered[:-1]).any():
+            twice = ordered[1:][ordered[1:] == ordered[:-1]][0].decode()
+            raise invalid_parameter(what, "Recommender", "unique ids", f"{twice!r} twice")
+        return cls(ids, ordered, order)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lookup(self, values: Sequence[str]) -> NDArray[np.int64]:
+        """The dense index of each value; -1 where it is not an id here."""
+        found = np.full(len(values), -1, dtype=np.int64)
+        if not len(values) or not len(self):
+            return found
+        width = self.sorted_ids.dtype.itemsize
+        encoded = [v.encode() for v in values]
+        # numpy's bytes drop trailing NULs: "318\0" must not find "318"
+        fits = np.array([0 < len(v) <= width and not v.endswith(b"\0") for v in encoded])
+        query = np.array(encoded, dtype=self.sorted_ids.dtype)
+        where = np.minimum(np.searchsorted(self.sorted_ids, query), len(self) - 1)
+        hit = fits & (np.asarray(self.sorted_ids[where]) == query)
+        found[hit] = np.asarray(self.order[where[hit]])
+        return found
+
+    def external(self, dense: NDArray[np.int64]) -> list[str]:
+        """The external ids of dense indexes."""
+        return [v.decode() for v in np.asarray(self.ids[dense]).tolist()]
+
+
+def pack_strings(values: Sequence[str]) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
+    """``values`` as (offsets [n + 1], UTF-8 bytes): string ``i`` is ``bytes[offsets[i]:
+    offsets[i + 1]]`` (how titles are stored)."""
+    blobs = [v.encode() for v in values]
+    offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in blobs], out=offsets[1:])
+    return offsets, np.frombuffer(b"".join(blobs), dtype=np.uint8).copy()
+
+
+# -- the file ---------------------------------------------------------------------------------
 
 MANIFEST_FORMAT = "shipyard.recommender/1"
 _DTYPE_KINDS = "biufS"  # never object arrays: a manifest cannot make numpy unpickle
