@@ -450,12 +450,12 @@ def write_results(args: argparse.Namespace, results: dict[str, dict[str, Any]]) 
             f" {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. How to read it: README.md.",
             "## Serving: top-10 for random users, 64 connections\n\n"
             + markdown_table(served, columns)
-            + f"\n\n{args.workers} workers each, {build['candidates']} candidates retrieved per"
-            " request (then seen items dropped, top 10 answered); wrk"
+            + f"\n\n{args.workers} workers each; each request retrieves k + the user's seen items"
+            f" (at most {build['candidates']}), drops the seen ones and answers the top 10; wrk"
             f" {args.duration} s after {args.warmup} s of warm-up, {BODIES:,} bodies of random"
             " users cycled. HNSW ef_search"
             f" {build['ef_search']} (tuned to recall@10 {build['tuned_recall']} on user"
-            " vectors; faiss searches with max(ef_search, candidates)); the served answers"
+            " vectors; faiss searches with max(ef_search, items retrieved)); the served answers"
             " of the two agree on"
             f" {build['answer_recall_at_10']:.1%} of top-10 items ({PARITY_USERS:,} random"
             " users, seen items excluded). In process (`Recommender.recommend`, the"

@@ -379,7 +379,7 @@ class ModelRegistry:
 
         from shipyard.training.trainers import native_format
 
-        if not getattr(native_format(model.config.framework), "mlflow_by_reference", False):
+        if not native_format(model.config.framework).mlflow_by_reference:
             return False
         uri = self.tracker.client.get_run(run_id).info.artifact_uri
         return urlparse(uri).scheme in ("", "file")

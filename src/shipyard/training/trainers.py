@@ -340,6 +340,9 @@ class NativeFormat:
     """How one framework's models are saved, loaded and scored in its own file format."""
 
     file: ClassVar[str]
+    mlflow_by_reference: ClassVar[bool] = False
+    """True: the registry logs to MLflow a pointer to the native file (its path and SHA-256)
+    instead of a copy (a multi-GB recommender); False: MLflow holds its own copy."""
 
     def save(self, estimator: Any, path: Path) -> None:
         """Write a fitted estimator to ``path``."""
