@@ -12,8 +12,9 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from shipyard.errors import IntegrityError
 
@@ -40,11 +41,17 @@ def verify_sha256(path: Path, expected: str | None) -> None:
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` whole (temp file beside it, fsync, rename, fsync folder)."""
+    write_atomically_with(path, lambda fh: fh.write(data))
+
+
+def write_atomically_with(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Replace ``path`` whole with what ``write(fh)`` writes to an open binary file: a file too
+    big to hold in memory streamed, with :func:`write_atomically`'s guarantees."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -24,18 +24,17 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 import re
 import struct
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, cast
 
 import numpy as np
 
 from shipyard.errors import IntegrityError, TrainingError, invalid_parameter
+from shipyard.integrity import write_atomically_with
 from shipyard.training.trainers import ModelConfig, NativeFormat, TrainedModel, register_format
 from shipyard.types import ColumnSpec, Schema
 
@@ -165,27 +164,16 @@ def save_recommender(recommender: Recommender, path: Path) -> None:
     }
     header = json.dumps(manifest, sort_keys=True).encode()
     start = _aligned(len(MAGIC) + 8 + len(header))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(MAGIC + struct.pack("<Q", len(header)) + header)
-            for entry, array in zip(entries, arrays.values(), strict=True):
-                fh.write(b"\0" * (start + entry["offset"] - fh.tell()))
-                flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-                for i in range(0, len(flat), _CHUNK):  # a mapped table is paged, not copied
-                    fh.write(flat[i : i + _CHUNK].data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)  # the rename itself survives a crash
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+
+    def write(fh: BinaryIO) -> None:
+        fh.write(MAGIC + struct.pack("<Q", len(header)) + header)
+        for entry, array in zip(entries, arrays.values(), strict=True):
+            fh.write(b"\0" * (start + entry["offset"] - fh.tell()))
+            flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+            for i in range(0, len(flat), _CHUNK):  # a mapped table is paged, not copied
+                fh.write(flat[i : i + _CHUNK].data)
+
+    write_atomically_with(path, write)
 
 
 def load_recommender(path: Path, *, threads: int = 1) -> Recommender:
