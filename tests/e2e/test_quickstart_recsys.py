@@ -2,7 +2,7 @@
 on a sample of users, then the registered recommender served and asked as the printed curl
 lines do — the second time with a session, which must change the list.
 
-About a minute on 2 cores with ``--users 100`` (the full data set takes a few minutes).
+About 30 s on 2 cores with ``--users 40`` (the full data set takes a few minutes).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _quickstart(root: Path) -> subprocess.CompletedProcess[str]:
     env["COLUMNS"] = "200"
     command = [sys.executable, "-m", "shipyard.cli.main", "quickstart", "recsys", str(root)]
     return subprocess.run(
-        [*command, "--users", "100", "--bootstrap", "100"],
+        [*command, "--users", "40", "--bootstrap", "100"],
         capture_output=True,
         text=True,
         env=env,
