@@ -86,3 +86,10 @@ def test_registering_names_the_data_and_the_rules_and_serves_the_same_answers(
     users = [str(u) for u in split.user_ids[:3]]
     batch = np.array([[u, "", "4", "", ""] for u in users], dtype=object)
     assert list(served.predict(batch)) == fitted.recommend(users, k=4)
+    assert mv.metrics["test_ndcg_at_10"] == 0.25  # the version's recorded metrics, no Evaluation
+    assert "Not applicable: the model answers a JSON value per row" in card
+    # drift monitoring has no numeric inputs or scores to compare: it says so, naming the inputs
+    from shipyard.monitoring.reference import reference_profile
+
+    with pytest.raises(ParameterError, match=r"takes string inputs \(user, session, k"):
+        reference_profile(workspace, "movies", mv.version)

@@ -186,6 +186,17 @@ def load_reference_scores(
 
 
 def _eval_window(registered: ModelVersion) -> dict[str, Any]:
+    from shipyard.types import text_columns
+
+    if text_columns(registered.input_schema):
+        raise ParameterError(
+            f"{registered.name} v{registered.version} takes string inputs "
+            f"({', '.join(registered.input_schema.names)}): drift monitoring compares numeric "
+            "inputs and scores with a reference profile, which a text model or a recommender "
+            "does not have. Its answers are in the prediction log (texts, outputs_json: "
+            "`shipyard logs`), and label-based metrics such as a recommender's click-through "
+            "in `shipyard experiment` (metric ctr)."
+        )
     if registered.lineage.eval_window is None:
         raise ParameterError(
             f"{registered.name} v{registered.version} records no evaluation window in its "
