@@ -194,7 +194,9 @@ class TestListOutputs:
         """A recommender logs its lists in outputs_json (no score): the labels join them by
         request id and ctr is clicked lists over labelled lists, per customer."""
         endpoint = new_endpoint(registered)
-        experiment = start(registered, endpoint, metric="ctr")
+        # ~75 labelled users per arm (which ones depends on the experiment's fresh salt): the
+        # mSPRT's interval tuned to that size decides, whichever users land where
+        experiment = start(registered, endpoint, metric="ctr", planned_units=75)
         router = Router(experiment.policy())
         arm_of = {CONTROL: "control", TREATMENT: "treatment"}
         click = {"control": 0.2, "treatment": 0.6}
