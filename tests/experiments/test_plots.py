@@ -86,6 +86,12 @@ def test_the_plot_and_its_summary_are_written(
     assert f"experiment {experiment.name}" in summary
     assert "decision: treatment better" in summary
     assert summary.count(" d  n ") == 4  # one line per daily look
+    # looks every N units are drawn and listed against the units counted, not days
+    by_units = plot_experiment(registered, experiment.name, tmp_path / f"units{suffix}", every=500)
+    listed = by_units.with_suffix(".txt").read_text()
+    assert " d  n " not in listed and listed.count("  n ") == 3  # 1,500 customers
+    if suffix == ".svg":
+        assert b"units counted (both arms)" in by_units.read_bytes()
 
 
 def test_a_plot_path_must_be_png_or_svg(registered: Workspace, tmp_path: Path) -> None:

@@ -105,17 +105,20 @@ def plot_experiment(
     status = evaluate(experiment, data)
     sequence = looks(experiment, data, every)
     target.parent.mkdir(parents=True, exist_ok=True)
-    draw(status, sequence, target)
-    target.with_suffix(".txt").write_text(summary(status, sequence))
+    by_units = every != "day"
+    draw(status, sequence, target, by_units=by_units)
+    target.with_suffix(".txt").write_text(summary(status, sequence, by_units=by_units))
     return target
 
 
-def summary(status: ExperimentStatus, sequence: list[Look]) -> str:
-    """The status in words, then one line per look."""
+def summary(status: ExperimentStatus, sequence: list[Look], *, by_units: bool = False) -> str:
+    """The status in words, then one line per look (its day, or with ``by_units`` only the
+    units counted so far)."""
     lines = [status.describe(), "", "looks (effect = treatment - control, always-valid CI):"]
     start = status.experiment.started_at.timestamp()
     lines += [
-        f"  {(look.end - start) / DAY:6.2f} d  n {look.n_control}/{look.n_treatment}  "
+        ("" if by_units else f"  {(look.end - start) / DAY:6.2f} d")
+        + f"  n {look.n_control}/{look.n_treatment}  "
         f"{look.effect:+.4g} [{look.low:+.4g}, {look.high:+.4g}]  p {look.p_value:.3g}  "
         f"{look.decision}"
         for look in sequence
@@ -123,15 +126,21 @@ def summary(status: ExperimentStatus, sequence: list[Look]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def draw(status: ExperimentStatus, sequence: list[Look], path: Path) -> None:
-    """Two panels: the confidence sequence over looks, the metric per arm with 95 % bars."""
+def draw(
+    status: ExperimentStatus, sequence: list[Look], path: Path, *, by_units: bool = False
+) -> None:
+    """Two panels: the confidence sequence over looks (against days since the start, or
+    with ``by_units`` the units counted in both arms), the metric per arm with 95 % bars."""
     from matplotlib.figure import Figure
 
     experiment = status.experiment
     figure = Figure(figsize=(11, 4.2), layout="constrained")
     left, right = figure.subplots(1, 2, width_ratios=(2, 1))
     start = experiment.started_at.timestamp()
-    days = [(look.end - start) / DAY for look in sequence]
+    days = [
+        float(look.n_control + look.n_treatment) if by_units else (look.end - start) / DAY
+        for look in sequence
+    ]
     finite = [(d, lk) for d, lk in zip(days, sequence, strict=True) if math.isfinite(lk.low)]
     if finite:
         x = [d for d, _ in finite]
@@ -144,7 +153,7 @@ def draw(status: ExperimentStatus, sequence: list[Look], path: Path) -> None:
     decided = next((d for d, lk in zip(days, sequence, strict=True) if _decides(lk)), None)
     if decided is not None:
         left.axvline(decided, color="tab:red", linestyle="--", label="first decision")
-    left.set_xlabel("days since the start")
+    left.set_xlabel("units counted (both arms)" if by_units else "days since the start")
     left.set_ylabel(f"{experiment.metric.name}: treatment - control")
     left.set_title(f"{experiment.name}: {status.decision}")
     left.legend(loc="best", fontsize="small")
