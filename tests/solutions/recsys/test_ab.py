@@ -184,8 +184,12 @@ def test_the_decision_is_the_sequential_tests_on_a_recount_from_the_log(
     # the factor model beats its reversal by a margin the test sees
     assert result.status.decision == "treatment better", result.describe()
     assert result.looks and result.looks[-1].decision == result.status.decision
+    first = result.first_decision  # where the sequential test stops: the first deciding look
+    assert first is not None and first.decision == "treatment better"
+    assert first == next(look for look in result.looks if look.decision.startswith("treatment "))
     text = result.describe()
-    assert "CTR" in text and "decision: treatment better" in text
+    assert "CTR" in text and "decision on all the data: treatment better" in text
+    assert f"first decision: treatment better at {first.n_control}/{first.n_treatment}" in text
     assert result.plot is not None and result.plot.is_file()
     assert result.plot.with_suffix(".txt").is_file()
 

@@ -106,6 +106,15 @@ class ABResult:
     seconds: float = 0.0
     notes: tuple[str, ...] = field(default=())
 
+    @property
+    def first_decision(self) -> Look | None:
+        """The first look whose test decided: where a sequential A/B stops. The always-valid
+        guarantee covers acting at that look; the status on all the data (``status``) may
+        read "no decision yet" again later as the evidence wanders (docs/experiments.md)."""
+        from shipyard.experiments.sequential import BETTER, WORSE
+
+        return next((look for look in self.looks if look.decision in (BETTER, WORSE)), None)
+
     def describe(self) -> str:
         """The arms' CTR with intervals, the effect's always-valid interval, the looks."""
         from shipyard.experiments.plots import Z95
@@ -130,7 +139,15 @@ class ABResult:
                 f"  effect {test.effect:+.4f} [{test.low:+.4f}, {test.high:+.4f}] "
                 f"(always-valid {1 - e.alpha:.0%}), p {test.p_value:.3g}"
             )
-        lines.append(f"  decision: {status.decision}")
+        lines.append(f"  decision on all the data: {status.decision}")
+        first = self.first_decision
+        lines.append(
+            "  first decision: none (no look decided)"
+            if first is None
+            else f"  first decision: {first.decision} at {first.n_control}/{first.n_treatment} "
+            f"users, effect {first.effect:+.4f} [{first.low:+.4f}, {first.high:+.4f}] (the "
+            "sequential test stops there)"
+        )
         lines += [
             f"  look at {look.n_control}/{look.n_treatment} users: {look.effect:+.4f} "
             f"[{look.low:+.4f}, {look.high:+.4f}] {look.decision}"
