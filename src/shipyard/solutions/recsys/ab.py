@@ -29,11 +29,11 @@ per arm: ``planned_units``), and the plot of the confidence sequence
 every ``look_every`` users (:func:`shipyard.experiments.plots.plot_experiment`).
 
 **Measured** (2026-11-28, "all" variant, two workers, session weight 0 against 256 on the
-same 64-factor ALS, 10 steps per user, position clicks): 5,784 requests in 27 s; CTR 0.292
-[0.253, 0.331] (349 users) against 0.310 [0.277, 0.343] (322 users), effect +0.018
-[-0.122, +0.157] always-valid: no decision. The same requests scored in process for every
-user give 0.274 against 0.315: the session's effect is real but a split of 671 users
-cannot see it (the paired offline replay, :mod:`~shipyard.solutions.recsys.replay`, does).
+same 64-factor ALS, up to 30 steps per user, position clicks, about 11,250 requests in 21 s
+per run): over 8 runs with fresh salts, the first decision was "treatment better" in 7
+(after 100 to 650 users) and none in 1; CTR about 0.25-0.30 against 0.31-0.37. With 10
+steps per user (shorter sessions) it rarely decides: the paired offline replay
+(:mod:`~shipyard.solutions.recsys.replay`) is the sharper instrument at 671 users.
 
 Example::
 
