@@ -119,7 +119,7 @@ def quickstart(arguments: tuple[str, ...], mode: str, bootstrap: int, users: int
 
         out.print(
             "Recommendations: five baselines and our two models tuned on validation, tested "
-            "once (a few minutes on 2 cores)."
+            "once (about 2 minutes on 2 cores)."
         )
         recsys = run_recsys(
             ws, users=users, n_boot=bootstrap, progress=lambda line: out.print(f"  {line}")
