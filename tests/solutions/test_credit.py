@@ -286,7 +286,7 @@ def test_quickstart_arguments_keep_fraud_the_default() -> None:
     assert parse_arguments(("credit",)) == ("credit", DEFAULT_DIRECTORY)
     assert parse_arguments(("credit", "ws")) == ("credit", "ws")
     assert parse_arguments(("fraud", "credit")) == ("fraud", "credit")
-    with pytest.raises(click.UsageError, match=r"one of fraud, credit, nlp\. Got 'loans'"):
+    with pytest.raises(click.UsageError, match=r"one of fraud, credit, nlp, recsys\. Got 'loans'"):
         parse_arguments(("loans", "ws"))
 
 

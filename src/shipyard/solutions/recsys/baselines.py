@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -526,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     variants = args.variant or list(VARIANTS)
     body = search(variants, GRIDS if args.full else QUICK_GRIDS, progress=print)
-    print(body)
+    sys.stdout.write(body + "\n")
     out = args.out or (Path("docs/recsys-baselines.md") if args.full else None)
     if out is None:
         return

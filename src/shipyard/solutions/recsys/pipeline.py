@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -300,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
         parts += [report.table.strip(), "", f"Time: {seconds:.0f} s ({stages}).", ""]
         parts += [_trials(report), ""]
     body = "\n".join(parts)
-    print(body)
+    sys.stdout.write(body + "\n")
     if args.out is not None:
         write_atomically(args.out, body.encode())
 
