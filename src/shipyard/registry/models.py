@@ -784,19 +784,14 @@ def _save_pointer_pyfunc(
     """Write ``model`` to ``folder`` as an MLflow pyfunc model whose one artifact is
     ``pointer`` (its native file is loaded from where the pointer says, SHA-256 verified)."""
     import warnings
-    from importlib import metadata
 
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
     from shipyard.logs import dropping
+    from shipyard.training.text import pinned
 
-    requirements = []
-    for package in ("numpy", "pandas", "shipyard"):
-        try:
-            requirements.append(f"{package}=={metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            requirements.append(package)
+    requirements = pinned(("numpy", "pandas", "shipyard"))
     # as in shipyard.training.text.save_pyfunc: the wrapper class is pickled by reference and
     # the signature says what the input is; MLflow's two warnings about them say nothing new
     with (

@@ -769,6 +769,20 @@ PYFUNC_REQUIREMENTS = {
 """The packages (besides Shipyard, NumPy and pandas) an MLflow client needs to load each kind."""
 
 
+def pinned(packages: Sequence[str]) -> list[str]:
+    """``package==version`` for each installed package (the bare name for one that is not):
+    the pip requirements a pyfunc model records."""
+    from importlib import metadata
+
+    out = []
+    for package in packages:
+        try:
+            out.append(f"{package}=={metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            out.append(package)
+    return out
+
+
 @cache
 def _pyfunc_class() -> type[Any]:
     import mlflow.pyfunc
@@ -815,7 +829,6 @@ def save_pyfunc(model: TrainedModel, folder: Path, sample: pd.DataFrame) -> None
     """
     import tempfile
     import warnings
-    from importlib import metadata
 
     import mlflow.pyfunc
     from mlflow.models import infer_signature
@@ -823,13 +836,7 @@ def save_pyfunc(model: TrainedModel, folder: Path, sample: pd.DataFrame) -> None
     from shipyard.logs import dropping
 
     framework = model.config.framework
-    packages = ("numpy", "pandas", *PYFUNC_REQUIREMENTS.get(framework, ()), "shipyard")
-    requirements = []
-    for package in packages:
-        try:
-            requirements.append(f"{package}=={metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            requirements.append(package)
+    requirements = pinned(("numpy", "pandas", *PYFUNC_REQUIREMENTS.get(framework, ()), "shipyard"))
     # MLflow warns that a python_model object is cloudpickled (our wrapper class is pickled by
     # reference and the model itself is a verified native file) and that no input example
     # was given (the signature says what the input is): neither says anything new here.
