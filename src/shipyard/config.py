@@ -128,6 +128,43 @@ class Settings(BaseModel):
         "models score on one thread (workers scale by process).",
     )
 
+    llm_max_running: int = Field(
+        default=32,
+        ge=1,
+        description="Sequences a language model's engine decodes together (its KV pool holds "
+        "this many slots of llm_max_context tokens, allocated at load).",
+    )
+    llm_max_waiting: int = Field(
+        default=256,
+        ge=0,
+        description="Requests that may wait for a slot; past it, new requests are refused "
+        "with 503 (a bounded queue, never an unbounded backlog).",
+    )
+    llm_max_context: int = Field(
+        default=2048,
+        ge=64,
+        description="Tokens of prompt plus completion per sequence (a prompt that leaves no "
+        "room is refused with the limit; max_tokens is cut to what fits, finish 'length').",
+    )
+    llm_prefix_cache_mb: int = Field(
+        default=256,
+        ge=0,
+        description="Memory for cached prompt prefixes (keys and values of shared system "
+        "prompts, reused by later requests); 0 turns prefix caching off.",
+    )
+    llm_semantic_cache: bool = Field(
+        default=False,
+        description="Answer a chat request from an earlier answer of the same model version "
+        "to a prompt whose MiniLM embedding is at least llm_semantic_threshold similar "
+        "(greedy requests only; never for sampled or structured ones).",
+    )
+    llm_semantic_threshold: float = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="Cosine similarity from which the semantic cache answers.",
+    )
+
     online_store: Literal["sqlite", "redis"] = Field(
         default="sqlite",
         description="Where online feature state lives: 'sqlite' (a file in the workspace) or "

@@ -6,8 +6,9 @@ version's lineage, files and schema, the hash-chained audit trail (registrations
 changes, promotions, gate results, rollbacks, traffic-policy changes, threshold changes,
 prediction-log compactions: :mod:`shipyard.governance.audit`), the traffic policies of
 endpoints and the monitored quantities of each endpoint per window (with the alert rules and
-alerts raised on them), the guardrails of endpoints, online experiments, and lifecycle
-pipeline runs with their step cache. They live in the workspace's database: SQLite by
+alerts raised on them), the guardrails of endpoints, online experiments, lifecycle
+pipeline runs with their step cache, and language models' LoRA adapters, prompt versions
+and evaluations. They live in the workspace's database: SQLite by
 default, any SQLAlchemy URL (PostgreSQL) by setting. ``Workspace.init`` creates them.
 """
 
@@ -312,6 +313,71 @@ step_cache = Table(
     Column("run_id", String(64), nullable=False, doc="the run that computed it"),
     Column("created_at", DateTime, nullable=False),
     UniqueConstraint("pipeline", "step", "input_hash", name="uq_step_cache"),
+)
+
+
+llm_adapters = Table(
+    "shipyard_llm_adapters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(200), nullable=False, doc="the registered base model's name"),
+    Column("base_version", Integer, nullable=False, doc="the version the adapter was trained on"),
+    Column("base_sha256", String(64), nullable=False, doc="SHA-256 of the base GGUF file"),
+    Column("adapter", String(200), nullable=False, doc="its name in requests: model:adapter"),
+    Column("version", Integer, nullable=False, doc="1, 2, 3 ... per (model, adapter)"),
+    Column("task", String(200), nullable=False),
+    Column("path", Text, nullable=False, doc="adapter file, relative to the artifact root"),
+    Column("sha256", String(64), nullable=False),
+    Column("run_id", String(64), nullable=False, doc="the MLflow run that trained it"),
+    Column("params", JSON, nullable=False, doc="rank, alpha, targets, epochs, learning rate ..."),
+    Column("metrics", JSON, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("model", "adapter", "version", name="uq_llm_adapter_version"),
+)
+
+llm_prompts = Table(
+    "shipyard_llm_prompts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("version", Integer, nullable=False, doc="1, 2, 3 ... per name"),
+    Column("messages", JSON, nullable=False, doc="[{role, content}] with {variable} fields"),
+    Column("variables", JSON, nullable=False, doc="{name: {type, required, description}}"),
+    Column("eval_set", String(200), nullable=True, doc="the catalog data set it is judged on"),
+    Column("description", Text, nullable=False),
+    Column("sha256", String(64), nullable=False, doc="of the canonical template"),
+    Column("actor", String(200), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("name", "version", name="uq_llm_prompt_version"),
+)
+
+llm_prompt_aliases = Table(
+    "shipyard_llm_prompt_aliases",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("alias", String(100), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    UniqueConstraint("name", "alias", name="uq_llm_prompt_alias"),
+)
+
+llm_evaluations = Table(
+    "shipyard_llm_evaluations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subject", String(20), nullable=False, doc="prompt, adapter or model"),
+    Column("name", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("eval_set", String(200), nullable=False),
+    Column("eval_set_version", Integer, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("metrics", JSON, nullable=False, doc="{metric: {value, low, high}} (95% bootstrap)"),
+    Column("run_id", String(64), nullable=True, doc="the MLflow run it was logged to"),
+    Column("actor", String(200), nullable=False),
+    Column("created_at", DateTime, nullable=False),
 )
 
 

