@@ -291,6 +291,7 @@ FAMILY_MODULES = (
     "shipyard.training.recommend_format",  # the served recommender's one-file format
     "shipyard.optimize.formats",  # optimized text models (ONNX Runtime, int8)
     "shipyard.scenarios.faults",  # the packaged unit bug of the bad-deploy scenario
+    "shipyard.llm.format",  # language models (a GGUF file by reference)
 )
 """Modules that add model families (configurations and native formats) when first needed:
 each calls :func:`register_model_type` / :func:`register_format` at import and imports its
