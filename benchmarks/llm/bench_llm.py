@@ -195,10 +195,9 @@ def body(server: Server, messages: list[dict[str, str]], max_tokens: int) -> dic
 
 
 def measure_levels(
-    server: Server, url: str, pid: int, args: argparse.Namespace
-) -> list[dict[str, Any]]:
-    """Every level of closed-loop streams, after a warm-up request each."""
-    rows = []
+    server: Server, url: str, pid: int, args: argparse.Namespace, rows: list[dict[str, Any]]
+) -> None:
+    """Every level of closed-loop streams, after a warm-up request each; rows added to ``rows``."""
     for streams in args.levels:
         warm = asyncio.run(one(url, body(server, [{"role": "user", "content": "Hello!"}], 16)))
         if warm.error is not None:
@@ -218,7 +217,6 @@ def measure_levels(
         rows.append(row)
         print(format_row(row), flush=True)
         settle(pid)
-    return rows
 
 
 async def one(url: str, request: dict[str, Any]) -> Any:
@@ -279,24 +277,26 @@ def measure_server(server: Server, args: argparse.Namespace) -> dict[str, Any]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    result: dict[str, Any] = {"levels": [], "prefix": None, "failure": None}
+    startup, largest, tree = 0.0, 0.0, 0.0
     try:
-        try:
-            wait_ready(f"http://127.0.0.1:{port}{server.health}", process, seconds=600)
-        except RuntimeError as exc:
-            tail = log.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{server.name}: {exc}; its output ({log}):\n{tail}") from None
+        wait_ready(f"http://127.0.0.1:{port}{server.health}", process, seconds=600)
         startup = time.monotonic() - started
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        levels = measure_levels(server, url, process.pid, args)
-        prefix = measure_prefix(server, url, args)
-        largest, tree = peak_rss_mib(process.pid)
+        measure_levels(server, url, process.pid, args, result["levels"])
+        result["prefix"] = measure_prefix(server, url, args)
+    except RuntimeError as exc:  # keep what was measured; say what failed
+        tail = log.read_text(errors="replace")[-2000:]
+        result["failure"] = f"{server.name} failed: {exc} (its log: {log})"
+        print(f"{result['failure']}; the log ends with:\n{tail}", flush=True)
     finally:
+        largest, tree = peak_rss_mib(process.pid)
         stop(process)
-    memory = {"server": server.name, "seconds to ready": f"{startup:.1f}"}
+    memory = {"server": server.name, "seconds to ready": f"{startup:.1f}" if startup else "n/a"}
     memory |= {"peak RSS MiB (largest process)": f"{largest:,.0f}"}
     memory |= {"peak RSS MiB (all its processes)": f"{tree:,.0f}"}
     print(f"{server.name:<36} ready in {startup:.1f} s, peak RSS {largest:,.0f} MiB", flush=True)
-    return {"levels": levels, "prefix": prefix, "memory": memory}
+    return result | {"memory": memory}
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -359,7 +359,9 @@ def goals(results: dict[str, dict[str, Any]]) -> str:
             f"{'met' if ttft_ok else 'missed'}"
         )
     else:
-        lines.append(f"- {GOAL_STREAMS} streams were not run (`--quick`): throughput goal unread")
+        lines.append(f"- {GOAL_STREAMS} streams not measured in this run: throughput goal unread")
+    if shipyard["prefix"] is None:
+        return "\n".join([*lines, "- warm-prefix TTFT: not measured (the run failed)"]) + "\n"
     ratio = shipyard["prefix"]["_ratio"]
     lines.append(
         f"- warm-prefix TTFT ≥ {GOAL_PREFIX_X:.0f}× faster than cold: {ratio:.1f}× — "
@@ -392,7 +394,11 @@ def write_results(
 ) -> str:
     """The results page (Markdown), written to ``args.results`` and returned."""
     levels = [{**r, "order": i} for i, res in enumerate(results.values()) for r in res["levels"]]
-    prefix = [{k: v for k, v in res["prefix"].items() if k != "_ratio"} for res in results.values()]
+    prefix = [
+        {k: v for k, v in res["prefix"].items() if k != "_ratio"}
+        for res in results.values()
+        if res["prefix"] is not None
+    ]
     memory = [res["memory"] for res in results.values()]
     text = "# LLM serving: last results\n\n"
     if args.quick:
@@ -466,11 +472,9 @@ def main() -> None:
             notes.append("llama-cpp-python skipped: no `--llamacpp PYTHON` given.")
     results: dict[str, dict[str, Any]] = {}
     for server in servers:
-        try:
-            results[server.key] = measure_server(server, args)
-        except RuntimeError as exc:
-            notes.append(f"{server.name} failed: {str(exc).splitlines()[0]}")
-            print(f"{server.name} failed: {exc}", flush=True)
+        results[server.key] = measure_server(server, args)
+        if results[server.key]["failure"]:
+            notes.append(results[server.key]["failure"])
     for note in notes:
         print(note, flush=True)
     print(write_results(args, results, notes, load_before))

@@ -50,6 +50,9 @@ def read_event(outcome: Outcome, data: str) -> None:
     if data == "[DONE]":
         return
     event = json.loads(data)
+    if event.get("error"):  # an error sent inside the stream
+        outcome.error = f"in stream: {json.dumps(event['error'])[:200]}"
+        return
     for choice in event.get("choices") or []:
         content = (choice.get("delta") or {}).get("content")
         if content:
