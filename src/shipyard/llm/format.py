@@ -30,7 +30,7 @@ from shipyard.training.trainers import ModelConfig, NativeFormat, TrainedModel, 
 from shipyard.types import ColumnSpec, Schema
 
 if TYPE_CHECKING:
-
+    from shipyard.config import Settings
     from shipyard.llm.engine import Engine
     from shipyard.llm.model import LoadedModel
 
@@ -64,21 +64,12 @@ class LLMSpec:
     defaults: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULTS))
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.defaults) - set(SAMPLING_FIELDS))
-        if unknown:
-            raise ParameterError(
-                f"defaults: unknown sampling parameter {unknown[0]!r}; expected some of "
-                f"{', '.join(SAMPLING_FIELDS)}"
-            )
-        self.sampling()  # every default checked once, here
+        check_defaults(self.defaults)
 
     def sampling(self, **overrides: Any) -> SamplingParams:
         """The version's defaults with a request's ``overrides`` (None: the default)."""
-        values = {**DEFAULTS, **self.defaults}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        stop = values.get("stop") or ()
-        values["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
-        return SamplingParams(**values)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return check_defaults({**self.defaults, **given})
 
     def to_json(self) -> str:
         """The manifest's text."""
@@ -101,6 +92,20 @@ class LLMSpec:
         return cls(**data, prompt=pinned)
 
 
+def check_defaults(defaults: Mapping[str, Any]) -> SamplingParams:
+    """The sampling ``defaults`` make (ParameterError naming an unknown or bad one)."""
+    unknown = sorted(set(defaults) - set(SAMPLING_FIELDS))
+    if unknown:
+        raise ParameterError(
+            f"defaults: unknown sampling parameter {unknown[0]!r}; expected some of "
+            f"{', '.join(SAMPLING_FIELDS)}"
+        )
+    values = {**DEFAULTS, **defaults}
+    stop = values.get("stop") or ()
+    values["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
+    return SamplingParams(**values)
+
+
 class LLM:
     """A loaded LLM version: its manifest, its verified GGUF path and, once needed, a loaded
     model and a generation engine (shared with other versions of the same GGUF when serving
@@ -119,28 +124,37 @@ class LLM:
 
     @property
     def max_context(self) -> int:
-        """The context window, in tokens (prompt and completion together)."""
-        return self.spec.max_context
+        """The context window, in tokens (prompt and completion together): the model's, or
+        the engine's ``max_context`` when that is smaller."""
+        if self.engine is None:
+            return self.spec.max_context
+        return min(self.spec.max_context, self.engine.config.max_context)
 
     def bind(self, model: LoadedModel, engine: Engine) -> None:
         """Use ``engine`` (started, over ``model``) instead of a private one."""
         self.model, self.engine = model, engine
 
     def ensure(self) -> tuple[LoadedModel, Engine]:
-        """The model and engine, loading and starting a private engine on first use (outside
-        a server: ``ModelRegistry.load(...).predict``, MLflow's pyfunc)."""
-        with self._lock:
-            if self.engine is None:
-                from shipyard.config import Settings
-                from shipyard.llm.engine import Engine, EngineConfig
-                from shipyard.llm.model import load_model
+        """The model and engine, starting a private engine (default settings) on first use
+        outside a server (``ModelRegistry.load(...).predict``, MLflow's pyfunc)."""
+        if self.engine is None:
+            self.start()
+        assert self.model is not None and self.engine is not None
+        return self.model, self.engine
 
-                model = load_model(self.gguf, sha256=self.spec.sha256)
-                engine = Engine(model, EngineConfig.from_settings(Settings()), [])
-                engine.start()
-                self.model, self.engine, self._own_engine = model, engine, True
-            assert self.model is not None
-            return self.model, self.engine
+    def start(self, settings: Settings | None = None) -> None:
+        """Load the model and start a private engine with ``settings``' ``llm_*`` values."""
+        with self._lock:
+            if self.engine is not None:
+                return
+            from shipyard.config import Settings
+            from shipyard.llm.engine import Engine, EngineConfig
+            from shipyard.llm.model import load_model
+
+            model = load_model(self.gguf, sha256=self.spec.sha256)
+            engine = Engine(model, EngineConfig.from_settings(settings or Settings()), {})
+            engine.start()
+            self.model, self.engine, self._own_engine = model, engine, True
 
     def close(self) -> None:
         """Stop the private engine, if one was started here."""

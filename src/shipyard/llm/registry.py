@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import ParameterError
-from shipyard.llm.format import DEFAULTS, INPUTS, LLM, LLMConfig, LLMModel, LLMSpec
+from shipyard.llm.format import (
+    DEFAULTS,
+    INPUTS,
+    LLM,
+    LLMConfig,
+    LLMModel,
+    LLMSpec,
+    check_defaults,
+)
 
 if TYPE_CHECKING:
     from shipyard.registry.card import CardNotes
@@ -63,6 +71,7 @@ def register_llm(
     from shipyard.types import ColumnRoles, Lineage
 
     path = _gguf_path(gguf)
+    check_defaults(defaults or {})
     if prompt is not None:
         _check_prompt(workspace, prompt)
     meta = gguf_metadata(path)
@@ -84,10 +93,6 @@ def register_llm(
         sampling=dict(spec.defaults),
         max_context=spec.max_context,
     )
-    llm = LLM(spec, path)
-    llm.preview_tokens = 4  # the registry's signature sample: a few tokens say the shape
-    registry = ModelRegistry(workspace)
-    run_id = _run(registry, name, config)
     lineage = Lineage(
         dataset=path.name,
         dataset_version=1,
@@ -99,13 +104,18 @@ def register_llm(
         protocol="pretrained; not trained or evaluated here (shipyard llm evaluate measures "
         "prompts and adapters)",
     )
+    llm = LLM(spec, path)
+    llm.preview_tokens = 4  # the registry's signature sample: a few tokens say the shape
+    small = {"llm_max_running": 1, "llm_max_context": 256, "llm_prefix_cache_mb": 0}
+    llm.start(workspace.settings.model_copy(update=small))
     try:
+        registry = ModelRegistry(workspace)
         return registry.register(
             name,
             LLMModel(config, llm, INPUTS),
             lineage=lineage,
             evaluation=None,
-            run_id=run_id,
+            run_id=_run(registry, name, config),
             sample=pd.DataFrame({"prompt": ["Say hello."]}),
             notes=card_notes(spec),
             actor=actor,
@@ -156,23 +166,65 @@ def _run(registry: Any, name: str, config: LLMConfig) -> str:
 
 
 def gguf_metadata(path: Path) -> dict[str, Any]:
-    """The GGUF header's name, licence, architecture, context length and chat template."""
-    import gguf
-
-    reader = gguf.GGUFReader(str(path))
-    architecture = _field(reader, "general.architecture") or "llama"
+    """The GGUF header's name, licence, architecture, context length and chat template (read
+    from the header alone: the vocabulary's arrays are skipped, not parsed)."""
+    fields = _header_fields(
+        path,
+        {"general.name", "general.license", "general.architecture", "tokenizer.chat_template"},
+        suffix=".context_length",
+    )
+    architecture = fields.get("general.architecture") or "llama"
     return {
-        "name": _field(reader, "general.name"),
-        "license": _field(reader, "general.license"),
+        "name": fields.get("general.name"),
+        "license": fields.get("general.license"),
         "architecture": architecture,
-        "context_length": _field(reader, f"{architecture}.context_length"),
-        "chat_template": _field(reader, "tokenizer.chat_template"),
+        "context_length": fields.get(f"{architecture}.context_length"),
+        "chat_template": fields.get("tokenizer.chat_template"),
     }
 
 
-def _field(reader: Any, key: str) -> Any:
-    found = reader.fields.get(key)
-    return None if found is None else found.contents()
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q"}
+_SCALARS |= {11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+
+
+def _header_fields(path: Path, wanted: set[str], suffix: str) -> dict[str, Any]:
+    """The values of the ``wanted`` keys (and keys ending in ``suffix``) of a GGUF header."""
+    import struct
+
+    found: dict[str, Any] = {}
+    with path.open("rb") as fh:
+
+        def read(fmt: str) -> Any:
+            return struct.unpack(fmt, fh.read(struct.calcsize(fmt)))[0]
+
+        def text() -> str:
+            return bytes(fh.read(read("<Q"))).decode("utf-8", "replace")
+
+        def skip(kind: int) -> None:
+            if kind == _STRING:
+                fh.seek(read("<Q"), 1)
+            elif kind == _ARRAY:
+                inner, count = read("<I"), read("<Q")
+                if inner in _SCALARS:
+                    fh.seek(struct.calcsize(_SCALARS[inner]) * count, 1)
+                else:
+                    for _ in range(count):
+                        skip(inner)
+            else:
+                fh.seek(struct.calcsize(_SCALARS[kind]), 1)
+
+        if fh.read(4) != b"GGUF":
+            raise ParameterError(f"gguf: {str(path)!r} is not a GGUF file (no GGUF magic)")
+        read("<I")  # version
+        read("<Q")  # tensors
+        for _ in range(read("<Q")):
+            key, kind = text(), read("<I")
+            if (key in wanted or key.endswith(suffix)) and (kind == _STRING or kind in _SCALARS):
+                found[key] = text() if kind == _STRING else read(_SCALARS[kind])
+            else:
+                skip(kind)
+    return found
 
 
 def _licence(path: Path, meta: Mapping[str, Any]) -> str:
