@@ -54,7 +54,9 @@ from shipyard.serving.event_codec import (
     decode_events_mlflow,
     decode_events_v2,
 )
+from shipyard.serving.llm import publish
 from shipyard.serving.metrics import ServingMetrics, request_cause
+from shipyard.serving.openai import OpenAIRoutes
 from shipyard.serving.predlog import PredictionLogClosedError
 from shipyard.serving.runtime import (
     CONFIG_ENV,
@@ -119,6 +121,7 @@ class ServingApp:
         folder = Path(config.metrics_dir) if config.metrics_dir else None
         self.metrics = ServingMetrics(config.endpoint, folder)
         self.runtime = EndpointRuntime(workspace, config, self.metrics)
+        self.openai = OpenAIRoutes(self)
         self._openapi: bytes | None = None
         self._routes: dict[tuple[str, str], Handler] = {
             ("GET", "/v2/health/live"): self._live,
@@ -142,6 +145,9 @@ class ServingApp:
             await self._lifespan(receive, send)
             return
         if scope["type"] != "http":
+            return
+        if scope["path"][:4] == "/v1/":  # OpenAI's routes: a language model, maybe streamed
+            await self.openai(scope, receive, send)
             return
         started = time.perf_counter()
         try:
@@ -606,6 +612,7 @@ class ServingApp:
         if state is not None:
             for version, deployment in state.deployments.items():
                 self.metrics.set_queue_depth(version, deployment.batcher.queue_depth)
+            publish(self.metrics, state)
         return 200, self.metrics.render().encode(), TEXT
 
     async def _server_metadata(

@@ -23,8 +23,12 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shipyard.serving.metricstore import Slot, StoreReader
+
+if TYPE_CHECKING:
+    from shipyard.llm.types import EngineStats
 
 LATENCY_BUCKETS = (
     0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -135,9 +139,70 @@ STALE = Family(
     "(flagged, or refused with serving_reject_stale_features), by view.",
     ("endpoint", "view"),
 )
+TOKEN_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Time-to-first-token and time-per-output-token buckets, in seconds (upper bounds)."""
+LLM_TTFT = Family(
+    "shipyard_llm_time_to_first_token_seconds",
+    "histogram",
+    "Seconds from submitting a completion to its first generated token (language models).",
+    ("endpoint", "version"),
+    TOKEN_BUCKETS,
+)
+LLM_TPOT = Family(
+    "shipyard_llm_time_per_output_token_seconds",
+    "histogram",
+    "Mean seconds per generated token after the first, per completion.",
+    ("endpoint", "version"),
+    TOKEN_BUCKETS,
+)
+LLM_PROMPT_TOKENS = Family(
+    "shipyard_llm_prompt_tokens_total",
+    "counter",
+    "Prompt tokens of answered completions.",
+    ("endpoint", "version"),
+)
+LLM_COMPLETION_TOKENS = Family(
+    "shipyard_llm_completion_tokens_total",
+    "counter",
+    "Generated tokens of answered completions (rate(): output tokens per second).",
+    ("endpoint", "version"),
+)
+LLM_SEMANTIC_HITS = Family(
+    "shipyard_llm_semantic_cache_hits_total",
+    "counter",
+    "Chat requests answered from the semantic response cache (llm_semantic_cache).",
+    ("endpoint", "version"),
+)
+LLM_WAITING = Family(
+    "shipyard_llm_waiting_sequences",
+    "gauge",
+    "Completions waiting for a slot of the version's engine (set at each scrape).",
+    ("endpoint", "version"),
+)
+LLM_RUNNING = Family(
+    "shipyard_llm_running_sequences",
+    "gauge",
+    "Sequences the version's engine is decoding (set at each scrape).",
+    ("endpoint", "version"),
+)
+LLM_KV_SLOTS = Family(
+    "shipyard_llm_kv_slots_used",
+    "gauge",
+    "KV-pool slots held by sequences of the version's engine (set at each scrape).",
+    ("endpoint", "version"),
+)
+LLM_PREFIX_HIT_RATE = Family(
+    "shipyard_llm_prefix_cache_hit_rate",
+    "gauge",
+    "Share of looked-up prompt tokens served from the prefix cache since the engine started, "
+    "per live worker.",
+    ("endpoint", "version", "worker"),
+    per_worker=True,
+)
 FAMILIES = (
     REQUESTS, ERRORS, LATENCY, BATCH, MODEL_CALL, LOG_WRITE, LOG_FAILURES, QUEUE, REVISION,
-    LOADED, STALE,
+    LOADED, STALE, LLM_TTFT, LLM_TPOT, LLM_PROMPT_TOKENS, LLM_COMPLETION_TOKENS,
+    LLM_SEMANTIC_HITS, LLM_WAITING, LLM_RUNNING, LLM_KV_SLOTS, LLM_PREFIX_HIT_RATE,
 )  # fmt: skip
 """Every metric the server exposes, in exposition order."""
 _BY_NAME = {f.name: f for f in FAMILIES}
@@ -199,6 +264,7 @@ class ServingMetrics:
         self._queues: dict[int, int] = {}
         self._loaded: dict[tuple[int, str], int] = {}
         self._stale: dict[str, int] = {}
+        self._llm: dict[int, tuple[int, ...]] = {}
         self._log_write = self._cell(LOG_WRITE)
         self._log_failures = self._cell(LOG_FAILURES)
         self._revision = self._cell(REVISION)
@@ -280,6 +346,50 @@ class ServingMetrics:
         if cell is None:
             cell = self._stale[view] = self._cell(STALE, view)
         self._values[cell] += 1.0
+
+    # -- language models -------------------------------------------------------------------
+
+    def _llm_cells(self, version: int) -> tuple[int, ...]:
+        cells = self._llm.get(version)
+        if cells is None:
+            cells = self._llm[version] = tuple(
+                self._cell(family, version)
+                for family in (
+                    LLM_TTFT, LLM_TPOT, LLM_PROMPT_TOKENS, LLM_COMPLETION_TOKENS,
+                    LLM_SEMANTIC_HITS, LLM_WAITING, LLM_RUNNING, LLM_KV_SLOTS,
+                    LLM_PREFIX_HIT_RATE,
+                )
+            )  # fmt: skip
+        return cells
+
+    def llm_completion(
+        self, version: int, ttft_s: float, tpot_s: float, prompt: int, completion: int
+    ) -> None:
+        """Record one finished completion: its time to first token, time per output token
+        and token counts."""
+        ttft, tpot, prompts, completions = self._llm_cells(version)[:4]
+        values = self._values
+        end = len(TOKEN_BUCKETS) + 1
+        values[ttft + bisect_left(TOKEN_BUCKETS, ttft_s)] += 1.0
+        values[ttft + end] += ttft_s
+        if completion > 1:  # one token has no time per output token
+            values[tpot + bisect_left(TOKEN_BUCKETS, tpot_s)] += 1.0
+            values[tpot + end] += tpot_s
+        values[prompts] += prompt
+        values[completions] += completion
+
+    def semantic_hit(self, version: int) -> None:
+        """Count one request answered from the semantic response cache."""
+        self._values[self._llm_cells(version)[4]] += 1.0
+
+    def set_llm_state(self, version: int, stats: EngineStats) -> None:
+        """Publish the engine gauges of ``version`` (queue, running, KV slots, prefix hits)."""
+        waiting, running, slots, hit_rate = self._llm_cells(version)[5:]
+        values = self._values
+        values[waiting] = stats.waiting
+        values[running] = stats.running
+        values[slots] = stats.kv_slots_used
+        values[hit_rate] = stats.prefix_hit_rate
 
     # -- state gauges ----------------------------------------------------------------------
 

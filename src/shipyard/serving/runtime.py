@@ -33,10 +33,12 @@ if TYPE_CHECKING:
 
     from shipyard.features.online import OnlineStore
     from shipyard.governance.explain import Explainer, Explanation
+    from shipyard.llm.format import LLM
     from shipyard.registry.models import ModelVersion
     from shipyard.serving.backends import BackendReport
     from shipyard.serving.features import OnlineFeatures
     from shipyard.serving.guard import Guard
+    from shipyard.serving.llm import EnginePool
     from shipyard.serving.metrics import ServingMetrics
     from shipyard.serving.policy import Router, TrafficPolicy
     from shipyard.serving.predlog import PredictionLog
@@ -127,6 +129,8 @@ class Deployment:
     """The explainer's build, awaited by every request that asks before it is done."""
     descriptions: dict[str, str] = field(default_factory=dict)
     """Readable feature names for reason codes (from the lineage's feature views)."""
+    llm: LLM | None = None
+    """A language model's loaded version, bound to its base's engine (:mod:`.llm`)."""
 
     @property
     def schema(self) -> Schema:
@@ -215,6 +219,8 @@ class EndpointRuntime:
         self._online: OnlineStore | None = None
         self.guard: Guard | None = None
         """The guardrail watcher (:mod:`.guard`), while ``config.guardrails`` is on."""
+        self.engines: EnginePool | None = None
+        """The language models' engines (:mod:`.llm`), once an LLM version loads."""
 
     @property
     def model(self) -> str:
@@ -289,6 +295,8 @@ class EndpointRuntime:
             self._explaining.shutdown(wait=False)
         if self._online is not None:
             self._online.close()
+        if self.engines is not None:
+            await asyncio.to_thread(self.engines.close)
 
     async def reload(self) -> None:
         """Load the latest policy beside the current one, then switch atomically."""
@@ -377,17 +385,19 @@ class EndpointRuntime:
         registry = ModelRegistry(self.workspace)
         predictor, report = load_backend(registry, model, version)
         _require_parity(model, version, report)
+        mv = registry.get(model, version)
+        llm = self._bind_llm(mv, predictor) if mv.framework == "llm" else None
         # the observer reads the batcher's queue after each model call
         observe = self.metrics.batch_observer(version, report.chosen, lambda: batcher.queue_depth)
         batcher = MicroBatcher(
             predictor.predict,
             max_batch_size=self.config.max_batch_size,
             max_wait_ms=self.config.max_wait_ms,
-            timeout_ms=self.config.timeout_ms,
+            # a generation takes seconds, not milliseconds: the engine bounds its own queue
+            timeout_ms=self.config.timeout_ms if llm is None else 600_000.0,
             on_batch=observe,
             timed=self.config.tracing != "off",
         )
-        mv = registry.get(model, version)
         validator = InputValidator(
             mv.input_schema, reject_out_of_range=self.config.reject_out_of_range
         )
@@ -409,7 +419,17 @@ class EndpointRuntime:
             )
         outputs = text_columns(mv.output_schema) if mv.output_schema else []
         json_output = outputs[0] if outputs else None
-        return Deployment(mv, predictor, batcher, report, validator, text, json_output)
+        return Deployment(mv, predictor, batcher, report, validator, text, json_output, llm=llm)
+
+    def _bind_llm(self, mv: ModelVersion, predictor: Predictor) -> LLM:
+        """Bind a language model's version to its base's engine (one per GGUF, :mod:`.llm`)."""
+        from shipyard.serving.llm import EnginePool
+
+        if self.engines is None:
+            self.engines = EnginePool(self.workspace)
+        llm: LLM = predictor.model  # type: ignore[attr-defined]
+        self.engines.attach(mv, llm)
+        return llm
 
     def _online_store(self) -> OnlineStore:
         """The workspace's online store, opened once per worker (for ``bind_online``)."""

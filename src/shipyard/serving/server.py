@@ -95,6 +95,25 @@ def model_threads(setting: int | None, workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+def _default_workers(workspace: Workspace, policy: TrafficPolicy) -> int:
+    """One worker per CPU, or one for language models: their engine uses every core and
+    holds the KV pool (a second worker would load a second copy and split the cores)."""
+    import logging
+
+    from shipyard.registry.models import ModelRegistry
+
+    registry = ModelRegistry(workspace)
+    frameworks = {registry.get(policy.model, v).framework for v in policy.versions}
+    if frameworks == {"llm"}:
+        logging.getLogger(__name__).info(
+            "serving %s with 1 worker: a language model's engine uses every core and holds "
+            "the KV pool (--workers overrides)",
+            policy.endpoint,
+        )
+        return 1
+    return os.cpu_count() or 1
+
+
 def serve(
     workspace: Workspace,
     target: str,
@@ -136,7 +155,7 @@ def serve(
     metrics_dir, metrics_lock = server_folder(
         workspace.artifact_root / "tmp" / "metrics", prepared.policy.endpoint
     )
-    count = workers or os.cpu_count() or 1
+    count = workers or _default_workers(workspace, prepared.policy)
     config = ServeConfig(
         workspace=str(workspace.root),
         endpoint=prepared.policy.endpoint,
