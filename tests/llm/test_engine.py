@@ -267,3 +267,23 @@ def test_streaming_events_add_up_to_the_result(engine: Engine, smollm2: LoadedMo
     texts, last, result = asyncio.run(stream())
     assert "".join(texts) == result and last in ("length", "stop")
     assert "\ufffd" not in result
+
+
+def test_json_schema_output_parses(engine: Engine, smollm2: LoadedModel) -> None:
+    import json
+
+    schema = {
+        "type": "object",
+        "properties": {"colour": {"type": "string", "maxLength": 12}},
+        "required": ["colour"],
+        "additionalProperties": False,
+    }
+    prompt = _chat(smollm2, "Reply in JSON with the colour of the sky.")
+    result = engine.submit(
+        prompt, SamplingParams(max_tokens=40, temperature=0, json_schema=schema)
+    ).wait()
+    assert result.finish_reason == "stop", result
+    assert set(json.loads(result.text)) == {"colour"}
+    with pytest.raises(RequestError, match="json_schema") as bad:
+        engine.submit(prompt, SamplingParams(max_tokens=4, json_schema={"type": "nonsense"}))
+    assert bad.value.status == 400

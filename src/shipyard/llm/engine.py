@@ -444,7 +444,10 @@ class Engine:
             raise RequestError(
                 501, f"structured output is not available in this installation ({exc})"
             ) from exc
-        return json_constraint(params.json_schema, self.model)
+        try:
+            return json_constraint(params.json_schema, self.model)
+        except ParameterError as exc:
+            raise RequestError(400, f"json_schema: {exc}") from exc
 
     def _notify(self) -> None:
         with self._cond:
@@ -567,7 +570,7 @@ class Engine:
 
     def _advance(
         self, seq: _Sequence, logits: torch.Tensor
-    ) -> tuple[FinishReason, str, tuple[int, ...]] | None:
+    ) -> tuple[FinishReason, str, tuple[int, ...], str | None] | None:
         """Sample ``seq``'s next token and emit its text; return how it ends, if it does."""
         from shipyard.llm.sampling import choose_token
 
@@ -583,7 +586,10 @@ class Engine:
             reason, text = "stop", ""
         else:
             if seq.constraint is not None:
-                seq.constraint.advance(token)
+                try:
+                    seq.constraint.advance(token)
+                except ParameterError as exc:  # fails this sequence, not the batch
+                    return "error", "", (token,), f"structured output failed: {exc}"
             text, stopped = seq.stopper.push(seq.decoder.push(token))
             if stopped or (seq.constraint is not None and seq.constraint.finished()):
                 reason = "stop"
@@ -595,7 +601,7 @@ class Engine:
             return None
         if reason == "length":
             text += seq.stopper.flush()
-        return reason, text, (token,)
+        return reason, text, (token,), None
 
     def _end(
         self,
