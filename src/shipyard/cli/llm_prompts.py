@@ -140,7 +140,7 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(found.to_dict(), indent=2))
         return
-    console().print(_describe(found), markup=False)
+    click.echo(_describe(found))  # plain text: a template's lines are not re-wrapped
 
 
 def _describe(p: PromptVersion) -> str:
@@ -213,4 +213,4 @@ def evaluate(
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
-    console().print(result.describe(), markup=False)
+    click.echo(result.describe())
