@@ -287,3 +287,16 @@ def test_json_schema_output_parses(engine: Engine, smollm2: LoadedModel) -> None
     with pytest.raises(RequestError, match="json_schema") as bad:
         engine.submit(prompt, SamplingParams(max_tokens=4, json_schema={"type": "nonsense"}))
     assert bad.value.status == 400
+
+
+def test_a_prompt_prefilled_in_chunks_gives_the_same_tokens(
+    engine: Engine, smollm2: LoadedModel
+) -> None:
+    prompt = _chat(smollm2, "Explain in detail why the sky is blue and sunsets are red.")
+    whole = engine.submit(prompt, GREEDY).wait()
+    chunked_config = EngineConfig(max_running=2, max_context=256, prefill_chunk=16, threads=1)
+    with Engine(smollm2, chunked_config) as chunked:
+        steps = chunked.stats().steps
+        result = chunked.submit(prompt, GREEDY).wait()
+        assert chunked.stats().steps - steps >= len(prompt) // 16 + GREEDY.max_tokens - 1
+    assert result.text == whole.text and result.finish_reason == whole.finish_reason

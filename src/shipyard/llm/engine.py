@@ -557,13 +557,13 @@ class Engine:
                 logit_rows.append(len(tokens) - 1)
                 owners.append(seq)
         batch = ForwardBatch(
-            tokens=torch.tensor(tokens),
-            positions=torch.tensor(positions),
-            slots=torch.tensor(slots),
+            tokens=torch.tensor(tokens, dtype=torch.int64),
+            positions=torch.tensor(positions, dtype=torch.int64),
+            slots=torch.tensor(slots, dtype=torch.int64),
             decode_slots=[s.slot for s in decoding],
             decode_lengths=[p + 1 for p in positions[: len(decoding)]],
             prefills=prefills,
-            logit_rows=torch.tensor(logit_rows),
+            logit_rows=torch.tensor(logit_rows, dtype=torch.int64),
             lora=_lora_groups(row_owner),
         )
         return batch, owners

@@ -530,5 +530,7 @@ def forward(model: LoadedModel, batch: ForwardBatch, pool: KVPool) -> torch.Tens
         pool.mark_written(slot, length)
     for _, count, slot, start in batch.prefills:
         pool.mark_written(slot, start + count)
+    if not len(batch.logit_rows):  # only prompt chunks that do not end their prompt
+        return x.new_empty(0, c.vocab)
     last = _rms_norm(x.index_select(0, batch.logit_rows), w.norm, c.rms_eps)
     return linear(last, w.lm_head)
