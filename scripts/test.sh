@@ -20,4 +20,6 @@ echo "== ruff"
 echo "== mypy --strict"
 .venv/bin/mypy src
 echo "== pytest"
-.venv/bin/python -m pytest "$@"
+# two processes (this machine's two cores; PYTEST_WORKERS=0 runs in one), each test file whole
+# in one of them so module fixtures are built once
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
