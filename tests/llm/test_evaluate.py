@@ -165,3 +165,28 @@ def test_command_line_names_an_unknown_prompt(workspace: Workspace) -> None:
     result = CliRunner().invoke(cli, [*arguments, "--prompt", "sentiment@candidate"])
     assert isinstance(result.exception, PromptNotFoundError)
     assert "no alias 'candidate'" in str(result.exception)
+
+
+def test_an_adapter_is_the_subject_and_generates_through_the_engine(
+    evaluated: Evaluated, smollm2: LoadedModel
+) -> None:
+    import torch
+
+    from shipyard.llm.types import LoraAdapter
+
+    ws, a, _ = evaluated
+    c = smollm2.config
+    # B = 0: the adapter adds nothing, so its answers are the base model's
+    zero = LoraAdapter(
+        "noop", rank=2, alpha=4.0, base_sha256=smollm2.sha256,
+        weights={(0, "q"): (torch.randn(2, c.hidden), torch.zeros(c.q_size, 2))},
+    )  # fmt: skip
+    result = evaluate(ws, prompt=("sentiment", 1), task="sentiment", adapter=zero,
+                      loaded=smollm2, log_to_mlflow=False)  # fmt: skip
+    assert (result.subject, result.name, result.adapter, result.prompt) == (
+        "adapter", "noop", "noop", "sentiment@1"
+    )  # fmt: skip
+    assert result.completions == a.completions
+    with pytest.raises(ParameterError, match="none is registered"):
+        evaluate(ws, prompt=("sentiment", 1), task="sentiment", adapter="sentiment",
+                 loaded=smollm2)  # fmt: skip
