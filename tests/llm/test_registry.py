@@ -14,20 +14,23 @@ from shipyard.errors import IntegrityError, ModelNotFoundError, ParameterError
 from shipyard.governance.audit import entries
 from shipyard.integrity import file_sha256
 from shipyard.llm.format import LLM
-from shipyard.llm.model import smollm2_path
+from shipyard.llm.model import LoadedModel, smollm2_path
 from shipyard.llm.registry import register_llm
 from shipyard.registry.models import ModelRegistry
 from shipyard.workspace import Workspace
 
 
 @pytest.fixture(scope="module")
-def registered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, Path]]:
+def registered(
+    tmp_path_factory: pytest.TempPathFactory, smollm2: LoadedModel
+) -> Iterator[tuple[Workspace, Path]]:
     """A workspace with ``chat`` v1: a copy of SmolLM2's GGUF (a test may tamper with it)."""
     root = tmp_path_factory.mktemp("llm-registry")
     gguf = root / "smollm2-copy.gguf"
     shutil.copyfile(smollm2_path(), gguf)
     ws = Workspace.init(root / "ws")
-    register_llm(ws, "chat", gguf=gguf, defaults={"max_tokens": 16, "temperature": 0.0})
+    defaults = {"max_tokens": 16, "temperature": 0.0}
+    register_llm(ws, "chat", gguf=gguf, defaults=defaults, loaded=smollm2)
     yield ws, gguf
     ws.close()
 

@@ -23,9 +23,11 @@ from typing import Any
 import openai
 import pytest
 
+from shipyard.llm.model import load_model
 from shipyard.llm.prompts import create_prompt
 from shipyard.llm.registry import register_llm
 from shipyard.monitoring.logstore import query
+from shipyard.registry.models import ModelRegistry
 from shipyard.serving.policy import Arm, Router, TrafficPolicy, get_policy, set_policy
 from shipyard.workspace import Workspace
 from tests.serving.conftest import ADMIN_TOKEN, Server, free_port, wait_for_revision
@@ -73,6 +75,7 @@ def start_llm_server(ws: Workspace, target: str, tmp: Path) -> Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    smollm2 = load_model()  # loaded once here for both registrations' signature samples
     root = tmp_path_factory.mktemp("llm-serving")
     ws = Workspace.init(root / "ws")
     create_prompt(
@@ -81,8 +84,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         [{"role": "system", "content": "Answer in a {tone} tone, in one short sentence."}],
         variables={"tone": {"type": "string", "required": False}},
     )
-    register_llm(ws, MODEL, defaults={"max_tokens": 12, "temperature": 0.0})
-    register_llm(ws, MODEL, prompt=("tone", 1), defaults={"max_tokens": 12, "temperature": 0.0})
+    defaults = {"max_tokens": 12, "temperature": 0.0}
+    register_llm(ws, MODEL, defaults=defaults, loaded=smollm2)
+    register_llm(ws, MODEL, prompt=("tone", 1), defaults=defaults, loaded=smollm2)
     policy = TrafficPolicy(MODEL, MODEL, (Arm(1, 0.5), Arm(2, 0.5)), sticky_key="user")
     set_policy(ws, policy, reason="test: two LLM versions, sticky by user")
     running = start_llm_server(ws, f"{MODEL}@1", root)
@@ -304,6 +308,34 @@ def test_structured_output_parses(server: Server) -> None:
         response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": schema}},
     )
     assert set(json.loads(answer.choices[0].message.content or "")) == {"capital"}
+
+
+def test_an_adapter_registered_while_serving_is_found_and_chosen_per_request(
+    server: Server,
+) -> None:
+    import torch
+
+    from shipyard.llm.lora import TrainedAdapter, register_adapter
+    from shipyard.llm.types import LoraAdapter
+
+    ws, user = server.workspace, user_for(server, 1)
+    base = ModelRegistry(ws).get(MODEL, 1).params["gguf_sha256"]
+    # a zero update (B = 0): the adapter's answers must be exactly the base model's
+    weights = {(0, "q"): (torch.randn(2, 576) * 0.01, torch.zeros(576, 2))}
+    adapter = LoraAdapter("zero", 2, 4.0, base, weights, task="test")
+    register_adapter(ws, MODEL, 1, TrainedAdapter(adapter, {}, [], [], {}, 0.0, 0))
+    request = {"messages": QUESTION, "max_tokens": 8, "temperature": 0, "user": user}
+    _, _, plain = server.post_json("/v1/chat/completions", {"model": MODEL, **request})
+    status, _, adapted = server.post_json(
+        "/v1/chat/completions", {"model": f"{MODEL}:zero", **request}, {"X-Request-Id": "lora-1"}
+    )
+    assert status == 200, adapted  # the worker read the adapters table again and found it
+    text = adapted["choices"][0]["message"]["content"]
+    assert text == plain["choices"][0]["message"]["content"]
+    assert adapted["model"] == f"{MODEL}:zero"
+    assert f"{MODEL}:zero" in [m.id for m in client(server).models.list()]
+    (record,) = _records(server, "request_id = 'lora-1'").to_dict("records")
+    assert json.loads(record["outputs_json"])[0]["adapter"] == "zero"
 
 
 def _drop_mid_stream(server: Server, payload: dict[str, Any], dropped: list[bool]) -> None:

@@ -142,8 +142,9 @@ class LLM:
         assert self.model is not None and self.engine is not None
         return self.model, self.engine
 
-    def start(self, settings: Settings | None = None) -> None:
-        """Load the model and start a private engine with ``settings``' ``llm_*`` values."""
+    def start(self, settings: Settings | None = None, model: LoadedModel | None = None) -> None:
+        """Start a private engine with ``settings``' ``llm_*`` values over ``model`` (an
+        already loaded model of this very GGUF, same SHA-256) or the GGUF loaded now."""
         with self._lock:
             if self.engine is not None:
                 return
@@ -151,7 +152,13 @@ class LLM:
             from shipyard.llm.engine import Engine, EngineConfig
             from shipyard.llm.model import load_model
 
-            model = load_model(self.gguf, sha256=self.spec.sha256)
+            if model is not None and model.sha256 != self.spec.sha256:
+                raise ParameterError(
+                    f"model: expected the model of {self.spec.gguf} (SHA-256 "
+                    f"{self.spec.sha256[:12]}...); got one of {model.sha256[:12]}..."
+                )
+            if model is None:
+                model = load_model(self.gguf, sha256=self.spec.sha256)
             engine = Engine(model, EngineConfig.from_settings(settings or Settings()), {})
             engine.start()
             self.model, self.engine, self._own_engine = model, engine, True

@@ -31,6 +31,7 @@ from shipyard.llm.format import (
 )
 
 if TYPE_CHECKING:
+    from shipyard.llm.model import LoadedModel
     from shipyard.registry.card import CardNotes
     from shipyard.registry.models import ModelVersion
     from shipyard.workspace import Workspace
@@ -56,13 +57,16 @@ def register_llm(
     defaults: Mapping[str, Any] | None = None,
     actor: str | None = None,
     reason: str = "registered a language model",
+    loaded: LoadedModel | None = None,
 ) -> ModelVersion:
     """Register ``gguf`` (default: SmolLM2 from its wheel) as a new version of ``name``.
 
     ``prompt`` pins a prompt version of :mod:`shipyard.llm.prompts` (``(name, version)``);
     ``defaults`` are the version's sampling defaults (``max_tokens``, ``temperature``,
-    ``top_p``, ``stop``, ``seed``). Raises ParameterError for a missing file, an unknown
-    prompt or a bad default.
+    ``top_p``, ``stop``, ``seed``); ``loaded``: the GGUF already loaded (same SHA-256) to
+    generate the registry's signature sample with, instead of loading it again. Raises
+    ParameterError for a missing file or a bad default, PromptNotFoundError for an unknown
+    prompt.
     """
     import pandas as pd
 
@@ -107,7 +111,7 @@ def register_llm(
     llm = LLM(spec, path)
     llm.preview_tokens = 4  # the registry's signature sample: a few tokens say the shape
     small = {"llm_max_running": 1, "llm_max_context": 256, "llm_prefix_cache_mb": 0}
-    llm.start(workspace.settings.model_copy(update=small))
+    llm.start(workspace.settings.model_copy(update=small), loaded)
     try:
         registry = ModelRegistry(workspace)
         return registry.register(
