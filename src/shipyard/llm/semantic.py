@@ -15,6 +15,10 @@ Only deterministic requests may use it: :func:`is_cacheable` is false for sample
 (``temperature > 0``) and structured (``json_schema``) requests and for stop sequences, so
 the cache never replaces a draw from a distribution or an answer to a different schema.
 
+A chat is looked up by its last user message under a key that pins everything else
+(:func:`chat_key`): the rendered prompt would be dominated by the chat template and system
+prompt, under which different questions look alike.
+
 Example::
 
     cache = SemanticCache(threshold=0.95)
@@ -29,7 +33,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +53,31 @@ def is_cacheable(params: SamplingParams) -> bool:
     """True when a request's answer may come from (and go to) the semantic cache: greedy
     (temperature 0), no JSON schema, no stop sequences."""
     return params.temperature == 0 and params.json_schema is None and not params.stop
+
+
+def chat_key(
+    messages: Sequence[Mapping[str, Any]], version_key: str, params: SamplingParams | None = None
+) -> tuple[str, str]:
+    """What a chat request looks up: its last user message (compared by meaning) and a key
+    ``version_key#digest`` whose digest covers everything else (system prompt, earlier turns,
+    ``max_tokens``), which must be identical.
+
+    Embedding the rendered prompt instead would let the chat template and system prompt
+    dominate: "What is the capital of France?" and "... of Germany?" rendered in SmolLM2's
+    template reach cosine 0.95 (0.66 as bare questions).
+    """
+    import hashlib
+    import json
+
+    last = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    if last < 0:
+        raise invalid_parameter("messages", "chat_key", "a chat with a user message", messages)
+    context = [dict(m) for i, m in enumerate(messages) if i != last]
+    extra = None if params is None else params.max_tokens
+    digest = hashlib.sha256(
+        json.dumps([context, extra], sort_keys=True, default=str).encode()
+    ).hexdigest()[:16]
+    return str(messages[last].get("content", "")), f"{version_key}#{digest}"
 
 
 @dataclass(frozen=True)
@@ -234,14 +263,17 @@ class SemanticCache:
                 self._drop(key, oldest)
 
     def invalidate(self, version_key: str) -> int:
-        """Forget every entry of ``version_key``; the number forgotten."""
+        """Forget every entry of ``version_key`` (and of its :func:`chat_key` keys
+        ``version_key#...``); the number forgotten."""
         with self._lock:
-            shelf = self._shelves.pop(version_key, None)
-            if shelf is None:
-                return 0
-            for entry in shelf.ids:
-                del self._order[entry]
-            return len(shelf.ids)
+            keys = [k for k in self._shelves if k == version_key or k.startswith(f"{version_key}#")]
+            forgotten = 0
+            for key in keys:
+                shelf = self._shelves.pop(key)
+                for entry in shelf.ids:
+                    del self._order[entry]
+                forgotten += len(shelf.ids)
+            return forgotten
 
     def stats(self) -> SemanticCacheStats:
         """Lookups and hits so far and the entries held."""
