@@ -23,6 +23,7 @@ from shipyard.data.catalog import get_dataset
 from shipyard.experiments.lifecycle import experiment_status, start_experiment, stop_experiment
 from shipyard.experiments.metrics import MetricSpec
 from shipyard.experiments.sequential import BETTER, NOT_SIGNIFICANT, UNDECIDED, WORSE
+from shipyard.llm.evaluate import evaluate
 from shipyard.llm.prompts import create_prompt
 from shipyard.llm.registry import register_llm
 from shipyard.llm.tasks import SENTIMENT_SYSTEM, get_task, write_eval_set
@@ -98,6 +99,19 @@ def _ask(server: Server, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return list(pool.map(one, range(len(rows))))
 
 
+def _refused_without_its_variable(server: Server) -> None:
+    """A request that leaves out the pinned prompt's variable is refused naming it."""
+    from openai import APIStatusError, OpenAI
+
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(APIStatusError) as refused:
+        client.chat.completions.create(
+            model=ENDPOINT, messages=[], user="user-0", extra_body={"variables": {}}
+        )
+    assert refused.value.status_code in (400, 422)
+    assert "variable 'text'" in str(refused.value)
+
+
 @pytest.mark.slow
 def test_ab_of_two_prompt_versions(tmp_path: Path) -> None:
     ws = Workspace.init(tmp_path / "ws")
@@ -119,6 +133,7 @@ def test_ab_of_two_prompt_versions(tmp_path: Path) -> None:
         )  # fmt: skip
         wait_for_revision(server, experiment.revision, workers=1)
         answers = pd.DataFrame(_ask(server, rows))
+        _refused_without_its_variable(server)
     finally:
         server.stop()
 
@@ -151,3 +166,8 @@ def test_ab_of_two_prompt_versions(tmp_path: Path) -> None:
     assert "accuracy" in status.describe()
     stopped = stop_experiment(ws, "prompt-v2", reason="read the result", winner=1)
     assert stopped.status == "stopped"
+
+    # offline, the registered version evaluates with the prompt it pins (its GGUF verified)
+    offline = evaluate(ws, model=MODEL, version=2, task="sentiment", limit=8)
+    assert (offline.subject, offline.model_version, offline.prompt) == ("model", 2, "sentiment@2")
+    assert offline.eval_set == eval_set and offline.rows == 8
