@@ -9,7 +9,8 @@ run, one server after the other, each in a fresh process on a free loopback port
 2. plain: plain_server.py, ``transformers`` ``generate`` with a ``TextIteratorStreamer``,
    one generation at a time, float32;
 3. llama.cpp: ``python -m llama_cpp.server`` from its own environment (``--llamacpp PYTHON``;
-   skipped with a note when not given), the GGUF's Q4_1 weights as they are.
+   skipped with a note when not given), the GGUF's Q4_1 weights as they are, requests queued
+   (``--interrupt_requests False``: by default a new request cuts off the one streaming).
 
 For each: closed-loop streams of chat requests (SSE) at 1, 4, 16 and 64 concurrent streams,
 ``--seconds`` per level (load.py says how tokens/s, TTFT and TPOT are counted), 62-token
@@ -129,6 +130,8 @@ def llamacpp_server(python: str) -> Server:
     command = [python, "-m", "llama_cpp.server", "--model", str(gguf_path())]
     command += ["--model_alias", MODEL, "--n_ctx", "4096", "--n_threads", cores]
     command += ["--n_threads_batch", cores, "--host", "127.0.0.1", "--port", "{port}"]
+    # by default a new request interrupts the one streaming; False queues it (one at a time)
+    command += ["--interrupt_requests", "False"]
     # its requests default to repeat_penalty 1.1; 1.0 keeps decoding plain greedy like the others
     extra = {"repeat_penalty": 1.0}
     return Server("llamacpp", "llama-cpp-python server", command, "/v1/models", MODEL, extra)
@@ -463,21 +466,22 @@ def main() -> None:
             servers.append(shipyard_server(args.workspace))
         except LookupError as exc:
             notes.append(f"Shipyard skipped: {exc}.")
-    if "plain" in wanted:
-        servers.append(plain_server())
     if "llamacpp" in wanted:
         if args.llamacpp:
             servers.append(llamacpp_server(args.llamacpp))
         else:
             notes.append("llama-cpp-python skipped: no `--llamacpp PYTHON` given.")
+    if "plain" in wanted:
+        servers.append(plain_server())
     results: dict[str, dict[str, Any]] = {}
-    for server in servers:
+    for server in servers:  # results written after each server: a cut-off run keeps them
         results[server.key] = measure_server(server, args)
         if results[server.key]["failure"]:
             notes.append(results[server.key]["failure"])
+        text = write_results(args, results, notes, load_before)
     for note in notes:
         print(note, flush=True)
-    print(write_results(args, results, notes, load_before))
+    print(text if servers else write_results(args, results, notes, load_before))
     print(f"written to {args.results}")
 
 
