@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from shipyard.errors import ModelNotFoundError, ParameterError
+from shipyard.data.catalog import write_dataset
+from shipyard.errors import DatasetNotFoundError, ModelNotFoundError, ParameterError
 from shipyard.governance.audit import entries, verify
 from shipyard.llm.prompts import (
     PromptNotFoundError,
@@ -25,7 +27,15 @@ SYSTEM = {"role": "system", "content": "Answer positive or negative."}
 USER = {"role": "user", "content": "Review: {text}"}
 
 
+def _eval_set(workspace: Workspace, name: str = "llm-sentiment-test") -> str:
+    """A two-row evaluation set in the catalog (the prompt's variables and ``expected``)."""
+    rows = pd.DataFrame({"text": ["A delight.", "A bore."], "expected": ["positive", "negative"]})
+    write_dataset(workspace, name, rows, time_column=None)
+    return name
+
+
 def test_versions_count_up_and_an_identical_template_is_reused(workspace: Workspace) -> None:
+    _eval_set(workspace)
     v1 = create_prompt(workspace, "sentiment", [SYSTEM, USER], variables={"text": "string"})
     changed = {"role": "system", "content": "Classify the review: positive or negative."}
     v2 = create_prompt(workspace, "sentiment", [changed, USER], variables={"text": "string"})
@@ -77,6 +87,8 @@ def test_unknown_prompts_versions_and_aliases_say_what_exists(workspace: Workspa
         set_prompt_alias(workspace, "p", "latest", 1, reason="x")
     with pytest.raises(ParameterError, match="reason"):
         set_prompt_alias(workspace, "p", "prod", 1, reason=" ")
+    with pytest.raises(DatasetNotFoundError, match="No data set 'llm-sentiment-tset'"):
+        create_prompt(workspace, "p", [USER], eval_set="llm-sentiment-tset")
 
 
 @pytest.mark.parametrize(
@@ -160,6 +172,7 @@ def test_command_line(workspace: Workspace, tmp_path: Path) -> None:
         "variables:\n"
         "  text: {type: string, description: the review}\n"
     )
+    _eval_set(workspace, "llm-x")
     runner = CliRunner()
     base = ["-w", str(workspace.root), "llm", "prompts"]
     created = runner.invoke(cli, [*base, "create", "sentiment", "--file", str(template)])

@@ -337,7 +337,8 @@ def create_prompt(
     description: str = "",
     actor: str | None = None,
 ) -> PromptVersion:
-    """Store a new version of prompt ``name`` (or return the identical existing one).
+    """Store a new version of prompt ``name`` (or return the identical existing one);
+    ``eval_set`` must be a data set of the workspace's catalog.
 
     Example: ``create_prompt(ws, "sentiment", [{"role": "user", "content": "Review:
     {review}"}], variables={"review": "string"}, eval_set="sentiment-eval")``.
@@ -350,8 +351,14 @@ def create_prompt(
 
     _check_name(name)
     checked, specs = check_template(messages, variables)
-    if eval_set is not None and (not isinstance(eval_set, str) or not eval_set.strip()):
-        raise invalid_parameter("eval_set", "create_prompt", "a data set name or None", eval_set)
+    if eval_set is not None:
+        if not isinstance(eval_set, str) or not eval_set.strip():
+            raise invalid_parameter(
+                "eval_set", "create_prompt", "a data set name or None", eval_set
+            )
+        from shipyard.data.catalog import get_dataset
+
+        get_dataset(workspace, eval_set)  # DatasetNotFoundError names the registered ones
     if not isinstance(description, str):
         raise invalid_parameter("description", "create_prompt", "a string", description)
     digest = template_sha256(checked, specs)
