@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from shipyard.errors import ParameterError
-from shipyard.llm.semantic import MiniLMEmbedder, SemanticCache, is_cacheable
+from shipyard.llm.semantic import MiniLMEmbedder, SemanticCache, chat_key, is_cacheable
 from shipyard.llm.types import SamplingParams
 
 QUESTION = "What is the capital of France?"
@@ -132,6 +132,25 @@ def test_long_prompts_answer_only_when_identical(embed: MiniLMEmbedder) -> None:
     assert not embed.fits(system + QUESTION) and embed.fits(QUESTION)
     assert cache.lookup(system + "How do I bake bread?", "v") is None
     assert cache.lookup(system + QUESTION, "v") == ANSWER
+
+
+def test_chat_key_compares_the_question_and_pins_the_rest(embed: MiniLMEmbedder) -> None:
+    system = {"role": "system", "content": "You are a travel agent."}
+    ask = [system, {"role": "user", "content": QUESTION}]
+    text, key = chat_key(ask, "smollm2:1", SamplingParams(max_tokens=32))
+    assert text == QUESTION and key.startswith("smollm2:1#")
+    cache = SemanticCache(threshold=0.85, embed=embed)
+    cache.store(text, key, ANSWER)
+    paraphrase = [system, {"role": "user", "content": PARAPHRASE}]
+    assert cache.lookup(*chat_key(paraphrase, "smollm2:1", SamplingParams(max_tokens=32))) == ANSWER
+    other_system = [{"role": "system", "content": "Answer in French."}, paraphrase[1]]
+    assert cache.lookup(*chat_key(other_system, "smollm2:1", SamplingParams(max_tokens=32))) is None
+    assert cache.lookup(*chat_key(paraphrase, "smollm2:1", SamplingParams(max_tokens=8))) is None
+    germany = [system, {"role": "user", "content": "What is the capital of Germany?"}]
+    assert cache.lookup(*chat_key(germany, "smollm2:1", SamplingParams(max_tokens=32))) is None
+    assert cache.invalidate("smollm2:1") == 1  # a version's chat keys go with it
+    with pytest.raises(ParameterError, match="'messages' parameter"):
+        chat_key([system], "smollm2:1")
 
 
 def test_only_deterministic_requests_are_cacheable() -> None:
