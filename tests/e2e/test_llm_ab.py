@@ -24,6 +24,7 @@ from shipyard.experiments.lifecycle import experiment_status, start_experiment, 
 from shipyard.experiments.metrics import MetricSpec
 from shipyard.experiments.sequential import BETTER, NOT_SIGNIFICANT, UNDECIDED, WORSE
 from shipyard.llm.evaluate import evaluate
+from shipyard.llm.model import load_model
 from shipyard.llm.prompts import create_prompt
 from shipyard.llm.registry import register_llm
 from shipyard.llm.tasks import SENTIMENT_SYSTEM, get_task, write_eval_set
@@ -121,8 +122,9 @@ def test_ab_of_two_prompt_versions(tmp_path: Path) -> None:
     for user in ("{text}", ASK):
         create_prompt(ws, "sentiment", [system, {"role": "user", "content": user}],
                       eval_set=eval_set)  # fmt: skip
+    smollm2 = load_model()  # once, for both registrations' signature samples and evaluate
     for version in (1, 2):
-        register_llm(ws, MODEL, prompt=("sentiment", version),
+        register_llm(ws, MODEL, prompt=("sentiment", version), loaded=smollm2,
                      defaults={"max_tokens": 3, "temperature": 0.0})  # fmt: skip
     set_policy(ws, TrafficPolicy(ENDPOINT, MODEL, arms=(Arm(1, 1),)), reason="launch")
     server = _serve(ws, f"{MODEL}@1", tmp_path / "serve.log")
@@ -167,7 +169,7 @@ def test_ab_of_two_prompt_versions(tmp_path: Path) -> None:
     stopped = stop_experiment(ws, "prompt-v2", reason="read the result", winner=1)
     assert stopped.status == "stopped"
 
-    # offline, the registered version evaluates with the prompt it pins (its GGUF verified)
-    offline = evaluate(ws, model=MODEL, version=2, task="sentiment", limit=8)
+    # offline, the registered version evaluates with the prompt it pins
+    offline = evaluate(ws, model=MODEL, version=2, task="sentiment", limit=8, loaded=smollm2)
     assert (offline.subject, offline.model_version, offline.prompt) == ("model", 2, "sentiment@2")
     assert offline.eval_set == eval_set and offline.rows == 8
