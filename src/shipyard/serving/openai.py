@@ -704,9 +704,10 @@ class OpenAIRoutes:
 
 
 def _version_key(completion: Completion) -> str:
-    """The semantic cache's key: answers never cross versions (``model@version``)."""
+    """The semantic cache's key: answers never cross versions, nor requests allowed another
+    number of new tokens (``model@version/max_tokens``)."""
     mv = completion.deployment.version
-    return f"{mv.name}@{mv.version}"
+    return f"{mv.name}@{mv.version}/{completion.params.max_tokens}"
 
 
 def _finish(result: GenerationResult) -> str:
