@@ -470,10 +470,10 @@ class Engine:
                     self._step()
                 except Exception as exc:  # a failed step fails its batch, not the engine
                     log.exception("engine step failed")
-                    self._fail(list(self._running), f"generation failed: {exc}")
-                    for seq in self._running:
+                    failed, self._running = self._running, []
+                    for seq in failed:
                         self._release(seq)
-                    self._running.clear()
+                    self._fail(failed, f"generation failed: {exc}")
 
     def _step(self) -> None:
         from shipyard.llm.model import forward
