@@ -43,13 +43,16 @@ SETTINGS = {
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def start_llm_server(ws: Workspace, target: str, tmp: Path) -> Server:
-    """``shipyard serve TARGET`` on a free port with the default workers (one for an LLM)."""
+def start_llm_server(
+    ws: Workspace, target: str, tmp: Path, settings: dict[str, str] | None = None
+) -> Server:
+    """``shipyard serve TARGET`` on a free port with the default workers (one for an LLM),
+    :data:`SETTINGS` and ``settings`` in its environment."""
     port = free_port()
     log = tmp / f"serve-{port}.log"
     log_file = log.open("wb")
     environ = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
-    environ.update(SETTINGS)
+    environ.update({**SETTINGS, **(settings or {})})
     command = [sys.executable, "-m", "shipyard.cli.main", "-w", str(ws.root), "serve", target]
     process = subprocess.Popen(
         [*command, "--port", str(port), "--no-guardrails"],

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from shipyard.llm.engine import Engine
     from shipyard.llm.format import LLM
     from shipyard.llm.model import LoadedModel
+    from shipyard.llm.semantic import SemanticCache
     from shipyard.llm.types import GenerationResult
     from shipyard.registry.models import ModelVersion
     from shipyard.serving.metrics import ServingMetrics
@@ -48,6 +49,9 @@ class EnginePool:
         self.workspace = workspace
         self._bases: dict[str, Base] = {}
         self._lock = threading.Lock()
+        self.semantic: SemanticCache | None = None
+        """The semantic response cache (``llm_semantic_cache``), MiniLM loaded with the
+        first LLM version so that no request waits for it."""
 
     def attach(self, mv: ModelVersion, llm: LLM) -> None:
         """Bind ``llm`` (version ``mv``, loaded and hash-verified) to its base's engine,
@@ -71,6 +75,13 @@ class EnginePool:
                     extra={"model": mv.name, "version": mv.version},
                 )
             llm.bind(base.model, base.engine)
+            settings = self.workspace.settings
+            if settings.llm_semantic_cache and self.semantic is None:
+                from shipyard.llm.semantic import SemanticCache
+
+                cache = SemanticCache(threshold=settings.llm_semantic_threshold)
+                cache.embed(["warm up"])  # load MiniLM now, not on the first request
+                self.semantic = cache
             if (mv.name, mv.version) not in base.versions:
                 base.versions.add((mv.name, mv.version))
                 self._add_adapters(base, mv.name, mv.version)

@@ -38,6 +38,7 @@ from shipyard.serving.metrics import request_cause
 
 if TYPE_CHECKING:
     from shipyard.llm.format import LLM
+    from shipyard.llm.semantic import SemanticCache
     from shipyard.llm.types import GenerationResult, SamplingParams
     from shipyard.serving.app import ServingApp
     from shipyard.serving.runtime import Deployment, EndpointState
@@ -241,7 +242,6 @@ class OpenAIRoutes:
         self.runtime = app.runtime
         self.endpoint = app.config.endpoint
         self._prompts: dict[tuple[str, int], Any] = {}
-        self._semantic: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one ``/v1/`` request (errors in OpenAI's shape)."""
@@ -627,15 +627,9 @@ class OpenAIRoutes:
             key = _version_key(completion)
             await asyncio.to_thread(cache.store, completion.prompt_text, key, result.text)
 
-    def _semantic_cache(self) -> Any:
-        if self._semantic is None:
-            try:
-                from shipyard.llm.semantic import SemanticCache
-            except ImportError:
-                return None
-            settings = self.runtime.workspace.settings
-            self._semantic = SemanticCache(threshold=settings.llm_semantic_threshold)
-        return self._semantic
+    def _semantic_cache(self) -> SemanticCache | None:
+        engines = self.runtime.engines
+        return engines.semantic if engines is not None else None
 
     async def _cached(self, completion: Completion, text: str, send: Send, started: float) -> None:
         """Answer from the semantic cache (logged and counted; ``x-shipyard-cache``)."""
