@@ -12,7 +12,12 @@ from shipyard.cli._common import console, open_workspace
 @click.option("--endpoint", default=None, help="Endpoint name (default: the model's name).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True)
-@click.option("--workers", type=int, default=None, help="Worker processes (default: one per core).")
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Worker processes (default: one per core; one for a language model).",
+)
 @click.option("--max-batch-size", default=64, show_default=True, help="Rows per model call.")
 @click.option(
     "--max-wait-ms",
@@ -89,7 +94,7 @@ def serve(
         if report.note:
             out.print(f"    not used: {report.note}")
     out.print(
-        f"Listening on http://{host}:{port} with {workers or 'one per core'} worker(s); "
+        f"Listening on http://{host}:{port} with {workers or 'the default number of'} worker(s); "
         "Ctrl-C stops."
     )
     if ws.settings.serving_admin_token is None:
