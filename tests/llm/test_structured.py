@@ -4,6 +4,7 @@ validate, greedy and sampled; bad schemas are refused saying why; EOS never come
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
@@ -123,35 +124,66 @@ def generate(
     return tokens, masks
 
 
+@pytest.fixture(scope="module")
+def engine(smollm2: LoadedModel) -> Iterator[Any]:
+    from shipyard.llm.engine import Engine, EngineConfig
+
+    config = EngineConfig(max_running=4, max_waiting=8, max_context=512, threads=1)
+    with Engine(smollm2, config) as running:
+        yield running
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_generations_parse_and_validate(smollm2: LoadedModel, hf: Any, case: str) -> None:
-    """Greedy: the value completes and validates. Sampled (temperature 1): a value that
-    completes validates; one that does not was cut by max_tokens (a long string or number
-    drawn at temperature 1), never refused by the parser."""
+def test_generations_parse_and_validate(smollm2: LoadedModel, engine: Any, case: str) -> None:
+    """Through the engine, batched. Greedy: the value completes and validates. Sampled
+    (temperature 1): a value that completes validates; one that does not was cut by
+    max_tokens (a long string or number drawn at temperature 1), never by an error."""
+    from shipyard.llm.types import SamplingParams
+
     schema, prompt, sampled = CASES[case]
     target = {"type": "object"} if case == "json_object" else schema
-    eos = set(smollm2.eos_token_ids)
-    for temperature, seed in GREEDY + sampled:
-        constraint = json_constraint(schema, smollm2)
-        tokens, masks = generate(smollm2, hf, constraint, prompt, temperature, seed)
-        text = smollm2.decode([t for t in tokens if t not in eos])
-        # End of sequence only where the value was complete: never in a mask before the last.
-        for mask in masks[:-1]:
-            assert not any(bool(mask[e]) for e in eos), f"EOS allowed mid-value in {text!r}"
-        if temperature > 0 and not constraint.finished():
-            assert len(tokens) == MAX_TOKENS, f"{case} seed={seed}: stopped early on {text!r}"
+    tokens = smollm2.encode_chat([{"role": "user", "content": prompt}])
+    runs = GREEDY + sampled
+    gens = [
+        engine.submit(
+            tokens,
+            SamplingParams(
+                max_tokens=MAX_TOKENS, temperature=temperature, seed=seed, json_schema=schema
+            ),
+        )
+        for temperature, seed in runs
+    ]
+    for (temperature, seed), gen in zip(runs, gens, strict=True):
+        result = gen.wait()
+        assert result.finish_reason in ("stop", "length"), result
+        if temperature > 0 and result.finish_reason == "length":
+            assert result.completion_tokens == MAX_TOKENS
             continue
-        assert constraint.finished(), f"{case} T={temperature} seed={seed}: unfinished {text!r}"
-        jsonschema.validate(json.loads(text), target)
+        assert result.finish_reason == "stop", f"{case} T={temperature} seed={seed}: {result}"
+        jsonschema.validate(json.loads(result.text), target)
 
 
-def test_extraction_schema_greedy(smollm2: LoadedModel, hf: Any) -> None:
+def test_eos_never_allowed_mid_value(smollm2: LoadedModel, hf: Any) -> None:
+    """A decoding loop over the real model: no mask before the value's end allows EOS."""
+    constraint = json_constraint(PERSON, smollm2)
+    tokens, masks = generate(smollm2, hf, constraint, CASES["person"][1], 0.0, 0)
+    assert constraint.finished()
+    eos = set(smollm2.eos_token_ids)
+    for mask in masks[:-1]:
+        assert not any(bool(mask[e]) for e in eos)
+    jsonschema.validate(json.loads(smollm2.decode(tokens)), PERSON)
+
+
+def test_extraction_schema_greedy(smollm2: LoadedModel, engine: Any) -> None:
     """The fraud extraction task's schema (what its adapter is evaluated on) constrains too."""
-    constraint = json_constraint(EXTRACTION_SCHEMA, smollm2)
+    from shipyard.llm.types import SamplingParams
+
     prompt = "Extract the transaction: customer 42 paid 17.50 at terminal 7 on day 3."
-    tokens, _ = generate(smollm2, hf, constraint, prompt, 0.0, 0)
-    value = json.loads(smollm2.decode(tokens))
-    jsonschema.validate(value, EXTRACTION_SCHEMA)
+    tokens = smollm2.encode_chat([{"role": "user", "content": prompt}])
+    params = SamplingParams(max_tokens=64, temperature=0, json_schema=EXTRACTION_SCHEMA)
+    result = engine.submit(tokens, params).wait()
+    assert result.finish_reason == "stop", result
+    jsonschema.validate(json.loads(result.text), EXTRACTION_SCHEMA)
 
 
 def test_mask_allows_eos_only_when_complete(smollm2: LoadedModel) -> None:
