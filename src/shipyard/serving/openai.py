@@ -615,8 +615,8 @@ class OpenAIRoutes:
         cache = self._semantic_cache()
         if cache is None:
             return None
-        key = _version_key(completion)
-        found: str | None = await asyncio.to_thread(cache.lookup, completion.prompt_text, key)
+        text, key = _semantic_key(completion)
+        found: str | None = await asyncio.to_thread(cache.lookup, text, key)
         return found
 
     async def _semantic_store(self, completion: Completion, result: GenerationResult) -> None:
@@ -624,8 +624,8 @@ class OpenAIRoutes:
             return
         cache = self._semantic_cache()
         if cache is not None:
-            key = _version_key(completion)
-            await asyncio.to_thread(cache.store, completion.prompt_text, key, result.text)
+            text, key = _semantic_key(completion)
+            await asyncio.to_thread(cache.store, text, key, result.text)
 
     def _semantic_cache(self) -> SemanticCache | None:
         engines = self.runtime.engines
@@ -702,6 +702,17 @@ def _version_key(completion: Completion) -> str:
     number of new tokens (``model@version/max_tokens``)."""
     mv = completion.deployment.version
     return f"{mv.name}@{mv.version}/{completion.params.max_tokens}"
+
+
+def _semantic_key(completion: Completion) -> tuple[str, str]:
+    """What the semantic cache compares (the last user message, by meaning) and the key that
+    must match exactly (version, budget, and a digest of the rest of the chat: the system
+    prompt, a pinned template's messages, earlier turns). Embedding the whole rendered chat
+    would let the template dominate: "capital of France?" and "... of Germany?" reach cosine
+    0.95 inside it, 0.66 as bare questions."""
+    from shipyard.llm.semantic import chat_key
+
+    return chat_key(completion.messages, _version_key(completion), completion.params)
 
 
 def _finish(result: GenerationResult) -> str:
