@@ -3,6 +3,7 @@ training steps that lower the loss (tracked in MLflow), registration and its aud
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -197,3 +198,13 @@ def test_registration_versions_hash_check_and_audit(
     assert logged[-1].after["sha256"] == second.sha256
     with pytest.raises(ModelNotFoundError):
         register_adapter(workspace, "smollm2", 7, trained)
+    from click.testing import CliRunner
+
+    from shipyard.cli.main import cli
+
+    root = ["--workspace", str(workspace.root), "llm", "adapters", "list"]
+    listed = CliRunner().invoke(cli, [*root, "--base-version", "1", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [(a["name"], a["version"]) for a in json.loads(listed.output)] == [
+        ("sentiment", 2), ("sentiment", 1)
+    ]  # fmt: skip
