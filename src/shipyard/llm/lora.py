@@ -32,9 +32,8 @@ Example::
     adapter = av.load()           # hash-verified LoraAdapter, for the engine
 
 ``python -m shipyard.llm.lora --task sentiment --task extraction --out
-docs/llm-adapters-results.md`` trains both adapters and writes the base model against its
-adapters on validation and test rows (:mod:`shipyard.llm.adapter_results` is not needed:
-the table is written here, see :func:`results_table`).
+docs/llm-adapters-results.md`` trains both adapters and compares them with the base model's
+prompts on validation and test rows (:mod:`shipyard.cli.llm_adapters`).
 """
 
 from __future__ import annotations
