@@ -327,8 +327,9 @@ def level_cells(r: dict[str, Any]) -> dict[str, Any]:
         "TTFT p99 s": r["ttft_p99_s"],
         "TPOT p50 ms": r["tpot_p50_ms"],
         "requests (finished)": f"{r['requests']} ({r['finished']})",
-        "mean completion tokens": f"{r['mean_completion']:.1f}"
-        + ("" if r["usage_given"] else " (chunks)"),
+        "mean completion tokens": "n/a"
+        if not r["finished"]
+        else f"{r['mean_completion']:.1f}" + ("" if r["usage_given"] else " (chunks)"),
         "mean prompt tokens": "?" if prompt is None else f"{prompt:.1f}",
         "errors": r["errors"],
         "server CPU (cores)": r["server_cpu"],
@@ -373,11 +374,25 @@ def goals(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def code_state() -> str:
+    """The checkout's commit, and whether src/ had uncommitted changes (Shipyard ran those)."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return f"Shipyard at commit {head or '?'}" + (
+        " with uncommitted changes in src/" if dirty else ""
+    )
+
+
 def versions_line(args: argparse.Namespace) -> str:
     """Versions of what the servers and the driver run."""
     from importlib.metadata import version
 
-    found = [f"{p} {version(p)}" for p in ("torch", "transformers", "httpx", "uvicorn")]
+    found = [code_state()]
+    found += [f"{p} {version(p)}" for p in ("torch", "transformers", "httpx", "uvicorn")]
     if args.llamacpp:
         done = subprocess.run(
             [args.llamacpp, "-c", "import llama_cpp; print(llama_cpp.__version__)"],
