@@ -21,7 +21,6 @@ import pytest
 
 from shipyard.data.catalog import get_dataset
 from shipyard.experiments.lifecycle import experiment_status, start_experiment, stop_experiment
-from shipyard.experiments.metrics import MetricSpec
 from shipyard.experiments.sequential import BETTER, NOT_SIGNIFICANT, UNDECIDED, WORSE
 from shipyard.llm.evaluate import evaluate
 from shipyard.llm.model import load_model
@@ -38,10 +37,8 @@ MODEL, ENDPOINT, ROWS = "smollm2", "reviews", 40
 ASK = "Review: {text}\nIs this review positive or negative? Answer with one word."
 """Prompt v2's user message (v1 sends the bare review, which SmolLM2 mostly continues as
 prose: about 6% right on 16 test rows against 56% with this one, offline)."""
-CORRECT = MetricSpec(
-    "accuracy", "ratio", "positives", "labelled", True, "answers the task's scorer marks right"
-)
-"""Label 1 = the answer was right: accuracy is positives over labelled answers per user."""
+CORRECT = "success_rate"
+"""Label 1 = the answer was right: success_rate is positives over labelled answers per user."""
 
 
 def _serve(ws: Workspace, target: str, log: Path) -> Server:
@@ -165,7 +162,7 @@ def test_ab_of_two_prompt_versions(tmp_path: Path) -> None:
         assert stats.mean == pytest.approx(mine["correct"].mean())
     assert (status.records, status.unkeyed, status.misrouted) == (ROWS, 0, 0)
     assert status.decision in (BETTER, WORSE, UNDECIDED, NOT_SIGNIFICANT)
-    assert "accuracy" in status.describe()
+    assert "success_rate" in status.describe()
     stopped = stop_experiment(ws, "prompt-v2", reason="read the result", winner=1)
     assert stopped.status == "stopped"
 

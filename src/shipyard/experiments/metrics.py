@@ -135,6 +135,9 @@ METRICS = {
             "alerted_units", "proportion", "alerts", "predictions", False, "units alerted once+"
         ),
         MetricSpec("ctr", "ratio", "positives", "labelled", True, "lists that got a click (CTR)"),
+        MetricSpec(
+            "success_rate", "ratio", "positives", "labelled", True, "answers labelled 1 (right)"
+        ),
     )
 }
 """The named metrics ``--metric`` and ``--guardrail`` accept."""
