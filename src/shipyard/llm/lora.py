@@ -575,8 +575,9 @@ def track_training(workspace: Workspace, trained: TrainedAdapter) -> str:
 
     from shipyard.registry.tracking import Tracker, environment_tags
 
-    client = Tracker(workspace).client
-    experiment = Tracker(workspace).experiment_id(EXPERIMENT)
+    tracker = Tracker(workspace)
+    client = tracker.client
+    experiment = tracker.experiment_id(EXPERIMENT)
     adapter = trained.adapter
     run = client.create_run(experiment, run_name=f"{adapter.task}-{adapter.name}")
     run_id = str(run.info.run_id)

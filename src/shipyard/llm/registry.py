@@ -141,14 +141,13 @@ def _gguf_path(gguf: Path | None) -> Path:
 
 
 def _check_prompt(workspace: Workspace, prompt: tuple[str, int]) -> None:
-    """ParameterError unless the prompt version exists (when the prompt registry is there)."""
+    """ParameterError unless ``prompt`` is (name, version >= 1); PromptNotFoundError unless
+    that version is in the prompt registry."""
+    from shipyard.llm.prompts import get_prompt
+
     name, version = prompt
     if not name or isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ParameterError(f"prompt: expected (name, version >= 1); got {prompt!r}")
-    try:
-        from shipyard.llm.prompts import get_prompt
-    except ModuleNotFoundError:  # the prompt registry is not installed here: kept, unchecked
-        return
     get_prompt(workspace, name, version)
 
 
